@@ -1,0 +1,390 @@
+// Package local implements objstore.Bucket on a local folder, tandem's
+// embedded default. Writes go to a temporary file in the target folder that is
+// synced and renamed into place, so a reader never sees part of an object.
+// Put-if-absent uses link(2), which fails atomically when the name exists;
+// compare-and-swap holds an flock(2) on a lock file in the root, so both are
+// atomic across processes, not only goroutines.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"iter"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+
+	"tandem/internal/objstore"
+)
+
+// Reserved is the name prefix of tandem's own files in a folder (temporary
+// files and the lock file). Listings never show them.
+const Reserved = ".tandem-"
+
+const lockName = Reserved + "lock"
+
+// Bucket is a local folder.
+type Bucket struct {
+	root string
+}
+
+var (
+	_ objstore.Bucket        = (*Bucket)(nil)
+	_ objstore.ModTimeKeeper = (*Bucket)(nil)
+)
+
+// Open returns the folder at root. The folder must exist unless create is
+// true, in which case it is created with its parents.
+func Open(root string, create bool) (*Bucket, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("folder %s: %w", root, err)
+	}
+	if create {
+		if err := os.MkdirAll(abs, 0o755); err != nil {
+			return nil, fmt.Errorf("create folder %s: %w", abs, err)
+		}
+	}
+	st, err := os.Stat(abs)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("folder %s does not exist: create it or correct the path: %w", abs, objstore.ErrNotExist)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("folder %s: %w", abs, err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("%s is a file, not a folder", abs)
+	}
+	return &Bucket{root: abs}, nil
+}
+
+// Root is the absolute path of the folder.
+func (b *Bucket) Root() string { return b.root }
+
+func (b *Bucket) URL() string { return "file://" + b.root }
+
+func (b *Bucket) KeepsModTime() bool { return true }
+
+// path maps a key to a file path, refusing keys that cannot be a file below
+// the root.
+func (b *Bucket) path(key string) (string, error) {
+	if key == "" || strings.HasPrefix(key, "/") || strings.HasSuffix(key, "/") {
+		return "", fmt.Errorf("key %q cannot be stored as a file in a local folder", key)
+	}
+	for _, seg := range strings.Split(key, "/") {
+		if seg == "" || seg == "." || seg == ".." || strings.HasPrefix(seg, Reserved) || strings.ContainsRune(seg, 0) {
+			return "", fmt.Errorf("key %q cannot be stored as a file in a local folder", key)
+		}
+	}
+	return filepath.Join(b.root, filepath.FromSlash(key)), nil
+}
+
+func info(key string, fi fs.FileInfo) objstore.Info {
+	var ino uint64
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ino = st.Ino
+	}
+	mt := fi.ModTime()
+	return objstore.Info{
+		Key:     key,
+		Size:    fi.Size(),
+		ModTime: mt,
+		// A synthetic identity: a rename of a new file changes the inode,
+		// an in-place write changes the time.
+		ETag: fmt.Sprintf("%x-%x-%x", mt.UnixNano(), fi.Size(), ino),
+	}
+}
+
+// List walks the folder so that keys come out in byte order: within a
+// directory a subdirectory "a" sorts as "a/", so "a-b" comes before "a/c".
+func (b *Bucket) List(ctx context.Context, prefix string) iter.Seq2[objstore.Info, error] {
+	return func(yield func(objstore.Info, error) bool) {
+		// Start at the deepest directory the prefix names.
+		dir := ""
+		if i := strings.LastIndex(prefix, "/"); i >= 0 {
+			dir = prefix[:i+1]
+		}
+		b.walk(ctx, dir, prefix, yield)
+	}
+}
+
+type dirent struct {
+	sortKey string
+	name    string
+	isDir   bool
+}
+
+// walk lists dir (a key prefix ending in "/" or empty) and returns false when
+// the consumer stopped or an error was yielded.
+func (b *Bucket) walk(ctx context.Context, dir, prefix string, yield func(objstore.Info, error) bool) bool {
+	if err := ctx.Err(); err != nil {
+		yield(objstore.Info{}, err)
+		return false
+	}
+	f, err := os.Open(filepath.Join(b.root, filepath.FromSlash(dir)))
+	if errors.Is(err, fs.ErrNotExist) && dir != "" {
+		return true
+	}
+	if err != nil {
+		yield(objstore.Info{}, fmt.Errorf("list %s: %w", b.URL(), err))
+		return false
+	}
+	ents, err := f.ReadDir(-1)
+	f.Close()
+	if err != nil {
+		yield(objstore.Info{}, fmt.Errorf("list %s%s: %w", b.URL(), "/"+dir, err))
+		return false
+	}
+	list := make([]dirent, 0, len(ents))
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasPrefix(name, Reserved) {
+			continue
+		}
+		d := dirent{sortKey: name, name: name, isDir: e.IsDir()}
+		if d.isDir {
+			d.sortKey += "/"
+		} else if !e.Type().IsRegular() {
+			continue
+		}
+		full := dir + d.sortKey
+		// Keep entries that are under the prefix or lead to it.
+		if !strings.HasPrefix(full, prefix) && !(d.isDir && strings.HasPrefix(prefix, full)) {
+			continue
+		}
+		list = append(list, d)
+	}
+	slices.SortFunc(list, func(a, b dirent) int { return strings.Compare(a.sortKey, b.sortKey) })
+	for _, d := range list {
+		if d.isDir {
+			if !b.walk(ctx, dir+d.sortKey, prefix, yield) {
+				return false
+			}
+			continue
+		}
+		fi, err := os.Lstat(filepath.Join(b.root, filepath.FromSlash(dir), d.name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // deleted while we listed
+		}
+		if err != nil {
+			yield(objstore.Info{}, fmt.Errorf("list %s: %w", b.URL(), err))
+			return false
+		}
+		if !yield(info(dir+d.name, fi), nil) {
+			return false
+		}
+	}
+	return true
+}
+
+func (b *Bucket) Stat(ctx context.Context, key string) (objstore.Info, error) {
+	p, err := b.path(key)
+	if err != nil {
+		return objstore.Info{}, err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return objstore.Info{}, b.fsErr(key, err)
+	}
+	if fi.IsDir() {
+		return objstore.Info{}, fmt.Errorf("object %s in %s: is a folder: %w", key, b.URL(), objstore.ErrNotExist)
+	}
+	return info(key, fi), nil
+}
+
+func (b *Bucket) fsErr(key string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return fmt.Errorf("object %s in %s: %w", key, b.URL(), objstore.ErrNotExist)
+	}
+	return fmt.Errorf("object %s in %s: %w", key, b.URL(), err)
+}
+
+func (b *Bucket) Get(ctx context.Context, key string) (io.ReadCloser, objstore.Info, error) {
+	p, err := b.path(key)
+	if err != nil {
+		return nil, objstore.Info{}, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, objstore.Info{}, b.fsErr(key, err)
+	}
+	fi, err := f.Stat()
+	if err != nil || fi.IsDir() {
+		f.Close()
+		if err == nil {
+			err = fs.ErrNotExist
+		}
+		return nil, objstore.Info{}, b.fsErr(key, err)
+	}
+	// Return the *os.File itself so that io.Copy into another file can use
+	// copy_file_range.
+	return f, info(key, fi), nil
+}
+
+type sectionFile struct {
+	*io.SectionReader
+	f *os.File
+}
+
+func (s sectionFile) Close() error { return s.f.Close() }
+
+func (b *Bucket) GetRange(ctx context.Context, key string, off, n int64, etag string) (io.ReadCloser, error) {
+	f, inf, err := b.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if etag != "" && inf.ETag != etag {
+		f.Close()
+		return nil, fmt.Errorf("object %s in %s changed while being read: %w", key, b.URL(), objstore.ErrPrecondition)
+	}
+	file := f.(*os.File)
+	return sectionFile{io.NewSectionReader(file, off, n), file}, nil
+}
+
+func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, opts objstore.PutOptions) (objstore.Info, error) {
+	p, err := b.path(key)
+	if err != nil {
+		return objstore.Info{}, err
+	}
+	dir := filepath.Dir(p)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
+	}
+	tmp, err := os.CreateTemp(dir, Reserved+"tmp-*")
+	if err != nil {
+		return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
+	}
+	tmpName := tmp.Name()
+	published := false
+	defer func() {
+		if !published {
+			os.Remove(tmpName)
+		}
+	}()
+	src := r
+	if _, isFile := r.(*os.File); !isFile {
+		// A file is left bare so that io.Copy can use copy_file_range.
+		src = contextReader{ctx, r}
+	}
+	n, err := io.Copy(tmp, src)
+	if err == nil && size >= 0 && n != size {
+		err = fmt.Errorf("source gave %d bytes, expected %d", n, size)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && !opts.ModTime.IsZero() {
+		err = os.Chtimes(tmpName, opts.ModTime, opts.ModTime)
+	}
+	if err != nil {
+		return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
+	}
+
+	switch {
+	case opts.IfAbsent:
+		// link(2) fails with EEXIST if the name exists, atomically.
+		if err := os.Link(tmpName, p); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return objstore.Info{}, fmt.Errorf("put %s in %s: object exists: %w", key, b.URL(), objstore.ErrPrecondition)
+			}
+			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
+		}
+	case opts.IfMatch != "":
+		unlock, err := b.lock()
+		if err != nil {
+			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
+		}
+		defer unlock()
+		cur, err := b.Stat(ctx, key)
+		if errors.Is(err, objstore.ErrNotExist) || (err == nil && cur.ETag != opts.IfMatch) {
+			return objstore.Info{}, fmt.Errorf("put %s in %s: object changed: %w", key, b.URL(), objstore.ErrPrecondition)
+		}
+		if err != nil {
+			return objstore.Info{}, err
+		}
+		if err := os.Rename(tmpName, p); err != nil {
+			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
+		}
+	default:
+		if err := os.Rename(tmpName, p); err != nil {
+			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
+		}
+	}
+	published = true
+	if opts.IfAbsent {
+		os.Remove(tmpName)
+	}
+	if err := syncDir(dir); err != nil {
+		return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return objstore.Info{}, b.fsErr(key, err)
+	}
+	return info(key, fi), nil
+}
+
+// lock takes the folder's exclusive flock, which serializes compare-and-swap
+// across processes.
+func (b *Bucket) lock() (func(), error) {
+	f, err := os.OpenFile(filepath.Join(b.root, lockName), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func (b *Bucket) Delete(ctx context.Context, key string) error {
+	p, err := b.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete %s in %s: %w", key, b.URL(), err)
+	}
+	// Remove folders left empty, up to the root, so that listings stay
+	// short; a folder that is not empty stops the climb.
+	for dir := filepath.Dir(p); dir != b.root && len(dir) > len(b.root); dir = filepath.Dir(dir) {
+		if os.Remove(dir) != nil {
+			break
+		}
+	}
+	return nil
+}
+
+// contextReader stops a long copy when the context is canceled.
+type contextReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c contextReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

@@ -1,0 +1,123 @@
+package local_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"tandem/internal/objstore"
+	"tandem/internal/objstore/local"
+	"tandem/internal/objstore/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) objstore.Bucket {
+		b, err := local.Open(t.TempDir(), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	})
+}
+
+// TestCompareAndSwapAcrossProcesses runs increments from several processes
+// (this test binary, re-executed) against one folder.
+func TestCompareAndSwapAcrossProcesses(t *testing.T) {
+	if dir := os.Getenv("TANDEM_CAS_CHILD"); dir != "" {
+		b, err := local.Open(dir, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 25 {
+			if err := storetest.Increment(context.Background(), b, "counter"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Every child also tries to claim the same key once.
+		_, err = b.Put(context.Background(), "claim", strings.NewReader(strconv.Itoa(os.Getpid())), -1, objstore.PutOptions{IfAbsent: true})
+		if err != nil && !errors.Is(err, objstore.ErrPrecondition) {
+			t.Fatal(err)
+		}
+		return
+	}
+	dir := t.TempDir()
+	b, err := local.Open(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Put(context.Background(), "counter", strings.NewReader("0"), 1, objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const children = 4
+	var cmds []*exec.Cmd
+	for range children {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCompareAndSwapAcrossProcesses$")
+		cmd.Env = append(os.Environ(), "TANDEM_CAS_CHILD="+dir)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, cmd)
+	}
+	for _, c := range cmds {
+		if err := c.Wait(); err != nil {
+			t.Fatalf("child: %v", err)
+		}
+	}
+	data, _, err := objstore.ReadAll(context.Background(), b, "counter")
+	if err != nil || string(data) != strconv.Itoa(children*25) {
+		t.Fatalf("counter = %q, %v; want %d", data, err, children*25)
+	}
+	if _, err := b.Stat(context.Background(), "claim"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTempFilesHiddenAndModTimeKept(t *testing.T) {
+	dir := t.TempDir()
+	b, err := local.Open(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt := time.Date(2020, 1, 2, 3, 4, 5, 6, time.UTC)
+	if _, err := b.Put(context.Background(), "x/y", strings.NewReader("data"), 4, objstore.PutOptions{ModTime: mt}); err != nil {
+		t.Fatal(err)
+	}
+	// A temporary file left by a crashed writer is not an object.
+	if err := os.WriteFile(filepath.Join(dir, "x", local.Reserved+"tmp-123"), []byte("partial"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var got []objstore.Info
+	for info, err := range b.List(context.Background(), "") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, info)
+	}
+	if len(got) != 1 || got[0].Key != "x/y" || !got[0].ModTime.Equal(mt) {
+		t.Fatalf("List = %+v", got)
+	}
+}
+
+func TestBadKeysAndFolders(t *testing.T) {
+	b, err := local.Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"", "/abs", "a/../b", "dir/", "a//b", local.Reserved + "lock"} {
+		_, err := b.Put(context.Background(), key, strings.NewReader("x"), 1, objstore.PutOptions{})
+		if err == nil || !strings.Contains(err.Error(), "cannot be stored") {
+			t.Errorf("Put(%q) = %v, want a key error", key, err)
+		}
+	}
+	missing := filepath.Join(t.TempDir(), "nope")
+	if _, err := local.Open(missing, false); !errors.Is(err, objstore.ErrNotExist) || !strings.Contains(err.Error(), missing) {
+		t.Errorf("Open(missing) = %v", err)
+	}
+}

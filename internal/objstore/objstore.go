@@ -1,0 +1,105 @@
+// Package objstore defines the object-store interface tandem reads and writes
+// through. A Bucket is rooted at a bucket and prefix (or a local folder); keys
+// are relative to that root and use "/" as separator. Backends live in
+// subpackages (local, s3) and are opened by package location.
+package objstore
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"iter"
+	"time"
+)
+
+// ErrNotExist is wrapped by every error about a missing object.
+var ErrNotExist = fs.ErrNotExist
+
+// ErrPrecondition is wrapped by a conditional Put that found the object absent
+// when IfMatch was set, present when IfAbsent was set, or with another ETag.
+var ErrPrecondition = errors.New("precondition failed")
+
+// Info describes one object.
+type Info struct {
+	Key  string
+	Size int64
+	// ETag identifies one version of the object. It is opaque: an MD5 for a
+	// simple S3 upload, a multipart hash for others, a synthetic identity for
+	// local files. Equal ETags within one backend mean equal content.
+	ETag    string
+	ModTime time.Time
+}
+
+// PutOptions make a Put conditional or carry attributes.
+type PutOptions struct {
+	// IfAbsent makes the Put fail with ErrPrecondition when the key exists.
+	IfAbsent bool
+	// IfMatch makes the Put fail with ErrPrecondition unless the current
+	// object has this ETag (compare-and-swap). A missing object fails too.
+	IfMatch string
+	// ModTime is kept as the object's modification time by backends that
+	// implement ModTimeKeeper; others ignore it.
+	ModTime time.Time
+}
+
+// Bucket is an object store rooted at a bucket and prefix.
+//
+// Implementations are safe for concurrent use. Writes are atomic: a reader
+// sees the old object, the new one or no object, never part of one.
+type Bucket interface {
+	// URL names the bucket, without credentials.
+	URL() string
+	// List yields the objects whose key starts with prefix, in ascending
+	// byte order of their keys, reading the store page by page. Iteration
+	// stops at the first error, which is yielded.
+	List(ctx context.Context, prefix string) iter.Seq2[Info, error]
+	// Stat returns the object's Info, or an error wrapping ErrNotExist.
+	Stat(ctx context.Context, key string) (Info, error)
+	// Get opens the object for reading. The caller closes the reader. A
+	// missing object gives an error wrapping ErrNotExist.
+	Get(ctx context.Context, key string) (io.ReadCloser, Info, error)
+	// GetRange reads n bytes at off. When etag is not empty and the object
+	// no longer has it, the error wraps ErrPrecondition.
+	GetRange(ctx context.Context, key string, off, n int64, etag string) (io.ReadCloser, error)
+	// Put stores size bytes from r (size -1 when unknown) under key and
+	// returns the new object's Info; Info.ModTime may be zero when the store
+	// does not report it on write.
+	Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (Info, error)
+	// Delete removes the object. Deleting a missing object is not an error.
+	Delete(ctx context.Context, key string) error
+}
+
+// PartPutter is implemented by buckets that store one large object from
+// parts written in parallel (S3 multipart upload). open returns the bytes of
+// one part; it is called once per attempt of that part.
+type PartPutter interface {
+	PutParts(ctx context.Context, key string, size, partSize int64, concurrency int,
+		open func(ctx context.Context, off, n int64) (io.ReadCloser, error), opts PutOptions) (Info, error)
+}
+
+// ModTimeKeeper is implemented by buckets that store PutOptions.ModTime as
+// the object's modification time, so that a listing shows the source's time.
+type ModTimeKeeper interface {
+	KeepsModTime() bool
+}
+
+// KeepsModTime reports whether b stores PutOptions.ModTime.
+func KeepsModTime(b Bucket) bool {
+	k, ok := b.(ModTimeKeeper)
+	return ok && k.KeepsModTime()
+}
+
+// ReadAll reads a whole object, for small objects such as state records.
+func ReadAll(ctx context.Context, b Bucket, key string) ([]byte, Info, error) {
+	rc, info, err := b.Get(ctx, key)
+	if err != nil {
+		return nil, Info{}, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, Info{}, err
+	}
+	return data, info, nil
+}

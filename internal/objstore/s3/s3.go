@@ -1,0 +1,395 @@
+// Package s3 implements objstore.Bucket on any S3-compatible service (AWS S3,
+// OCI Object Storage's S3 API, MinIO, R2, versitygw) with aws-sdk-go-v2.
+// Conditional writes use If-None-Match: * and If-Match: <etag>; large objects
+// go up as multipart uploads with parts sent in parallel.
+package s3
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+
+	"tandem/internal/objstore"
+)
+
+// Options say how to reach the service. Empty credentials mean the standard
+// AWS chain: environment, shared config and credentials files, profiles.
+type Options struct {
+	Endpoint        string // https://host[:port]; empty for AWS
+	Region          string // default us-east-1
+	PathStyle       bool
+	Profile         string
+	AccessKeyID     string
+	SecretAccessKey string
+	SessionToken    string
+	// MaxAttempts bounds the SDK's own retries of one request (default 3).
+	MaxAttempts int
+}
+
+// Bucket is a bucket and key prefix on an S3-compatible service.
+type Bucket struct {
+	client *s3.Client
+	bucket string
+	prefix string // "" or ending in "/"
+	url    string
+}
+
+var (
+	_ objstore.Bucket     = (*Bucket)(nil)
+	_ objstore.PartPutter = (*Bucket)(nil)
+)
+
+// Open connects to bucket and checks, with one HeadBucket request, that it
+// exists and that the credentials are accepted.
+func Open(ctx context.Context, bucket, prefix string, o Options) (*Bucket, error) {
+	if prefix != "" && !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	b := &Bucket{bucket: bucket, prefix: prefix, url: "s3://" + bucket + "/" + prefix}
+	region := o.Region
+	if region == "" {
+		region = "us-east-1"
+	}
+	attempts := o.MaxAttempts
+	if attempts == 0 {
+		attempts = 3
+	}
+	loadOpts := []func(*awsconfig.LoadOptions) error{
+		awsconfig.WithRegion(region),
+		awsconfig.WithRetryer(func() aws.Retryer {
+			return retry.NewStandard(func(so *retry.StandardOptions) {
+				so.MaxAttempts = attempts
+				so.MaxBackoff = 2 * time.Second
+			})
+		}),
+		awsconfig.WithHTTPClient(httpClient()),
+	}
+	if o.Profile != "" {
+		loadOpts = append(loadOpts, awsconfig.WithSharedConfigProfile(o.Profile))
+	}
+	if o.AccessKeyID != "" || o.SecretAccessKey != "" {
+		loadOpts = append(loadOpts, awsconfig.WithCredentialsProvider(
+			credentials.NewStaticCredentialsProvider(o.AccessKeyID, o.SecretAccessKey, o.SessionToken)))
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx, loadOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: load AWS configuration: %w", b.url, err)
+	}
+	b.client = s3.NewFromConfig(cfg, func(so *s3.Options) {
+		if o.Endpoint != "" {
+			so.BaseEndpoint = aws.String(o.Endpoint)
+		}
+		so.UsePathStyle = o.PathStyle
+		// Checksums only where the API requires them: several S3-compatible
+		// services reject the SDK's default trailing checksums.
+		so.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		so.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+	})
+	if _, err := b.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &b.bucket}); err != nil {
+		return nil, b.openErr(o.Endpoint, err)
+	}
+	return b, nil
+}
+
+func httpClient() *awshttp.BuildableClient {
+	return awshttp.NewBuildableClient().
+		WithDialerOptions(func(d *net.Dialer) { d.Timeout = 10 * time.Second }).
+		WithTransportOptions(func(tr *http.Transport) {
+			tr.MaxIdleConns = 256
+			tr.MaxIdleConnsPerHost = 256
+		})
+}
+
+func (b *Bucket) openErr(endpoint string, err error) error {
+	where := endpoint
+	if where == "" {
+		where = "AWS S3"
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) {
+		return fmt.Errorf("%s: cannot reach endpoint %s: check the endpoint and the network: %w", b.url, where, err)
+	}
+	switch code(err) {
+	case "NotFound", "NoSuchBucket":
+		return fmt.Errorf("%s: bucket %q does not exist at %s: create it or correct the URL: %w", b.url, b.bucket, where, objstore.ErrNotExist)
+	case "Forbidden", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken":
+		return fmt.Errorf("%s: %s refused the credentials (%s): check the access key, secret and profile", b.url, where, code(err))
+	}
+	return fmt.Errorf("%s: %w", b.url, err)
+}
+
+// code is the S3 error code, or the HTTP status text for HEAD requests.
+func code(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
+}
+
+func status(err error) int {
+	var re interface{ HTTPStatusCode() int }
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode()
+	}
+	return 0
+}
+
+// wrap maps S3 errors to the objstore sentinels.
+func (b *Bucket) wrap(op, key string, err error) error {
+	switch {
+	case code(err) == "NoSuchKey" || code(err) == "NotFound" || status(err) == http.StatusNotFound:
+		return fmt.Errorf("%s %s in %s: %w", op, key, b.url, objstore.ErrNotExist)
+	case code(err) == "PreconditionFailed" || code(err) == "ConditionalRequestConflict" ||
+		status(err) == http.StatusPreconditionFailed || status(err) == http.StatusConflict:
+		return fmt.Errorf("%s %s in %s: %w", op, key, b.url, objstore.ErrPrecondition)
+	}
+	return fmt.Errorf("%s %s in %s: %w", op, key, b.url, err)
+}
+
+// putErr maps a failed write. With If-Match, AWS answers NoSuchKey for a
+// missing object; the contract says that is a failed precondition.
+func (b *Bucket) putErr(key string, opts objstore.PutOptions, err error) error {
+	err = b.wrap("put", key, err)
+	if opts.IfMatch != "" && errors.Is(err, objstore.ErrNotExist) {
+		return fmt.Errorf("put %s in %s: object is missing: %w", key, b.url, objstore.ErrPrecondition)
+	}
+	return err
+}
+
+func (b *Bucket) URL() string { return b.url }
+
+func trimETag(s *string) string { return strings.Trim(aws.ToString(s), `"`) }
+
+func (b *Bucket) List(ctx context.Context, prefix string) iter.Seq2[objstore.Info, error] {
+	return func(yield func(objstore.Info, error) bool) {
+		p := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{
+			Bucket: &b.bucket,
+			Prefix: aws.String(b.prefix + prefix),
+		})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				yield(objstore.Info{}, b.wrap("list", prefix, err))
+				return
+			}
+			for _, o := range page.Contents {
+				key := strings.TrimPrefix(aws.ToString(o.Key), b.prefix)
+				if !yield(objstore.Info{
+					Key:     key,
+					Size:    aws.ToInt64(o.Size),
+					ETag:    trimETag(o.ETag),
+					ModTime: aws.ToTime(o.LastModified),
+				}, nil) {
+					return
+				}
+			}
+		}
+	}
+}
+
+func (b *Bucket) Stat(ctx context.Context, key string) (objstore.Info, error) {
+	out, err := b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &b.bucket, Key: aws.String(b.prefix + key)})
+	if err != nil {
+		return objstore.Info{}, b.wrap("stat", key, err)
+	}
+	return objstore.Info{Key: key, Size: aws.ToInt64(out.ContentLength), ETag: trimETag(out.ETag), ModTime: aws.ToTime(out.LastModified)}, nil
+}
+
+func (b *Bucket) Get(ctx context.Context, key string) (io.ReadCloser, objstore.Info, error) {
+	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.bucket, Key: aws.String(b.prefix + key)})
+	if err != nil {
+		return nil, objstore.Info{}, b.wrap("get", key, err)
+	}
+	return out.Body, objstore.Info{Key: key, Size: aws.ToInt64(out.ContentLength), ETag: trimETag(out.ETag), ModTime: aws.ToTime(out.LastModified)}, nil
+}
+
+func (b *Bucket) GetRange(ctx context.Context, key string, off, n int64, etag string) (io.ReadCloser, error) {
+	in := &s3.GetObjectInput{
+		Bucket: &b.bucket,
+		Key:    aws.String(b.prefix + key),
+		Range:  aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1)),
+	}
+	if etag != "" {
+		in.IfMatch = aws.String(`"` + etag + `"`)
+	}
+	out, err := b.client.GetObject(ctx, in)
+	if err != nil {
+		return nil, b.wrap("get", key, err)
+	}
+	return out.Body, nil
+}
+
+// seekable returns a body the SDK can sign and resend: S3 over plain HTTP
+// needs a seekable payload of known length.
+func seekable(r io.Reader, size int64) (io.ReadSeeker, int64, error) {
+	if rs, ok := r.(io.ReadSeeker); ok && size >= 0 {
+		return rs, size, nil
+	}
+	var buf bytes.Buffer
+	if size > 0 {
+		buf.Grow(int(size))
+	}
+	n, err := buf.ReadFrom(r)
+	if err != nil {
+		return nil, 0, err
+	}
+	if size >= 0 && n != size {
+		return nil, 0, fmt.Errorf("source gave %d bytes, expected %d", n, size)
+	}
+	return bytes.NewReader(buf.Bytes()), n, nil
+}
+
+func conditions(opts objstore.PutOptions) (ifNoneMatch, ifMatch *string) {
+	if opts.IfAbsent {
+		ifNoneMatch = aws.String("*")
+	}
+	if opts.IfMatch != "" {
+		ifMatch = aws.String(`"` + opts.IfMatch + `"`)
+	}
+	return
+}
+
+func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, opts objstore.PutOptions) (objstore.Info, error) {
+	body, n, err := seekable(r, size)
+	if err != nil {
+		return objstore.Info{}, fmt.Errorf("put %s in %s: read source: %w", key, b.url, err)
+	}
+	ifNoneMatch, ifMatch := conditions(opts)
+	out, err := b.client.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:        &b.bucket,
+		Key:           aws.String(b.prefix + key),
+		Body:          body,
+		ContentLength: aws.Int64(n),
+		IfNoneMatch:   ifNoneMatch,
+		IfMatch:       ifMatch,
+	})
+	if err != nil {
+		return objstore.Info{}, b.putErr(key, opts, err)
+	}
+	return objstore.Info{Key: key, Size: n, ETag: trimETag(out.ETag)}, nil
+}
+
+// PutParts uploads size bytes as a multipart upload with up to concurrency
+// parts in flight; each part is read into memory before it is sent so that a
+// failed part can be resent. On any failure the upload is aborted, so no
+// partial object is ever visible.
+func (b *Bucket) PutParts(ctx context.Context, key string, size, partSize int64, concurrency int,
+	open func(ctx context.Context, off, n int64) (io.ReadCloser, error), opts objstore.PutOptions) (objstore.Info, error) {
+	if partSize < 5<<20 {
+		partSize = 5 << 20
+	}
+	for size/partSize >= 10000 { // S3 allows 10,000 parts
+		partSize *= 2
+	}
+	full := aws.String(b.prefix + key)
+	created, err := b.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &b.bucket, Key: full})
+	if err != nil {
+		return objstore.Info{}, b.wrap("put", key, err)
+	}
+	uploadID := created.UploadId
+	abort := func() {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		b.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: &b.bucket, Key: full, UploadId: uploadID})
+	}
+
+	nparts := int((size + partSize - 1) / partSize)
+	if nparts == 0 {
+		nparts = 1
+	}
+	parts := make([]types.CompletedPart, nparts)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, max(1, concurrency))
+	for i := range nparts {
+		off := int64(i) * partSize
+		n := min(partSize, size-off)
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			etag, err := b.uploadPart(ctx, full, uploadID, int32(i+1), off, n, open)
+			if err != nil {
+				cancel(fmt.Errorf("part %d: %w", i+1, err))
+				return
+			}
+			parts[i] = types.CompletedPart{ETag: etag, PartNumber: aws.Int32(int32(i + 1))}
+		}()
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		abort()
+		return objstore.Info{}, b.wrap("put", key, err)
+	}
+	sort.Slice(parts, func(i, j int) bool { return *parts[i].PartNumber < *parts[j].PartNumber })
+	ifNoneMatch, ifMatch := conditions(opts)
+	out, err := b.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+		Bucket:          &b.bucket,
+		Key:             full,
+		UploadId:        uploadID,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+		IfNoneMatch:     ifNoneMatch,
+		IfMatch:         ifMatch,
+	})
+	if err != nil {
+		abort()
+		return objstore.Info{}, b.putErr(key, opts, err)
+	}
+	return objstore.Info{Key: key, Size: size, ETag: trimETag(out.ETag)}, nil
+}
+
+func (b *Bucket) uploadPart(ctx context.Context, key, uploadID *string, num int32, off, n int64,
+	open func(ctx context.Context, off, n int64) (io.ReadCloser, error)) (*string, error) {
+	rc, err := open(ctx, off, n)
+	if err != nil {
+		return nil, err
+	}
+	body, n, err := seekable(rc, n)
+	rc.Close()
+	if err != nil {
+		return nil, err
+	}
+	out, err := b.client.UploadPart(ctx, &s3.UploadPartInput{
+		Bucket: &b.bucket, Key: key, UploadId: uploadID,
+		PartNumber: aws.Int32(num), Body: body, ContentLength: aws.Int64(n),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out.ETag, nil
+}
+
+func (b *Bucket) Delete(ctx context.Context, key string) error {
+	_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &b.bucket, Key: aws.String(b.prefix + key)})
+	if err != nil && !errors.Is(b.wrap("delete", key, err), objstore.ErrNotExist) {
+		return b.wrap("delete", key, err)
+	}
+	return nil
+}

@@ -1,0 +1,349 @@
+// Package storetest is the conformance suite every objstore.Bucket passes:
+// the local folder always, S3 against a real server on loopback.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"tandem/internal/objstore"
+)
+
+// Run runs the suite. newBucket returns an empty bucket for each subtest.
+func Run(t *testing.T, newBucket func(t *testing.T) objstore.Bucket) {
+	ctx := context.Background()
+
+	t.Run("PutGetStat", func(t *testing.T) {
+		b := newBucket(t)
+		want := []byte("hello, standby")
+		put, err := b.Put(ctx, "dir/a.txt", bytes.NewReader(want), int64(len(want)), objstore.PutOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if put.Size != int64(len(want)) || put.ETag == "" {
+			t.Fatalf("Put returned %+v", put)
+		}
+		rc, got, err := b.Get(ctx, "dir/a.txt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(rc)
+		rc.Close()
+		if !bytes.Equal(data, want) || got.ETag != put.ETag || got.Size != put.Size {
+			t.Fatalf("Get = %q %+v, want %q %+v", data, got, want, put)
+		}
+		st, err := b.Stat(ctx, "dir/a.txt")
+		if err != nil || st.ETag != put.ETag || st.Size != put.Size || st.ModTime.IsZero() {
+			t.Fatalf("Stat = %+v, %v; want ETag %s", st, err, put.ETag)
+		}
+		// Overwrite changes the ETag.
+		put2, err := b.Put(ctx, "dir/a.txt", strings.NewReader("v2"), 2, objstore.PutOptions{})
+		if err != nil || put2.ETag == put.ETag {
+			t.Fatalf("overwrite: %+v, %v (old ETag %s)", put2, err, put.ETag)
+		}
+	})
+
+	t.Run("EmptyObjectAndUnknownSize", func(t *testing.T) {
+		b := newBucket(t)
+		if _, err := b.Put(ctx, "empty", bytes.NewReader(nil), 0, objstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Put(ctx, "unknown", io.MultiReader(strings.NewReader("abc")), -1, objstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		for key, size := range map[string]int64{"empty": 0, "unknown": 3} {
+			st, err := b.Stat(ctx, key)
+			if err != nil || st.Size != size {
+				t.Fatalf("Stat(%s) = %+v, %v; want size %d", key, st, err, size)
+			}
+		}
+	})
+
+	t.Run("Missing", func(t *testing.T) {
+		b := newBucket(t)
+		if _, err := b.Stat(ctx, "nope"); !errors.Is(err, objstore.ErrNotExist) {
+			t.Fatalf("Stat missing: %v", err)
+		}
+		if _, _, err := b.Get(ctx, "nope"); !errors.Is(err, objstore.ErrNotExist) {
+			t.Fatalf("Get missing: %v", err)
+		}
+		if err := b.Delete(ctx, "nope"); err != nil {
+			t.Fatalf("Delete missing: %v", err)
+		}
+	})
+
+	t.Run("ShortSourceLeavesNothing", func(t *testing.T) {
+		b := newBucket(t)
+		if _, err := b.Put(ctx, "short", strings.NewReader("abc"), 10, objstore.PutOptions{}); err == nil {
+			t.Fatal("Put with a short source succeeded")
+		}
+		if _, err := b.Stat(ctx, "short"); !errors.Is(err, objstore.ErrNotExist) {
+			t.Fatalf("a failed Put left an object: %v", err)
+		}
+	})
+
+	t.Run("IfAbsent", func(t *testing.T) {
+		b := newBucket(t)
+		if _, err := b.Put(ctx, "k", strings.NewReader("first"), 5, objstore.PutOptions{IfAbsent: true}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := b.Put(ctx, "k", strings.NewReader("second"), 6, objstore.PutOptions{IfAbsent: true})
+		if !errors.Is(err, objstore.ErrPrecondition) {
+			t.Fatalf("second IfAbsent Put: %v, want ErrPrecondition", err)
+		}
+		expectContent(t, b, "k", "first")
+	})
+
+	t.Run("IfAbsentRace", func(t *testing.T) {
+		b := newBucket(t)
+		const n = 8
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		wins := 0
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				v := strconv.Itoa(i)
+				_, err := b.Put(ctx, "race", strings.NewReader(v), int64(len(v)), objstore.PutOptions{IfAbsent: true})
+				if err == nil {
+					mu.Lock()
+					wins++
+					mu.Unlock()
+				} else if !errors.Is(err, objstore.ErrPrecondition) {
+					t.Errorf("Put %d: %v", i, err)
+				}
+			}()
+		}
+		wg.Wait()
+		if wins != 1 {
+			t.Fatalf("%d IfAbsent Puts won, want 1", wins)
+		}
+	})
+
+	t.Run("CompareAndSwap", func(t *testing.T) {
+		b := newBucket(t)
+		v1, err := b.Put(ctx, "cas", strings.NewReader("1"), 1, objstore.PutOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v2, err := b.Put(ctx, "cas", strings.NewReader("2"), 1, objstore.PutOptions{IfMatch: v1.ETag})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Put(ctx, "cas", strings.NewReader("3"), 1, objstore.PutOptions{IfMatch: v1.ETag}); !errors.Is(err, objstore.ErrPrecondition) {
+			t.Fatalf("CAS with a stale ETag: %v, want ErrPrecondition", err)
+		}
+		expectContent(t, b, "cas", "2")
+		if _, err := b.Put(ctx, "missing", strings.NewReader("x"), 1, objstore.PutOptions{IfMatch: v2.ETag}); !errors.Is(err, objstore.ErrPrecondition) {
+			t.Fatalf("CAS on a missing key: %v, want ErrPrecondition", err)
+		}
+	})
+
+	t.Run("CompareAndSwapCounter", func(t *testing.T) {
+		b := newBucket(t)
+		if _, err := b.Put(ctx, "counter", strings.NewReader("0"), 1, objstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		const workers, each = 4, 5
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range each {
+					if err := Increment(ctx, b, "counter"); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		expectContent(t, b, "counter", strconv.Itoa(workers*each))
+	})
+
+	t.Run("ListOrderAndPrefix", func(t *testing.T) {
+		b := newBucket(t)
+		keys := []string{"a/c", "a-b", "a/b/c", "a.b", "b", "a/b-c", "z/\u00e9t\u00e9", "a/b0"}
+		for _, k := range keys {
+			if _, err := b.Put(ctx, k, strings.NewReader(k), int64(len(k)), objstore.PutOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := slices.Clone(keys)
+		slices.Sort(want) // byte order
+		if got := listKeys(t, b, ""); !slices.Equal(got, want) {
+			t.Fatalf("List = %q\nwant   %q", got, want)
+		}
+		if got := listKeys(t, b, "a/b"); !slices.Equal(got, []string{"a/b-c", "a/b/c", "a/b0"}) {
+			t.Fatalf("List(a/b) = %q", got)
+		}
+		if got := listKeys(t, b, "a/"); !slices.Equal(got, []string{"a/b-c", "a/b/c", "a/b0", "a/c"}) {
+			t.Fatalf("List(a/) = %q", got)
+		}
+		if got := listKeys(t, b, "nothing/"); len(got) != 0 {
+			t.Fatalf("List(nothing/) = %q", got)
+		}
+	})
+
+	t.Run("ListPages", func(t *testing.T) {
+		b := newBucket(t)
+		const n = 1050 // more than one S3 page
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 16)
+		for i := range n {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				k := fmt.Sprintf("p/%05d", i)
+				if _, err := b.Put(ctx, k, strings.NewReader("x"), 1, objstore.PutOptions{}); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		got := listKeys(t, b, "p/")
+		if len(got) != n || !slices.IsSorted(got) {
+			t.Fatalf("listed %d keys (sorted %v), want %d", len(got), slices.IsSorted(got), n)
+		}
+	})
+
+	t.Run("GetRange", func(t *testing.T) {
+		b := newBucket(t)
+		put, err := b.Put(ctx, "r", strings.NewReader("0123456789"), 10, objstore.PutOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := b.GetRange(ctx, "r", 3, 4, put.ETag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(rc)
+		rc.Close()
+		if string(data) != "3456" {
+			t.Fatalf("GetRange = %q", data)
+		}
+		if _, err := b.Put(ctx, "r", strings.NewReader("abcdefghij"), 10, objstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if rc, err := b.GetRange(ctx, "r", 0, 2, put.ETag); !errors.Is(err, objstore.ErrPrecondition) {
+			if rc != nil {
+				rc.Close()
+			}
+			t.Fatalf("GetRange with a stale ETag: %v, want ErrPrecondition", err)
+		}
+	})
+
+	t.Run("Delete", func(t *testing.T) {
+		b := newBucket(t)
+		if _, err := b.Put(ctx, "d/x", strings.NewReader("x"), 1, objstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Delete(ctx, "d/x"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Stat(ctx, "d/x"); !errors.Is(err, objstore.ErrNotExist) {
+			t.Fatalf("Stat after Delete: %v", err)
+		}
+		if got := listKeys(t, b, ""); len(got) != 0 {
+			t.Fatalf("List after Delete = %q", got)
+		}
+	})
+
+	t.Run("PutParts", func(t *testing.T) {
+		b := newBucket(t)
+		pp, ok := b.(objstore.PartPutter)
+		if !ok {
+			t.Skip("backend writes large objects in one stream")
+		}
+		data := make([]byte, 11<<20+123)
+		rand.Read(data)
+		open := func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+			return io.NopCloser(bytes.NewReader(data[off : off+n])), nil
+		}
+		info, err := pp.PutParts(ctx, "big", int64(len(data)), 5<<20, 3, open, objstore.PutOptions{IfAbsent: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Size != int64(len(data)) {
+			t.Fatalf("PutParts size %d", info.Size)
+		}
+		rc, _, err := b.Get(ctx, "big")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(rc)
+		rc.Close()
+		if !bytes.Equal(got, data) {
+			t.Fatal("PutParts stored other bytes")
+		}
+		if _, err := pp.PutParts(ctx, "big", int64(len(data)), 5<<20, 3, open, objstore.PutOptions{IfAbsent: true}); !errors.Is(err, objstore.ErrPrecondition) {
+			t.Fatalf("second IfAbsent PutParts: %v", err)
+		}
+		failing := func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+			if off > 0 {
+				return nil, errors.New("source went away")
+			}
+			return open(ctx, off, n)
+		}
+		if _, err := pp.PutParts(ctx, "broken", int64(len(data)), 5<<20, 1, failing, objstore.PutOptions{}); err == nil {
+			t.Fatal("PutParts with a failing source succeeded")
+		}
+		if _, err := b.Stat(ctx, "broken"); !errors.Is(err, objstore.ErrNotExist) {
+			t.Fatalf("a failed PutParts left an object: %v", err)
+		}
+	})
+}
+
+// Increment adds one to a decimal counter object by compare-and-swap,
+// retrying on conflict. Tests use it to show that CAS is atomic.
+func Increment(ctx context.Context, b objstore.Bucket, key string) error {
+	for {
+		data, info, err := objstore.ReadAll(ctx, b, key)
+		if err != nil {
+			return err
+		}
+		n, err := strconv.Atoi(string(data))
+		if err != nil {
+			return fmt.Errorf("counter %q: %w", data, err)
+		}
+		v := strconv.Itoa(n + 1)
+		_, err = b.Put(ctx, key, strings.NewReader(v), int64(len(v)), objstore.PutOptions{IfMatch: info.ETag})
+		if errors.Is(err, objstore.ErrPrecondition) {
+			continue
+		}
+		return err
+	}
+}
+
+func expectContent(t *testing.T, b objstore.Bucket, key, want string) {
+	t.Helper()
+	data, _, err := objstore.ReadAll(context.Background(), b, key)
+	if err != nil || string(data) != want {
+		t.Fatalf("%s = %q, %v; want %q", key, data, err, want)
+	}
+}
+
+func listKeys(t *testing.T, b objstore.Bucket, prefix string) []string {
+	t.Helper()
+	var keys []string
+	for info, err := range b.List(context.Background(), prefix) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, info.Key)
+	}
+	return keys
+}
