@@ -371,8 +371,8 @@ func (b *Bucket) uploadPart(ctx context.Context, key, uploadID *string, num int3
 	if err != nil {
 		return nil, err
 	}
+	defer rc.Close()
 	body, n, err := seekable(rc, n)
-	rc.Close()
 	if err != nil {
 		return nil, err
 	}

@@ -271,7 +271,7 @@ func Run(t *testing.T, newBucket func(t *testing.T) objstore.Bucket) {
 		data := make([]byte, 11<<20+123)
 		rand.Read(data)
 		open := func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
-			return io.NopCloser(bytes.NewReader(data[off : off+n])), nil
+			return &strictReader{r: bytes.NewReader(data[off : off+n])}, nil
 		}
 		info, err := pp.PutParts(ctx, "big", int64(len(data)), 5<<20, 3, open, objstore.PutOptions{IfAbsent: true})
 		if err != nil {
@@ -347,3 +347,19 @@ func listKeys(t *testing.T, b objstore.Bucket, prefix string) []string {
 	}
 	return keys
 }
+
+// strictReader fails reads after Close, as a file does.
+type strictReader struct {
+	r      io.ReadSeeker
+	closed bool
+}
+
+func (s *strictReader) Read(p []byte) (int, error) {
+	if s.closed {
+		return 0, errors.New("read after close")
+	}
+	return s.r.Read(p)
+}
+
+func (s *strictReader) Seek(off int64, whence int) (int64, error) { return s.r.Seek(off, whence) }
+func (s *strictReader) Close() error                              { s.closed = true; return nil }

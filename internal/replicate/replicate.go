@@ -1,0 +1,508 @@
+// Package replicate keeps a target bucket equal to a source bucket. A pass
+// streams three sorted sequences side by side (the source listing, the target
+// listing and the index of what earlier passes copied), decides per key
+// whether to copy, delete or leave it, copies in parallel, and records the
+// result. Memory does not grow with the number of unchanged objects, and an
+// unchanged object costs no request of its own.
+package replicate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"tandem/internal/objstore"
+	"tandem/internal/state"
+)
+
+// ErrPromoted is returned when the target was promoted (made writable) and
+// tandem no longer replicates into it.
+var ErrPromoted = errors.New("target was promoted")
+
+// Pair is one replication from a source to a target.
+type Pair struct {
+	Name   string
+	Source objstore.Bucket
+	Target objstore.Bucket
+	// Delete removes target objects the source no longer has. With State,
+	// only objects tandem copied are deleted; objects that never came from
+	// the source are reported as foreign and kept.
+	Delete bool
+	// Exclude lists key prefixes that replication leaves alone on both sides.
+	Exclude []string
+	// Transfers is the number of objects copied at once (default 16).
+	Transfers int
+	// MultipartThreshold is the size from which an object goes up in parts
+	// when the target supports it (default 64 MiB); PartSize is the part
+	// size (default 16 MiB).
+	MultipartThreshold int64
+	PartSize           int64
+	// Retries is the number of attempts per object within a pass (default 3).
+	Retries int
+	// RetryBackoff is the first wait of the persisted retry queue between
+	// passes for an object that keeps failing (default 30s), doubled per
+	// failure up to an hour.
+	RetryBackoff time.Duration
+	// State is the pair's folder in the standby region's state location.
+	// Without it a pass compares listings only and persists nothing.
+	State *state.Store
+	Log   *slog.Logger
+	// Stats, when set, is reset at the start of a pass and updated as it
+	// goes, for progress displays.
+	Stats *Stats
+}
+
+// Stats are live counters of a pass.
+type Stats struct {
+	Listed       atomic.Int64 // source objects seen
+	Copied       atomic.Int64
+	CopiedBytes  atomic.Int64
+	QueuedBytes  atomic.Int64 // bytes decided to copy so far
+	Unchanged    atomic.Int64
+	Deleted      atomic.Int64
+	Failed       atomic.Int64
+	ObjectsTotal atomic.Int64 // objects decided to copy so far
+	ListingDone  atomic.Bool
+}
+
+func (s *Stats) reset() {
+	for _, c := range []*atomic.Int64{&s.Listed, &s.Copied, &s.CopiedBytes, &s.QueuedBytes, &s.Unchanged, &s.Deleted, &s.Failed, &s.ObjectsTotal} {
+		c.Store(0)
+	}
+	s.ListingDone.Store(false)
+}
+
+// Summary is the result of one pass.
+type Summary struct {
+	Pair          string    `json:"pair,omitempty"`
+	Source        string    `json:"source"`
+	Target        string    `json:"target"`
+	Started       time.Time `json:"started"`
+	Finished      time.Time `json:"finished"`
+	Seconds       float64   `json:"seconds"`
+	Objects       int64     `json:"objects_copied"`
+	Bytes         int64     `json:"bytes_copied"`
+	Unchanged     int64     `json:"objects_skipped"`
+	Adopted       int64     `json:"objects_adopted"`
+	Deleted       int64     `json:"objects_deleted"`
+	Failed        int64     `json:"objects_failed"`
+	Pending       int64     `json:"objects_pending"`
+	Foreign       int64     `json:"objects_foreign"`
+	ForeignKeys   []string  `json:"foreign_sample,omitempty"`
+	FailedObjects []Failure `json:"failed_sample,omitempty"`
+	// Watermark is set when the pass copied every difference it found:
+	// every change made in the source before it is in the target.
+	Watermark *time.Time `json:"watermark,omitempty"`
+	Error     string     `json:"error,omitempty"`
+}
+
+// Failure is an object that could not be copied; the retry queue keeps them
+// between passes.
+type Failure struct {
+	Key         string    `json:"key"`
+	Attempts    int       `json:"attempts"`
+	Error       string    `json:"error"`
+	FirstFailed time.Time `json:"first_failed"`
+	NextAttempt time.Time `json:"next_attempt"`
+}
+
+const sampleSize = 20
+
+func (p *Pair) defaults() {
+	if p.Transfers <= 0 {
+		p.Transfers = 16
+	}
+	if p.MultipartThreshold <= 0 {
+		p.MultipartThreshold = 64 << 20
+	}
+	if p.PartSize <= 0 {
+		p.PartSize = 16 << 20
+	}
+	if p.Retries <= 0 {
+		p.Retries = 3
+	}
+	if p.RetryBackoff <= 0 {
+		p.RetryBackoff = 30 * time.Second
+	}
+	if p.Log == nil {
+		p.Log = slog.New(slog.DiscardHandler)
+	}
+	if p.Stats == nil {
+		p.Stats = &Stats{}
+	}
+}
+
+func (p *Pair) excluded(key string) bool {
+	for _, x := range p.Exclude {
+		if strings.HasPrefix(key, x) {
+			return true
+		}
+	}
+	return false
+}
+
+// decision is what a pass does with one key; slots go through the ordered
+// channel to the index writer, which waits for copies to finish.
+type slot struct {
+	e     entry
+	write bool          // write e to the new index
+	done  chan struct{} // nil when nothing is in flight
+}
+
+// RunOnce runs one pass. It returns the summary and an error for a failure
+// of the pass as a whole; objects that failed are counted in the summary and
+// kept in the retry queue, and the watermark does not advance past them.
+func (p *Pair) RunOnce(ctx context.Context) (Summary, error) {
+	p.defaults()
+	p.Stats.reset()
+	sum := Summary{Pair: p.Name, Source: p.Source.URL(), Target: p.Target.URL(), Started: time.Now().UTC()}
+	err := p.run(ctx, &sum)
+	sum.Finished = time.Now().UTC()
+	sum.Seconds = sum.Finished.Sub(sum.Started).Seconds()
+	if err != nil {
+		sum.Error = err.Error()
+		sum.Watermark = nil
+	}
+	if p.State != nil && !errors.Is(err, ErrPromoted) {
+		if serr := p.saveStatus(context.WithoutCancel(ctx), sum); serr != nil && err == nil {
+			err = serr
+		}
+	}
+	return sum, err
+}
+
+func (p *Pair) run(ctx context.Context, sum *Summary) error {
+	var (
+		prev     iter.Seq2[entry, error] = func(func(entry, error) bool) {}
+		headETag string
+		ix       index
+		retryQ   = map[string]Failure{}
+	)
+	if p.State != nil {
+		if prom, err := p.Promotion(ctx); err != nil {
+			return err
+		} else if prom != nil {
+			return fmt.Errorf("%s: %w at %s by %s; tandem no longer replicates into it", p.Target.URL(), ErrPromoted, prom.At.Format(time.RFC3339), prom.By)
+		}
+		ix = index{st: p.State.Sub("index")}
+		var err error
+		if prev, headETag, err = ix.open(ctx); err != nil {
+			return err
+		}
+		if retryQ, err = p.loadRetryQueue(ctx); err != nil {
+			return err
+		}
+		// Stop at once if the target is promoted while the pass runs.
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		go p.watchPromotion(ctx, cancel)
+	}
+
+	src := pull(ctx, "source "+p.Source.URL(), p.Source.List(ctx, ""), infoKey, p.excluded)
+	defer src.stop()
+	dst := pull(ctx, "target "+p.Target.URL(), p.Target.List(ctx, ""), infoKey, p.excluded)
+	defer dst.stop()
+	idx := pull(ctx, "replication index", prev, entryKey, p.excluded)
+	defer idx.stop()
+
+	var w *indexWriter
+	if p.State != nil {
+		w = ix.create()
+	}
+	keepMtime := objstore.KeepsModTime(p.Target)
+
+	// Copies run in workers; slots reach the index writer in key order.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	jobs := make(chan copyJob)
+	order := make(chan *slot, 4096)
+	var (
+		mu       sync.Mutex
+		failures = map[string]Failure{}
+		workers  sync.WaitGroup
+		writeErr = make(chan error, 1)
+	)
+	big := make(chan struct{}, 4) // large objects in flight
+	for range p.Transfers {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for j := range jobs {
+				info, err := p.copyWithRetry(ctx, j.src, big)
+				if err == nil {
+					j.slot.e = entry{Key: j.src.Key, Src: identOf(j.src), Dst: identOf(info)}
+					j.slot.write = true
+					p.Stats.Copied.Add(1)
+					p.Stats.CopiedBytes.Add(info.Size)
+				} else if ctx.Err() == nil {
+					p.Stats.Failed.Add(1)
+					p.Log.Warn("copy failed", "pair", p.Name, "key", j.src.Key, "err", err)
+					mu.Lock()
+					f := retryQ[j.src.Key]
+					failures[j.src.Key] = p.nextFailure(f, j.src.Key, err)
+					mu.Unlock()
+				}
+				close(j.slot.done)
+			}
+		}()
+	}
+	go func() {
+		var err error
+		for s := range order {
+			if s.done != nil {
+				<-s.done
+			}
+			if s.write && w != nil && err == nil {
+				err = w.add(ctx, s.e)
+			}
+		}
+		writeErr <- err
+	}()
+
+	now := time.Now()
+	var deciding error
+	for deciding == nil {
+		k, ok := minKey(src, dst, idx)
+		if !ok {
+			break
+		}
+		s, d, x := src.take(k), dst.take(k), idx.take(k)
+		sl := &slot{}
+		switch {
+		case s != nil:
+			p.Stats.Listed.Add(1)
+			switch {
+			case d != nil && x != nil && x.Src.matches(*s) && x.Dst.matches(*d):
+				sl.e, sl.write = *x, true
+				p.Stats.Unchanged.Add(1)
+				sum.Unchanged++
+			case d != nil && x == nil && sameContent(*s, *d, keepMtime):
+				// Already there (an earlier tool, or a pass that crashed
+				// before recording it): record without copying.
+				sl.e, sl.write = entry{Key: k, Src: identOf(*s), Dst: identOf(*d)}, true
+				sum.Adopted++
+			default:
+				if d != nil && x != nil && !x.Dst.matches(*d) {
+					p.foreign(sum, k, "changed in the target")
+				}
+				// Until a copy succeeds the old record stays, so the
+				// object is still known to come from the source.
+				if x != nil {
+					sl.e, sl.write = *x, true
+				}
+				if f, queued := retryQ[k]; queued && f.NextAttempt.After(now) {
+					// Waiting in the retry queue.
+					mu.Lock()
+					failures[k] = f
+					mu.Unlock()
+					sum.Pending++
+					break
+				}
+				sl.done = make(chan struct{})
+				p.Stats.ObjectsTotal.Add(1)
+				p.Stats.QueuedBytes.Add(s.Size)
+				select {
+				case jobs <- copyJob{src: *s, slot: sl}:
+				case <-ctx.Done():
+					close(sl.done)
+					deciding = context.Cause(ctx)
+				}
+			}
+		case d != nil: // in the target only
+			fromSource := x != nil
+			if !fromSource && p.State != nil {
+				p.foreign(sum, k, "not in the source")
+				break
+			}
+			if !p.Delete {
+				if x != nil {
+					sl.e, sl.write = *x, true
+				}
+				break
+			}
+			if err := p.Target.Delete(ctx, k); err != nil {
+				deciding = fmt.Errorf("delete %s: %w", k, err)
+				break
+			}
+			p.Stats.Deleted.Add(1)
+			sum.Deleted++
+		}
+		select {
+		case order <- sl:
+		case <-ctx.Done():
+			if deciding == nil {
+				deciding = context.Cause(ctx)
+			}
+		}
+	}
+	p.Stats.ListingDone.Store(true)
+	close(jobs)
+	workers.Wait()
+	close(order)
+	werr := <-writeErr
+	if deciding == nil {
+		deciding = firstErr(src.err, dst.err, idx.err, context.Cause(ctx))
+	}
+	if deciding == nil {
+		deciding = werr
+	}
+
+	sum.Objects = p.Stats.Copied.Load()
+	sum.Bytes = p.Stats.CopiedBytes.Load()
+	sum.Failed = int64(len(failures)) - sum.Pending
+	for _, f := range failures {
+		if len(sum.FailedObjects) < sampleSize {
+			sum.FailedObjects = append(sum.FailedObjects, f)
+		}
+	}
+	if deciding != nil {
+		if w != nil {
+			// Keep what was copied for the next pass to find.
+			w.flush(context.WithoutCancel(ctx))
+		}
+		if cause := context.Cause(ctx); errors.Is(cause, ErrPromoted) {
+			return cause
+		}
+		return deciding
+	}
+	if p.State != nil {
+		// Publish what was copied even if some objects failed: the index
+		// only records finished copies.
+		if err := w.publish(ctx, headETag); err != nil {
+			return err
+		}
+		if err := p.saveRetryQueue(ctx, failures); err != nil {
+			return err
+		}
+	}
+	if len(failures) == 0 {
+		wm := sum.Started
+		sum.Watermark = &wm
+	}
+	return nil
+}
+
+type copyJob struct {
+	src  objstore.Info
+	slot *slot
+}
+
+func (p *Pair) foreign(sum *Summary, key, why string) {
+	sum.Foreign++
+	if len(sum.ForeignKeys) < sampleSize {
+		sum.ForeignKeys = append(sum.ForeignKeys, key)
+	}
+	p.Log.Warn("object in the target did not come from the source", "pair", p.Name, "key", key, "why", why)
+}
+
+var contentHash = regexp.MustCompile(`^[0-9a-f]{32}(-[0-9]+)?$`)
+
+// sameContent tells, from listings alone, whether the target already holds
+// the source's bytes: equal sizes and either the source's time kept by the
+// target or equal content hashes.
+func sameContent(s, d objstore.Info, keepMtime bool) bool {
+	if s.Size != d.Size {
+		return false
+	}
+	if keepMtime && !s.ModTime.IsZero() && s.ModTime.Equal(d.ModTime) {
+		return true
+	}
+	return s.ETag != "" && s.ETag == d.ETag && contentHash.MatchString(s.ETag)
+}
+
+func firstErr(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+func infoKey(i objstore.Info) string { return i.Key }
+func entryKey(e entry) string        { return e.Key }
+
+// stream is a sorted sequence read one item ahead.
+type stream[T any] struct {
+	name string
+	next func() (T, error, bool)
+	stop func()
+	key  func(T) string
+	skip func(string) bool
+	cur  T
+	has  bool
+	last string
+	err  error
+}
+
+func pull[T any](ctx context.Context, name string, seq iter.Seq2[T, error], key func(T) string, skip func(string) bool) *stream[T] {
+	next, stop := iter.Pull2(seq)
+	s := &stream[T]{name: name, next: next, stop: stop, key: key, skip: skip}
+	s.advance()
+	return s
+}
+
+func (s *stream[T]) advance() {
+	s.has = false
+	if s.err != nil {
+		return
+	}
+	for {
+		v, err, ok := s.next()
+		if !ok {
+			return
+		}
+		if err != nil {
+			s.err = err
+			return
+		}
+		k := s.key(v)
+		if s.last != "" && k <= s.last {
+			s.err = fmt.Errorf("%s is not in key order: %q came after %q; replication stopped without deleting anything", s.name, k, s.last)
+			return
+		}
+		s.last = k
+		if s.skip(k) {
+			continue
+		}
+		s.cur, s.has = v, true
+		return
+	}
+}
+
+// take returns the current item if it has key k, and moves on.
+func (s *stream[T]) take(k string) *T {
+	if !s.has || s.key(s.cur) != k {
+		return nil
+	}
+	v := s.cur
+	s.advance()
+	return &v
+}
+
+// minKey is the smallest current key; ok is false when every stream is done
+// or one failed (a failed stream must not look like an empty one, or a pass
+// would delete what it cannot see).
+func minKey(src, dst *stream[objstore.Info], idx *stream[entry]) (string, bool) {
+	if src.err != nil || dst.err != nil || idx.err != nil {
+		return "", false
+	}
+	k, ok := "", false
+	consider := func(has bool, key string) {
+		if has && (!ok || key < k) {
+			k, ok = key, true
+		}
+	}
+	consider(src.has, src.key(src.cur))
+	consider(dst.has, dst.key(dst.cur))
+	consider(idx.has, idx.key(idx.cur))
+	return k, ok
+}
