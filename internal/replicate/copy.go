@@ -2,9 +2,13 @@ package replicate
 
 import (
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"time"
 
 	"tandem/internal/objstore"
@@ -76,4 +80,59 @@ func (p *Pair) copyObject(ctx context.Context, src objstore.Info, big chan struc
 		return objstore.Info{}, fmt.Errorf("copy %s: %w", src.Key, err)
 	}
 	return info, nil
+}
+
+// canVerify tells whether hashing the source can prove that an unrecorded
+// target object already holds its bytes: the sizes agree, the target's ETag
+// is a content hash, and the source's is not (a local file, which costs no
+// egress to read; S3 sources compare ETags directly in sameContent).
+func canVerify(s, d objstore.Info) bool {
+	return s.Size == d.Size && contentHash.MatchString(d.ETag) && !contentHash.MatchString(s.ETag)
+}
+
+// hashMatches reads the source and compares its MD5 with the target's ETag:
+// a plain MD5 for a single upload, or the MD5 of the parts' MD5s followed by
+// "-N" for a multipart upload made with p.PartSize.
+func (p *Pair) hashMatches(ctx context.Context, src, dst objstore.Info) bool {
+	parts := 0
+	if i := strings.IndexByte(dst.ETag, '-'); i > 0 {
+		parts, _ = strconv.Atoi(dst.ETag[i+1:])
+	}
+	partSize := src.Size
+	if parts > 0 {
+		partSize = p.PartSize
+		for src.Size/partSize >= 10000 {
+			partSize *= 2
+		}
+		if int64(parts) != (src.Size+partSize-1)/partSize {
+			return false
+		}
+	}
+	rc, got, err := p.Source.Get(ctx, src.Key)
+	if err != nil || got.ETag != src.ETag {
+		if err == nil {
+			rc.Close()
+		}
+		return false
+	}
+	defer rc.Close()
+	var sums []byte
+	for {
+		h := md5.New()
+		n, err := io.CopyN(h, rc, max(partSize, 1))
+		if err != nil && err != io.EOF {
+			return false
+		}
+		if n > 0 || len(sums) == 0 {
+			sums = h.Sum(sums)
+		}
+		if n < partSize || err == io.EOF {
+			break
+		}
+	}
+	if parts == 0 {
+		return hex.EncodeToString(sums) == dst.ETag
+	}
+	whole := md5.Sum(sums)
+	return fmt.Sprintf("%x-%d", whole, len(sums)/md5.Size) == dst.ETag
 }

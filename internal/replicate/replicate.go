@@ -229,6 +229,7 @@ func (p *Pair) run(ctx context.Context, sum *Summary) error {
 		failures = map[string]Failure{}
 		workers  sync.WaitGroup
 		writeErr = make(chan error, 1)
+		adopted  atomic.Int64 // by hash, in workers
 	)
 	big := make(chan struct{}, 4) // large objects in flight
 	for range p.Transfers {
@@ -236,6 +237,13 @@ func (p *Pair) run(ctx context.Context, sum *Summary) error {
 		go func() {
 			defer workers.Done()
 			for j := range jobs {
+				if j.verify != nil && p.hashMatches(ctx, j.src, *j.verify) {
+					j.slot.e = entry{Key: j.src.Key, Src: identOf(j.src), Dst: identOf(*j.verify)}
+					j.slot.write = true
+					adopted.Add(1)
+					close(j.slot.done)
+					continue
+				}
 				info, err := p.copyWithRetry(ctx, j.src, big)
 				if err == nil {
 					j.slot.e = entry{Key: j.src.Key, Src: identOf(j.src), Dst: identOf(info)}
@@ -306,11 +314,15 @@ func (p *Pair) run(ctx context.Context, sum *Summary) error {
 					sum.Pending++
 					break
 				}
+				job := copyJob{src: *s, slot: sl}
+				if d != nil && x == nil && canVerify(*s, *d) {
+					job.verify = d
+				}
 				sl.done = make(chan struct{})
 				p.Stats.ObjectsTotal.Add(1)
 				p.Stats.QueuedBytes.Add(s.Size)
 				select {
-				case jobs <- copyJob{src: *s, slot: sl}:
+				case jobs <- job:
 				case <-ctx.Done():
 					close(sl.done)
 					deciding = context.Cause(ctx)
@@ -355,6 +367,7 @@ func (p *Pair) run(ctx context.Context, sum *Summary) error {
 		deciding = werr
 	}
 
+	sum.Adopted += adopted.Load()
 	sum.Objects = p.Stats.Copied.Load()
 	sum.Bytes = p.Stats.CopiedBytes.Load()
 	sum.Failed = int64(len(failures)) - sum.Pending
@@ -393,6 +406,9 @@ func (p *Pair) run(ctx context.Context, sum *Summary) error {
 type copyJob struct {
 	src  objstore.Info
 	slot *slot
+	// verify is an unrecorded target object that may already hold the
+	// source's bytes; a worker hashes the source to find out.
+	verify *objstore.Info
 }
 
 func (p *Pair) foreign(sum *Summary, key, why string) {

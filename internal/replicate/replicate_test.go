@@ -150,6 +150,13 @@ func TestLargeObjectsInParts(t *testing.T) {
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("large object differs (%v)", err)
 	}
+	// With its record lost, the object is recognized by its multipart
+	// hash instead of being sent again.
+	fresh := newPair(src, dst, true, t)
+	fresh.MultipartThreshold, fresh.PartSize = 5<<20, 5<<20
+	if sum := run(t, fresh); sum.Objects != 0 || sum.Adopted != 1 {
+		t.Fatalf("rerun with a lost index %+v", sum)
+	}
 	// And back down to a folder, the multipart ETag recorded.
 	back := localBucket(t)
 	run(t, newPair(dst, back, false, t))
