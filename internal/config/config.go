@@ -1,0 +1,392 @@
+// Package config loads tandem's YAML configuration: regions (where each keeps
+// its state, how to reach its object store) and what to replicate between
+// them. Loading is strict: unknown keys are errors, ${VAR} is expanded from
+// the environment (an unset variable is an error), defaults are applied, and
+// Validate reports every problem with the field it is about. Later
+// capabilities add sections; they do not change these.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"tandem/internal/location"
+	s3store "tandem/internal/objstore/s3"
+)
+
+// Config is a whole configuration file.
+type Config struct {
+	Regions     []Region      `yaml:"regions" json:"regions"`
+	Replication []Replication `yaml:"replication" json:"replication"`
+	Serve       Serve         `yaml:"serve" json:"serve"`
+
+	path string
+}
+
+// Region is one cloud region (or, on a laptop, one folder).
+type Region struct {
+	Name string `yaml:"name" json:"name"`
+	// State is where tandem keeps its records for the work whose target is
+	// in this region: a folder or s3://bucket/prefix in this region.
+	State string `yaml:"state" json:"state"`
+	S3    S3     `yaml:"s3" json:"s3"`
+}
+
+// S3 says how to reach the region's S3-compatible service. Credentials left
+// empty come from the standard AWS environment and files.
+type S3 struct {
+	Endpoint        string `yaml:"endpoint" json:"endpoint,omitempty"`
+	Region          string `yaml:"region" json:"region,omitempty"`
+	PathStyle       bool   `yaml:"path_style" json:"path_style,omitempty"`
+	Profile         string `yaml:"profile" json:"profile,omitempty"`
+	AccessKeyID     string `yaml:"access_key_id" json:"access_key_id,omitempty"`
+	SecretAccessKey Secret `yaml:"secret_access_key" json:"secret_access_key,omitempty"`
+	SessionToken    Secret `yaml:"session_token" json:"session_token,omitempty"`
+}
+
+// Options converts to the backend's options.
+func (s S3) Options() s3store.Options {
+	return s3store.Options{
+		Endpoint: s.Endpoint, Region: s.Region, PathStyle: s.PathStyle, Profile: s.Profile,
+		AccessKeyID: s.AccessKeyID, SecretAccessKey: string(s.SecretAccessKey), SessionToken: string(s.SessionToken),
+	}
+}
+
+// Replication keeps a target bucket equal to a source bucket.
+type Replication struct {
+	Name string `yaml:"name" json:"name"`
+	From Side   `yaml:"from" json:"from"`
+	To   Side   `yaml:"to" json:"to"`
+	// Interval between passes under `tandem serve` (default 1m).
+	Interval Duration `yaml:"interval" json:"interval"`
+	// Delete removes target objects that tandem copied and the source no
+	// longer has.
+	Delete  bool     `yaml:"delete" json:"delete"`
+	Exclude []string `yaml:"exclude" json:"exclude,omitempty"`
+	// Transfers is the number of objects copied at once (default 16).
+	Transfers          int      `yaml:"transfers" json:"transfers"`
+	Retries            int      `yaml:"retries" json:"retries"`
+	RetryBackoff       Duration `yaml:"retry_backoff" json:"retry_backoff"`
+	MultipartThreshold Size     `yaml:"multipart_threshold" json:"multipart_threshold"`
+	PartSize           Size     `yaml:"part_size" json:"part_size"`
+	// RPO is the most the watermark may lag before status calls the pair
+	// late (default 15m).
+	RPO Duration `yaml:"rpo" json:"rpo"`
+}
+
+// Side is one end of a replication.
+type Side struct {
+	Region string `yaml:"region" json:"region"`
+	URL    string `yaml:"url" json:"url"`
+}
+
+// Serve configures `tandem serve`.
+type Serve struct {
+	// Listen is the address of the metrics and health endpoints.
+	Listen string `yaml:"listen" json:"listen"`
+}
+
+// Secret is a string that never prints.
+type Secret string
+
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "<redacted>"
+}
+
+func (s Secret) MarshalJSON() ([]byte, error) { return []byte(strconv.Quote(s.String())), nil }
+func (s Secret) MarshalYAML() (any, error)    { return s.String(), nil }
+
+// Duration is a time.Duration written as "30s", "5m".
+type Duration time.Duration
+
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (use 30s, 5m, 1h)", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) MarshalJSON() ([]byte, error) { return []byte(strconv.Quote(time.Duration(d).String())), nil }
+func (d Duration) MarshalYAML() (any, error)    { return time.Duration(d).String(), nil }
+
+// Size is a byte count written as "64MiB", "5MB" or a number.
+type Size int64
+
+var sizeRe = regexp.MustCompile(`^([0-9]+)\s*([KMGT]i?B|B)?$`)
+
+func (s *Size) UnmarshalYAML(n *yaml.Node) error {
+	m := sizeRe.FindStringSubmatch(strings.TrimSpace(n.Value))
+	if m == nil {
+		return fmt.Errorf("line %d: %q is not a size (use 64MiB, 5MB or bytes)", n.Line, n.Value)
+	}
+	v, _ := strconv.ParseInt(m[1], 10, 64)
+	mult := map[string]int64{"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
+		"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}[m[2]]
+	*s = Size(v * mult)
+	return nil
+}
+
+var envRe = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// expand replaces ${VAR}; an unset variable is an error naming its line.
+func expand(data []byte) ([]byte, error) {
+	var errs []error
+	lines := bytes.Split(data, []byte("\n"))
+	for i, line := range lines {
+		lines[i] = envRe.ReplaceAllFunc(line, func(m []byte) []byte {
+			name := string(m[2 : len(m)-1])
+			v, ok := os.LookupEnv(name)
+			if !ok {
+				errs = append(errs, fmt.Errorf("line %d: environment variable %s is not set", i+1, name))
+			}
+			return []byte(v)
+		})
+	}
+	return bytes.Join(lines, []byte("\n")), errors.Join(errs...)
+}
+
+// Load reads, expands, decodes, defaults and validates a file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	c.path = path
+	return c, nil
+}
+
+// Parse decodes a configuration from YAML text.
+func Parse(data []byte) (*Config, error) {
+	data, err := expand(data)
+	if err != nil {
+		return nil, err
+	}
+	c := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	c.defaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Config) defaults() {
+	for i := range c.Replication {
+		r := &c.Replication[i]
+		if r.Interval == 0 {
+			r.Interval = Duration(time.Minute)
+		}
+		if r.Transfers == 0 {
+			r.Transfers = 16
+		}
+		if r.Retries == 0 {
+			r.Retries = 3
+		}
+		if r.RetryBackoff == 0 {
+			r.RetryBackoff = Duration(30 * time.Second)
+		}
+		if r.MultipartThreshold == 0 {
+			r.MultipartThreshold = 64 << 20
+		}
+		if r.PartSize == 0 {
+			r.PartSize = 16 << 20
+		}
+		if r.RPO == 0 {
+			r.RPO = Duration(15 * time.Minute)
+		}
+	}
+	if c.Serve.Listen == "" {
+		c.Serve.Listen = "127.0.0.1:9750"
+	}
+}
+
+var nameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+
+// Validate reports every problem, each with the field it is about.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if len(c.Regions) == 0 {
+		bad("regions", "at least one region is required")
+	}
+	regions := map[string]*Region{}
+	for i := range c.Regions {
+		r := &c.Regions[i]
+		f := fmt.Sprintf("regions[%d]", i)
+		switch {
+		case !nameRe.MatchString(r.Name):
+			bad(f+".name", "%q is not a valid name (lowercase letters, digits, - and _)", r.Name)
+		case regions[r.Name] != nil:
+			bad(f+".name", "region %q is defined twice", r.Name)
+		default:
+			regions[r.Name] = r
+		}
+		if r.State == "" {
+			bad(f+".state", "required: where tandem keeps its records in this region")
+		} else if _, err := location.Parse(r.State); err != nil {
+			bad(f+".state", "%v", err)
+		}
+		if r.S3.Endpoint != "" && !strings.HasPrefix(r.S3.Endpoint, "http://") && !strings.HasPrefix(r.S3.Endpoint, "https://") {
+			bad(f+".s3.endpoint", "%q must start with http:// or https://", r.S3.Endpoint)
+		}
+		if (r.S3.AccessKeyID == "") != (r.S3.SecretAccessKey == "") {
+			bad(f+".s3", "access_key_id and secret_access_key go together")
+		}
+	}
+	names := map[string]bool{}
+	type placed struct {
+		field    string
+		loc      location.Location
+		endpoint string
+	}
+	var targets []placed
+	var states []placed
+	for _, r := range c.Regions {
+		if l, err := location.Parse(r.State); err == nil {
+			states = append(states, placed{"regions[" + r.Name + "].state", l, r.S3.Endpoint})
+		}
+	}
+	for i := range c.Replication {
+		r := &c.Replication[i]
+		f := fmt.Sprintf("replication[%d]", i)
+		switch {
+		case !nameRe.MatchString(r.Name):
+			bad(f+".name", "%q is not a valid name (lowercase letters, digits, - and _)", r.Name)
+		case names[r.Name]:
+			bad(f+".name", "replication %q is defined twice", r.Name)
+		}
+		names[r.Name] = true
+		var locs [2]*location.Location
+		for j, side := range []struct {
+			name string
+			s    Side
+		}{{"from", r.From}, {"to", r.To}} {
+			sf := f + "." + side.name
+			if regions[side.s.Region] == nil {
+				bad(sf+".region", "unknown region %q", side.s.Region)
+			}
+			l, err := location.Parse(side.s.URL)
+			if err != nil {
+				bad(sf+".url", "%v", err)
+				continue
+			}
+			locs[j] = &l
+		}
+		if locs[0] != nil && locs[1] != nil {
+			ep := func(s Side) string {
+				if reg := regions[s.Region]; reg != nil {
+					return reg.S3.Endpoint
+				}
+				return ""
+			}
+			if location.Overlaps(*locs[0], ep(r.From), *locs[1], ep(r.To)) {
+				bad(f, "from %s and to %s overlap: a replica cannot be inside its source or hold it", locs[0], locs[1])
+			}
+			for _, t := range targets {
+				if location.Overlaps(t.loc, t.endpoint, *locs[1], ep(r.To)) {
+					bad(f+".to.url", "%s overlaps the target of %s", locs[1], t.field)
+				}
+			}
+			for _, s := range states {
+				for j, l := range locs {
+					side := []string{"from", "to"}[j]
+					if location.Overlaps(s.loc, s.endpoint, *l, ep([]Side{r.From, r.To}[j])) && !excludes(r.Exclude, *l, s.loc) {
+						bad(f+"."+side+".url", "%s overlaps %s (%s): keep tandem's records outside replicated locations", l, s.field, s.loc)
+					}
+				}
+			}
+			targets = append(targets, placed{f, *locs[1], ep(r.To)})
+		}
+		if r.Transfers < 1 || r.Transfers > 1024 {
+			bad(f+".transfers", "%d is out of range (1 to 1024)", r.Transfers)
+		}
+		if r.Retries < 1 {
+			bad(f+".retries", "%d is out of range (at least 1)", r.Retries)
+		}
+		if r.PartSize < 5<<20 {
+			bad(f+".part_size", "%d bytes is below S3's minimum part of 5MiB", r.PartSize)
+		}
+		if time.Duration(r.Interval) < time.Second {
+			bad(f+".interval", "%s is too short (at least 1s)", time.Duration(r.Interval))
+		}
+		for j, x := range r.Exclude {
+			if x == "" || strings.HasPrefix(x, "/") {
+				bad(fmt.Sprintf("%s.exclude[%d]", f, j), "%q must be a non-empty key prefix relative to the url", x)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// excludes reports whether state sits inside loc under an excluded prefix.
+func excludes(exclude []string, loc, st location.Location) bool {
+	var rel string
+	switch {
+	case loc.Scheme == "file" && strings.HasPrefix(st.Path, loc.Path+"/"):
+		rel = strings.TrimPrefix(st.Path, loc.Path+"/") + "/"
+	case loc.Scheme == "s3" && strings.HasPrefix(st.Prefix, loc.Prefix) && st.Prefix != loc.Prefix:
+		rel = strings.TrimPrefix(st.Prefix, loc.Prefix)
+	default:
+		return false
+	}
+	for _, x := range exclude {
+		if strings.HasPrefix(rel, x) {
+			return true
+		}
+	}
+	return false
+}
+
+// Region returns the named region.
+func (c *Config) Region(name string) *Region {
+	for i := range c.Regions {
+		if c.Regions[i].Name == name {
+			return &c.Regions[i]
+		}
+	}
+	return nil
+}
+
+// FindReplication finds a replication by name or by target URL.
+func (c *Config) FindReplication(nameOrURL string) (*Replication, error) {
+	for i := range c.Replication {
+		r := &c.Replication[i]
+		if r.Name == nameOrURL || r.To.URL == nameOrURL {
+			return r, nil
+		}
+		if a, err := location.Parse(r.To.URL); err == nil {
+			if b, err := location.Parse(nameOrURL); err == nil && a == b {
+				return r, nil
+			}
+		}
+	}
+	var known []string
+	for _, r := range c.Replication {
+		known = append(known, r.Name)
+	}
+	return nil, fmt.Errorf("no replication named %q or with that target in %s (known: %s)", nameOrURL, c.path, strings.Join(known, ", "))
+}

@@ -1,0 +1,101 @@
+package config
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestGood(t *testing.T) {
+	t.Setenv("TANDEM_TEST_KEY", "AKIAEXAMPLE")
+	t.Setenv("TANDEM_TEST_SECRET", "very-secret-value")
+	files, _ := filepath.Glob("testdata/*.good.yaml")
+	if len(files) == 0 {
+		t.Fatal("no good configs")
+	}
+	for _, f := range files {
+		c, err := Load(f)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		out, _ := json.Marshal(c)
+		if strings.Contains(string(out), "very-secret-value") {
+			t.Errorf("%s: secret printed: %s", f, out)
+		}
+	}
+	c, _ := Load("testdata/s3.good.yaml")
+	r := c.Replication[0]
+	if r.PartSize != 32<<20 || time.Duration(r.RPO) != 5*time.Minute || time.Duration(r.Interval) != time.Minute || r.Retries != 3 {
+		t.Errorf("values and defaults: %+v", r)
+	}
+	if got := c.Region("us-west").S3.Options().SecretAccessKey; got != "very-secret-value" {
+		t.Errorf("secret not passed to the backend: %q", got)
+	}
+	if s := c.Region("us-west").S3.SecretAccessKey.String(); s != "<redacted>" {
+		t.Errorf("Secret.String() = %q", s)
+	}
+}
+
+func TestBad(t *testing.T) {
+	for file, wants := range map[string][]string{
+		"unknown-key.bad.yaml": {"line 4", "field colour not found"},
+		"unset-env.bad.yaml":   {"line 5", "TANDEM_UNSET_VARIABLE is not set"},
+		"duration.bad.yaml":    {"line 6", `"often" is not a duration`},
+		"refs.bad.yaml": {
+			`regions[1].name: region "primary" is defined twice`,
+			`regions[1].state: location "gs://nope" has unknown scheme "gs"`,
+			`replication[0].to.region: unknown region "mars"`,
+			"replication[0]: from file:///tmp/p/lake and to file:///tmp/p/lake/replica overlap",
+			"replication[0].part_size: 1048576 bytes is below S3's minimum part of 5MiB",
+			"replication[0].interval: 10ms is too short",
+			`replication[1].name: "Bad Name" is not a valid name`,
+			`replication[1].from.url: location "ftp://x" has unknown scheme "ftp"`,
+		},
+		"state-inside.bad.yaml": {
+			"replication[0].from.url: file:///tmp/p/lake overlaps regions[primary].state",
+			"replication[1].to.url: file:///tmp/s/lake/sub overlaps the target of replication[0]",
+		},
+	} {
+		_, err := Load(filepath.Join("testdata", file))
+		if err == nil {
+			t.Errorf("%s: loaded without error", file)
+			continue
+		}
+		for _, w := range wants {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error does not say %q:\n%v", file, w, err)
+			}
+		}
+	}
+}
+
+func TestExcludedStateIsAllowed(t *testing.T) {
+	_, err := Parse([]byte(`
+regions:
+  - {name: primary, state: /tmp/p/lake/.tandem}
+  - {name: standby, state: /tmp/s/.tandem}
+replication:
+  - name: lake
+    from: {region: primary, url: /tmp/p/lake}
+    to: {region: standby, url: /tmp/s/lake}
+    exclude: [.tandem/]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"regions: []", "regions:\n  - name: a\n    state: /x\n", "replication:\n  - name: x\n    part_size: 5MiB\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data)
+		if err == nil && c.Validate() != nil {
+			t.Fatal("Parse accepted a config that does not validate")
+		}
+	})
+}
