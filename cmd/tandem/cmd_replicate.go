@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"tandem/internal/location"
+	"tandem/internal/objstore"
+	s3store "tandem/internal/objstore/s3"
+	"tandem/internal/replicate"
+	"tandem/internal/state"
+)
+
+type replicateBucket = objstore.Bucket
+
+type replicateOptions struct {
+	config       string
+	delete       bool
+	exclude      []string
+	json         bool
+	transfers    int
+	state        string
+	endpoint     string
+	fromEndpoint string
+	toEndpoint   string
+	region       string
+	pathStyle    bool
+}
+
+func newReplicateCommand() *cobra.Command {
+	var o replicateOptions
+	c := &cobra.Command{
+		Use:   "replicate SRC DST | replicate --config FILE NAME",
+		Short: "Copy every new or changed object from SRC to DST once",
+		Long: `Copy every new or changed object from SRC to DST, then exit.
+
+SRC and DST are folders (a path or file:///path) or s3://bucket/prefix.
+After an exit status of 0, every object in SRC is in DST with the same key and
+bytes. With --config, run one pass of a configured replication by name,
+with its state kept in the standby region.
+
+Exit status: 0 done, 1 failed, 2 bad arguments or config, 3 finished with
+objects that failed (listed in the summary and kept for retry).`,
+		Args: func(c *cobra.Command, args []string) error {
+			if o.config != "" && len(args) == 1 || o.config == "" && len(args) == 2 {
+				return nil
+			}
+			return usageError{fmt.Errorf("give SRC and DST, or --config FILE and a replication name")}
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			return runReplicate(c.Context(), o, args, os.Stdout)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.config, "config", "", "config file: run the named replication once")
+	f.BoolVar(&o.delete, "delete", false, "delete objects that are only in DST")
+	f.StringArrayVar(&o.exclude, "exclude", nil, "leave keys with this prefix alone (repeatable)")
+	f.BoolVar(&o.json, "json", false, "print one JSON summary")
+	f.IntVar(&o.transfers, "transfers", 16, "objects copied at once")
+	f.StringVar(&o.state, "state", "", "keep the replication index and status here (a folder or s3:// URL)")
+	f.StringVar(&o.endpoint, "endpoint", "", "S3 endpoint for both sides (default AWS)")
+	f.StringVar(&o.fromEndpoint, "from-endpoint", "", "S3 endpoint of SRC")
+	f.StringVar(&o.toEndpoint, "to-endpoint", "", "S3 endpoint of DST")
+	f.StringVar(&o.region, "region", "", "S3 region")
+	f.BoolVar(&o.pathStyle, "path-style", false, "S3 path-style addressing")
+	return c
+}
+
+func runReplicate(ctx context.Context, o replicateOptions, args []string, out io.Writer) error {
+	log := newLogger(slog.LevelWarn)
+	var p *replicate.Pair
+	if o.config != "" {
+		cfg, err := loadConfig(o.config)
+		if err != nil {
+			return err
+		}
+		r, err := cfg.FindReplication(args[0])
+		if err != nil {
+			return usageError{err}
+		}
+		if p, err = openPair(ctx, cfg, r, log); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if p, err = adHocPair(ctx, o, args[0], args[1], log); err != nil {
+			return err
+		}
+	}
+	p.Stats = &replicate.Stats{}
+	stop := startProgress(p.Stats, o.json)
+	sum, err := p.RunOnce(ctx)
+	stop()
+	switch {
+	case o.json:
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		enc.Encode(sum)
+	case !errors.Is(err, replicate.ErrPromoted):
+		printSummary(out, sum)
+	}
+	if err != nil {
+		return err
+	}
+	if sum.Failed > 0 || sum.Pending > 0 {
+		return partialError{fmt.Errorf("%d objects failed and %d wait for retry; run again or see tandem status", sum.Failed, sum.Pending)}
+	}
+	return nil
+}
+
+func adHocPair(ctx context.Context, o replicateOptions, srcURL, dstURL string, log *slog.Logger) (*replicate.Pair, error) {
+	s3opts := func(ep string) s3store.Options {
+		if ep == "" {
+			ep = o.endpoint
+		}
+		return s3store.Options{Endpoint: ep, Region: o.region, PathStyle: o.pathStyle}
+	}
+	srcLoc, err := location.Parse(srcURL)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("SRC: %w", err)}
+	}
+	dstLoc, err := location.Parse(dstURL)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("DST: %w", err)}
+	}
+	so, do := s3opts(o.fromEndpoint), s3opts(o.toEndpoint)
+	if location.Overlaps(srcLoc, so.Endpoint, dstLoc, do.Endpoint) {
+		return nil, usageError{fmt.Errorf("SRC %s and DST %s overlap: a replica cannot be inside its source or hold it", srcLoc, dstLoc)}
+	}
+	if o.transfers < 1 {
+		return nil, usageError{fmt.Errorf("--transfers must be at least 1")}
+	}
+	src, err := location.Open(ctx, srcLoc, so, false)
+	if err != nil {
+		return nil, fmt.Errorf("SRC: %w", err)
+	}
+	dst, err := location.Open(ctx, dstLoc, do, false)
+	if err != nil {
+		return nil, fmt.Errorf("DST: %w", err)
+	}
+	p := &replicate.Pair{Source: src, Target: dst, Delete: o.delete, Exclude: o.exclude, Transfers: o.transfers, Log: log}
+	if o.state != "" {
+		l, err := location.Parse(o.state)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--state: %w", err)}
+		}
+		if location.Overlaps(l, do.Endpoint, srcLoc, so.Endpoint) || location.Overlaps(l, do.Endpoint, dstLoc, do.Endpoint) {
+			return nil, usageError{fmt.Errorf("--state %s must be outside SRC and DST", l)}
+		}
+		b, err := location.Open(ctx, l, do, true)
+		if err != nil {
+			return nil, fmt.Errorf("--state: %w", err)
+		}
+		st := state.Store{Bucket: b}.Sub("replication").Sub("adhoc")
+		p.Name, p.State = "adhoc", &st
+	}
+	return p, nil
+}
+
+func printSummary(w io.Writer, s replicate.Summary) {
+	fmt.Fprintf(w, "%s -> %s\n", s.Source, s.Target)
+	fmt.Fprintf(w, "  copied    %d objects, %s in %.1fs (%s/s)\n", s.Objects, humanBytes(s.Bytes), s.Seconds, humanBytes(int64(float64(s.Bytes)/max(s.Seconds, 0.001))))
+	fmt.Fprintf(w, "  unchanged %d   already there %d   deleted %d\n", s.Unchanged, s.Adopted, s.Deleted)
+	if s.Failed+s.Pending > 0 {
+		fmt.Fprintf(w, "  FAILED    %d objects, %d waiting for retry\n", s.Failed, s.Pending)
+		for _, f := range s.FailedObjects {
+			fmt.Fprintf(w, "    %s: %s\n", f.Key, f.Error)
+		}
+	}
+	if s.Foreign > 0 {
+		fmt.Fprintf(w, "  FOREIGN   %d objects in the target did not come from the source: %v\n", s.Foreign, s.ForeignKeys)
+	}
+	if s.Watermark != nil {
+		fmt.Fprintf(w, "  watermark %s (every change in the source before it is in the target)\n", s.Watermark.Format("2006-01-02 15:04:05.000 MST"))
+	}
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

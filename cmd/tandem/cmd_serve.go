@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"tandem/internal/daemon"
+)
+
+type serveOptions struct {
+	config string
+	listen string
+}
+
+func newServeCommand() *cobra.Command {
+	var o serveOptions
+	c := &cobra.Command{
+		Use:   "serve --config FILE",
+		Short: "Replicate every configured pair continuously",
+		Long: `Replicate every configured pair until stopped, one pass per pair every
+interval. Metrics are served at http://LISTEN/metrics, health at /-/healthy and
+/-/ready, and the replication status as JSON at /status. SIGINT or SIGTERM
+stops cleanly; a second signal aborts.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			return runServe(c.Context(), o, nil)
+		},
+	}
+	c.Flags().StringVar(&o.config, "config", "", "config file")
+	c.Flags().StringVar(&o.listen, "listen", "", "metrics and health address (default from config, 127.0.0.1:9750)")
+	return c
+}
+
+// runServe runs until ctx ends; started, if set, receives the daemon once
+// it listens (for tests).
+func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon) error {
+	cfg, err := loadConfig(o.config)
+	if err != nil {
+		return err
+	}
+	log := newLogger(slog.LevelInfo)
+	d := &daemon.Daemon{Listen: cfg.Serve.Listen, Log: log}
+	if o.listen != "" {
+		d.Listen = o.listen
+	}
+	for i := range cfg.Replication {
+		r := &cfg.Replication[i]
+		p, err := openPair(ctx, cfg, r, log)
+		if err != nil {
+			return err
+		}
+		d.Jobs = append(d.Jobs, daemon.Job{Pair: p, Interval: time.Duration(r.Interval)})
+	}
+	if len(d.Jobs) == 0 {
+		return usageError{fmt.Errorf("%s configures no replication", o.config)}
+	}
+	d.Status = func(ctx context.Context) (any, error) { return collectStatus(ctx, cfg) }
+	if err := d.Open(ctx); err != nil {
+		return err
+	}
+	if started != nil {
+		started <- d
+	}
+	done := make(chan struct{})
+	go func() { d.Wait(); close(done) }()
+	select {
+	case <-ctx.Done():
+	case <-done:
+		log.Warn("every target was promoted; nothing left to replicate")
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	return d.Close(sctx)
+}

@@ -1,0 +1,98 @@
+// Command tandem keeps a standby region consistent with the active one and
+// runs the plans that move work there. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitError   = 1 // the command failed
+	exitUsage   = 2 // bad flags, arguments or configuration
+	exitPartial = 3 // the command ran, but some objects failed and wait in the retry queue
+)
+
+type globalOptions struct {
+	logLevel  string
+	logFormat string
+}
+
+var global globalOptions
+
+// usageError marks errors the user fixes by changing the command or config.
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+// partialError marks a run that finished with failed objects.
+type partialError struct{ error }
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "tandem",
+		Short:         "Cross-region disaster recovery for data platforms",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&global.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&global.logFormat, "log-format", "text", "log format: text or json")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(
+		newReplicateCommand(),
+		newServeCommand(),
+		newStatusCommand(),
+		newBucketCommand(),
+		newConfigCommand(),
+		newDemoCommand(),
+	)
+	return root
+}
+
+func newLogger(defaultLevel slog.Level) *slog.Logger {
+	level := defaultLevel
+	if global.logLevel != "" {
+		level.UnmarshalText([]byte(global.logLevel))
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if global.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func main() {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		fmt.Fprintln(os.Stderr, "tandem: stopping (a second signal aborts)")
+		cancel()
+		<-sigs
+		os.Exit(exitError)
+	}()
+	err := newRootCommand().ExecuteContext(ctx)
+	if err == nil {
+		os.Exit(exitOK)
+	}
+	fmt.Fprintln(os.Stderr, "tandem:", err)
+	var u usageError
+	var p partialError
+	switch {
+	case errors.As(err, &u):
+		os.Exit(exitUsage)
+	case errors.As(err, &p):
+		os.Exit(exitPartial)
+	}
+	os.Exit(exitError)
+}

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"tandem/internal/config"
+	"tandem/internal/location"
+	"tandem/internal/replicate"
+	"tandem/internal/state"
+)
+
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return nil, usageError{fmt.Errorf("--config is required")}
+	}
+	c, err := config.Load(path)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return c, nil
+}
+
+// regionState opens a region's state location, creating a missing folder.
+func regionState(ctx context.Context, reg *config.Region) (state.Store, error) {
+	l, err := location.Parse(reg.State)
+	if err != nil {
+		return state.Store{}, err
+	}
+	b, err := location.Open(ctx, l, reg.S3.Options(), true)
+	if err != nil {
+		return state.Store{}, fmt.Errorf("region %s state: %w", reg.Name, err)
+	}
+	return state.Store{Bucket: b}, nil
+}
+
+// pairState is a replication's folder in its target region's state: it
+// lives in the standby region, so it is there when the primary is gone.
+func pairState(ctx context.Context, cfg *config.Config, r *config.Replication) (state.Store, error) {
+	st, err := regionState(ctx, cfg.Region(r.To.Region))
+	if err != nil {
+		return state.Store{}, err
+	}
+	return st.Sub("replication").Sub(r.Name), nil
+}
+
+// openPair opens both ends of a configured replication and its state.
+func openPair(ctx context.Context, cfg *config.Config, r *config.Replication, log *slog.Logger) (*replicate.Pair, error) {
+	st, err := pairState(ctx, cfg, r)
+	if err != nil {
+		return nil, fmt.Errorf("replication %s: %w", r.Name, err)
+	}
+	src, err := openSide(ctx, cfg, r.From)
+	if err != nil {
+		return nil, fmt.Errorf("replication %s: source: %w", r.Name, err)
+	}
+	dst, err := openSide(ctx, cfg, r.To)
+	if err != nil {
+		return nil, fmt.Errorf("replication %s: target: %w", r.Name, err)
+	}
+	return &replicate.Pair{
+		Name: r.Name, Source: src, Target: dst,
+		Delete: r.Delete, Exclude: r.Exclude,
+		Transfers: r.Transfers, Retries: r.Retries, RetryBackoff: time.Duration(r.RetryBackoff),
+		MultipartThreshold: int64(r.MultipartThreshold), PartSize: int64(r.PartSize),
+		State: &st, Log: log,
+	}, nil
+}
+
+func openSide(ctx context.Context, cfg *config.Config, s config.Side) (_ replicateBucket, err error) {
+	l, err := location.Parse(s.URL)
+	if err != nil {
+		return nil, err
+	}
+	return location.Open(ctx, l, cfg.Region(s.Region).S3.Options(), false)
+}

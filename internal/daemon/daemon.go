@@ -1,0 +1,163 @@
+// Package daemon runs tandem's long-lived work under `tandem serve`: one
+// loop per replication pair, and an HTTP server with Prometheus metrics,
+// health endpoints and the replication status.
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"tandem/internal/replicate"
+)
+
+// Job is one replication pair and how often it runs.
+type Job struct {
+	Pair     *replicate.Pair
+	Interval time.Duration
+}
+
+// Daemon runs jobs until Close.
+type Daemon struct {
+	Jobs   []Job
+	Listen string
+	Log    *slog.Logger
+	// Status returns the document served at /status.
+	Status func(ctx context.Context) (any, error)
+
+	reg     *prometheus.Registry
+	metrics *replicate.Metrics
+	srv     *http.Server
+	addr    net.Addr
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	started map[string]bool // pairs that finished a first pass
+}
+
+// Open starts the HTTP server and the loops.
+func (d *Daemon) Open(ctx context.Context) error {
+	d.reg = prometheus.NewRegistry()
+	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.metrics = replicate.NewMetrics(d.reg)
+	d.started = map[string]bool{}
+	for _, j := range d.Jobs {
+		if st, err := replicate.LoadStatus(ctx, *j.Pair.State, j.Pair.Name); err == nil && st.Watermark != nil {
+			d.metrics.SetWatermark(j.Pair.Name, *st.Watermark)
+		}
+	}
+
+	l, err := net.Listen("tcp", d.Listen)
+	if err != nil {
+		return fmt.Errorf("serve: listen on %s: %w", d.Listen, err)
+	}
+	d.addr = l.Addr()
+	d.srv = &http.Server{Handler: d.routes(), ReadHeaderTimeout: 10 * time.Second}
+	go d.srv.Serve(l)
+
+	ctx, d.cancel = context.WithCancel(ctx)
+	for _, j := range d.Jobs {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			d.loop(ctx, j)
+		}()
+	}
+	d.Log.Info("serving", "addr", d.addr.String(), "pairs", len(d.Jobs))
+	return nil
+}
+
+// Addr is the address the HTTP server listens on.
+func (d *Daemon) Addr() string { return d.addr.String() }
+
+// Wait blocks until every loop ended (all targets promoted, or Close).
+func (d *Daemon) Wait() { d.wg.Wait() }
+
+// Close stops the loops (a running pass is canceled; its copies are
+// abandoned without leaving partial objects) and the HTTP server.
+func (d *Daemon) Close(ctx context.Context) error {
+	d.cancel()
+	d.wg.Wait()
+	return d.srv.Shutdown(ctx)
+}
+
+func (d *Daemon) loop(ctx context.Context, j Job) {
+	log := d.Log.With("pair", j.Pair.Name)
+	for {
+		sum, err := j.Pair.RunOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		d.metrics.Observe(sum, err)
+		d.mu.Lock()
+		d.started[j.Pair.Name] = true
+		d.mu.Unlock()
+		switch {
+		case errors.Is(err, replicate.ErrPromoted):
+			log.Warn("target promoted; replication into it has stopped for good", "target", j.Pair.Target.URL())
+			return
+		case err != nil:
+			log.Error("pass failed", "err", err)
+		default:
+			log.Info("pass done", "copied", sum.Objects, "bytes", sum.Bytes, "unchanged", sum.Unchanged,
+				"deleted", sum.Deleted, "failed", sum.Failed, "pending", sum.Pending, "foreign", sum.Foreign,
+				"seconds", sum.Seconds)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(j.Interval):
+		}
+	}
+}
+
+func (d *Daemon) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "tandem is healthy")
+	})
+	mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, r *http.Request) {
+		d.mu.Lock()
+		ready := len(d.started) == len(d.Jobs)
+		d.mu.Unlock()
+		if !ready {
+			http.Error(w, "tandem is starting: not every pair has finished a first pass", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "tandem is ready")
+	})
+	mux.Handle("GET /status", handler(func(w http.ResponseWriter, r *http.Request) error {
+		if d.Status == nil {
+			return errors.New("no status source")
+		}
+		doc, err := d.Status(r.Context())
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Content-Type", "application/json")
+		return json.NewEncoder(w).Encode(doc)
+	}))
+	return mux
+}
+
+// handler turns an error into one JSON error document.
+type handler func(http.ResponseWriter, *http.Request) error
+
+func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := h(w, r); err != nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusInternalServerError)
+		json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+	}
+}
