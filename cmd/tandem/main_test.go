@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"tandem/internal/daemon"
+	"tandem/internal/objstore/s3/s3test"
+)
+
+// TestMain lets tests run the real command in a child process:
+// TANDEM_MAIN=1 with the arguments after "--".
+func TestMain(m *testing.M) {
+	if os.Getenv("TANDEM_MAIN") == "1" {
+		for i, a := range os.Args {
+			if a == "--" {
+				os.Args = append([]string{"tandem"}, os.Args[i+1:]...)
+				break
+			}
+		}
+		main()
+	}
+	os.Exit(m.Run())
+}
+
+// tandem runs the command and returns its exit code and combined output.
+func tandem(t *testing.T, env []string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^$", "--"}, args...)...)
+	cmd.Env = append(append(os.Environ(), "TANDEM_MAIN=1"), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, out.String()
+}
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReplicateOneShot(t *testing.T) {
+	src, dst := t.TempDir(), t.TempDir()
+	writeFile(t, filepath.Join(src, "a/b.csv"), "1,2\n")
+	writeFile(t, filepath.Join(src, "c.json"), "{}")
+	writeFile(t, filepath.Join(dst, "stale"), "x")
+	writeFile(t, filepath.Join(src, "tables/t/0.json"), "group-owned")
+	code, out := tandem(t, nil, "replicate", "--json", "--delete", "--exclude", "tables/", src, dst)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	var sum struct {
+		Objects int64   `json:"objects_copied"`
+		Deleted int64   `json:"objects_deleted"`
+		Bytes   int64   `json:"bytes_copied"`
+		Seconds float64 `json:"seconds"`
+	}
+	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+		t.Fatalf("not one JSON summary: %v\n%s", err, out)
+	}
+	if sum.Objects != 2 || sum.Deleted != 1 || sum.Bytes != 6 {
+		t.Fatalf("summary %+v", sum)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "tables")); !os.IsNotExist(err) {
+		t.Fatal("an excluded prefix was copied")
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	srv := s3test.Shared(t)
+	bucket := srv.NewBucket(t)
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
+	writeFile(t, filepath.Join(src, "k"), "v")
+	writeFile(t, filepath.Join(dst, "keep"), "must survive")
+	writeFile(t, filepath.Join(dir, "bad.yaml"), "regions:\n  - name: a\n    state: /tmp/x\n    colour: blue\n")
+	creds := []string{"AWS_ACCESS_KEY_ID=" + s3test.Access, "AWS_SECRET_ACCESS_KEY=" + s3test.Secret, "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"}
+	wrong := []string{"AWS_ACCESS_KEY_ID=" + s3test.Access, "AWS_SECRET_ACCESS_KEY=not-the-secret-xyz", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"}
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args []string
+		code int
+		want string
+	}{
+		{"malformed config", nil, []string{"status", "--config", filepath.Join(dir, "bad.yaml")}, 2, "line 4: field colour not found"},
+		{"missing config", nil, []string{"status", "--config", filepath.Join(dir, "none.yaml")}, 2, "none.yaml: no such file"},
+		{"unknown scheme", nil, []string{"replicate", "gs://b/x", dst, "--delete"}, 2, `unknown scheme "gs"`},
+		{"missing folder", nil, []string{"replicate", "--delete", filepath.Join(dir, "nope"), dst}, 1, "nope does not exist"},
+		{"overlap", nil, []string{"replicate", "--delete", dir, dst}, 2, "overlap"},
+		{"missing bucket", creds, []string{"replicate", "--delete", "--endpoint", srv.Endpoint, "--path-style", "s3://no-such-bucket/x", dst}, 1, `bucket "no-such-bucket" does not exist`},
+		{"wrong credentials", wrong, []string{"replicate", "--delete", "--endpoint", srv.Endpoint, "--path-style", "s3://" + bucket + "/x", dst}, 1, "refused the credentials"},
+		{"unreachable endpoint", creds, []string{"replicate", "--delete", "--endpoint", "http://127.0.0.1:1", "--path-style", "s3://" + bucket + "/x", dst}, 1, "cannot reach endpoint http://127.0.0.1:1"},
+		{"bad flag", nil, []string{"replicate", "--transfers", "zero", src, dst}, 2, "invalid argument"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := tandem(t, tc.env, tc.args...)
+			if code != tc.code || !strings.Contains(out, tc.want) {
+				t.Fatalf("exit %d, want %d; output does not say %q:\n%s", code, tc.code, tc.want, out)
+			}
+			if strings.Contains(out, "not-the-secret-xyz") || strings.Contains(out, s3test.Secret) {
+				t.Fatalf("a secret was printed:\n%s", out)
+			}
+			if data, err := os.ReadFile(filepath.Join(dst, "keep")); err != nil || string(data) != "must survive" {
+				t.Fatalf("the target was changed: %q, %v", data, err)
+			}
+		})
+	}
+}
+
+func TestServePromoteStatus(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "primary/lake/a.csv"), "a")
+	writeFile(t, filepath.Join(dir, "primary/lake/b/c.csv"), "bc")
+	os.MkdirAll(filepath.Join(dir, "standby/lake"), 0o755)
+	cfg := filepath.Join(dir, "tandem.yaml")
+	writeFile(t, cfg, strings.ReplaceAll(demoConfig, "%[1]s", dir))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan *daemon.Daemon, 1)
+	done := make(chan error, 1)
+	go func() { done <- runServe(ctx, serveOptions{config: cfg, listen: "127.0.0.1:0"}, started) }()
+	var d *daemon.Daemon
+	select {
+	case d = <-started:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	base := "http://" + d.Addr()
+	// Ready once the first pass is done.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/-/ready")
+		if err == nil && resp.StatusCode == 200 {
+			resp.Body.Close()
+			break
+		}
+		if err == nil {
+			resp.Body.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("serve never became ready")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	metrics := get(t, base+"/metrics")
+	for _, want := range []string{
+		`tandem_replication_objects_copied_total{pair="lake"} 2`,
+		`tandem_replication_bytes_copied_total{pair="lake"} 3`,
+		`tandem_replication_lag_seconds{pair="lake"}`,
+		`tandem_replication_watermark_timestamp_seconds{pair="lake"}`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if st := get(t, base+"/status"); !strings.Contains(st, `"health":"ok"`) {
+		t.Errorf("status: %s", st)
+	}
+	// Promote while serve runs: the loop ends on its own.
+	var out bytes.Buffer
+	if err := runPromote(ctx, promoteOptions{config: cfg}, filepath.Join(dir, "standby/lake"), &out); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve kept running after the only target was promoted")
+	}
+	out.Reset()
+	if err := runStatus(ctx, statusOptions{config: cfg, json: true}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `"health": "promoted"`) {
+		t.Fatalf("status after promotion: %s", out.String())
+	}
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return string(data)
+}
+
+func TestDemo(t *testing.T) {
+	var out bytes.Buffer
+	dir := t.TempDir()
+	if err := runDemo(context.Background(), demoOptions{dir: dir}, &out); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"copied    301 objects", "copied    30 objects", "deleted 5", "FOREIGN   1 objects", "promoted", "tandem no longer replicates into it"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo output lacks %q", want)
+		}
+	}
+	if err := runDemo(context.Background(), demoOptions{dir: dir}, io.Discard); err == nil {
+		t.Error("a second demo in the same folder did not refuse")
+	}
+}
