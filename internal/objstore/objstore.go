@@ -90,6 +90,22 @@ func KeepsModTime(b Bucket) bool {
 	return ok && k.KeepsModTime()
 }
 
+// Syncer is implemented by buckets that defer part of a write's durability
+// (a folder's directory entry) until Sync. Sync makes every Put that
+// returned before it durable. Objects are visible and whole at once either
+// way; only durability across a power loss waits for Sync.
+type Syncer interface {
+	Sync(ctx context.Context) error
+}
+
+// Sync calls b.Sync if b defers durability.
+func Sync(ctx context.Context, b Bucket) error {
+	if s, ok := b.(Syncer); ok {
+		return s.Sync(ctx)
+	}
+	return nil
+}
+
 // ReadAll reads a whole object, for small objects such as state records.
 func ReadAll(ctx context.Context, b Bucket, key string) ([]byte, Info, error) {
 	rc, info, err := b.Get(ctx, key)

@@ -311,6 +311,9 @@ func (w *indexWriter) publish(ctx context.Context, etag string) error {
 	if err := w.flush(ctx); err != nil {
 		return err
 	}
+	if err := objstore.Sync(ctx, w.ix.st.Bucket); err != nil {
+		return err
+	}
 	head := indexHead{Generation: w.gen, Chunks: w.chunk, Entries: w.entries, Written: time.Now().UTC()}
 	opts := objstore.PutOptions{IfMatch: etag, IfAbsent: etag == ""}
 	if _, err := w.ix.st.Save(ctx, "current.json", head, opts); err != nil {

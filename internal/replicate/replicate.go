@@ -386,6 +386,10 @@ func (p *Pair) run(ctx context.Context, sum *Summary) error {
 		}
 		return deciding
 	}
+	// Make every copy durable before the index or the watermark says so.
+	if err := objstore.Sync(ctx, p.Target); err != nil {
+		return err
+	}
 	if p.State != nil {
 		// Publish what was copied even if some objects failed: the index
 		// only records finished copies.

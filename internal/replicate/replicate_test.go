@@ -376,3 +376,37 @@ func (f failingList) List(ctx context.Context, prefix string) iter.Seq2[objstore
 		yield(objstore.Info{}, fmt.Errorf("list: connection reset"))
 	}
 }
+
+// TestNoOpPassRequests counts the HTTP requests of a pass over unchanged
+// objects: listings only, no HEAD or GET per object.
+func TestNoOpPassRequests(t *testing.T) {
+	srv := s3test.Shared(t)
+	counter := srv.NewCounter(t)
+	opts := srv.Options()
+	opts.Endpoint = counter.Endpoint
+	open := func() objstore.Bucket {
+		b, err := s3store.Open(ctx, srv.NewBucket(t), "p", opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	src, dst := open(), open()
+	tree := map[string]string{}
+	for i := range 1500 {
+		tree[fmt.Sprintf("k/%05d", i)] = "v"
+	}
+	put(t, src, tree)
+	p := newPair(src, dst, true, t)
+	run(t, p)
+	counter.Take()
+	sum := run(t, p)
+	got := counter.Take()
+	if sum.Unchanged != 1500 {
+		t.Fatalf("%+v", sum)
+	}
+	// Two listings of two pages each; nothing per object.
+	if got["HEAD"] != 0 || got["GET"] != 0 || got["PUT"] != 0 || got["GET-list"] != 4 {
+		t.Fatalf("requests of a no-op pass: %v", got)
+	}
+}

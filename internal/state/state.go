@@ -60,6 +60,10 @@ func (s Store) Save(ctx context.Context, name string, v any, opts objstore.PutOp
 	if err != nil {
 		return "", err
 	}
+	// A record is durable when Save returns.
+	if err := objstore.Sync(ctx, s.Bucket); err != nil {
+		return "", err
+	}
 	return info.ETag, nil
 }
 

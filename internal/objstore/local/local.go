@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 
 	"tandem/internal/objstore"
@@ -29,13 +30,22 @@ const Reserved = ".tandem-"
 const lockName = Reserved + "lock"
 
 // Bucket is a local folder.
+//
+// Every Put syncs the file's data before the rename that makes it visible,
+// so an object is whole even after a power loss. The rename itself becomes
+// durable when its directory is synced: at once for conditional writes, and
+// at the next Sync for plain ones, so that a pass of many small objects
+// syncs each directory once.
 type Bucket struct {
-	root string
+	root  string
+	mu    sync.Mutex
+	dirty map[string]bool // directories with renames not yet synced
 }
 
 var (
 	_ objstore.Bucket        = (*Bucket)(nil)
 	_ objstore.ModTimeKeeper = (*Bucket)(nil)
+	_ objstore.Syncer        = (*Bucket)(nil)
 )
 
 // Open returns the folder at root. The folder must exist unless create is
@@ -60,7 +70,7 @@ func Open(root string, create bool) (*Bucket, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("%s is a file, not a folder", abs)
 	}
-	return &Bucket{root: abs}, nil
+	return &Bucket{root: abs, dirty: map[string]bool{}}, nil
 }
 
 // Root is the absolute path of the folder.
@@ -252,10 +262,12 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 		return objstore.Info{}, err
 	}
 	dir := filepath.Dir(p)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
-	}
 	tmp, err := os.CreateTemp(dir, Reserved+"tmp-*")
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(dir, 0o755); err == nil {
+			tmp, err = os.CreateTemp(dir, Reserved+"tmp-*")
+		}
+	}
 	if err != nil {
 		return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
 	}
@@ -275,14 +287,18 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 	if err == nil && size >= 0 && n != size {
 		err = fmt.Errorf("source gave %d bytes, expected %d", n, size)
 	}
+	if err == nil && !opts.ModTime.IsZero() {
+		err = os.Chtimes(tmpName, opts.ModTime, opts.ModTime)
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}
+	var fi fs.FileInfo
+	if err == nil {
+		fi, err = tmp.Stat() // the inode and times survive the rename
+	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
-	}
-	if err == nil && !opts.ModTime.IsZero() {
-		err = os.Chtimes(tmpName, opts.ModTime, opts.ModTime)
 	}
 	if err != nil {
 		return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
@@ -319,17 +335,36 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 		}
 	}
 	published = true
-	if opts.IfAbsent {
-		os.Remove(tmpName)
-	}
-	if err := syncDir(dir); err != nil {
-		return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
-	}
-	fi, err := os.Stat(p)
-	if err != nil {
-		return objstore.Info{}, b.fsErr(key, err)
+	if opts.IfAbsent || opts.IfMatch != "" {
+		if opts.IfAbsent {
+			os.Remove(tmpName)
+		}
+		// A conditional write decides something (a lease, a manifest):
+		// make it durable before saying it happened.
+		if err := syncDir(dir); err != nil {
+			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
+		}
+	} else {
+		b.mu.Lock()
+		b.dirty[dir] = true
+		b.mu.Unlock()
 	}
 	return info(key, fi), nil
+}
+
+// Sync makes every earlier Put durable by syncing the directories that
+// received new names.
+func (b *Bucket) Sync(ctx context.Context) error {
+	b.mu.Lock()
+	dirs := b.dirty
+	b.dirty = map[string]bool{}
+	b.mu.Unlock()
+	for dir := range dirs {
+		if err := syncDir(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("sync %s: %w", dir, err)
+		}
+	}
+	return nil
 }
 
 // lock takes the folder's exclusive flock, which serializes compare-and-swap

@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -150,4 +153,42 @@ func (s *Server) NewBucket(t testing.TB) string {
 func (s *Server) CreateBucket(ctx context.Context, name string) error {
 	_, err := s.client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)})
 	return err
+}
+
+// Counter is a reverse proxy in front of a server that counts requests by
+// kind: "HEAD", "GET-list", "GET", "PUT", "POST", "DELETE".
+type Counter struct {
+	Endpoint string
+	mu       sync.Mutex
+	counts   map[string]int
+}
+
+// NewCounter starts a counting proxy to s; it stops when the test ends.
+func (s *Server) NewCounter(t testing.TB) *Counter {
+	t.Helper()
+	target, _ := url.Parse(s.Endpoint)
+	c := &Counter{counts: map[string]int{}}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		kind := r.Method
+		if r.Method == http.MethodGet && (r.URL.Query().Has("list-type") || strings.Count(strings.Trim(r.URL.Path, "/"), "/") == 0) {
+			kind = "GET-list"
+		}
+		c.mu.Lock()
+		c.counts[kind]++
+		c.mu.Unlock()
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(hs.Close)
+	c.Endpoint = hs.URL
+	return c
+}
+
+// Take returns the counts so far and resets them.
+func (c *Counter) Take() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.counts
+	c.counts = map[string]int{}
+	return out
 }

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Benchmarks tandem side by side with rclone, alternating runs on the same
+# data. Prints a markdown table of medians (figures go in docs/BENCHMARKS.md).
+#
+#   bash bench/run.sh            all cases, 3 rounds each
+#   ROUNDS=1 CASES="small noop" bash bench/run.sh
+#
+# Cases: small (10,000 x 4 KiB, folder to folder), big (one 1 GiB file,
+# folder to folder, next to cp), s3small and s3big (the same between two S3
+# servers on loopback), noop (reruns over unchanged objects, folders and S3),
+# mem (1,000,000 objects listed and compared: peak RSS).
+# Needs rclone (apt-get install rclone) and /usr/bin/time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+CASES=${CASES:-"small noop big s3small s3big mem"}
+WORK=$(mktemp -d /tmp/tandem-bench.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+command -v rclone >/dev/null || { echo "bench: rclone is missing (apt-get install rclone)" >&2; exit 1; }
+
+mkdir -p "$WORK/bin"
+go build -o "$WORK/bin/tandem" ./cmd/tandem
+go build -o "$WORK/bin/s3server" ./bench/s3server
+go build -o "$WORK/bin/genfiles" ./bench/genfiles
+T="$WORK/bin/tandem"
+RCLONE=(rclone sync --checksum --fast-list --transfers 16 --checkers 16)
+RESULTS="$WORK/results.tsv"
+
+# measure NAME TOOL CMD...: runs CMD, appends "name tool seconds maxrss_kb".
+measure() {
+	local name=$1 tool=$2; shift 2
+	/usr/bin/time -f "%e %M" -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" || {
+		echo "bench: $tool failed in $name:" >&2; cat "$WORK/err" >&2; exit 1; }
+	read -r secs rss <"$WORK/time"
+	printf '%s\t%s\t%s\t%s\n' "$name" "$tool" "$secs" "$rss" >>"$RESULTS"
+	printf '  %-12s %-8s %8.2fs %8d KiB\n' "$name" "$tool" "$secs" "$rss" >&2
+}
+
+# Every run writes into a folder never used before, and folders are deleted
+# only after a case: on ext4, creating files right after deleting thousands
+# costs several times more (the deletion's work is still going on), which
+# would charge one tool for the other's cleanup.
+RUN=0
+fresh() { RUN=$((RUN + 1)); DST="$WORK/dst/$RUN"; mkdir -p "$DST"; sync; sleep 1; }
+cleanup() { rm -rf "$WORK/dst"; sync; sleep 3; }
+
+# Two S3 servers on loopback, one per region.
+start_s3() {
+	[ -n "${SRC_EP:-}" ] && return
+	"$WORK/bin/s3server" -root "$WORK/s3a" -bucket src >"$WORK/s3a.ep" 2>"$WORK/s3a.log" &
+	"$WORK/bin/s3server" -root "$WORK/s3b" >"$WORK/s3b.ep" 2>"$WORK/s3b.log" &
+	for _ in $(seq 400); do grep -q '^http' "$WORK/s3a.ep" && grep -q '^http' "$WORK/s3b.ep" && break; sleep 0.05; done
+	SRC_EP=$(grep '^http' "$WORK/s3a.ep"); DST_EP=$(grep '^http' "$WORK/s3b.ep")
+	export AWS_ACCESS_KEY_ID=tandem-test AWS_SECRET_ACCESS_KEY=tandem-test-secret AWS_REGION=us-east-1
+	for r in A B; do
+		ep=$SRC_EP; [ $r = B ] && ep=$DST_EP
+		export RCLONE_CONFIG_${r}_TYPE=s3 RCLONE_CONFIG_${r}_PROVIDER=Other RCLONE_CONFIG_${r}_ENDPOINT=$ep \
+			RCLONE_CONFIG_${r}_ACCESS_KEY_ID=tandem-test RCLONE_CONFIG_${r}_SECRET_ACCESS_KEY=tandem-test-secret \
+			RCLONE_CONFIG_${r}_FORCE_PATH_STYLE=true RCLONE_CONFIG_${r}_REGION=us-east-1
+	done
+}
+ts3() { "$T" replicate --from-endpoint "$SRC_EP" --to-endpoint "$DST_EP" --path-style "$@"; }
+
+gen_small() { [ -d "$WORK/small" ] || "$WORK/bin/genfiles" -n 10000 -size 4096 "$WORK/small"; }
+gen_big() { [ -f "$WORK/big/one.bin" ] || { mkdir -p "$WORK/big"; head -c 1073741824 /dev/urandom >"$WORK/big/one.bin"; }; }
+
+for c in $CASES; do
+	echo "== $c" >&2
+	case $c in
+	small)
+		gen_small
+		for r in $(seq "$ROUNDS"); do
+			fresh; measure small rclone "${RCLONE[@]}" "$WORK/small" "$DST"
+			fresh; measure small tandem "$T" replicate --state "$DST.state" "$WORK/small" "$DST"
+		done
+		cleanup ;;
+	noop)
+		gen_small
+		fresh; DR=$DST; "${RCLONE[@]}" "$WORK/small" "$DR"
+		fresh; DT=$DST; "$T" replicate --state "$DT.state" "$WORK/small" "$DT" >/dev/null
+		sync; sleep 1
+		for r in $(seq "$ROUNDS"); do
+			measure noop rclone "${RCLONE[@]}" "$WORK/small" "$DR"
+			measure noop tandem "$T" replicate --state "$DT.state" "$WORK/small" "$DT"
+		done
+		cleanup
+		start_s3
+		rclone mkdir B:noopr; rclone mkdir B:noopt
+		[ -n "${S3SMALL_UP:-}" ] || { ts3 --to-endpoint "$SRC_EP" "$WORK/small" s3://src/small >/dev/null; S3SMALL_UP=1; }
+		"${RCLONE[@]}" A:src/small B:noopr
+		rm -rf "$WORK/state-noop-s3"; ts3 --state "$WORK/state-noop-s3" s3://src/small s3://noopt >/dev/null
+		for r in $(seq "$ROUNDS"); do
+			measure noop-s3 rclone "${RCLONE[@]}" A:src/small B:noopr
+			measure noop-s3 tandem ts3 --state "$WORK/state-noop-s3" s3://src/small s3://noopt
+		done ;;
+	big)
+		gen_big
+		for r in $(seq "$ROUNDS"); do
+			# cp does not sync; tandem syncs before it returns. Both are
+			# timed as they are, and cp+sync is timed too.
+			fresh; measure big cp cp "$WORK/big/one.bin" "$DST/one.bin"
+			fresh; measure big cp+sync sh -c "cp '$WORK/big/one.bin' '$DST/one.bin' && sync '$DST/one.bin'"
+			fresh; measure big rclone "${RCLONE[@]}" "$WORK/big" "$DST"
+			fresh; measure big tandem "$T" replicate --state "$DST.state" "$WORK/big" "$DST"
+			cleanup
+		done ;;
+	s3small)
+		gen_small; start_s3
+		[ -n "${S3SMALL_UP:-}" ] || { ts3 --to-endpoint "$SRC_EP" "$WORK/small" s3://src/small >/dev/null; S3SMALL_UP=1; }
+		for r in $(seq "$ROUNDS"); do
+			rclone mkdir "B:sr$r"; measure s3small rclone "${RCLONE[@]}" A:src/small "B:sr$r"
+			rclone mkdir "B:st$r"; measure s3small tandem ts3 --state "$WORK/state-s3small-$r" s3://src/small "s3://st$r"
+		done ;;
+	s3big)
+		gen_big; start_s3
+		ts3 --to-endpoint "$SRC_EP" "$WORK/big" s3://src/big >/dev/null
+		for r in $(seq "$ROUNDS"); do
+			rclone mkdir "B:br$r"; measure s3big rclone "${RCLONE[@]}" A:src/big "B:br$r"
+			rclone mkdir "B:bt$r"; measure s3big tandem ts3 --state "$WORK/state-s3big-$r" s3://src/big "s3://bt$r"
+			rclone purge "B:br$r"; rclone purge "B:bt$r"
+		done ;;
+	mem)
+		N=${MEM_OBJECTS:-1000000}
+		[ -d "$WORK/m1" ] || "$WORK/bin/genfiles" -n "$N" -size 0 "$WORK/m1" "$WORK/m2"
+		rm -rf "$WORK/state-mem"
+		measure "mem-$N" tandem-first "$T" replicate --state "$WORK/state-mem" "$WORK/m1" "$WORK/m2"
+		measure "mem-$N" tandem "$T" replicate --state "$WORK/state-mem" "$WORK/m1" "$WORK/m2"
+		measure "mem-$N" rclone "${RCLONE[@]}" "$WORK/m1" "$WORK/m2" ;;
+	*) echo "bench: unknown case $c" >&2; exit 2 ;;
+	esac
+done
+
+echo
+echo "| case | tool | median seconds | median peak RSS (KiB) | runs |"
+echo "|---|---|---|---|---|"
+sort -k1,1 -k2,2 -s "$RESULTS" | awk -F'\t' '
+	function flush() { if (n) { asort(s); asort(m); printf "| %s | %s | %.2f | %d | %d |\n", key1, key2, s[int((n+1)/2)], m[int((n+1)/2)], n } }
+	{ if ($1 != key1 || $2 != key2) { flush(); key1=$1; key2=$2; n=0; delete s; delete m } n++; s[n]=$3; m[n]=$4 }
+	END { flush() }'
