@@ -120,8 +120,10 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-func (d Duration) MarshalJSON() ([]byte, error) { return []byte(strconv.Quote(time.Duration(d).String())), nil }
-func (d Duration) MarshalYAML() (any, error)    { return time.Duration(d).String(), nil }
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(strconv.Quote(time.Duration(d).String())), nil
+}
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
 
 // Size is a byte count written as "64MiB", "5MB" or a number.
 type Size int64

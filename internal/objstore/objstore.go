@@ -106,6 +106,13 @@ func Sync(ctx context.Context, b Bucket) error {
 	return nil
 }
 
+// InFlighter is implemented by buckets that want more writes in flight than
+// the caller's default, such as a folder whose group commit syncs once for
+// every Put waiting at that moment.
+type InFlighter interface {
+	InFlight() int
+}
+
 // ReadAll reads a whole object, for small objects such as state records.
 func ReadAll(ctx context.Context, b Bucket, key string) ([]byte, Info, error) {
 	rc, info, err := b.Get(ctx, key)

@@ -37,7 +37,9 @@ type Pair struct {
 	Delete bool
 	// Exclude lists key prefixes that replication leaves alone on both sides.
 	Exclude []string
-	// Transfers is the number of objects copied at once (default 16).
+	// Transfers is the number of objects copied at once (default 16). A
+	// target that asks for more writes in flight (objstore.InFlighter, a
+	// folder's group commit) gets them.
 	Transfers int
 	// MultipartThreshold is the size from which an object goes up in parts
 	// when the target supports it (default 64 MiB); PartSize is the part
@@ -232,7 +234,11 @@ func (p *Pair) run(ctx context.Context, sum *Summary) error {
 		adopted  atomic.Int64 // by hash, in workers
 	)
 	big := make(chan struct{}, 4) // large objects in flight
-	for range p.Transfers {
+	inFlight := p.Transfers
+	if f, ok := p.Target.(objstore.InFlighter); ok {
+		inFlight = max(inFlight, f.InFlight())
+	}
+	for range inFlight {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
