@@ -51,6 +51,9 @@ start_s3() {
 	"$WORK/bin/s3server" -root "$WORK/s3b" >"$WORK/s3b.ep" 2>"$WORK/s3b.log" &
 	for _ in $(seq 400); do grep -q '^http' "$WORK/s3a.ep" && grep -q '^http' "$WORK/s3b.ep" && break; sleep 0.05; done
 	SRC_EP=$(grep '^http' "$WORK/s3a.ep"); DST_EP=$(grep '^http' "$WORK/s3b.ep")
+	# Plain HTTP on loopback: a CA bundle from the environment only gets in
+	# rclone's way.
+	unset AWS_CA_BUNDLE
 	export AWS_ACCESS_KEY_ID=tandem-test AWS_SECRET_ACCESS_KEY=tandem-test-secret AWS_REGION=us-east-1
 	for r in A B; do
 		ep=$SRC_EP; [ $r = B ] && ep=$DST_EP
@@ -58,8 +61,8 @@ start_s3() {
 			RCLONE_CONFIG_${r}_ACCESS_KEY_ID=tandem-test RCLONE_CONFIG_${r}_SECRET_ACCESS_KEY=tandem-test-secret \
 			RCLONE_CONFIG_${r}_FORCE_PATH_STYLE=true RCLONE_CONFIG_${r}_REGION=us-east-1
 	done
+	TS3=("$T" replicate --from-endpoint "$SRC_EP" --to-endpoint "$DST_EP" --path-style)
 }
-ts3() { "$T" replicate --from-endpoint "$SRC_EP" --to-endpoint "$DST_EP" --path-style "$@"; }
 
 gen_small() { [ -d "$WORK/small" ] || "$WORK/bin/genfiles" -n 10000 -size 4096 "$WORK/small"; }
 gen_big() { [ -f "$WORK/big/one.bin" ] || { mkdir -p "$WORK/big"; head -c 1073741824 /dev/urandom >"$WORK/big/one.bin"; }; }
@@ -86,12 +89,12 @@ for c in $CASES; do
 		cleanup
 		start_s3
 		rclone mkdir B:noopr; rclone mkdir B:noopt
-		[ -n "${S3SMALL_UP:-}" ] || { ts3 --to-endpoint "$SRC_EP" "$WORK/small" s3://src/small >/dev/null; S3SMALL_UP=1; }
+		[ -n "${S3SMALL_UP:-}" ] || { "${TS3[@]}" --to-endpoint "$SRC_EP" "$WORK/small" s3://src/small >/dev/null; S3SMALL_UP=1; }
 		"${RCLONE[@]}" A:src/small B:noopr
-		rm -rf "$WORK/state-noop-s3"; ts3 --state "$WORK/state-noop-s3" s3://src/small s3://noopt >/dev/null
+		rm -rf "$WORK/state-noop-s3"; "${TS3[@]}" --state "$WORK/state-noop-s3" s3://src/small s3://noopt >/dev/null
 		for r in $(seq "$ROUNDS"); do
 			measure noop-s3 rclone "${RCLONE[@]}" A:src/small B:noopr
-			measure noop-s3 tandem ts3 --state "$WORK/state-noop-s3" s3://src/small s3://noopt
+			measure noop-s3 tandem "${TS3[@]}" --state "$WORK/state-noop-s3" s3://src/small s3://noopt
 		done ;;
 	big)
 		gen_big
@@ -106,17 +109,17 @@ for c in $CASES; do
 		done ;;
 	s3small)
 		gen_small; start_s3
-		[ -n "${S3SMALL_UP:-}" ] || { ts3 --to-endpoint "$SRC_EP" "$WORK/small" s3://src/small >/dev/null; S3SMALL_UP=1; }
+		[ -n "${S3SMALL_UP:-}" ] || { "${TS3[@]}" --to-endpoint "$SRC_EP" "$WORK/small" s3://src/small >/dev/null; S3SMALL_UP=1; }
 		for r in $(seq "$ROUNDS"); do
 			rclone mkdir "B:sr$r"; measure s3small rclone "${RCLONE[@]}" A:src/small "B:sr$r"
-			rclone mkdir "B:st$r"; measure s3small tandem ts3 --state "$WORK/state-s3small-$r" s3://src/small "s3://st$r"
+			rclone mkdir "B:st$r"; measure s3small tandem "${TS3[@]}" --state "$WORK/state-s3small-$r" s3://src/small "s3://st$r"
 		done ;;
 	s3big)
 		gen_big; start_s3
-		ts3 --to-endpoint "$SRC_EP" "$WORK/big" s3://src/big >/dev/null
+		"${TS3[@]}" --to-endpoint "$SRC_EP" "$WORK/big" s3://src/big >/dev/null
 		for r in $(seq "$ROUNDS"); do
 			rclone mkdir "B:br$r"; measure s3big rclone "${RCLONE[@]}" A:src/big "B:br$r"
-			rclone mkdir "B:bt$r"; measure s3big tandem ts3 --state "$WORK/state-s3big-$r" s3://src/big "s3://bt$r"
+			rclone mkdir "B:bt$r"; measure s3big tandem "${TS3[@]}" --state "$WORK/state-s3big-$r" s3://src/big "s3://bt$r"
 			rclone purge "B:br$r"; rclone purge "B:bt$r"
 		done ;;
 	mem)
@@ -133,7 +136,10 @@ done
 echo
 echo "| case | tool | median seconds | median peak RSS (KiB) | runs |"
 echo "|---|---|---|---|---|"
-sort -k1,1 -k2,2 -s "$RESULTS" | awk -F'\t' '
-	function flush() { if (n) { asort(s); asort(m); printf "| %s | %s | %.2f | %d | %d |\n", key1, key2, s[int((n+1)/2)], m[int((n+1)/2)], n } }
-	{ if ($1 != key1 || $2 != key2) { flush(); key1=$1; key2=$2; n=0; delete s; delete m } n++; s[n]=$3; m[n]=$4 }
-	END { flush() }'
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+cut -f1,2 "$RESULTS" | awk '!seen[$0]++' | while IFS=$'\t' read -r name tool; do
+	rows=$(awk -F'\t' -v n="$name" -v t="$tool" '$1 == n && $2 == t' "$RESULTS")
+	secs=$(cut -f3 <<<"$rows" | median)
+	rss=$(cut -f4 <<<"$rows" | median)
+	printf '| %s | %s | %s | %s | %s |\n' "$name" "$tool" "$secs" "$rss" "$(wc -l <<<"$rows")"
+done

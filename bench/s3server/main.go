@@ -34,8 +34,7 @@ func main() {
 	go func() {
 		ep := <-ready
 		if *bucket != "" {
-			srv := &s3test.Server{Endpoint: ep}
-			if err := srv.CreateBucket(ctx, *bucket); err != nil {
+			if err := s3test.Connect(ep).CreateBucket(ctx, *bucket); err != nil {
 				log.Fatalf("create bucket %s: %v", *bucket, err)
 			}
 		}

@@ -99,3 +99,19 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestExamples loads the example configs shipped in examples/.
+func TestExamples(t *testing.T) {
+	t.Setenv("OCI_NAMESPACE", "acme")
+	t.Setenv("WEST_ACCESS_KEY_ID", "AKIAEXAMPLE")
+	t.Setenv("WEST_SECRET_ACCESS_KEY", "secret")
+	files, _ := filepath.Glob("../../examples/*.yaml")
+	if len(files) < 2 {
+		t.Fatalf("examples: %v", files)
+	}
+	for _, f := range files {
+		if _, err := Load(f); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+}

@@ -117,13 +117,8 @@ func Shared(t testing.TB) *Server {
 		go func() { errc <- Run(context.Background(), root, "127.0.0.1:0", ready) }()
 		select {
 		case ep := <-ready:
-			shared = &Server{Endpoint: ep, Root: root}
-			shared.client = s3.New(s3.Options{
-				BaseEndpoint: aws.String(ep),
-				Region:       "us-east-1",
-				UsePathStyle: true,
-				Credentials:  credentials.NewStaticCredentialsProvider(Access, Secret, ""),
-			})
+			shared = Connect(ep)
+			shared.Root = root
 		case err := <-errc:
 			sharedErr = err
 		}
@@ -132,6 +127,16 @@ func Shared(t testing.TB) *Server {
 		t.Fatalf("start S3 server: %v", sharedErr)
 	}
 	return shared
+}
+
+// Connect returns a handle on a server already running at endpoint.
+func Connect(endpoint string) *Server {
+	return &Server{Endpoint: endpoint, client: s3.New(s3.Options{
+		BaseEndpoint: aws.String(endpoint),
+		Region:       "us-east-1",
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(Access, Secret, ""),
+	})}
 }
 
 // Options returns client options for this server.
