@@ -12,13 +12,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"tandem/internal/location"
-	"tandem/internal/objstore"
 	s3store "tandem/internal/objstore/s3"
 	"tandem/internal/replicate"
 	"tandem/internal/state"
 )
-
-type replicateBucket = objstore.Bucket
 
 type replicateOptions struct {
 	config       string

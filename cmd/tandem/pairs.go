@@ -8,6 +8,7 @@ import (
 
 	"tandem/internal/config"
 	"tandem/internal/location"
+	"tandem/internal/objstore"
 	"tandem/internal/replicate"
 	"tandem/internal/state"
 )
@@ -69,7 +70,7 @@ func openPair(ctx context.Context, cfg *config.Config, r *config.Replication, lo
 	}, nil
 }
 
-func openSide(ctx context.Context, cfg *config.Config, s config.Side) (_ replicateBucket, err error) {
+func openSide(ctx context.Context, cfg *config.Config, s config.Side) (objstore.Bucket, error) {
 	l, err := location.Parse(s.URL)
 	if err != nil {
 		return nil, err
