@@ -29,18 +29,23 @@ func startProgress(st *replicate.Stats, quiet bool) func() {
 				fmt.Fprint(os.Stderr, "\r\033[K")
 				return
 			case <-t.C:
+				fmt.Fprint(os.Stderr, "\r\033[K"+progressLine(st, time.Since(start)))
 			}
-			el := time.Since(start).Seconds()
-			copied, queued := st.CopiedBytes.Load(), st.QueuedBytes.Load()
-			rate := float64(copied) / max(el, 0.001)
-			eta := "listing"
-			if st.ListingDone.Load() && rate > 0 {
-				eta = "ETA " + time.Duration(float64(queued-copied)/rate*float64(time.Second)).Round(time.Second).String()
-			}
-			fmt.Fprintf(os.Stderr, "\r\033[K%d/%d objects  %s/%s  %s/s  %d unchanged  %d failed  %s",
-				st.Copied.Load(), st.ObjectsTotal.Load(), humanBytes(copied), humanBytes(queued),
-				humanBytes(int64(rate)), st.Unchanged.Load(), st.Failed.Load(), eta)
 		}
 	}()
 	return func() { close(done); <-stopped }
+}
+
+// progressLine is objects and bytes copied out of those found so far, the
+// rate, and the time left once the listing is complete.
+func progressLine(st *replicate.Stats, elapsed time.Duration) string {
+	copied, queued := st.CopiedBytes.Load(), st.QueuedBytes.Load()
+	rate := float64(copied) / max(elapsed.Seconds(), 0.001)
+	eta := "listing"
+	if st.ListingDone.Load() && rate > 0 {
+		eta = "ETA " + time.Duration(float64(queued-copied)/rate*float64(time.Second)).Round(time.Second).String()
+	}
+	return fmt.Sprintf("%d/%d objects  %s/%s  %s/s  %d unchanged  %d failed  %s",
+		st.Copied.Load(), st.ObjectsTotal.Load(), humanBytes(copied), humanBytes(queued),
+		humanBytes(int64(rate)), st.Unchanged.Load(), st.Failed.Load(), eta)
 }

@@ -144,12 +144,14 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 
 var envRe = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
-// expand replaces ${VAR}; an unset variable is an error naming its line.
+// expand replaces ${VAR} outside comments; an unset variable is an error
+// naming its line.
 func expand(data []byte) ([]byte, error) {
 	var errs []error
 	lines := bytes.Split(data, []byte("\n"))
 	for i, line := range lines {
-		lines[i] = envRe.ReplaceAllFunc(line, func(m []byte) []byte {
+		code := line[:commentStart(line)]
+		code = envRe.ReplaceAllFunc(code, func(m []byte) []byte {
 			name := string(m[2 : len(m)-1])
 			v, ok := os.LookupEnv(name)
 			if !ok {
@@ -157,8 +159,28 @@ func expand(data []byte) ([]byte, error) {
 			}
 			return []byte(v)
 		})
+		lines[i] = append(code, line[commentStart(line):]...)
 	}
 	return bytes.Join(lines, []byte("\n")), errors.Join(errs...)
+}
+
+// commentStart is where a YAML comment begins in line (len(line) if none):
+// a # at the start or after a space, outside quotes.
+func commentStart(line []byte) int {
+	var quote byte
+	for i, c := range line {
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '"' || c == '\'':
+			quote = c
+		case c == '#' && (i == 0 || line[i-1] == ' ' || line[i-1] == '\t'):
+			return i
+		}
+	}
+	return len(line)
 }
 
 // Load reads, expands, decodes, defaults and validates a file.

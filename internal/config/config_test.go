@@ -115,3 +115,15 @@ func TestExamples(t *testing.T) {
 		}
 	}
 }
+
+func TestExpandSkipsComments(t *testing.T) {
+	t.Setenv("TANDEM_TEST_DIR", "/data")
+	got, err := expand([]byte("# use ${UNSET_IN_COMMENT} here\nstate: ${TANDEM_TEST_DIR}/x # ${ALSO_UNSET}\nname: \"a#${TANDEM_TEST_DIR}\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "# use ${UNSET_IN_COMMENT} here\nstate: /data/x # ${ALSO_UNSET}\nname: \"a#/data\"\n"
+	if string(got) != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+}
