@@ -9,28 +9,63 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"tandem/internal/objstore"
 )
 
-// copyWithRetry copies one object, trying up to p.Retries times with a short
-// backoff. It returns the target's Info of the new object.
-func (p *Pair) copyWithRetry(ctx context.Context, src objstore.Info, big chan struct{}) (objstore.Info, error) {
+// Copier copies single objects from one bucket to another: each object
+// reaches the target in one atomic step (a renamed temporary file, a single
+// PUT, or a completed multipart upload), with retries. Bucket replication
+// and table sync share it.
+type Copier struct {
+	Source, Target objstore.Bucket
+	// MultipartThreshold is the size from which an object goes up in parts
+	// when the target supports it (default 64 MiB); PartSize is the part
+	// size (default 16 MiB).
+	MultipartThreshold int64
+	PartSize           int64
+	// Retries is the number of attempts per object (default 3).
+	Retries int
+
+	once sync.Once
+	big  chan struct{} // large objects in flight
+}
+
+func (c *Copier) init() {
+	c.once.Do(func() {
+		if c.MultipartThreshold <= 0 {
+			c.MultipartThreshold = 64 << 20
+		}
+		if c.PartSize <= 0 {
+			c.PartSize = 16 << 20
+		}
+		if c.Retries <= 0 {
+			c.Retries = 3
+		}
+		c.big = make(chan struct{}, 4)
+	})
+}
+
+// Copy copies src (as a listing or a log describes it: key, size, and ETag
+// when known), trying up to Retries times with a short backoff, and returns
+// the target's Info of the new object. An object missing from the source
+// is not retried.
+func (c *Copier) Copy(ctx context.Context, src objstore.Info) (objstore.Info, error) {
+	c.init()
 	var err error
 	wait := 200 * time.Millisecond
-	for attempt := 1; attempt <= p.Retries; attempt++ {
+	for attempt := 1; attempt <= c.Retries; attempt++ {
 		var info objstore.Info
-		info, err = p.copyObject(ctx, src, big)
+		info, err = c.copyOnce(ctx, src)
 		if err == nil {
 			return info, nil
 		}
 		if ctx.Err() != nil || errors.Is(err, objstore.ErrNotExist) {
-			// Gone from the source since the listing: the next pass
-			// sees the deletion.
 			return objstore.Info{}, err
 		}
-		if attempt < p.Retries {
+		if attempt < c.Retries {
 			select {
 			case <-time.After(wait):
 			case <-ctx.Done():
@@ -42,40 +77,37 @@ func (p *Pair) copyWithRetry(ctx context.Context, src objstore.Info, big chan st
 	return objstore.Info{}, err
 }
 
-// copyObject copies the version of src the listing showed. The target gets
-// the object in one atomic step: a renamed temporary file, a single PUT, or a
-// completed multipart upload.
-func (p *Pair) copyObject(ctx context.Context, src objstore.Info, big chan struct{}) (objstore.Info, error) {
+func (c *Copier) copyOnce(ctx context.Context, src objstore.Info) (objstore.Info, error) {
 	opts := objstore.PutOptions{ModTime: src.ModTime}
-	if pp, ok := p.Target.(objstore.PartPutter); ok && src.Size >= p.MultipartThreshold {
+	if pp, ok := c.Target.(objstore.PartPutter); ok && src.Size >= c.MultipartThreshold {
 		select {
-		case big <- struct{}{}:
+		case c.big <- struct{}{}:
 		case <-ctx.Done():
 			return objstore.Info{}, ctx.Err()
 		}
-		defer func() { <-big }()
-		// Every part is read with the listed ETag, so a source that
+		defer func() { <-c.big }()
+		// Every part is read with the known ETag, so a source that
 		// changes mid-copy fails the copy instead of mixing versions.
 		open := func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
-			return p.Source.GetRange(ctx, src.Key, off, n, src.ETag)
+			return c.Source.GetRange(ctx, src.Key, off, n, src.ETag)
 		}
-		info, err := pp.PutParts(ctx, src.Key, src.Size, p.PartSize, 4, open, opts)
+		info, err := pp.PutParts(ctx, src.Key, src.Size, c.PartSize, 4, open, opts)
 		if err != nil {
 			return objstore.Info{}, fmt.Errorf("copy %s: %w", src.Key, err)
 		}
 		return info, nil
 	}
-	rc, got, err := p.Source.Get(ctx, src.Key)
+	rc, got, err := c.Source.Get(ctx, src.Key)
 	if err != nil {
 		return objstore.Info{}, fmt.Errorf("copy %s: %w", src.Key, err)
 	}
 	defer rc.Close()
-	if got.Size != src.Size || (got.ETag != "" && got.ETag != src.ETag) {
-		// Changed since the listing: copy nothing now, the next pass
-		// lists the new version.
-		return objstore.Info{}, fmt.Errorf("copy %s: changed in the source during the pass", src.Key)
+	if got.Size != src.Size || (src.ETag != "" && got.ETag != src.ETag) {
+		// Changed since it was listed (or not what the log says): copy
+		// nothing now.
+		return objstore.Info{}, fmt.Errorf("copy %s: the source has %d bytes, expected %d (changed since it was listed)", src.Key, got.Size, src.Size)
 	}
-	info, err := p.Target.Put(ctx, src.Key, rc, src.Size, opts)
+	info, err := c.Target.Put(ctx, src.Key, rc, src.Size, opts)
 	if err != nil {
 		return objstore.Info{}, fmt.Errorf("copy %s: %w", src.Key, err)
 	}

@@ -233,7 +233,7 @@ func (p *Pair) run(ctx context.Context, sum *Summary) error {
 		writeErr = make(chan error, 1)
 		adopted  atomic.Int64 // by hash, in workers
 	)
-	big := make(chan struct{}, 4) // large objects in flight
+	copier := &Copier{Source: p.Source, Target: p.Target, MultipartThreshold: p.MultipartThreshold, PartSize: p.PartSize, Retries: p.Retries}
 	inFlight := p.Transfers
 	if f, ok := p.Target.(objstore.InFlighter); ok {
 		inFlight = max(inFlight, f.InFlight())
@@ -250,7 +250,7 @@ func (p *Pair) run(ctx context.Context, sum *Summary) error {
 					close(j.slot.done)
 					continue
 				}
-				info, err := p.copyWithRetry(ctx, j.src, big)
+				info, err := copier.Copy(ctx, j.src)
 				if err == nil {
 					j.slot.e = entry{Key: j.src.Key, Src: identOf(j.src), Dst: identOf(info)}
 					j.slot.write = true
