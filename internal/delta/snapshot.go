@@ -94,6 +94,14 @@ func (t *Table) Snapshot(ctx context.Context, v int64) (*Snapshot, error) {
 	s := &Snapshot{Version: v, Files: map[FileKey]*Add{}, Txns: map[string]Txn{}, Domains: map[string]DomainMetadata{}, Commits: commits}
 	var haveProtocol, haveMetadata bool
 	apply := func(a *Action, fromCheckpoint bool) error {
+		// A checkpoint row without a deletion vector can decode as an
+		// empty one.
+		if a.Add != nil && a.Add.DeletionVector != nil && a.Add.DeletionVector.StorageType == "" {
+			a.Add.DeletionVector = nil
+		}
+		if a.Remove != nil && a.Remove.DeletionVector != nil && a.Remove.DeletionVector.StorageType == "" {
+			a.Remove.DeletionVector = nil
+		}
 		switch {
 		case a.Add != nil:
 			key, err := t.fileKey(a.Add.Path, a.Add.DeletionVector)

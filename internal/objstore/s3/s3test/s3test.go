@@ -1,6 +1,8 @@
 // Package s3test runs a real S3 server (versitygw with its posix backend) on
 // loopback for tests and benchmarks. versitygw allows one gateway per process,
-// so tests share one server and each takes buckets of its own.
+// so tests share one server and each takes buckets of its own. Its posix
+// backend changes the process's working directory to its root: tests resolve
+// relative paths before they start it.
 package s3test
 
 import (
