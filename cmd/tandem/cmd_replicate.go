@@ -12,23 +12,18 @@ import (
 	"github.com/spf13/cobra"
 
 	"tandem/internal/location"
-	s3store "tandem/internal/objstore/s3"
 	"tandem/internal/replicate"
 	"tandem/internal/state"
 )
 
 type replicateOptions struct {
-	config       string
-	delete       bool
-	exclude      []string
-	json         bool
-	transfers    int
-	state        string
-	endpoint     string
-	fromEndpoint string
-	toEndpoint   string
-	region       string
-	pathStyle    bool
+	config    string
+	delete    bool
+	exclude   []string
+	json      bool
+	transfers int
+	state     string
+	ends      endsFlags
 }
 
 func newReplicateCommand() *cobra.Command {
@@ -62,11 +57,7 @@ objects that failed (listed in the summary and kept for retry).`,
 	f.BoolVar(&o.json, "json", false, "print one JSON summary")
 	f.IntVar(&o.transfers, "transfers", 16, "objects copied at once")
 	f.StringVar(&o.state, "state", "", "keep the replication index and status here (a folder or s3:// URL)")
-	f.StringVar(&o.endpoint, "endpoint", "", "S3 endpoint for both sides (default AWS)")
-	f.StringVar(&o.fromEndpoint, "from-endpoint", "", "S3 endpoint of SRC")
-	f.StringVar(&o.toEndpoint, "to-endpoint", "", "S3 endpoint of DST")
-	f.StringVar(&o.region, "region", "", "S3 region")
-	f.BoolVar(&o.pathStyle, "path-style", false, "S3 path-style addressing")
+	o.ends.register(f)
 	return c
 }
 
@@ -113,45 +104,24 @@ func runReplicate(ctx context.Context, o replicateOptions, args []string, out io
 }
 
 func adHocPair(ctx context.Context, o replicateOptions, srcURL, dstURL string, log *slog.Logger) (*replicate.Pair, error) {
-	s3opts := func(ep string) s3store.Options {
-		if ep == "" {
-			ep = o.endpoint
-		}
-		return s3store.Options{Endpoint: ep, Region: o.region, PathStyle: o.pathStyle}
-	}
-	srcLoc, err := location.Parse(srcURL)
-	if err != nil {
-		return nil, usageError{fmt.Errorf("SRC: %w", err)}
-	}
-	dstLoc, err := location.Parse(dstURL)
-	if err != nil {
-		return nil, usageError{fmt.Errorf("DST: %w", err)}
-	}
-	so, do := s3opts(o.fromEndpoint), s3opts(o.toEndpoint)
-	if location.Overlaps(srcLoc, so.Endpoint, dstLoc, do.Endpoint) {
-		return nil, usageError{fmt.Errorf("SRC %s and DST %s overlap: a replica cannot be inside its source or hold it", srcLoc, dstLoc)}
-	}
 	if o.transfers < 1 {
 		return nil, usageError{fmt.Errorf("--transfers must be at least 1")}
 	}
-	src, err := location.Open(ctx, srcLoc, so, false)
+	e, err := openEnds(ctx, o.ends, srcURL, dstURL, false)
 	if err != nil {
-		return nil, fmt.Errorf("SRC: %w", err)
+		return nil, err
 	}
-	dst, err := location.Open(ctx, dstLoc, do, false)
-	if err != nil {
-		return nil, fmt.Errorf("DST: %w", err)
-	}
-	p := &replicate.Pair{Source: src, Target: dst, Delete: o.delete, Exclude: o.exclude, Transfers: o.transfers, Log: log}
+	p := &replicate.Pair{Source: e.src, Target: e.dst, Delete: o.delete, Exclude: o.exclude, Transfers: o.transfers, Log: log}
 	if o.state != "" {
 		l, err := location.Parse(o.state)
 		if err != nil {
 			return nil, usageError{fmt.Errorf("--state: %w", err)}
 		}
-		if location.Overlaps(l, do.Endpoint, srcLoc, so.Endpoint) || location.Overlaps(l, do.Endpoint, dstLoc, do.Endpoint) {
+		ep := e.dstOpts.Endpoint
+		if location.Overlaps(l, ep, e.srcLoc, e.srcOpts.Endpoint) || location.Overlaps(l, ep, e.dstLoc, ep) {
 			return nil, usageError{fmt.Errorf("--state %s must be outside SRC and DST", l)}
 		}
-		b, err := location.Open(ctx, l, do, true)
+		b, err := location.Open(ctx, l, e.dstOpts, true)
 		if err != nil {
 			return nil, fmt.Errorf("--state: %w", err)
 		}

@@ -53,6 +53,7 @@ func newRootCommand() *cobra.Command {
 		newStatusCommand(),
 		newBucketCommand(),
 		newConfigCommand(),
+		newTableCommand(),
 		newDemoCommand(),
 	)
 	return root

@@ -226,3 +226,45 @@ func TestDemo(t *testing.T) {
 		t.Error("a second demo in the same folder did not refuse")
 	}
 }
+
+// deltaTestdata is resolved at start: the embedded S3 server changes the
+// working directory.
+var deltaTestdata, _ = filepath.Abs("../../../shared/testdata/delta")
+
+func TestTableSync(t *testing.T) {
+	src := filepath.Join(deltaTestdata, "basic-with-inserts-deletes-checkpoint")
+	if _, err := os.Stat(src); err != nil {
+		t.Fatalf("Delta test tables missing (shared/ must sit beside the repository): %v", err)
+	}
+	dst := filepath.Join(t.TempDir(), "gold")
+	if code, out := tandem(t, nil, "table", "sync", "--version", "3", src, dst); code != 0 || !strings.Contains(out, "version   3 (from an empty target)") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	code, out := tandem(t, nil, "table", "sync", "--json", src, dst)
+	var res struct {
+		Version, FromVersion int64
+	}
+	json.Unmarshal([]byte(out), &res)
+	if code != 0 || res.Version != 13 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	// A commit written in the standby: the sync stops and says what to do.
+	f, _ := os.OpenFile(filepath.Join(dst, "_delta_log", "00000000000000000013.json"), os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`{"commitInfo":{"operation":"standby write"}}` + "\n")
+	f.Close()
+	code, out = tandem(t, nil, "table", "sync", src, dst)
+	if code != 1 || !strings.Contains(out, "commit 13") || !strings.Contains(out, "--full-resync") {
+		t.Fatalf("diverged: exit %d:\n%s", code, out)
+	}
+	code, out = tandem(t, nil, "table", "sync", "--full-resync", src, dst)
+	if code != 0 || !strings.Contains(out, "7 already there") {
+		t.Fatalf("full resync: exit %d:\n%s", code, out)
+	}
+	aside, _ := filepath.Glob(filepath.Join(dst, "_tandem_moved_aside", "*", "_delta_log", "00000000000000000013.json"))
+	if len(aside) != 1 {
+		t.Fatal("the diverged log was not kept aside")
+	}
+	if data, _ := os.ReadFile(aside[0]); !strings.Contains(string(data), "standby write") {
+		t.Fatal("the moved-aside commit is not the diverged one")
+	}
+}

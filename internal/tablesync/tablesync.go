@@ -155,7 +155,7 @@ func (s *Sync) commitsToCopy(ctx context.Context, src *delta.Table, snap *delta.
 	if tgt != nil {
 		res.FromVersion = tgt.Latest
 		if tgt.Latest > snap.Version {
-			return nil, fmt.Errorf("%w: %s is at version %d, newer than %d: move those commits aside first (tandem group finalize) or resync", ErrDiverged, s.Target.URL(), tgt.Latest, snap.Version)
+			return nil, fmt.Errorf("%w: %s is at version %d, newer than %d", ErrDiverged, s.Target.URL(), tgt.Latest, snap.Version)
 		}
 		// The target's newest commit must be the source's.
 		if f, ok := tgt.Commit(tgt.Latest); ok {
@@ -164,7 +164,7 @@ func (s *Sync) commitsToCopy(ctx context.Context, src *delta.Table, snap *delta.
 				return nil, err
 			}
 			if !same {
-				return nil, fmt.Errorf("%w: commit %d in %s differs from the source's: run a full resync", ErrDiverged, tgt.Latest, s.Target.URL())
+				return nil, fmt.Errorf("%w: commit %d in %s differs from the source's", ErrDiverged, tgt.Latest, s.Target.URL())
 			}
 		}
 		first = tgt.Latest + 1

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/pflag"
+
+	"tandem/internal/location"
+	"tandem/internal/objstore"
+	s3store "tandem/internal/objstore/s3"
+)
+
+// endsFlags say how a one-shot command reaches SRC and DST on S3.
+type endsFlags struct {
+	endpoint, fromEndpoint, toEndpoint, region string
+	pathStyle                                  bool
+}
+
+func (f *endsFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.endpoint, "endpoint", "", "S3 endpoint for both sides (default AWS)")
+	fs.StringVar(&f.fromEndpoint, "from-endpoint", "", "S3 endpoint of SRC")
+	fs.StringVar(&f.toEndpoint, "to-endpoint", "", "S3 endpoint of DST")
+	fs.StringVar(&f.region, "region", "", "S3 region")
+	fs.BoolVar(&f.pathStyle, "path-style", false, "S3 path-style addressing")
+}
+
+func (f endsFlags) options(ep string) s3store.Options {
+	if ep == "" {
+		ep = f.endpoint
+	}
+	return s3store.Options{Endpoint: ep, Region: f.region, PathStyle: f.pathStyle}
+}
+
+// ends is an opened SRC and DST.
+type ends struct {
+	src, dst         objstore.Bucket
+	srcLoc, dstLoc   location.Location
+	srcOpts, dstOpts s3store.Options
+}
+
+// openEnds parses, checks for overlap and opens SRC and DST. createDst makes
+// a missing destination folder.
+func openEnds(ctx context.Context, f endsFlags, srcURL, dstURL string, createDst bool) (*ends, error) {
+	e := &ends{srcOpts: f.options(f.fromEndpoint), dstOpts: f.options(f.toEndpoint)}
+	var err error
+	if e.srcLoc, err = location.Parse(srcURL); err != nil {
+		return nil, usageError{fmt.Errorf("SRC: %w", err)}
+	}
+	if e.dstLoc, err = location.Parse(dstURL); err != nil {
+		return nil, usageError{fmt.Errorf("DST: %w", err)}
+	}
+	if location.Overlaps(e.srcLoc, e.srcOpts.Endpoint, e.dstLoc, e.dstOpts.Endpoint) {
+		return nil, usageError{fmt.Errorf("SRC %s and DST %s overlap: a replica cannot be inside its source or hold it", e.srcLoc, e.dstLoc)}
+	}
+	if e.src, err = location.Open(ctx, e.srcLoc, e.srcOpts, false); err != nil {
+		return nil, fmt.Errorf("SRC: %w", err)
+	}
+	if e.dst, err = location.Open(ctx, e.dstLoc, e.dstOpts, createDst); err != nil {
+		return nil, fmt.Errorf("DST: %w", err)
+	}
+	return e, nil
+}
