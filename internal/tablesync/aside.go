@@ -15,43 +15,49 @@ import (
 // Delta readers look only at _delta_log and the files it names.
 const AsideDir = "_tandem_moved_aside/"
 
-// MoveLogAside moves the target's whole _delta_log to
-// _tandem_moved_aside/<time>/_delta_log/, for a full resync of a diverged
-// target. Nothing is deleted before everything is copied, and the log is
-// then removed newest version first, so a crash leaves either the whole log
-// or an older prefix of it, never a hole. Data files stay: a resync reuses
-// those still live.
+// MoveLogAside moves the target's whole _delta_log aside, for a full
+// resync of a diverged target. Data files stay: a resync reuses those still
+// live.
 func MoveLogAside(ctx context.Context, target objstore.Bucket) (string, int, error) {
-	var files []objstore.Info
+	var keys []string
 	for info, err := range target.List(ctx, delta.LogDir) {
 		if err != nil {
 			return "", 0, err
 		}
-		files = append(files, info)
+		keys = append(keys, info.Key)
 	}
-	if len(files) == 0 {
+	if len(keys) == 0 {
 		return "", 0, nil
 	}
+	dest, err := MoveAside(ctx, target, keys)
+	return dest, len(keys), err
+}
+
+// MoveAside moves the named log files to _tandem_moved_aside/<time>/ inside
+// the table. Nothing is deleted before everything is copied, and the files
+// are then removed _last_checkpoint first and newest version first, so a
+// crash leaves the log whole or an older prefix of it, never a hole.
+func MoveAside(ctx context.Context, target objstore.Bucket, keys []string) (string, error) {
 	dest := AsideDir + time.Now().UTC().Format("20060102T150405.000Z") + "/"
-	for _, f := range files {
-		if err := copyWithin(ctx, target, f.Key, dest+f.Key); err != nil {
-			return "", 0, fmt.Errorf("move %s aside: %w", f.Key, err)
+	for _, k := range keys {
+		if err := copyWithin(ctx, target, k, dest+k); err != nil {
+			return "", fmt.Errorf("move %s aside: %w", k, err)
 		}
 	}
 	if err := objstore.Sync(ctx, target); err != nil {
-		return "", 0, err
+		return "", err
 	}
-	// _last_checkpoint first, then by version, newest first.
-	slices.SortFunc(files, func(a, b objstore.Info) int { return strings.Compare(b.Key, a.Key) })
-	slices.SortStableFunc(files, func(a, b objstore.Info) int {
-		return boolInt(strings.HasSuffix(b.Key, "_last_checkpoint")) - boolInt(strings.HasSuffix(a.Key, "_last_checkpoint"))
+	keys = slices.Clone(keys)
+	slices.SortFunc(keys, func(a, b string) int { return strings.Compare(b, a) })
+	slices.SortStableFunc(keys, func(a, b string) int {
+		return boolInt(strings.HasSuffix(b, "_last_checkpoint")) - boolInt(strings.HasSuffix(a, "_last_checkpoint"))
 	})
-	for _, f := range files {
-		if err := target.Delete(ctx, f.Key); err != nil {
-			return "", 0, err
+	for _, k := range keys {
+		if err := target.Delete(ctx, k); err != nil {
+			return "", err
 		}
 	}
-	return dest, len(files), nil
+	return dest, nil
 }
 
 func boolInt(b bool) int {

@@ -1,0 +1,241 @@
+// Package tablegroup keeps a group of Delta tables (a workflow's bronze,
+// silver and gold) consistent in the standby region: all of them at the
+// versions of one completed workflow run, never half a run. A group sync
+// copies each table to its cut, then writes the group manifest by
+// compare-and-swap in the standby region. The manifest is the only truth
+// about what the standby holds; finalize makes every table exactly its
+// manifest version at failover.
+package tablegroup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"time"
+
+	"tandem/internal/delta"
+	"tandem/internal/objstore"
+	"tandem/internal/state"
+	"tandem/internal/tablesync"
+)
+
+// ErrNoCompletedRun: a workflow group has no completed run to sync yet.
+var ErrNoCompletedRun = errors.New("no completed workflow run recorded")
+
+// Table is one table of a group.
+type Table struct {
+	Name           string
+	Source, Target objstore.Bucket
+}
+
+// Group is a set of tables copied as one unit.
+type Group struct {
+	Name   string
+	Tables []Table
+	// Workflow groups take their cut from completed runs (Complete);
+	// others from the tables' latest versions at each sync.
+	Workflow bool
+	// State is the group's folder in the standby region's state location.
+	State     state.Store
+	Transfers int
+	Log       *slog.Logger
+}
+
+// Cut is a version per table that together form one consistent state.
+type Cut struct {
+	RunID    string           `json:"run_id,omitempty"`
+	Versions map[string]int64 `json:"versions"`
+	Time     time.Time        `json:"time"`
+	// Rule says how the cut was found: "push" (the workflow called
+	// complete), "latest" (no workflow).
+	Rule string `json:"rule"`
+}
+
+// Manifest records what the standby holds: every table at its version of
+// one cut.
+type Manifest struct {
+	Group    string           `json:"group"`
+	RunID    string           `json:"run_id,omitempty"`
+	Versions map[string]int64 `json:"versions"`
+	CutTime  time.Time        `json:"cut_time"`
+	Rule     string           `json:"rule"`
+	Synced   time.Time        `json:"synced"`
+	// Epoch of the region lease the sync ran under (0 until leases exist).
+	Epoch int64 `json:"epoch"`
+}
+
+// Complete records that a workflow run finished: the cut is every table's
+// latest version now. It runs as the workflow's last task, before the next
+// run starts. Versions never go backwards.
+func (g *Group) Complete(ctx context.Context, runID string) (Cut, error) {
+	if runID == "" {
+		return Cut{}, fmt.Errorf("group %s: a run id is required", g.Name)
+	}
+	cut, err := g.latest(ctx)
+	if err != nil {
+		return Cut{}, err
+	}
+	cut.RunID, cut.Rule = runID, "push"
+	for {
+		var prev Cut
+		etag, err := g.State.Load(ctx, "completed.json", &prev)
+		if err != nil && !errors.Is(err, objstore.ErrNotExist) {
+			return Cut{}, err
+		}
+		for name, v := range prev.Versions {
+			if cut.Versions[name] < v {
+				return Cut{}, fmt.Errorf("group %s: table %s is at version %d, older than run %s recorded (%d): was the table restored or replaced?",
+					g.Name, name, cut.Versions[name], prev.RunID, v)
+			}
+		}
+		_, err = g.State.Save(ctx, "completed.json", cut, objstore.PutOptions{IfMatch: etag, IfAbsent: etag == ""})
+		if errors.Is(err, objstore.ErrPrecondition) {
+			continue // another completion landed first: check again
+		}
+		return cut, err
+	}
+}
+
+// latest reads every table's latest version in the source.
+func (g *Group) latest(ctx context.Context) (Cut, error) {
+	cut := Cut{Versions: map[string]int64{}, Time: time.Now().UTC(), Rule: "latest"}
+	for _, t := range g.Tables {
+		l, err := delta.ListLog(ctx, t.Source)
+		if err != nil {
+			return Cut{}, fmt.Errorf("group %s, table %s: %w", g.Name, t.Name, err)
+		}
+		cut.Versions[t.Name] = l.Latest
+	}
+	return cut, nil
+}
+
+// CurrentCut is the cut a sync would copy now.
+func (g *Group) CurrentCut(ctx context.Context) (Cut, error) {
+	if !g.Workflow {
+		return g.latest(ctx)
+	}
+	var cut Cut
+	if _, err := g.State.Load(ctx, "completed.json", &cut); errors.Is(err, objstore.ErrNotExist) {
+		return Cut{}, fmt.Errorf("group %s: %w: the workflow's last task runs 'tandem group complete'", g.Name, ErrNoCompletedRun)
+	} else if err != nil {
+		return Cut{}, err
+	}
+	return cut, nil
+}
+
+// LoadManifest reads the group's manifest; ok is false before the first
+// sync.
+func LoadManifest(ctx context.Context, st state.Store) (m Manifest, etag string, ok bool, err error) {
+	etag, err = st.Load(ctx, "manifest.json", &m)
+	if errors.Is(err, objstore.ErrNotExist) {
+		return Manifest{}, "", false, nil
+	}
+	return m, etag, err == nil, err
+}
+
+// Result is what a group sync did.
+type Result struct {
+	Group    string                      `json:"group"`
+	Manifest Manifest                    `json:"manifest"`
+	Tables   map[string]tablesync.Result `json:"tables"`
+	Seconds  float64                     `json:"seconds"`
+	// Unchanged: the cut was already the manifest; nothing was copied.
+	Unchanged bool `json:"unchanged"`
+}
+
+// Sync copies every table to the current cut, then writes the manifest.
+// A sync interrupted before the manifest leaves the previous manifest in
+// force (finalize restores the tables to it).
+func (g *Group) Sync(ctx context.Context) (Result, error) {
+	start := time.Now()
+	res := Result{Group: g.Name, Tables: map[string]tablesync.Result{}}
+	cut, err := g.CurrentCut(ctx)
+	if err != nil {
+		return res, err
+	}
+	prev, etag, ok, err := LoadManifest(ctx, g.State)
+	if err != nil {
+		return res, err
+	}
+	if ok && prev.RunID == cut.RunID && maps.Equal(prev.Versions, cut.Versions) {
+		res.Manifest, res.Unchanged = prev, true
+		return res, nil
+	}
+	for _, t := range g.Tables {
+		v, ok := cut.Versions[t.Name]
+		if !ok {
+			return res, fmt.Errorf("group %s: the cut of run %s has no version for table %s (was it added to the group after the run?)", g.Name, cut.RunID, t.Name)
+		}
+		s := &tablesync.Sync{Source: t.Source, Target: t.Target, Transfers: g.Transfers, Log: g.Log}
+		r, err := s.Run(ctx, v)
+		if err != nil {
+			return res, fmt.Errorf("group %s, table %s: %w", g.Name, t.Name, err)
+		}
+		res.Tables[t.Name] = r
+	}
+	m := Manifest{Group: g.Name, RunID: cut.RunID, Versions: cut.Versions, CutTime: cut.Time, Rule: cut.Rule, Synced: time.Now().UTC()}
+	if _, err := g.State.Save(ctx, "manifest.json", m, objstore.PutOptions{IfMatch: etag, IfAbsent: etag == ""}); err != nil {
+		if errors.Is(err, objstore.ErrPrecondition) {
+			return res, fmt.Errorf("group %s: another tandem wrote the manifest during this sync: %w", g.Name, err)
+		}
+		return res, err
+	}
+	res.Manifest = m
+	res.Seconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+// Finalized is what finalize did to one table.
+type Finalized struct {
+	Table   string `json:"table"`
+	Version int64  `json:"version"`
+	// MovedAside lists the log files beyond the manifest, now kept in
+	// MovedTo inside the table.
+	MovedAside []string `json:"moved_aside,omitempty"`
+	MovedTo    string   `json:"moved_to,omitempty"`
+}
+
+// Finalize makes every table in the standby exactly its manifest version:
+// commits and checkpoints beyond it (published by an interrupted sync) are
+// moved aside, newest first, never deleted. It reads only the standby
+// region.
+func (g *Group) Finalize(ctx context.Context) ([]Finalized, error) {
+	m, _, ok, err := LoadManifest(ctx, g.State)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("group %s: no manifest in %s: the standby holds no complete run of this group", g.Name, g.State.URL("manifest.json"))
+	}
+	var out []Finalized
+	for _, t := range g.Tables {
+		v, ok := m.Versions[t.Name]
+		if !ok {
+			return out, fmt.Errorf("group %s: the manifest has no version for table %s", g.Name, t.Name)
+		}
+		f := Finalized{Table: t.Name, Version: v}
+		l, err := delta.ListLog(ctx, t.Target)
+		if err != nil {
+			return out, fmt.Errorf("group %s, table %s: %w", g.Name, t.Name, err)
+		}
+		var beyond []string
+		for _, lf := range l.Files {
+			if lf.Version > v && lf.Kind != delta.SidecarFile {
+				beyond = append(beyond, lf.Key)
+			}
+		}
+		if len(beyond) > 0 {
+			slices.Sort(beyond)
+			f.MovedTo, err = tablesync.MoveAside(ctx, t.Target, beyond)
+			if err != nil {
+				return out, fmt.Errorf("group %s, table %s: %w", g.Name, t.Name, err)
+			}
+			f.MovedAside = beyond
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}

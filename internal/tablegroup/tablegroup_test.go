@@ -1,0 +1,276 @@
+package tablegroup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"tandem/internal/delta"
+	"tandem/internal/objstore"
+	"tandem/internal/objstore/local"
+	"tandem/internal/state"
+)
+
+var ctx = context.Background()
+
+var testdataDir, _ = filepath.Abs("../../../shared/testdata/delta")
+
+// workload stands for an ETL workflow: three real tables whose commits are
+// revealed run by run.
+type workload struct {
+	t        *testing.T
+	src, dst map[string]string // table -> folder
+	golden   map[string]string
+}
+
+func newWorkload(t *testing.T) *workload {
+	if _, err := os.Stat(testdataDir); err != nil {
+		t.Fatalf("Delta test tables missing (shared/ must sit beside the repository): %v", err)
+	}
+	w := &workload{t: t, src: map[string]string{}, dst: map[string]string{}, golden: map[string]string{
+		"bronze": "basic-with-inserts-deletes-checkpoint", // 0..13, checkpoint 10
+		"silver": "dv-with-columnmapping",                 // 0..15, deletion vectors
+		"gold":   "snapshot-repartitioned",                // 0..5
+	}}
+	for name, g := range w.golden {
+		w.src[name], w.dst[name] = t.TempDir(), t.TempDir()
+		// Data files first; the log is revealed by reveal.
+		root := filepath.Join(testdataDir, g)
+		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			rel, _ := filepath.Rel(root, p)
+			if err != nil || d.IsDir() || strings.HasPrefix(rel, "_delta_log") {
+				return err
+			}
+			return copyFile(p, filepath.Join(w.src[name], rel))
+		})
+	}
+	return w
+}
+
+func copyFile(from, to string) error {
+	data, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	os.MkdirAll(filepath.Dir(to), 0o755)
+	return os.WriteFile(to, data, 0o644)
+}
+
+// reveal publishes the table's log up to version v, as its writer would.
+func (w *workload) reveal(versions map[string]int64) {
+	for name, v := range versions {
+		logDir := filepath.Join(testdataDir, w.golden[name], "_delta_log")
+		entries, _ := os.ReadDir(logDir)
+		for _, e := range entries {
+			var n int64 = -1
+			fmt.Sscanf(e.Name(), "%020d", &n)
+			if e.IsDir() {
+				n = 0 // _sidecars
+			}
+			if n >= 0 && n <= v {
+				filepath.WalkDir(filepath.Join(logDir, e.Name()), func(p string, d fs.DirEntry, err error) error {
+					if err == nil && !d.IsDir() {
+						rel, _ := filepath.Rel(logDir, p)
+						return copyFile(p, filepath.Join(w.src[name], "_delta_log", rel))
+					}
+					return err
+				})
+			}
+		}
+	}
+}
+
+func (w *workload) group(workflow bool, stateDir string, wrap func(objstore.Bucket) objstore.Bucket) *Group {
+	stb, _ := local.Open(stateDir, true)
+	g := &Group{Name: "sales", Workflow: workflow, State: state.Store{Bucket: stb}.Sub("groups").Sub("sales")}
+	for _, name := range []string{"bronze", "silver", "gold"} {
+		src, _ := local.Open(w.src[name], false)
+		dst, _ := local.Open(w.dst[name], false)
+		var target objstore.Bucket = dst
+		if wrap != nil && name == "silver" {
+			target = wrap(dst)
+		}
+		g.Tables = append(g.Tables, Table{Name: name, Source: src, Target: target})
+	}
+	return g
+}
+
+// standby checks that every table in the standby is at its version of the
+// cut, with the source's files of that version.
+func (w *workload) standby(want map[string]int64) {
+	w.t.Helper()
+	for name, v := range want {
+		src, _ := local.Open(w.src[name], false)
+		dst, _ := local.Open(w.dst[name], false)
+		st, _ := delta.Open(ctx, src)
+		dt, err := delta.Open(ctx, dst)
+		if err != nil {
+			w.t.Fatalf("%s: %v", name, err)
+		}
+		if dt.Log.Latest != v {
+			w.t.Fatalf("%s: the standby is at version %d, want %d", name, dt.Log.Latest, v)
+		}
+		a, _ := st.Snapshot(ctx, v)
+		b, err := dt.Snapshot(ctx, v)
+		if err != nil || len(a.Files) != len(b.Files) {
+			w.t.Fatalf("%s@%d: standby snapshot differs (%v)", name, v, err)
+		}
+		for k := range a.Files {
+			if _, err := dst.Stat(ctx, k.Path); err != nil {
+				w.t.Fatalf("%s@%d: %v", name, v, err)
+			}
+		}
+	}
+}
+
+var (
+	run1 = map[string]int64{"bronze": 3, "silver": 5, "gold": 2}
+	run2 = map[string]int64{"bronze": 11, "silver": 12, "gold": 4}
+	run3 = map[string]int64{"bronze": 13, "silver": 15, "gold": 5}
+)
+
+// TestOnlyCompletedRuns: a run in flight is never copied; the standby holds
+// the last completed run of every table.
+func TestOnlyCompletedRuns(t *testing.T) {
+	w := newWorkload(t)
+	g := w.group(true, t.TempDir(), nil)
+	if _, err := g.Sync(ctx); !errors.Is(err, ErrNoCompletedRun) {
+		t.Fatalf("sync before any run: %v", err)
+	}
+	w.reveal(run1)
+	if _, err := g.Complete(ctx, "run-1"); err != nil {
+		t.Fatal(err)
+	}
+	w.reveal(run2) // run 2 is in flight: written, not complete
+	res, err := g.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Manifest.RunID != "run-1" || res.Manifest.Versions["silver"] != 5 {
+		t.Fatalf("manifest %+v", res.Manifest)
+	}
+	w.standby(run1)
+	if again, err := g.Sync(ctx); err != nil || !again.Unchanged {
+		t.Fatalf("second sync of the same run: %+v, %v", again, err)
+	}
+	if _, err := g.Complete(ctx, "run-2"); err != nil {
+		t.Fatal(err)
+	}
+	if res, err = g.Sync(ctx); err != nil || res.Manifest.RunID != "run-2" {
+		t.Fatalf("%+v, %v", res.Manifest, err)
+	}
+	w.standby(run2)
+}
+
+// failing fails every Put after n.
+type failing struct {
+	objstore.Bucket
+	n, puts atomic.Int64
+}
+
+func (f *failing) Put(ctx context.Context, key string, r io.Reader, size int64, o objstore.PutOptions) (objstore.Info, error) {
+	if f.puts.Add(1) > f.n.Load() {
+		return objstore.Info{}, errors.New("injected: the primary region went dark")
+	}
+	return f.Bucket.Put(ctx, key, r, size, o)
+}
+
+// TestInterruptedSyncThenFinalize: a sync that dies partway, at every
+// possible write, leaves the previous manifest in force; finalize brings
+// every table back to it, keeping what it moves aside; a later sync
+// converges.
+func TestInterruptedSyncThenFinalize(t *testing.T) {
+	for n := int64(0); ; n += 3 {
+		w := newWorkload(t)
+		stateDir := t.TempDir()
+		w.reveal(run1)
+		if _, err := w.group(true, stateDir, nil).Complete(ctx, "run-1"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.group(true, stateDir, nil).Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		w.reveal(run3)
+		if _, err := w.group(true, stateDir, nil).Complete(ctx, "run-3"); err != nil {
+			t.Fatal(err)
+		}
+		var f *failing
+		broken := w.group(true, stateDir, func(b objstore.Bucket) objstore.Bucket {
+			f = &failing{Bucket: b}
+			f.n.Store(n)
+			return f
+		})
+		res, err := broken.Sync(ctx)
+		if err == nil {
+			if res.Manifest.RunID != "run-3" || n < 3 {
+				t.Fatalf("after %d writes: %+v", n, res.Manifest)
+			}
+			w.standby(run3)
+			return
+		}
+		g := w.group(true, stateDir, nil)
+		m, _, _, _ := LoadManifest(ctx, g.State)
+		if m.RunID != "run-1" {
+			t.Fatalf("after %d writes the manifest is %s, want run-1 still", n, m.RunID)
+		}
+		// Failover: the standby becomes every table at run 1.
+		fin, err := g.Finalize(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.standby(run1)
+		if n > 0 && len(fin[0].MovedAside) == 0 {
+			t.Fatalf("after %d writes: bronze had nothing to move aside: %+v", n, fin)
+		}
+		for _, f := range fin {
+			for _, k := range f.MovedAside {
+				if _, err := os.Stat(filepath.Join(w.dst[f.Table], f.MovedTo, k)); err != nil {
+					t.Fatalf("moved-aside %s of %s is not kept: %v", k, f.Table, err)
+				}
+			}
+		}
+		// Finalize again changes nothing; a new sync converges.
+		if fin, err := g.Finalize(ctx); err != nil || len(fin[0].MovedAside)+len(fin[1].MovedAside)+len(fin[2].MovedAside) != 0 {
+			t.Fatalf("second finalize: %+v, %v", fin, err)
+		}
+		if res, err := g.Sync(ctx); err != nil || res.Manifest.RunID != "run-3" {
+			t.Fatalf("sync after finalize: %+v, %v", res.Manifest, err)
+		}
+		w.standby(run3)
+	}
+}
+
+func TestStandaloneTablesAndRestoredSource(t *testing.T) {
+	w := newWorkload(t)
+	stateDir := t.TempDir()
+	w.reveal(run2)
+	g := w.group(false, stateDir, nil)
+	res, err := g.Sync(ctx)
+	if err != nil || res.Manifest.Rule != "latest" {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	w.standby(run2)
+	// A workflow completion may not go back in time.
+	wf := w.group(true, stateDir, nil)
+	if _, err := wf.Complete(ctx, "run-2"); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(w.src["gold"], "_delta_log", fmt.Sprintf("%020d.json", 4)))
+	if _, err := wf.Complete(ctx, "run-2b"); err == nil || !strings.Contains(err.Error(), "table gold is at version 3, older than run run-2 recorded (4)") {
+		t.Fatalf("completion going backwards: %v", err)
+	}
+}
+
+func TestFinalizeWithoutManifest(t *testing.T) {
+	w := newWorkload(t)
+	if _, err := w.group(true, t.TempDir(), nil).Finalize(ctx); err == nil || !strings.Contains(err.Error(), "no manifest") {
+		t.Fatalf("finalize without a manifest: %v", err)
+	}
+}
