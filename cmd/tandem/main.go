@@ -54,6 +54,7 @@ func newRootCommand() *cobra.Command {
 		newBucketCommand(),
 		newConfigCommand(),
 		newTableCommand(),
+		newGroupCommand(),
 		newDemoCommand(),
 	)
 	return root

@@ -268,3 +268,80 @@ func TestTableSync(t *testing.T) {
 		t.Fatal("the moved-aside commit is not the diverged one")
 	}
 }
+
+func copyTree(t *testing.T, from, to string) {
+	t.Helper()
+	err := filepath.WalkDir(from, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(from, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(to, rel), 0o755)
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(to, rel), data, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGroupCommands(t *testing.T) {
+	dir := t.TempDir()
+	copyTree(t, filepath.Join(deltaTestdata, "snapshot-data3"), filepath.Join(dir, "primary/lake/tables/bronze"))
+	copyTree(t, filepath.Join(deltaTestdata, "dv-with-columnmapping"), filepath.Join(dir, "primary/lake/tables/silver"))
+	writeFile(t, filepath.Join(dir, "primary/lake/raw/in.csv"), "1,2\n")
+	os.MkdirAll(filepath.Join(dir, "standby/lake"), 0o755)
+	cfg := filepath.Join(dir, "tandem.yaml")
+	writeFile(t, cfg, strings.ReplaceAll(`
+regions:
+  - {name: primary, state: DIR/primary/.tandem}
+  - {name: standby, state: DIR/standby/.tandem}
+replication:
+  - name: lake
+    from: {region: primary, url: DIR/primary/lake}
+    to: {region: standby, url: DIR/standby/lake}
+groups:
+  - name: sales
+    from: primary
+    to: standby
+    workflow: {name: sales_etl}
+    tables:
+      - {name: bronze, from: DIR/primary/lake/tables/bronze, to: DIR/standby/lake/tables/bronze}
+      - {name: silver, from: DIR/primary/lake/tables/silver, to: DIR/standby/lake/tables/silver}
+`, "DIR", dir))
+	if code, out := tandem(t, nil, "group", "sync", "--config", cfg, "sales"); code != 1 || !strings.Contains(out, "no completed workflow run") {
+		t.Fatalf("sync before a run: exit %d:\n%s", code, out)
+	}
+	if code, out := tandem(t, nil, "group", "complete", "--config", cfg, "sales", "--run-id", "r1"); code != 0 || !strings.Contains(out, "bronze@3, silver@15") {
+		t.Fatalf("complete: exit %d:\n%s", code, out)
+	}
+	// Bucket replication copies the lake but not the group's tables.
+	if code, out := tandem(t, nil, "replicate", "--config", cfg, "lake"); code != 0 {
+		t.Fatalf("replicate: exit %d:\n%s", code, out)
+	}
+	filepath.WalkDir(filepath.Join(dir, "standby/lake/tables"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			t.Errorf("bucket replication copied %s, which belongs to a group", p)
+		}
+		return nil
+	})
+	if _, err := os.Stat(filepath.Join(dir, "standby/lake/raw/in.csv")); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := tandem(t, nil, "group", "sync", "--config", cfg, "sales"); code != 0 || !strings.Contains(out, `holds run "r1" (bronze@3, silver@15)`) {
+		t.Fatalf("sync: exit %d:\n%s", code, out)
+	}
+	if code, out := tandem(t, nil, "group", "sync", "--config", cfg, "sales"); code != 0 || !strings.Contains(out, "already holds run r1") {
+		t.Fatalf("second sync: exit %d:\n%s", code, out)
+	}
+	// At failover, finalize needs only the standby: remove the primary.
+	os.RemoveAll(filepath.Join(dir, "primary"))
+	if code, out := tandem(t, nil, "group", "finalize", "--config", cfg, "sales"); code != 0 || !strings.Contains(out, "silver     at version 15") {
+		t.Fatalf("finalize: exit %d:\n%s", code, out)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"tandem/internal/objstore"
 	"tandem/internal/replicate"
 	"tandem/internal/state"
+	"tandem/internal/tablegroup"
 )
 
 func loadConfig(path string) (*config.Config, error) {
@@ -63,7 +64,7 @@ func openPair(ctx context.Context, cfg *config.Config, r *config.Replication, lo
 	}
 	return &replicate.Pair{
 		Name: r.Name, Source: src, Target: dst,
-		Delete: r.Delete, Exclude: r.Exclude,
+		Delete: r.Delete, Exclude: cfg.Exclusions(r),
 		Transfers: r.Transfers, Retries: r.Retries, RetryBackoff: time.Duration(r.RetryBackoff),
 		MultipartThreshold: int64(r.MultipartThreshold), PartSize: int64(r.PartSize),
 		State: &st, Log: log,
@@ -76,4 +77,33 @@ func openSide(ctx context.Context, cfg *config.Config, s config.Side) (objstore.
 		return nil, err
 	}
 	return location.Open(ctx, l, cfg.Region(s.Region).S3.Options(), false)
+}
+
+// openGroup opens a group's tables in both regions and its state in the
+// standby region. With standbyOnly, sources are not opened (finalize runs
+// without the primary).
+func openGroup(ctx context.Context, cfg *config.Config, g *config.Group, standbyOnly bool, log *slog.Logger) (*tablegroup.Group, error) {
+	st, err := regionState(ctx, cfg.Region(g.To))
+	if err != nil {
+		return nil, fmt.Errorf("group %s: %w", g.Name, err)
+	}
+	out := &tablegroup.Group{Name: g.Name, Workflow: g.Workflow != nil, State: st.Sub("groups").Sub(g.Name), Log: log}
+	for _, t := range g.Tables {
+		tt := tablegroup.Table{Name: t.Name}
+		if !standbyOnly {
+			if tt.Source, err = openSide(ctx, cfg, config.Side{Region: g.From, URL: t.From}); err != nil {
+				return nil, fmt.Errorf("group %s, table %s: source: %w", g.Name, t.Name, err)
+			}
+		}
+		// A table's standby folder is created on first sync.
+		l, err := location.Parse(t.To)
+		if err != nil {
+			return nil, err
+		}
+		if tt.Target, err = location.Open(ctx, l, cfg.Region(g.To).S3.Options(), true); err != nil {
+			return nil, fmt.Errorf("group %s, table %s: target: %w", g.Name, t.Name, err)
+		}
+		out.Tables = append(out.Tables, tt)
+	}
+	return out, nil
 }

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +28,7 @@ import (
 type Config struct {
 	Regions     []Region      `yaml:"regions" json:"regions"`
 	Replication []Replication `yaml:"replication" json:"replication"`
+	Groups      []Group       `yaml:"groups" json:"groups,omitempty"`
 	Serve       Serve         `yaml:"serve" json:"serve"`
 
 	path string
@@ -87,6 +89,33 @@ type Replication struct {
 type Side struct {
 	Region string `yaml:"region" json:"region"`
 	URL    string `yaml:"url" json:"url"`
+}
+
+// Group is a set of Delta tables copied as one unit at workflow-run
+// boundaries (a sync group).
+type Group struct {
+	Name  string `yaml:"name" json:"name"`
+	Owner string `yaml:"owner" json:"owner,omitempty"`
+	// From and To are regions.
+	From string `yaml:"from" json:"from"`
+	To   string `yaml:"to" json:"to"`
+	// Workflow, when set, makes the group's cut the end of the last
+	// completed run (reported by 'tandem group complete'); without it each
+	// sync copies the tables' latest versions (standalone tables).
+	Workflow *Workflow    `yaml:"workflow" json:"workflow,omitempty"`
+	Tables   []GroupTable `yaml:"tables" json:"tables"`
+}
+
+// Workflow names the workflow that writes a group's tables.
+type Workflow struct {
+	Name string `yaml:"name" json:"name"`
+}
+
+// GroupTable is one table of a group: its location in each region.
+type GroupTable struct {
+	Name string `yaml:"name" json:"name"`
+	From string `yaml:"from" json:"from"`
+	To   string `yaml:"to" json:"to"`
 }
 
 // Serve configures `tandem serve`.
@@ -248,6 +277,13 @@ func (c *Config) defaults() {
 
 var nameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
 
+// placed is a location a field names, for overlap checks.
+type placed struct {
+	field    string
+	loc      location.Location
+	endpoint string
+}
+
 // Validate reports every problem, each with the field it is about.
 func (c *Config) Validate() error {
 	var errs []error
@@ -282,11 +318,6 @@ func (c *Config) Validate() error {
 		}
 	}
 	names := map[string]bool{}
-	type placed struct {
-		field    string
-		loc      location.Location
-		endpoint string
-	}
 	var targets []placed
 	var states []placed
 	for _, r := range c.Regions {
@@ -363,7 +394,118 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	errs = append(errs, c.validateGroups(regions, targets)...)
 	return errors.Join(errs...)
+}
+
+func (c *Config) validateGroups(regions map[string]*Region, targets []placed) []error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	names := map[string]bool{}
+	for i, g := range c.Groups {
+		f := fmt.Sprintf("groups[%d]", i)
+		switch {
+		case !nameRe.MatchString(g.Name):
+			bad(f+".name", "%q is not a valid name (lowercase letters, digits, - and _)", g.Name)
+		case names[g.Name]:
+			bad(f+".name", "group %q is defined twice", g.Name)
+		}
+		names[g.Name] = true
+		for _, side := range []struct{ field, region string }{{"from", g.From}, {"to", g.To}} {
+			if regions[side.region] == nil {
+				bad(f+"."+side.field, "unknown region %q", side.region)
+			}
+		}
+		if len(g.Tables) == 0 {
+			bad(f+".tables", "a group needs at least one table")
+		}
+		if g.Workflow != nil && g.Workflow.Name == "" {
+			bad(f+".workflow.name", "required")
+		}
+		tnames := map[string]bool{}
+		for j, t := range g.Tables {
+			tf := fmt.Sprintf("%s.tables[%d]", f, j)
+			if !nameRe.MatchString(t.Name) || tnames[t.Name] {
+				bad(tf+".name", "%q is not a valid or unique table name", t.Name)
+			}
+			tnames[t.Name] = true
+			from, err1 := location.Parse(t.From)
+			if err1 != nil {
+				bad(tf+".from", "%v", err1)
+			}
+			to, err2 := location.Parse(t.To)
+			if err2 != nil {
+				bad(tf+".to", "%v", err2)
+			}
+			if err1 != nil || err2 != nil {
+				continue
+			}
+			if location.Overlaps(from, c.endpoint(g.From), to, c.endpoint(g.To)) {
+				bad(tf, "from %s and to %s overlap", from, to)
+			}
+			for _, other := range targets {
+				if location.Overlaps(other.loc, other.endpoint, to, c.endpoint(g.To)) && !strings.HasPrefix(to.String(), other.loc.String()) {
+					bad(tf+".to", "%s overlaps the target of %s", to, other.field)
+				}
+			}
+			targets = append(targets, placed{tf, to, c.endpoint(g.To)})
+		}
+	}
+	return errs
+}
+
+func (c *Config) endpoint(region string) string {
+	if r := c.Region(region); r != nil {
+		return r.S3.Endpoint
+	}
+	return ""
+}
+
+// Exclusions are the key prefixes a replication leaves alone: its own
+// exclude list and every group table inside its source or target, which
+// the group copies at run boundaries instead.
+func (c *Config) Exclusions(r *Replication) []string {
+	out := slices.Clone(r.Exclude)
+	add := func(outer Side, inner string, innerRegion string) {
+		o, err1 := location.Parse(outer.URL)
+		in, err2 := location.Parse(inner)
+		if err1 != nil || err2 != nil || c.endpoint(outer.Region) != c.endpoint(innerRegion) || o.Scheme != in.Scheme {
+			return
+		}
+		var rel string
+		switch {
+		case o.Scheme == "file" && strings.HasPrefix(in.Path, o.Path+"/"):
+			rel = strings.TrimPrefix(in.Path, o.Path+"/") + "/"
+		case o.Scheme == "s3" && o.Bucket == in.Bucket && strings.HasPrefix(in.Prefix, o.Prefix) && in.Prefix != o.Prefix:
+			rel = strings.TrimPrefix(in.Prefix, o.Prefix)
+		default:
+			return
+		}
+		if !slices.Contains(out, rel) {
+			out = append(out, rel)
+		}
+	}
+	for _, g := range c.Groups {
+		for _, t := range g.Tables {
+			add(r.From, t.From, g.From)
+			add(r.To, t.To, g.To)
+		}
+	}
+	return out
+}
+
+// FindGroup finds a group by name.
+func (c *Config) FindGroup(name string) (*Group, error) {
+	var known []string
+	for i := range c.Groups {
+		if c.Groups[i].Name == name {
+			return &c.Groups[i], nil
+		}
+		known = append(known, c.Groups[i].Name)
+	}
+	return nil, fmt.Errorf("no group named %q in %s (known: %s)", name, c.path, strings.Join(known, ", "))
 }
 
 // excludes reports whether state sits inside loc under an excluded prefix.

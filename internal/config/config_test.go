@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/json"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -125,5 +126,63 @@ func TestExpandSkipsComments(t *testing.T) {
 	want := "# use ${UNSET_IN_COMMENT} here\nstate: /data/x # ${ALSO_UNSET}\nname: \"a#/data\"\n"
 	if string(got) != want {
 		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestGroups(t *testing.T) {
+	c, err := Parse([]byte(`
+regions:
+  - {name: primary, state: /r/p/.tandem}
+  - {name: standby, state: /r/s/.tandem}
+replication:
+  - name: lake
+    from: {region: primary, url: /r/p/lake}
+    to: {region: standby, url: /r/s/lake}
+    exclude: [tmp/]
+groups:
+  - name: sales
+    owner: data@example.com
+    from: primary
+    to: standby
+    workflow: {name: sales_etl}
+    tables:
+      - {name: bronze, from: /r/p/lake/tables/bronze, to: /r/s/lake/tables/bronze}
+      - {name: gold, from: /r/p/warehouse/gold, to: /r/s/warehouse/gold}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Exclusions(&c.Replication[0]); !slices.Equal(got, []string{"tmp/", "tables/bronze/"}) {
+		t.Fatalf("exclusions %v", got)
+	}
+	if g, err := c.FindGroup("sales"); err != nil || g.Workflow.Name != "sales_etl" || len(g.Tables) != 2 {
+		t.Fatalf("%+v %v", g, err)
+	}
+	_, err = Parse([]byte(`
+regions:
+  - {name: primary, state: /r/p/.tandem}
+groups:
+  - name: sales
+    from: primary
+    to: nowhere
+    workflow: {}
+    tables:
+      - {name: bronze, from: /r/p/b, to: /r/p/b/copy}
+      - {name: bronze, from: "gs://x", to: /r/s/b}
+  - name: empty
+    from: primary
+    to: primary
+`))
+	for _, want := range []string{
+		`groups[0].to: unknown region "nowhere"`,
+		"groups[0].workflow.name: required",
+		"groups[0].tables[0]: from file:///r/p/b and to file:///r/p/b/copy overlap",
+		`groups[0].tables[1].name: "bronze" is not a valid or unique table name`,
+		`groups[0].tables[1].from: location "gs://x" has unknown scheme "gs"`,
+		"groups[1].tables: a group needs at least one table",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q:\n%v", want, err)
+		}
 	}
 }

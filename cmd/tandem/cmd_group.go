@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+
+	"github.com/spf13/cobra"
+)
+
+func newGroupCommand() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "group",
+		Short: "Copy groups of Delta tables at workflow-run boundaries",
+		Long: `A group is the Delta tables one workflow writes (bronze, silver, gold).
+The standby holds all of them at the end of one completed run, never half a
+run: 'group complete' records a finished run, 'group sync' copies every table
+to that run's versions and then writes the group manifest in the standby
+region, and 'group finalize' (at failover, from the standby alone) moves aside
+whatever an interrupted sync published beyond the manifest.`,
+	}
+	c.AddCommand(newGroupCompleteCommand(), newGroupSyncCommand(), newGroupFinalizeCommand())
+	return c
+}
+
+type groupOptions struct {
+	config string
+	json   bool
+	runID  string
+}
+
+func groupFlags(c *cobra.Command, o *groupOptions) {
+	c.Flags().StringVar(&o.config, "config", "", "config file")
+	c.Flags().BoolVar(&o.json, "json", false, "print JSON")
+}
+
+func newGroupCompleteCommand() *cobra.Command {
+	var o groupOptions
+	c := &cobra.Command{
+		Use:   "complete --config FILE GROUP --run-id ID",
+		Short: "Record that a workflow run finished (run it as the workflow's last task)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runGroup(c.Context(), o, args[0], "complete", os.Stdout)
+		},
+	}
+	groupFlags(c, &o)
+	c.Flags().StringVar(&o.runID, "run-id", "", "the workflow run's id (required)")
+	return c
+}
+
+func newGroupSyncCommand() *cobra.Command {
+	var o groupOptions
+	c := &cobra.Command{
+		Use:   "sync --config FILE GROUP",
+		Short: "Copy every table of the group to its last completed run, then write the manifest",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runGroup(c.Context(), o, args[0], "sync", os.Stdout)
+		},
+	}
+	groupFlags(c, &o)
+	return c
+}
+
+func newGroupFinalizeCommand() *cobra.Command {
+	var o groupOptions
+	c := &cobra.Command{
+		Use:   "finalize --config FILE GROUP",
+		Short: "At failover: make every standby table exactly its manifest version",
+		Long: `Make every table of the group in the standby region exactly the version its
+manifest names: commits and checkpoints an interrupted sync published beyond
+it are moved to _tandem_moved_aside/ inside the table, never deleted. It reads
+and writes only the standby region. Running it twice is harmless.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runGroup(c.Context(), o, args[0], "finalize", os.Stdout)
+		},
+	}
+	groupFlags(c, &o)
+	return c
+}
+
+func runGroup(ctx context.Context, o groupOptions, name, action string, w io.Writer) error {
+	cfg, err := loadConfig(o.config)
+	if err != nil {
+		return err
+	}
+	gc, err := cfg.FindGroup(name)
+	if err != nil {
+		return usageError{err}
+	}
+	g, err := openGroup(ctx, cfg, gc, action == "finalize", newLogger(0))
+	if err != nil {
+		return err
+	}
+	var out any
+	switch action {
+	case "complete":
+		if o.runID == "" {
+			return usageError{fmt.Errorf("--run-id is required")}
+		}
+		if gc.Workflow == nil {
+			return usageError{fmt.Errorf("group %s has no workflow: its syncs copy the latest versions, there is no run to complete", name)}
+		}
+		cut, err := g.Complete(ctx, o.runID)
+		if err != nil {
+			return err
+		}
+		out = cut
+		if !o.json {
+			fmt.Fprintf(w, "group %s: run %s completed at versions %s\n", name, cut.RunID, versions(cut.Versions))
+		}
+	case "sync":
+		res, err := g.Sync(ctx)
+		if err != nil {
+			return err
+		}
+		out = res
+		if !o.json {
+			m := res.Manifest
+			if res.Unchanged {
+				fmt.Fprintf(w, "group %s: the standby already holds run %s (%s)\n", name, m.RunID, versions(m.Versions))
+				break
+			}
+			fmt.Fprintf(w, "group %s: the standby now holds run %q (%s): manifest written\n", name, m.RunID, versions(m.Versions))
+			for _, t := range gc.Tables {
+				r := res.Tables[t.Name]
+				fmt.Fprintf(w, "  %-10s version %d: %d files copied (%s), %d already there, %d log files\n", t.Name, r.Version, r.Files, humanBytes(r.Bytes), r.FilesThere, r.LogFiles)
+			}
+		}
+	case "finalize":
+		fin, err := g.Finalize(ctx)
+		if err != nil {
+			return err
+		}
+		out = fin
+		if !o.json {
+			for _, f := range fin {
+				if len(f.MovedAside) == 0 {
+					fmt.Fprintf(w, "  %-10s at version %d\n", f.Table, f.Version)
+				} else {
+					fmt.Fprintf(w, "  %-10s at version %d: %d log files beyond it moved to %s\n", f.Table, f.Version, len(f.MovedAside), f.MovedTo)
+				}
+			}
+		}
+	}
+	if o.json {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	return nil
+}
+
+func versions(v map[string]int64) string {
+	names := make([]string, 0, len(v))
+	for n := range v {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	s := ""
+	for i, n := range names {
+		if i > 0 {
+			s += ", "
+		}
+		s += fmt.Sprintf("%s@%d", n, v[n])
+	}
+	return s
+}
