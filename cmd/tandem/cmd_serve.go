@@ -8,7 +8,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"tandem/internal/config"
 	"tandem/internal/daemon"
+	"tandem/internal/notify"
 )
 
 type serveOptions struct {
@@ -55,8 +57,19 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 		}
 		d.Jobs = append(d.Jobs, daemon.Job{Pair: p, Interval: time.Duration(r.Interval)})
 	}
-	if len(d.Jobs) == 0 {
-		return usageError{fmt.Errorf("%s configures no replication", o.config)}
+	for i := range cfg.Groups {
+		gc := &cfg.Groups[i]
+		g, err := openGroup(ctx, cfg, gc, false, log)
+		if err != nil {
+			return err
+		}
+		job := daemon.GroupJob{Group: g, Owner: gc.Owner, Interval: time.Duration(gc.Interval),
+			Retries: gc.Retries, RetryWait: time.Duration(gc.RetryWait)}
+		job.Notifier, job.NotifyOn = notifier(gc)
+		d.Groups = append(d.Groups, job)
+	}
+	if len(d.Jobs)+len(d.Groups) == 0 {
+		return usageError{fmt.Errorf("%s configures no replication and no group", o.config)}
 	}
 	d.Status = func(ctx context.Context) (any, error) { return collectStatus(ctx, cfg) }
 	if err := d.Open(ctx); err != nil {
@@ -75,4 +88,23 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	return d.Close(sctx)
+}
+
+// notifier builds a group's notification channels from its config.
+func notifier(g *config.Group) (notify.Notifier, map[string]bool) {
+	if g.Notify == nil {
+		return nil, nil
+	}
+	var all notify.All
+	if g.Notify.Webhook != "" {
+		all = append(all, &notify.Webhook{URL: string(g.Notify.Webhook)})
+	}
+	if e := g.Notify.Email; e != nil {
+		all = append(all, &notify.Email{Addr: e.SMTP, From: e.From, To: e.To, Username: e.Username, Password: string(e.Password)})
+	}
+	on := map[string]bool{}
+	for _, o := range g.Notify.On {
+		on[o] = true
+	}
+	return all, on
 }

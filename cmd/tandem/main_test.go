@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -343,5 +344,74 @@ groups:
 	os.RemoveAll(filepath.Join(dir, "primary"))
 	if code, out := tandem(t, nil, "group", "finalize", "--config", cfg, "sales"); code != 0 || !strings.Contains(out, "silver     at version 15") {
 		t.Fatalf("finalize: exit %d:\n%s", code, out)
+	}
+}
+
+// TestServeGroups runs serve with a group: a failed round (no completed run
+// yet) notifies the owner after its retries; once the workflow completes a
+// run, the next round syncs it and says so.
+func TestServeGroups(t *testing.T) {
+	events := make(chan map[string]any, 10)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var e map[string]any
+		json.NewDecoder(r.Body).Decode(&e)
+		events <- e
+	}))
+	defer hook.Close()
+	dir := t.TempDir()
+	copyTree(t, filepath.Join(deltaTestdata, "snapshot-data3"), filepath.Join(dir, "primary/bronze"))
+	cfg := filepath.Join(dir, "tandem.yaml")
+	writeFile(t, cfg, strings.ReplaceAll(strings.ReplaceAll(`
+regions:
+  - {name: primary, state: DIR/primary/.tandem}
+  - {name: standby, state: DIR/standby/.tandem}
+groups:
+  - name: sales
+    owner: data@example.com
+    from: primary
+    to: standby
+    workflow: {name: sales_etl}
+    interval: 1s
+    retries: 2
+    retry_wait: 10ms
+    notify: {on: [failure, success], webhook: HOOK/hooks/T0KEN}
+    tables:
+      - {name: bronze, from: DIR/primary/bronze, to: DIR/standby/bronze}
+`, "DIR", dir), "HOOK", hook.URL))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- runServe(ctx, serveOptions{config: cfg, listen: "127.0.0.1:0"}, nil) }()
+	next := func() map[string]any {
+		select {
+		case e := <-events:
+			return e
+		case err := <-done:
+			t.Fatalf("serve ended: %v", err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("no notification")
+		}
+		return nil
+	}
+	if e := next(); e["status"] != "failed" || !strings.Contains(e["error"].(string), "no completed workflow run") {
+		t.Fatalf("first event %v", e)
+	}
+	var out bytes.Buffer
+	if err := runGroup(ctx, groupOptions{config: cfg, runID: "r7"}, "sales", "complete", &out); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		e := next()
+		if e["status"] == "succeeded" {
+			if e["run_id"] != "r7" {
+				t.Fatalf("success event %v", e)
+			}
+			break
+		}
+	}
+	cancel()
+	<-done
+	if _, err := os.Stat(filepath.Join(dir, "standby/bronze/_delta_log/00000000000000000003.json")); err != nil {
+		t.Fatal(err)
 	}
 }

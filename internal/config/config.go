@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"regexp"
 	"slices"
@@ -104,6 +105,32 @@ type Group struct {
 	// sync copies the tables' latest versions (standalone tables).
 	Workflow *Workflow    `yaml:"workflow" json:"workflow,omitempty"`
 	Tables   []GroupTable `yaml:"tables" json:"tables"`
+	// Under `tandem serve`: a sync every Interval (default 15m); a failed
+	// sync is tried again up to Retries times (default 3), waiting
+	// RetryWait (default 1m) doubled each time.
+	Interval  Duration `yaml:"interval" json:"interval"`
+	Retries   int      `yaml:"retries" json:"retries"`
+	RetryWait Duration `yaml:"retry_wait" json:"retry_wait"`
+	Notify    *Notify  `yaml:"notify" json:"notify,omitempty"`
+}
+
+// Notify says whom to tell about a group's syncs.
+type Notify struct {
+	// On lists the outcomes worth a notification: failure (default),
+	// success.
+	On []string `yaml:"on" json:"on"`
+	// Webhook receives a JSON POST; its URL often carries a token.
+	Webhook Secret       `yaml:"webhook" json:"webhook,omitempty"`
+	Email   *EmailNotify `yaml:"email" json:"email,omitempty"`
+}
+
+// EmailNotify sends mail over SMTP.
+type EmailNotify struct {
+	SMTP     string   `yaml:"smtp" json:"smtp"` // host:port
+	From     string   `yaml:"from" json:"from"`
+	To       []string `yaml:"to" json:"to,omitempty"` // default: the group's owner
+	Username string   `yaml:"username" json:"username,omitempty"`
+	Password Secret   `yaml:"password" json:"password,omitempty"`
 }
 
 // Workflow names the workflow that writes a group's tables.
@@ -270,6 +297,24 @@ func (c *Config) defaults() {
 			r.RPO = Duration(15 * time.Minute)
 		}
 	}
+	for i := range c.Groups {
+		g := &c.Groups[i]
+		if g.Interval == 0 {
+			g.Interval = Duration(15 * time.Minute)
+		}
+		if g.Retries == 0 {
+			g.Retries = 3
+		}
+		if g.RetryWait == 0 {
+			g.RetryWait = Duration(time.Minute)
+		}
+		if g.Notify != nil && len(g.Notify.On) == 0 {
+			g.Notify.On = []string{"failure"}
+		}
+		if g.Notify != nil && g.Notify.Email != nil && len(g.Notify.Email.To) == 0 && g.Owner != "" {
+			g.Notify.Email.To = []string{g.Owner}
+		}
+	}
 	if c.Serve.Listen == "" {
 		c.Serve.Listen = "127.0.0.1:9750"
 	}
@@ -423,6 +468,36 @@ func (c *Config) validateGroups(regions map[string]*Region, targets []placed) []
 		}
 		if g.Workflow != nil && g.Workflow.Name == "" {
 			bad(f+".workflow.name", "required")
+		}
+		if time.Duration(g.Interval) < time.Second {
+			bad(f+".interval", "%s is too short (at least 1s)", time.Duration(g.Interval))
+		}
+		if g.Retries < 1 {
+			bad(f+".retries", "%d is out of range (at least 1)", g.Retries)
+		}
+		if n := g.Notify; n != nil {
+			for j, on := range n.On {
+				if on != "success" && on != "failure" {
+					bad(fmt.Sprintf("%s.notify.on[%d]", f, j), "%q is not success or failure", on)
+				}
+			}
+			if n.Webhook != "" && !strings.HasPrefix(string(n.Webhook), "http://") && !strings.HasPrefix(string(n.Webhook), "https://") {
+				bad(f+".notify.webhook", "must be an http:// or https:// URL")
+			}
+			if e := n.Email; e != nil {
+				if _, _, err := net.SplitHostPort(e.SMTP); err != nil {
+					bad(f+".notify.email.smtp", "%q is not host:port", e.SMTP)
+				}
+				if e.From == "" {
+					bad(f+".notify.email.from", "required")
+				}
+				if len(e.To) == 0 {
+					bad(f+".notify.email.to", "required (or set the group's owner)")
+				}
+			}
+			if n.Webhook == "" && n.Email == nil {
+				bad(f+".notify", "needs a webhook or an email")
+			}
 		}
 		tnames := map[string]bool{}
 		for j, t := range g.Tables {

@@ -30,6 +30,7 @@ type Job struct {
 // Daemon runs jobs until Close.
 type Daemon struct {
 	Jobs   []Job
+	Groups []GroupJob
 	Listen string
 	Log    *slog.Logger
 	// Status returns the document served at /status.
@@ -37,6 +38,7 @@ type Daemon struct {
 
 	reg     *prometheus.Registry
 	metrics *replicate.Metrics
+	groups  *groupMetrics
 	srv     *http.Server
 	addr    net.Addr
 	cancel  context.CancelFunc
@@ -50,6 +52,7 @@ func (d *Daemon) Open(ctx context.Context) error {
 	d.reg = prometheus.NewRegistry()
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.metrics = replicate.NewMetrics(d.reg)
+	d.groups = newGroupMetrics(d.reg)
 	d.started = map[string]bool{}
 	for _, j := range d.Jobs {
 		if st, err := replicate.LoadStatus(ctx, *j.Pair.State, j.Pair.Name); err == nil && st.Watermark != nil {
@@ -73,14 +76,22 @@ func (d *Daemon) Open(ctx context.Context) error {
 			d.loop(ctx, j)
 		}()
 	}
-	d.Log.Info("serving", "addr", d.addr.String(), "pairs", len(d.Jobs))
+	for _, g := range d.Groups {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			d.groupLoop(ctx, g)
+		}()
+	}
+	d.Log.Info("serving", "addr", d.addr.String(), "pairs", len(d.Jobs), "groups", len(d.Groups))
 	return nil
 }
 
 // Addr is the address the HTTP server listens on.
 func (d *Daemon) Addr() string { return d.addr.String() }
 
-// Wait blocks until every loop ended (all targets promoted, or Close).
+// Wait blocks until every loop ended (Close, or every target promoted when
+// there are no groups).
 func (d *Daemon) Wait() { d.wg.Wait() }
 
 // Close stops the loops (a running pass is canceled; its copies are
@@ -129,10 +140,10 @@ func (d *Daemon) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, r *http.Request) {
 		d.mu.Lock()
-		ready := len(d.started) == len(d.Jobs)
+		ready := len(d.started) == len(d.Jobs)+len(d.Groups)
 		d.mu.Unlock()
 		if !ready {
-			http.Error(w, "tandem is starting: not every pair has finished a first pass", http.StatusServiceUnavailable)
+			http.Error(w, "tandem is starting: not every pair and group has finished a first pass", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "tandem is ready")

@@ -274,3 +274,41 @@ func TestFinalizeWithoutManifest(t *testing.T) {
 		t.Fatalf("finalize without a manifest: %v", err)
 	}
 }
+
+func TestAttemptRecords(t *testing.T) {
+	w := newWorkload(t)
+	stateDir := t.TempDir()
+	w.reveal(run1)
+	g := w.group(true, stateDir, nil)
+	if _, err := g.Complete(ctx, "run-1"); err != nil {
+		t.Fatal(err)
+	}
+	// A process that crashed mid-attempt left a running record.
+	stale := Attempt{ID: "20260101T000000.000000000Z", Group: "sales", Status: "running", Reason: "schedule"}
+	if _, err := g.State.Save(ctx, "attempts/"+stale.ID+".json", stale, objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a, _, err := g.SyncRecorded(ctx, "manual")
+	if err != nil || a.Status != "succeeded" || a.RunID != "run-1" || a.Files == 0 || a.Seconds <= 0 {
+		t.Fatalf("attempt %+v, %v", a, err)
+	}
+	// A failing attempt is recorded as failed, with its error.
+	broken := w.group(true, stateDir, func(b objstore.Bucket) objstore.Bucket { return &failing{Bucket: b} })
+	w.reveal(run2)
+	broken.Complete(ctx, "run-2")
+	if a, _, err := broken.SyncRecorded(ctx, "schedule"); err == nil || a.Status != "failed" || !strings.Contains(a.Error, "went dark") {
+		t.Fatalf("failing attempt %+v, %v", a, err)
+	}
+	all, err := g.Attempts(ctx)
+	if err != nil || len(all) != 3 {
+		t.Fatalf("%d attempts, %v", len(all), err)
+	}
+	if all[0].Status != "failed" || all[1].Status != "succeeded" || all[2].Status != "interrupted" {
+		t.Fatalf("statuses %s %s %s", all[0].Status, all[1].Status, all[2].Status)
+	}
+	for _, a := range all {
+		if a.Status == "running" {
+			t.Fatalf("a record stayed in progress: %+v", a)
+		}
+	}
+}
