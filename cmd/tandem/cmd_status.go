@@ -12,6 +12,7 @@ import (
 
 	"tandem/internal/config"
 	"tandem/internal/replicate"
+	"tandem/internal/tablegroup"
 )
 
 type statusOptions struct {
@@ -92,6 +93,49 @@ func collectStatus(ctx context.Context, cfg *config.Config) ([]pairStatus, error
 	return out, nil
 }
 
+// groupStatus is one group in `tandem status`.
+type groupStatus struct {
+	Group string `json:"group"`
+	// Manifest is what the standby holds; LastCompleted the newest run the
+	// workflow reported.
+	Manifest      *tablegroup.Manifest `json:"manifest,omitempty"`
+	LastCompleted *tablegroup.Cut      `json:"last_completed,omitempty"`
+	LastAttempt   *tablegroup.Attempt  `json:"last_attempt,omitempty"`
+	Health        string               `json:"health"` // ok, behind, failing, never-synced
+}
+
+func collectGroups(ctx context.Context, cfg *config.Config) ([]groupStatus, error) {
+	var out []groupStatus
+	for i := range cfg.Groups {
+		gc := &cfg.Groups[i]
+		g, err := openGroup(ctx, cfg, gc, true, nil)
+		if err != nil {
+			return nil, err
+		}
+		gs := groupStatus{Group: gc.Name, Health: "never-synced"}
+		if m, _, ok, err := tablegroup.LoadManifest(ctx, g.State); err != nil {
+			return nil, err
+		} else if ok {
+			gs.Manifest, gs.Health = &m, "ok"
+		}
+		var cut tablegroup.Cut
+		if _, err := g.State.Load(ctx, "completed.json", &cut); err == nil {
+			gs.LastCompleted = &cut
+			if gs.Manifest != nil && gs.Manifest.RunID != cut.RunID {
+				gs.Health = "behind"
+			}
+		}
+		if attempts, err := g.Attempts(ctx); err == nil && len(attempts) > 0 {
+			gs.LastAttempt = &attempts[0]
+			if attempts[0].Status == "failed" {
+				gs.Health = "failing"
+			}
+		}
+		out = append(out, gs)
+	}
+	return out, nil
+}
+
 func runStatus(ctx context.Context, o statusOptions, w io.Writer) error {
 	cfg, err := loadConfig(o.config)
 	if err != nil {
@@ -101,13 +145,34 @@ func runStatus(ctx context.Context, o statusOptions, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	groups, err := collectGroups(ctx, cfg)
+	if err != nil {
+		return err
+	}
 	if o.json {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"replication": all})
+		return enc.Encode(map[string]any{"replication": all, "groups": groups})
 	}
 	for _, s := range all {
 		printStatus(w, s)
+	}
+	for _, g := range groups {
+		fmt.Fprintf(w, "group %s: %s\n", g.Group, g.Health)
+		if m := g.Manifest; m != nil {
+			fmt.Fprintf(w, "  standby holds run %q (%s), cut %s, synced %s\n", m.RunID, versions(m.Versions),
+				m.CutTime.Local().Format("2006-01-02 15:04:05"), m.Synced.Local().Format("2006-01-02 15:04:05"))
+		}
+		if c := g.LastCompleted; c != nil && (g.Manifest == nil || g.Manifest.RunID != c.RunID) {
+			fmt.Fprintf(w, "  last completed run %q (%s) is not in the standby yet\n", c.RunID, versions(c.Versions))
+		}
+		if a := g.LastAttempt; a != nil {
+			fmt.Fprintf(w, "  last attempt %s: %s (%s)", a.Started.Local().Format("2006-01-02 15:04:05"), a.Status, a.Reason)
+			if a.Error != "" {
+				fmt.Fprintf(w, ": %s", a.Error)
+			}
+			fmt.Fprintln(w)
+		}
 	}
 	return nil
 }

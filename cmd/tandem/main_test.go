@@ -340,6 +340,10 @@ groups:
 	if code, out := tandem(t, nil, "group", "sync", "--config", cfg, "sales"); code != 0 || !strings.Contains(out, "already holds run r1") {
 		t.Fatalf("second sync: exit %d:\n%s", code, out)
 	}
+	var st bytes.Buffer
+	if err := runStatus(context.Background(), statusOptions{config: cfg}, &st); err != nil || !strings.Contains(st.String(), `group sales: ok`) || !strings.Contains(st.String(), `standby holds run "r1" (bronze@3, silver@15)`) {
+		t.Fatalf("status: %v\n%s", err, st.String())
+	}
 	// At failover, finalize needs only the standby: remove the primary.
 	os.RemoveAll(filepath.Join(dir, "primary"))
 	if code, out := tandem(t, nil, "group", "finalize", "--config", cfg, "sales"); code != 0 || !strings.Contains(out, "silver     at version 15") {
