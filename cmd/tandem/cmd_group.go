@@ -106,6 +106,9 @@ func runGroup(ctx context.Context, o groupOptions, name, action string, w io.Wri
 		if gc.Workflow == nil {
 			return usageError{fmt.Errorf("group %s has no workflow: its syncs copy the latest versions, there is no run to complete", name)}
 		}
+		if gc.Workflow.Databricks != nil {
+			return usageError{fmt.Errorf("group %s follows Databricks job %d: its runs are read from the Jobs API, not reported", name, gc.Workflow.Databricks.JobID)}
+		}
 		cut, err := g.Complete(ctx, o.runID)
 		if err != nil {
 			return err

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"tandem/internal/config"
+	"tandem/internal/databricks"
 	"tandem/internal/location"
 	"tandem/internal/objstore"
 	"tandem/internal/replicate"
@@ -88,6 +89,10 @@ func openGroup(ctx context.Context, cfg *config.Config, g *config.Group, standby
 		return nil, fmt.Errorf("group %s: %w", g.Name, err)
 	}
 	out := &tablegroup.Group{Name: g.Name, Workflow: g.Workflow != nil, State: st.Sub("groups").Sub(g.Name), Log: log}
+	if g.Workflow != nil && g.Workflow.Databricks != nil {
+		d := g.Workflow.Databricks
+		out.Runs = &databricks.Client{Host: d.Host, Token: string(d.Token), JobID: d.JobID}
+	}
 	for _, t := range g.Tables {
 		tt := tablegroup.Table{Name: t.Name}
 		if !standbyOnly {

@@ -133,9 +133,18 @@ type EmailNotify struct {
 	Password Secret   `yaml:"password" json:"password,omitempty"`
 }
 
-// Workflow names the workflow that writes a group's tables.
+// Workflow names the workflow that writes a group's tables. Without
+// Databricks, the workflow reports its runs with 'tandem group complete'.
 type Workflow struct {
-	Name string `yaml:"name" json:"name"`
+	Name       string      `yaml:"name" json:"name"`
+	Databricks *Databricks `yaml:"databricks" json:"databricks,omitempty"`
+}
+
+// Databricks is the Jobs API 2.1 of the workspace that runs the workflow.
+type Databricks struct {
+	Host  string `yaml:"host" json:"host"`
+	Token Secret `yaml:"token" json:"token"`
+	JobID int64  `yaml:"job_id" json:"job_id"`
 }
 
 // GroupTable is one table of a group: its location in each region.
@@ -468,6 +477,18 @@ func (c *Config) validateGroups(regions map[string]*Region, targets []placed) []
 		}
 		if g.Workflow != nil && g.Workflow.Name == "" {
 			bad(f+".workflow.name", "required")
+		}
+		if g.Workflow != nil && g.Workflow.Databricks != nil {
+			d := g.Workflow.Databricks
+			if !strings.HasPrefix(d.Host, "https://") && !strings.HasPrefix(d.Host, "http://") {
+				bad(f+".workflow.databricks.host", "%q must be the workspace URL (https://...)", d.Host)
+			}
+			if d.Token == "" {
+				bad(f+".workflow.databricks.token", "required (use ${DATABRICKS_TOKEN})")
+			}
+			if d.JobID <= 0 {
+				bad(f+".workflow.databricks.job_id", "required: the id of the job that writes the tables")
+			}
 		}
 		if time.Duration(g.Interval) < time.Second {
 			bad(f+".interval", "%s is too short (at least 1s)", time.Duration(g.Interval))

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"tandem/internal/objstore"
 )
@@ -59,6 +60,7 @@ type LogFile struct {
 	Parts   int // CheckpointPart: number of parts
 	Size    int64
 	ETag    string
+	ModTime time.Time // the file's time in the store (a copy resets it)
 }
 
 var (
@@ -128,7 +130,7 @@ func ListLog(ctx context.Context, b objstore.Bucket) (*Log, error) {
 		if !ok {
 			continue
 		}
-		f.Size, f.ETag = info.Size, info.ETag
+		f.Size, f.ETag, f.ModTime = info.Size, info.ETag, info.ModTime
 		l.Files = append(l.Files, f)
 		switch f.Kind {
 		case Commit:

@@ -35,9 +35,11 @@ type Table struct {
 type Group struct {
 	Name   string
 	Tables []Table
-	// Workflow groups take their cut from completed runs (Complete);
-	// others from the tables' latest versions at each sync.
+	// Workflow groups take their cut from completed runs: from Runs (a job
+	// scheduler) when set, else from runs reported by Complete. Others
+	// take the tables' latest versions at each sync.
 	Workflow bool
+	Runs     RunSource
 	// State is the group's folder in the standby region's state location.
 	State     state.Store
 	Transfers int
@@ -50,7 +52,8 @@ type Cut struct {
 	Versions map[string]int64 `json:"versions"`
 	Time     time.Time        `json:"time"`
 	// Rule says how the cut was found: "push" (the workflow called
-	// complete), "latest" (no workflow).
+	// complete), "latest" (no workflow), "runs:id" (commits matched to the
+	// scheduler's runs by run id), "runs:time" (some only by time).
 	Rule string `json:"rule"`
 }
 
@@ -116,6 +119,9 @@ func (g *Group) latest(ctx context.Context) (Cut, error) {
 func (g *Group) CurrentCut(ctx context.Context) (Cut, error) {
 	if !g.Workflow {
 		return g.latest(ctx)
+	}
+	if g.Runs != nil {
+		return g.cutFromRuns(ctx)
 	}
 	var cut Cut
 	if _, err := g.State.Load(ctx, "completed.json", &cut); errors.Is(err, objstore.ErrNotExist) {
