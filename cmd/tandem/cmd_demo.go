@@ -12,7 +12,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"tandem/internal/etl"
+	"tandem/internal/objstore/local"
 	"tandem/internal/replicate"
+	"tandem/internal/tablesync"
 )
 
 type demoOptions struct {
@@ -29,7 +32,9 @@ the primary and standby regions. The demo writes sample data into the primary,
 replicates it, changes it and replicates again, shows the RPO watermark,
 catches a write to the read-only replica, and promotes the replica at
 failover. Each step is explained as it runs. The folders stay behind for you
-to look at (a temporary folder unless --dir is given).`,
+to look at (a temporary folder unless --dir is given). Then an ETL workflow
+writes three Delta tables, and the group of tables reaches the standby only at
+the end of each completed run.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			return runDemo(c.Context(), o, os.Stdout)
@@ -52,6 +57,16 @@ replication:
     interval: 10s
     delete: true
     rpo: 1m
+groups:
+  - name: sales
+    owner: data-team@example.com
+    from: primary
+    to: standby
+    workflow: {name: sales_etl}
+    tables:
+      - {name: bronze, from: %[1]s/primary/lake/tables/bronze, to: %[1]s/standby/lake/tables/bronze}
+      - {name: silver, from: %[1]s/primary/lake/tables/silver, to: %[1]s/standby/lake/tables/silver}
+      - {name: gold, from: %[1]s/primary/lake/tables/gold, to: %[1]s/standby/lake/tables/gold}
 `
 
 func runDemo(ctx context.Context, o demoOptions, w io.Writer) error {
@@ -157,7 +172,11 @@ primary is gone. The lag is how much data a failover now would lose, at most.`)
 		return err
 	}
 
-	step(6, "Fail over: promote the replica",
+	if err := demoETL(ctx, dir, cfgPath, primary, step, w); err != nil {
+		return err
+	}
+
+	step(10, "Fail over: promote the replica",
 		`The primary region is lost. 'tandem bucket promote' makes the standby's bucket
 writable: the promotion is recorded in the standby region, a running
 'tandem serve' stops replicating into it within seconds, and tandem never
@@ -180,6 +199,123 @@ The regions are in %[1]s. Try:
   mkdir %[4]s && go run ./cmd/tandem replicate --json %[3]s %[4]s
 `, dir, cfgPath, primary, filepath.Join(dir, "copy"))
 	return nil
+}
+
+// demoETL runs a workflow over three Delta tables and syncs the group at
+// run boundaries (steps 6 to 9).
+func demoETL(ctx context.Context, dir, cfgPath, primary string, step func(int, string, string), w io.Writer) error {
+	tables := map[string]*etl.Table{}
+	names := []string{"bronze", "silver", "gold"}
+	for i, name := range names {
+		b, err := local.Open(filepath.Join(primary, "tables", name), true)
+		if err != nil {
+			return err
+		}
+		if tables[name], err = etl.Create(ctx, b, uint64(i+1)); err != nil {
+			return err
+		}
+	}
+	group := func(action, runID string) error {
+		return runGroup(ctx, groupOptions{config: cfgPath, runID: runID}, "sales", action, w)
+	}
+	primaryVersions := func() string {
+		v := map[string]int64{}
+		for n, t := range tables {
+			v[n] = t.Version
+		}
+		return versions(v)
+	}
+
+	step(6, "An ETL workflow writes three Delta tables",
+		`The sales_etl workflow writes bronze, silver and gold (real Delta tables:
+Parquet files and JSON commits) in many commits per run. Its last task tells
+tandem the run is complete: 'tandem group complete --run-id run-1'. Bucket
+replication leaves these tables alone: the group copies them.`)
+	run := []func() error{
+		func() error { return tables["bronze"].Append(ctx, "run-1", 3, 2000) },
+		func() error { return tables["silver"].Append(ctx, "run-1", 2, 2000) },
+		func() error { return tables["silver"].Update(ctx, "run-1", 2000) },
+		func() error { return tables["gold"].Append(ctx, "run-1", 1, 500) },
+	}
+	for _, f := range run {
+		if err := f(); err != nil {
+			return err
+		}
+	}
+	if err := group("complete", "run-1"); err != nil {
+		return err
+	}
+
+	step(7, "Sync while the next run is in flight",
+		`Run 2 has started: it appended to bronze and rewrote a silver file, and has not
+finished. A sync now copies run 1's versions, not the half-written run 2, and
+writes the group manifest in the standby region only once every table is
+there.`)
+	if err := tables["bronze"].Append(ctx, "run-2", 2, 2000); err != nil {
+		return err
+	}
+	if err := tables["silver"].Update(ctx, "run-2", 2000); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "the primary is at %s (run 2 in flight)\n", primaryVersions())
+	if err := group("sync", ""); err != nil {
+		return err
+	}
+
+	step(8, "Run 2 finishes, with compaction and vacuum",
+		`Run 2 writes gold, compacts silver and bronze (OPTIMIZE) and vacuums the files
+it compacted away. The next sync copies only files live at run 2's versions:
+files written and compacted away between two syncs never cross regions.`)
+	steps := []func() error{
+		func() error { return tables["gold"].Append(ctx, "run-2", 1, 500) },
+		func() error { return tables["silver"].Optimize(ctx, "run-2", 6000) },
+		func() error { return tables["bronze"].Optimize(ctx, "run-2", 10000) },
+		func() error { return tables["bronze"].Vacuum(ctx) },
+		func() error { return tables["silver"].Vacuum(ctx) },
+	}
+	for _, f := range steps {
+		if err := f(); err != nil {
+			return err
+		}
+	}
+	if err := group("complete", "run-2"); err != nil {
+		return err
+	}
+	if err := group("sync", ""); err != nil {
+		return err
+	}
+	var written int64
+	for _, t := range tables {
+		written += t.Written
+	}
+	fmt.Fprintf(w, "the tables' folders held %s of data files in all; replicating them as files would have copied all of it\n", humanBytes(written))
+
+	step(9, "Fail over the tables: finalize the group",
+		`Run 3 completes, and the group sync that copies it has done bronze when the
+primary region goes dark: bronze is at run 3 in the standby, silver and gold
+at run 2, and the manifest still says run 2. From the standby alone,
+'tandem group finalize' makes every table exactly the version the manifest
+names: bronze's run-3 commit is moved aside, never deleted. The workflow can
+restart run 3 in the standby from a clean state, with no manual clean-up.`)
+	if err := tables["bronze"].Append(ctx, "run-3", 1, 2000); err != nil {
+		return err
+	}
+	if err := tables["gold"].Append(ctx, "run-3", 1, 500); err != nil {
+		return err
+	}
+	if err := group("complete", "run-3"); err != nil {
+		return err
+	}
+	standbyBronze, err := local.Open(filepath.Join(dir, "standby", "lake", "tables", "bronze"), false)
+	if err != nil {
+		return err
+	}
+	interrupted := &tablesync.Sync{Source: tables["bronze"].B, Target: standbyBronze}
+	if _, err := interrupted.Run(ctx, -1); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "the interrupted sync left bronze at version %d in the standby; the manifest says 3\n", tables["bronze"].Version)
+	return group("finalize", "")
 }
 
 func writeDemoFile(path string, size int, rng *rand.Rand) error {

@@ -218,7 +218,9 @@ func TestDemo(t *testing.T) {
 	if err := runDemo(context.Background(), demoOptions{dir: dir}, &out); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"copied    301 objects", "copied    30 objects", "deleted 5", "FOREIGN   1 objects", "promoted", "tandem no longer replicates into it"} {
+	for _, want := range []string{"copied    301 objects", "copied    30 objects", "deleted 5", "FOREIGN   1 objects", "promoted", "tandem no longer replicates into it",
+		`the standby now holds run "run-1" (bronze@1, gold@1, silver@2)`, "the primary is at bronze@2, gold@1, silver@3 (run 2 in flight)",
+		`the standby now holds run "run-2" (bronze@3, gold@2, silver@4)`, "bronze     at version 3: 1 log files beyond it moved to _tandem_moved_aside/"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q", want)
 		}
