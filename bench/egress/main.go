@@ -114,7 +114,9 @@ func main() {
 	}
 	standby := du(filepath.Join(dir, "standby"))
 	fmt.Printf("| measure (%d runs, %d silver updates a run, optimize and vacuum every %d runs, sync every %d runs) | bytes | vs tandem |\n|---|---|---|\n", *runs, *loop, *every, *syncEvery)
-	row := func(name string, v int64) { fmt.Printf("| %s | %d | %.2fx |\n", name, v, float64(v)/float64(tandemBytes)) }
+	row := func(name string, v int64) {
+		fmt.Printf("| %s | %d | %.2fx |\n", name, v, float64(v)/float64(tandemBytes))
+	}
 	row("tandem group sync: bytes across regions (data + log)", tandemBytes)
 	row("(a) every data file the tables' folders ever held", written)
 	row("(a') tandem bucket replication at the same run boundaries", bucketBytes)

@@ -157,6 +157,10 @@ type Action struct {
 // an object key relative to the table root. Absolute URIs are accepted only
 // when they point inside the table (root is the table's URL).
 func decodePath(p, root string) (string, error) {
+	// Most paths are plain relative names: skip URI parsing for them.
+	if p != "" && !strings.ContainsAny(p, "%:?#") && p[0] != '/' && !strings.Contains(p, "..") && !strings.Contains(p, "//") && !strings.HasPrefix(p, "./") && !strings.Contains(p, "/./") && !strings.HasSuffix(p, "/.") && p != "." {
+		return p, nil
+	}
 	u, err := url.Parse(p)
 	if err != nil {
 		return "", fmt.Errorf("path %q is not a valid URI: %w", p, err)

@@ -60,6 +60,71 @@ type Result struct {
 	PlanSeconds, DataSeconds, LogSeconds float64 `json:",omitempty"`
 }
 
+// plan is what a sync will copy.
+type plan struct {
+	snap    *delta.Snapshot
+	tgtLog  *delta.Log // nil: the target is empty
+	commits []delta.LogFile
+	data    []objstore.Info
+}
+
+// PlanSummary is what a sync would copy.
+type PlanSummary struct {
+	Version  int64
+	Files    int   // data and deletion vector files to copy
+	Bytes    int64 // their bytes, where the log says (deletion vector files are not counted)
+	Commits  int
+	Existing int64 // files already at the target
+}
+
+// Plan reports what a sync to version would copy, without copying.
+func Plan(ctx context.Context, source, target objstore.Bucket, version int64) (PlanSummary, error) {
+	s := &Sync{Source: source, Target: target}
+	var res Result
+	p, err := s.plan(ctx, version, &res)
+	if err != nil {
+		return PlanSummary{}, err
+	}
+	out := PlanSummary{Version: p.snap.Version, Files: len(p.data), Commits: len(p.commits), Existing: res.FilesThere}
+	for _, f := range p.data {
+		out.Bytes += max(f.Size, 0)
+	}
+	return out, nil
+}
+
+func (s *Sync) plan(ctx context.Context, version int64, res *Result) (*plan, error) {
+	src, err := delta.Open(ctx, s.Source)
+	if err != nil {
+		return nil, err
+	}
+	if version < 0 {
+		version = src.Log.Latest
+	}
+	res.Version = version
+	p := &plan{}
+	if p.snap, err = src.Snapshot(ctx, version); err != nil {
+		return nil, err
+	}
+	p.tgtLog, err = delta.ListLog(ctx, s.Target)
+	switch {
+	case errors.Is(err, delta.ErrNotDeltaTable):
+		p.tgtLog = nil
+	case err != nil:
+		return nil, err
+	}
+	if p.commits, err = s.commitsToCopy(ctx, src, p.snap, p.tgtLog, res); err != nil {
+		return nil, err
+	}
+	existing, err := s.targetFiles(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if p.data, err = dataFiles(p.snap, s.Source.URL(), existing, res); err != nil {
+		return nil, fmt.Errorf("%s at version %d: %w", s.Source.URL(), version, err)
+	}
+	return p, nil
+}
+
 // Run makes the target the source's table at version (version < 0: the
 // source's latest).
 func (s *Sync) Run(ctx context.Context, version int64) (Result, error) {
@@ -71,44 +136,15 @@ func (s *Sync) Run(ctx context.Context, version int64) (Result, error) {
 	if s.Transfers <= 0 {
 		s.Transfers = 16
 	}
-	src, err := delta.Open(ctx, s.Source)
+	p, err := s.plan(ctx, version, &res)
 	if err != nil {
 		return res, err
-	}
-	if version < 0 {
-		version = src.Log.Latest
-	}
-	res.Version = version
-	snap, err := src.Snapshot(ctx, version)
-	if err != nil {
-		return res, err
-	}
-
-	// What the target has.
-	tgtLog, err := delta.ListLog(ctx, s.Target)
-	switch {
-	case errors.Is(err, delta.ErrNotDeltaTable):
-		tgtLog = nil
-	case err != nil:
-		return res, err
-	}
-	commits, err := s.commitsToCopy(ctx, src, snap, tgtLog, &res)
-	if err != nil {
-		return res, err
-	}
-	existing, err := s.targetFiles(ctx)
-	if err != nil {
-		return res, err
-	}
-	data, err := dataFiles(snap, s.Source.URL(), existing, &res)
-	if err != nil {
-		return res, fmt.Errorf("%s at version %d: %w", s.Source.URL(), version, err)
 	}
 	res.PlanSeconds = time.Since(start).Seconds()
 
 	// 1. Data files and deletion vectors.
 	t := time.Now()
-	if err := s.copyAll(ctx, data, &res.Files, &res.Bytes); err != nil {
+	if err := s.copyAll(ctx, p.data, &res.Files, &res.Bytes); err != nil {
 		return res, err
 	}
 	if err := objstore.Sync(ctx, s.Target); err != nil {
@@ -120,8 +156,8 @@ func (s *Sync) Run(ctx context.Context, version int64) (Result, error) {
 	// commits, ascending, each created only if absent.
 	t = time.Now()
 	var cp []objstore.Info
-	for _, f := range snap.Checkpoint {
-		if tgtLog == nil || !hasFile(tgtLog, f.Key) {
+	for _, f := range p.snap.Checkpoint {
+		if p.tgtLog == nil || !hasFile(p.tgtLog, f.Key) {
 			cp = append(cp, objstore.Info{Key: f.Key, Size: f.Size})
 		}
 	}
@@ -130,7 +166,7 @@ func (s *Sync) Run(ctx context.Context, version int64) (Result, error) {
 		return res, err
 	}
 	res.LogFiles += int(cpFiles)
-	for _, f := range commits {
+	for _, f := range p.commits {
 		n, err := s.publish(ctx, f)
 		if err != nil {
 			return res, err
@@ -223,15 +259,10 @@ func (s *Sync) targetFiles(ctx context.Context) (map[string]int64, error) {
 }
 
 // dataFiles lists the data and deletion vector files live at the snapshot
-// that the target does not hold, sorted by key.
+// that the target does not hold.
 func dataFiles(snap *delta.Snapshot, root string, existing map[string]int64, res *Result) ([]objstore.Info, error) {
-	seen := map[string]bool{}
-	var out []objstore.Info
+	out := make([]objstore.Info, 0, len(snap.Files))
 	add := func(key string, size int64, mtime int64) {
-		if seen[key] {
-			return
-		}
-		seen[key] = true
 		if got, ok := existing[key]; ok && (size < 0 || got == size) {
 			res.FilesThere++
 			return
@@ -242,6 +273,9 @@ func dataFiles(snap *delta.Snapshot, root string, existing map[string]int64, res
 		}
 		out = append(out, info)
 	}
+	// A live path appears once; a deletion vector file can hold the
+	// vectors of several files.
+	dvSeen := map[string]bool{}
 	for k, a := range snap.Files {
 		add(k.Path, a.Size, a.ModificationTime)
 		if a.DeletionVector != nil {
@@ -249,12 +283,12 @@ func dataFiles(snap *delta.Snapshot, root string, existing map[string]int64, res
 			if err != nil {
 				return nil, err
 			}
-			if f != "" {
-				add(f, -1, 0) // a DV file holds several vectors: size unknown
+			if f != "" && !dvSeen[f] {
+				dvSeen[f] = true
+				add(f, -1, 0) // size unknown: stat at copy time
 			}
 		}
 	}
-	slices.SortFunc(out, func(a, b objstore.Info) int { return strings.Compare(a.Key, b.Key) })
 	return out, nil
 }
 
