@@ -8,7 +8,8 @@
 # Cases: small (10,000 x 4 KiB, folder to folder), big (one 1 GiB file,
 # folder to folder, next to cp), s3small and s3big (the same between two S3
 # servers on loopback), noop (reruns over unchanged objects, folders and S3),
-# mem (1,000,000 objects listed and compared: peak RSS).
+# mem (1,000,000 objects listed and compared: peak RSS), tablecopy (table sync
+# against bucket replication on the same bytes).
 # Needs rclone (apt-get install rclone) and /usr/bin/time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,7 @@ mkdir -p "$WORK/bin"
 go build -o "$WORK/bin/tandem" ./cmd/tandem
 go build -o "$WORK/bin/s3server" ./bench/s3server
 go build -o "$WORK/bin/genfiles" ./bench/genfiles
+go build -o "$WORK/bin/mktable" ./bench/mktable
 T="$WORK/bin/tandem"
 RCLONE=(rclone sync --checksum --fast-list --transfers 16 --checkers 16)
 RESULTS="$WORK/results.tsv"
@@ -122,6 +124,26 @@ for c in $CASES; do
 			rclone mkdir "B:bt$r"; measure s3big tandem "${TS3[@]}" --state "$WORK/state-s3big-$r" s3://src/big "s3://bt$r"
 			rclone purge "B:br$r"; rclone purge "B:bt$r"
 		done ;;
+	tablecopy)
+		# Table sync and bucket replication on the same bytes: 400 files of
+		# 1 MiB and 2,000 of 64 KiB in one Delta table.
+		if [ ! -d "$WORK/tbl" ]; then
+			"$WORK/bin/genfiles" -n 400 -size 1048576 "$WORK/tbl/big"
+			"$WORK/bin/genfiles" -n 2000 -size 65536 "$WORK/tbl/small"
+			"$WORK/bin/mktable" "$WORK/tbl"
+		fi
+		for r in $(seq "$ROUNDS"); do
+			# Which tool goes first alternates: the second one of a round
+			# runs on a disk still busy with the first one's writes.
+			if [ $((r % 2)) = 1 ]; then
+				fresh; measure tablecopy replicate "$T" replicate --exclude _delta_log/ "$WORK/tbl" "$DST"
+				fresh; measure tablecopy table-sync "$T" table sync "$WORK/tbl" "$DST"
+			else
+				fresh; measure tablecopy table-sync "$T" table sync "$WORK/tbl" "$DST"
+				fresh; measure tablecopy replicate "$T" replicate --exclude _delta_log/ "$WORK/tbl" "$DST"
+			fi
+		done
+		cleanup ;;
 	mem)
 		N=${MEM_OBJECTS:-1000000}
 		[ -d "$WORK/m1" ] || "$WORK/bin/genfiles" -n "$N" -size 0 "$WORK/m1" "$WORK/m2"

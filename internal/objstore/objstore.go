@@ -113,6 +113,15 @@ type InFlighter interface {
 	InFlight() int
 }
 
+// Writers is the number of writes to keep in flight to b: n, or more if b
+// asks for more.
+func Writers(b Bucket, n int) int {
+	if f, ok := b.(InFlighter); ok {
+		return max(n, f.InFlight())
+	}
+	return n
+}
+
 // ReadAll reads a whole object, for small objects such as state records.
 func ReadAll(ctx context.Context, b Bucket, key string) ([]byte, Info, error) {
 	rc, info, err := b.Get(ctx, key)

@@ -234,11 +234,7 @@ func (p *Pair) run(ctx context.Context, sum *Summary) error {
 		adopted  atomic.Int64 // by hash, in workers
 	)
 	copier := &Copier{Source: p.Source, Target: p.Target, MultipartThreshold: p.MultipartThreshold, PartSize: p.PartSize, Retries: p.Retries}
-	inFlight := p.Transfers
-	if f, ok := p.Target.(objstore.InFlighter); ok {
-		inFlight = max(inFlight, f.InFlight())
-	}
-	for range inFlight {
+	for range objstore.Writers(p.Target, p.Transfers) {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()

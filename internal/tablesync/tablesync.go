@@ -57,7 +57,9 @@ type Result struct {
 	LogBytes    int64   `json:"log_bytes_copied"`
 	Seconds     float64 `json:"seconds"`
 	// Phase durations, seconds.
-	PlanSeconds, DataSeconds, LogSeconds float64 `json:",omitempty"`
+	PlanSeconds float64 `json:"plan_seconds"`
+	DataSeconds float64 `json:"data_seconds"`
+	LogSeconds  float64 `json:"log_seconds"`
 }
 
 // plan is what a sync will copy.
@@ -301,7 +303,7 @@ func (s *Sync) copyAll(ctx context.Context, files []objstore.Info, count, bytes 
 	jobs := make(chan objstore.Info)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	for range s.Transfers {
+	for range objstore.Writers(s.Target, s.Transfers) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
