@@ -135,7 +135,8 @@ func TestServePromoteStatus(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "primary/lake/b/c.csv"), "bc")
 	os.MkdirAll(filepath.Join(dir, "standby/lake"), 0o755)
 	cfg := filepath.Join(dir, "tandem.yaml")
-	writeFile(t, cfg, strings.ReplaceAll(demoConfig, "%[1]s", dir))
+	replicationOnly := demoConfig[:strings.Index(demoConfig, "groups:")]
+	writeFile(t, cfg, strings.ReplaceAll(replicationOnly, "%[1]s", dir))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
