@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"tandem/internal/daemon"
+	"tandem/internal/delta/deltatest"
 	"tandem/internal/objstore/s3/s3test"
 )
 
@@ -231,15 +232,8 @@ func TestDemo(t *testing.T) {
 	}
 }
 
-// deltaTestdata is resolved at start: the embedded S3 server changes the
-// working directory.
-var deltaTestdata, _ = filepath.Abs("../../../shared/testdata/delta")
-
 func TestTableSync(t *testing.T) {
-	src := filepath.Join(deltaTestdata, "basic-with-inserts-deletes-checkpoint")
-	if _, err := os.Stat(src); err != nil {
-		t.Fatalf("Delta test tables missing (shared/ must sit beside the repository): %v", err)
-	}
+	src := filepath.Join(deltatest.Dir(t), "basic-with-inserts-deletes-checkpoint")
 	dst := filepath.Join(t.TempDir(), "gold")
 	if code, out := tandem(t, nil, "table", "sync", "--version", "3", src, dst); code != 0 || !strings.Contains(out, "version   3 (from an empty target)") {
 		t.Fatalf("exit %d:\n%s", code, out)
@@ -296,8 +290,8 @@ func copyTree(t *testing.T, from, to string) {
 
 func TestGroupCommands(t *testing.T) {
 	dir := t.TempDir()
-	copyTree(t, filepath.Join(deltaTestdata, "snapshot-data3"), filepath.Join(dir, "primary/lake/tables/bronze"))
-	copyTree(t, filepath.Join(deltaTestdata, "dv-with-columnmapping"), filepath.Join(dir, "primary/lake/tables/silver"))
+	copyTree(t, filepath.Join(deltatest.Dir(t), "snapshot-data3"), filepath.Join(dir, "primary/lake/tables/bronze"))
+	copyTree(t, filepath.Join(deltatest.Dir(t), "dv-with-columnmapping"), filepath.Join(dir, "primary/lake/tables/silver"))
 	writeFile(t, filepath.Join(dir, "primary/lake/raw/in.csv"), "1,2\n")
 	os.MkdirAll(filepath.Join(dir, "standby/lake"), 0o755)
 	cfg := filepath.Join(dir, "tandem.yaml")
@@ -366,7 +360,7 @@ func TestServeGroups(t *testing.T) {
 	}))
 	defer hook.Close()
 	dir := t.TempDir()
-	copyTree(t, filepath.Join(deltaTestdata, "snapshot-data3"), filepath.Join(dir, "primary/bronze"))
+	copyTree(t, filepath.Join(deltatest.Dir(t), "snapshot-data3"), filepath.Join(dir, "primary/bronze"))
 	cfg := filepath.Join(dir, "tandem.yaml")
 	writeFile(t, cfg, strings.ReplaceAll(strings.ReplaceAll(`
 regions:

@@ -14,12 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"tandem/internal/delta/deltatest"
 	"tandem/internal/objstore/local"
 	"tandem/internal/state"
 	"tandem/internal/tablegroup"
 )
-
-var testdataDir, _ = filepath.Abs("../../../shared/testdata/delta")
 
 // api answers like the Jobs API 2.1 runs/list, two runs a page.
 func api(t *testing.T, runs []map[string]any) *httptest.Server {
@@ -57,10 +56,7 @@ func run(id int64, start, end time.Time, life, result string) map[string]any {
 // time to timeOf(version).
 func copyTable(t *testing.T, name string, runOf func(int) string, timeOf func(int) time.Time) string {
 	dst := t.TempDir()
-	src := filepath.Join(testdataDir, name)
-	if _, err := os.Stat(src); err != nil {
-		t.Fatalf("Delta test tables missing (shared/ must sit beside the repository): %v", err)
-	}
+	src := filepath.Join(deltatest.Dir(t), name)
 	filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		rel, _ := filepath.Rel(src, p)
 		if d.IsDir() {

@@ -11,28 +11,11 @@ import (
 	"strings"
 	"testing"
 
+	"tandem/internal/delta/deltatest"
 	"tandem/internal/objstore/local"
 )
 
-// testdataDir is resolved when the package starts: the embedded S3 server
-// changes the working directory.
-var testdataDir = func() string {
-	dir := os.Getenv("TANDEM_DELTA_TESTDATA")
-	if dir == "" {
-		dir = "../../../shared/testdata/delta"
-	}
-	abs, _ := filepath.Abs(dir)
-	return abs
-}()
-
-// testdata is the folder of Spark-written tables beside the repository.
-func testdata(t *testing.T) string {
-	t.Helper()
-	if _, err := os.Stat(testdataDir); err != nil {
-		t.Fatalf("Delta test tables not found at %s: the repository needs shared/ beside it (or set TANDEM_DELTA_TESTDATA): %v", testdataDir, err)
-	}
-	return testdataDir
-}
+func testdata(t *testing.T) string { return deltatest.Dir(t) }
 
 // tables finds every Delta table (a folder holding _delta_log) below dir,
 // and the top-level folders that hold none.

@@ -33,16 +33,23 @@ type Copier struct {
 	big  chan struct{} // large objects in flight
 }
 
+// Defaults of Copier and Pair.
+const (
+	DefaultMultipartThreshold = 64 << 20
+	DefaultPartSize           = 16 << 20
+	DefaultRetries            = 3
+)
+
 func (c *Copier) init() {
 	c.once.Do(func() {
 		if c.MultipartThreshold <= 0 {
-			c.MultipartThreshold = 64 << 20
+			c.MultipartThreshold = DefaultMultipartThreshold
 		}
 		if c.PartSize <= 0 {
-			c.PartSize = 16 << 20
+			c.PartSize = DefaultPartSize
 		}
 		if c.Retries <= 0 {
-			c.Retries = 3
+			c.Retries = DefaultRetries
 		}
 		c.big = make(chan struct{}, 4)
 	})

@@ -122,13 +122,13 @@ func (p *Pair) defaults() {
 		p.Transfers = 16
 	}
 	if p.MultipartThreshold <= 0 {
-		p.MultipartThreshold = 64 << 20
+		p.MultipartThreshold = DefaultMultipartThreshold
 	}
 	if p.PartSize <= 0 {
-		p.PartSize = 16 << 20
+		p.PartSize = DefaultPartSize
 	}
 	if p.Retries <= 0 {
-		p.Retries = 3
+		p.Retries = DefaultRetries
 	}
 	if p.RetryBackoff <= 0 {
 		p.RetryBackoff = 30 * time.Second

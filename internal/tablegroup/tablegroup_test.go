@@ -4,41 +4,38 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"tandem/internal/delta"
+	"tandem/internal/delta/deltatest"
 	"tandem/internal/objstore"
 	"tandem/internal/objstore/local"
+	"tandem/internal/objstore/storetest"
 	"tandem/internal/state"
 )
 
 var ctx = context.Background()
 
-var testdataDir, _ = filepath.Abs("../../../shared/testdata/delta")
-
 // workload stands for an ETL workflow: three real tables whose commits are
 // revealed run by run.
 type workload struct {
 	t        *testing.T
+	testdata string
 	src, dst map[string]string // table -> folder
 	golden   map[string]string
 }
 
 func newWorkload(t *testing.T) *workload {
-	if _, err := os.Stat(testdataDir); err != nil {
-		t.Fatalf("Delta test tables missing (shared/ must sit beside the repository): %v", err)
-	}
+	testdataDir := deltatest.Dir(t)
 	w := &workload{t: t, src: map[string]string{}, dst: map[string]string{}, golden: map[string]string{
 		"bronze": "basic-with-inserts-deletes-checkpoint", // 0..13, checkpoint 10
 		"silver": "dv-with-columnmapping",                 // 0..15, deletion vectors
 		"gold":   "snapshot-repartitioned",                // 0..5
-	}}
+	}, testdata: testdataDir}
 	for name, g := range w.golden {
 		w.src[name], w.dst[name] = t.TempDir(), t.TempDir()
 		// Data files first; the log is revealed by reveal.
@@ -66,7 +63,7 @@ func copyFile(from, to string) error {
 // reveal publishes the table's log up to version v, as its writer would.
 func (w *workload) reveal(versions map[string]int64) {
 	for name, v := range versions {
-		logDir := filepath.Join(testdataDir, w.golden[name], "_delta_log")
+		logDir := filepath.Join(w.testdata, w.golden[name], "_delta_log")
 		entries, _ := os.ReadDir(logDir)
 		for _, e := range entries {
 			var n int64 = -1
@@ -169,19 +166,6 @@ func TestOnlyCompletedRuns(t *testing.T) {
 	w.standby(run2)
 }
 
-// failing fails every Put after n.
-type failing struct {
-	objstore.Bucket
-	n, puts atomic.Int64
-}
-
-func (f *failing) Put(ctx context.Context, key string, r io.Reader, size int64, o objstore.PutOptions) (objstore.Info, error) {
-	if f.puts.Add(1) > f.n.Load() {
-		return objstore.Info{}, errors.New("injected: the primary region went dark")
-	}
-	return f.Bucket.Put(ctx, key, r, size, o)
-}
-
 // TestInterruptedSyncThenFinalize: a sync that dies partway, at every
 // possible write, leaves the previous manifest in force; finalize brings
 // every table back to it, keeping what it moves aside; a later sync
@@ -201,12 +185,7 @@ func TestInterruptedSyncThenFinalize(t *testing.T) {
 		if _, err := w.group(true, stateDir, nil).Complete(ctx, "run-3"); err != nil {
 			t.Fatal(err)
 		}
-		var f *failing
-		broken := w.group(true, stateDir, func(b objstore.Bucket) objstore.Bucket {
-			f = &failing{Bucket: b}
-			f.n.Store(n)
-			return f
-		})
+		broken := w.group(true, stateDir, func(b objstore.Bucket) objstore.Bucket { return storetest.NewFailAfter(b, n) })
 		res, err := broken.Sync(ctx)
 		if err == nil {
 			if res.Manifest.RunID != "run-3" || n < 3 {
@@ -293,7 +272,7 @@ func TestAttemptRecords(t *testing.T) {
 		t.Fatalf("attempt %+v, %v", a, err)
 	}
 	// A failing attempt is recorded as failed, with its error.
-	broken := w.group(true, stateDir, func(b objstore.Bucket) objstore.Bucket { return &failing{Bucket: b} })
+	broken := w.group(true, stateDir, func(b objstore.Bucket) objstore.Bucket { return storetest.NewFailAfter(b, 0) })
 	w.reveal(run2)
 	broken.Complete(ctx, "run-2")
 	if a, _, err := broken.SyncRecorded(ctx, "schedule"); err == nil || a.Status != "failed" || !strings.Contains(a.Error, "went dark") {

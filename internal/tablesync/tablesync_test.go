@@ -5,42 +5,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"tandem/internal/delta"
+	"tandem/internal/delta/deltatest"
 	"tandem/internal/objstore"
 	"tandem/internal/objstore/local"
 	s3store "tandem/internal/objstore/s3"
 	"tandem/internal/objstore/s3/s3test"
+	"tandem/internal/objstore/storetest"
 )
 
 var ctx = context.Background()
 
-// testdataDir is resolved when the package starts: the embedded S3 server
-// changes the working directory.
-var testdataDir = func() string {
-	dir := os.Getenv("TANDEM_DELTA_TESTDATA")
-	if dir == "" {
-		dir = "../../../shared/testdata/delta"
-	}
-	abs, _ := filepath.Abs(dir)
-	return abs
-}()
-
-// testdata is the folder of Spark-written tables beside the repository.
-func testdata(t *testing.T) string {
-	t.Helper()
-	if _, err := os.Stat(testdataDir); err != nil {
-		t.Fatalf("Delta test tables not found at %s: the repository needs shared/ beside it (or set TANDEM_DELTA_TESTDATA): %v", testdataDir, err)
-	}
-	return testdataDir
-}
+func testdata(t *testing.T) string { return deltatest.Dir(t) }
 
 func tables(t *testing.T) []string {
 	var found []string
@@ -329,19 +311,6 @@ func TestSourceLogCleanedUp(t *testing.T) {
 	same(t, src, fresh, st.Log.Latest)
 }
 
-// failing fails every Put after n.
-type failing struct {
-	objstore.Bucket
-	n, puts atomic.Int64
-}
-
-func (f *failing) Put(ctx context.Context, key string, r io.Reader, size int64, o objstore.PutOptions) (objstore.Info, error) {
-	if f.puts.Add(1) > f.n.Load() {
-		return objstore.Info{}, errors.New("injected: region went dark")
-	}
-	return f.Bucket.Put(ctx, key, r, size, o)
-}
-
 // TestInterruptedSyncConverges stops a sync after every possible number of
 // writes, checks that the target never shows the new version with a file
 // missing, and that a rerun converges.
@@ -349,9 +318,7 @@ func TestInterruptedSyncConverges(t *testing.T) {
 	src := bucket(t, filepath.Join(testdata(t), "dv-with-columnmapping"))
 	st, _ := delta.Open(ctx, src)
 	for n := int64(0); ; n++ {
-		dstDir := t.TempDir()
-		target := &failing{Bucket: bucket(t, dstDir)}
-		target.n.Store(n)
+		target := storetest.NewFailAfter(bucket(t, t.TempDir()), n)
 		_, err := (&Sync{Source: src, Target: target, Transfers: 1}).Run(ctx, -1)
 		if err == nil {
 			if n < 5 {
@@ -365,7 +332,7 @@ func TestInterruptedSyncConverges(t *testing.T) {
 		if v := latest(t, target.Bucket); v == st.Log.Latest {
 			same(t, src, target.Bucket, v)
 		}
-		target.n.Store(1 << 30)
+		target.N.Store(1 << 30)
 		if _, err := (&Sync{Source: src, Target: target}).Run(ctx, -1); err != nil {
 			t.Fatalf("rerun after %d writes: %v", n, err)
 		}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"tandem/internal/objstore"
@@ -363,3 +364,25 @@ func (s *strictReader) Read(p []byte) (int, error) {
 
 func (s *strictReader) Seek(off int64, whence int) (int64, error) { return s.r.Seek(off, whence) }
 func (s *strictReader) Close() error                              { s.closed = true; return nil }
+
+// FailAfter wraps b so that every Put after the first n fails, as when a
+// region goes dark in the middle of a copy.
+type FailAfter struct {
+	objstore.Bucket
+	N    atomic.Int64
+	puts atomic.Int64
+}
+
+// NewFailAfter returns b failing after n Puts.
+func NewFailAfter(b objstore.Bucket, n int64) *FailAfter {
+	f := &FailAfter{Bucket: b}
+	f.N.Store(n)
+	return f
+}
+
+func (f *FailAfter) Put(ctx context.Context, key string, r io.Reader, size int64, o objstore.PutOptions) (objstore.Info, error) {
+	if f.puts.Add(1) > f.N.Load() {
+		return objstore.Info{}, errors.New("injected: the region went dark")
+	}
+	return f.Bucket.Put(ctx, key, r, size, o)
+}
