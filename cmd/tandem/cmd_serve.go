@@ -26,7 +26,13 @@ func newServeCommand() *cobra.Command {
 		Long: `Replicate every configured pair until stopped, one pass per pair every
 interval. Metrics are served at http://LISTEN/metrics, health at /-/healthy and
 /-/ready, and the replication status as JSON at /status. SIGINT or SIGTERM
-stops cleanly; a second signal aborts.`,
+stops cleanly; a second signal aborts.
+
+A workflow's last task can report a completed run over HTTP instead of
+running 'tandem group complete':
+  curl -X POST -H "Authorization: Bearer $TOKEN" http://LISTEN/groups/GROUP/complete?run_id=ID
+The token is serve.token; without one the endpoint is open to whoever reaches
+LISTEN, so keep it on loopback or a trusted network.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			return runServe(c.Context(), o, nil)
@@ -45,7 +51,7 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 		return err
 	}
 	log := newLogger(slog.LevelInfo)
-	d := &daemon.Daemon{Listen: cfg.Serve.Listen, Log: log}
+	d := &daemon.Daemon{Listen: cfg.Serve.Listen, Log: log, Token: string(cfg.Serve.Token)}
 	if o.listen != "" {
 		d.Listen = o.listen
 	}

@@ -349,8 +349,8 @@ groups:
 }
 
 // TestServeGroups runs serve with a group: a failed round (no completed run
-// yet) notifies the owner after its retries; once the workflow completes a
-// run, the next round syncs it and says so.
+// yet) notifies the owner after its retries; once the workflow reports a
+// completed run over HTTP, the next round syncs it and says so.
 func TestServeGroups(t *testing.T) {
 	events := make(chan map[string]any, 10)
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -378,11 +378,15 @@ groups:
     notify: {on: [failure, success], webhook: HOOK/hooks/T0KEN}
     tables:
       - {name: bronze, from: DIR/primary/bronze, to: DIR/standby/bronze}
+serve:
+  token: t0p-secret
 `, "DIR", dir), "HOOK", hook.URL))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- runServe(ctx, serveOptions{config: cfg, listen: "127.0.0.1:0"}, nil) }()
+	started := make(chan *daemon.Daemon, 1)
+	go func() { done <- runServe(ctx, serveOptions{config: cfg, listen: "127.0.0.1:0"}, started) }()
+	d := <-started
 	next := func() map[string]any {
 		select {
 		case e := <-events:
@@ -397,9 +401,32 @@ groups:
 	if e := next(); e["status"] != "failed" || !strings.Contains(e["error"].(string), "no completed workflow run") {
 		t.Fatalf("first event %v", e)
 	}
-	var out bytes.Buffer
-	if err := runGroup(ctx, groupOptions{config: cfg, runID: "r7"}, "sales", "complete", &out); err != nil {
-		t.Fatal(err)
+	// The workflow's last task reports the run over HTTP.
+	post := func(path, token string) int {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+d.Addr()+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, c := range []struct {
+		path, token string
+		want        int
+	}{
+		{"/groups/sales/complete?run_id=r7", "", 401},
+		{"/groups/sales/complete?run_id=r7", "wrong", 401},
+		{"/groups/sales/complete", "t0p-secret", 400},
+		{"/groups/nope/complete?run_id=r7", "t0p-secret", 404},
+		{"/groups/sales/complete?run_id=r7", "t0p-secret", 200},
+	} {
+		if got := post(c.path, c.token); got != c.want {
+			t.Fatalf("POST %s (token %q) = %d, want %d", c.path, c.token, got, c.want)
+		}
 	}
 	for {
 		e := next()

@@ -158,6 +158,9 @@ type GroupTable struct {
 type Serve struct {
 	// Listen is the address of the metrics and health endpoints.
 	Listen string `yaml:"listen" json:"listen"`
+	// Token, when set, is required as a bearer token by the endpoints that
+	// change state (POST /groups/{group}/complete).
+	Token Secret `yaml:"token" json:"token,omitempty"`
 }
 
 // Secret is a string that never prints.

@@ -35,6 +35,9 @@ type Daemon struct {
 	Log    *slog.Logger
 	// Status returns the document served at /status.
 	Status func(ctx context.Context) (any, error)
+	// Token, when set, is required as a bearer token by the endpoints that
+	// change state (POST).
+	Token string
 
 	reg     *prometheus.Registry
 	metrics *replicate.Metrics
@@ -148,6 +151,7 @@ func (d *Daemon) routes() http.Handler {
 		}
 		fmt.Fprintln(w, "tandem is ready")
 	})
+	mux.Handle("POST /groups/{group}/complete", handler(d.completeRun))
 	mux.Handle("GET /status", handler(func(w http.ResponseWriter, r *http.Request) error {
 		if d.Status == nil {
 			return errors.New("no status source")
@@ -162,13 +166,65 @@ func (d *Daemon) routes() http.Handler {
 	return mux
 }
 
+// completeRun records that a workflow run finished: the HTTP form of
+// 'tandem group complete', for a workflow's last task. The run id comes as
+// ?run_id= or in a JSON body {"run_id": "..."}.
+func (d *Daemon) completeRun(w http.ResponseWriter, r *http.Request) error {
+	if d.Token != "" && r.Header.Get("Authorization") != "Bearer "+d.Token {
+		return httpError{http.StatusUnauthorized, errors.New("a bearer token is required (serve.token)")}
+	}
+	name := r.PathValue("group")
+	var job *GroupJob
+	for i := range d.Groups {
+		if d.Groups[i].Group.Name == name {
+			job = &d.Groups[i]
+		}
+	}
+	if job == nil {
+		return httpError{http.StatusNotFound, fmt.Errorf("no group named %q", name)}
+	}
+	runID := r.URL.Query().Get("run_id")
+	if runID == "" && r.Body != nil {
+		var body struct {
+			RunID string `json:"run_id"`
+		}
+		json.NewDecoder(r.Body).Decode(&body)
+		runID = body.RunID
+	}
+	if runID == "" {
+		return httpError{http.StatusBadRequest, errors.New("run_id is required")}
+	}
+	if !job.Group.Workflow || job.Group.Runs != nil {
+		return httpError{http.StatusConflict, fmt.Errorf("group %s does not take completed runs from its workflow's last task", name)}
+	}
+	cut, err := job.Group.Complete(r.Context(), runID)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(cut)
+}
+
+// httpError is an error with its HTTP status.
+type httpError struct {
+	status int
+	err    error
+}
+
+func (e httpError) Error() string { return e.err.Error() }
+
 // handler turns an error into one JSON error document.
 type handler func(http.ResponseWriter, *http.Request) error
 
 func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := h(w, r); err != nil {
+		status := http.StatusInternalServerError
+		var he httpError
+		if errors.As(err, &he) {
+			status = he.status
+		}
 		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusInternalServerError)
+		w.WriteHeader(status)
 		json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
 	}
 }

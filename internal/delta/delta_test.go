@@ -249,3 +249,87 @@ func FuzzLogName(f *testing.F) {
 		}
 	})
 }
+
+// copyTable copies a test table into a temporary folder, for tests that
+// damage it.
+func copyTable(t *testing.T, name string) string {
+	t.Helper()
+	src, dst := filepath.Join(testdata(t), name), t.TempDir()
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), data, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+func TestCorruptCommit(t *testing.T) {
+	dir := copyTable(t, "snapshot-data3")
+	p := filepath.Join(dir, "_delta_log", "00000000000000000002.json")
+	data, _ := os.ReadFile(p)
+	os.WriteFile(p, append(data, []byte("{\"add\":{\"path\":\"x\",\"size\":\n")...), 0o644)
+	tb, err := open(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.Snapshot(context.Background(), 1); err != nil {
+		t.Fatalf("version 1 must not read commit 2: %v", err)
+	}
+	_, err = tb.Snapshot(context.Background(), 3)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "00000000000000000002.json line") {
+		t.Fatalf("corrupt commit: %v", err)
+	}
+}
+
+func TestProtocolChecks(t *testing.T) {
+	for _, tc := range []struct {
+		p    Protocol
+		want string
+	}{
+		{Protocol{MinReaderVersion: 3, ReaderFeatures: []string{"deletionVectors", "shinyNewFeature"}}, `reader feature "shinyNewFeature" is unknown`},
+		{Protocol{MinReaderVersion: 3, ReaderFeatures: []string{"catalogManaged"}}, "catalog-managed"},
+		{Protocol{MinReaderVersion: 4}, "reader version 4 is newer"},
+	} {
+		if err := CheckProtocol(tc.p); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %q", tc.p, err, tc.want)
+		}
+	}
+	if err := CheckProtocol(Protocol{MinReaderVersion: 3, ReaderFeatures: []string{"deletionVectors", "v2Checkpoint", "columnMapping"}}); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestIncompleteMultiPartCheckpoint: a multi-part checkpoint missing a part
+// is not used; the version is rebuilt from the commits.
+func TestIncompleteMultiPartCheckpoint(t *testing.T) {
+	dir := copyTable(t, "multi-part-checkpoint")
+	os.Remove(filepath.Join(dir, "_delta_log", "00000000000000000001.checkpoint.0000000002.0000000002.parquet"))
+	tb, err := open(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := tb.Snapshot(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Checkpoint) != 0 || len(s.Commits) != 2 {
+		t.Fatalf("rebuilt from checkpoint %v and %d commits", s.Checkpoint, len(s.Commits))
+	}
+	whole, _ := open(t, filepath.Join(testdata(t), "multi-part-checkpoint"))
+	want, _ := whole.Snapshot(context.Background(), 1)
+	if len(want.Checkpoint) != 2 || !sameSnapshot(s, want) {
+		t.Fatalf("snapshot without the checkpoint differs: %d files vs %d", len(s.Files), len(want.Files))
+	}
+}
