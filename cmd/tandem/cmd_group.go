@@ -118,7 +118,7 @@ func runGroup(ctx context.Context, o groupOptions, name, action string, w io.Wri
 			fmt.Fprintf(w, "group %s: run %s completed at versions %s\n", name, cut.RunID, versions(cut.Versions))
 		}
 	case "sync":
-		res, err := g.Sync(ctx)
+		_, res, err := g.SyncRecorded(ctx, "manual")
 		if err != nil {
 			return err
 		}

@@ -338,7 +338,8 @@ groups:
 		t.Fatalf("second sync: exit %d:\n%s", code, out)
 	}
 	var st bytes.Buffer
-	if err := runStatus(context.Background(), statusOptions{config: cfg}, &st); err != nil || !strings.Contains(st.String(), `group sales: ok`) || !strings.Contains(st.String(), `standby holds run "r1" (bronze@3, silver@15)`) {
+	if err := runStatus(context.Background(), statusOptions{config: cfg}, &st); err != nil || !strings.Contains(st.String(), `group sales: ok`) ||
+		!strings.Contains(st.String(), `standby holds run "r1" (bronze@3, silver@15)`) || !strings.Contains(st.String(), "unchanged (manual)") {
 		t.Fatalf("status: %v\n%s", err, st.String())
 	}
 	// At failover, finalize needs only the standby: remove the primary.
