@@ -195,6 +195,7 @@ writes into it as a replica again.`)
 == Done
 The regions are in %[1]s. Try:
   go run ./cmd/tandem status --config %[2]s
+  go run ./cmd/tandem group sync --config %[2]s sales
   go run ./cmd/tandem serve --config %[2]s     (metrics on http://127.0.0.1:9750/metrics)
   mkdir %[4]s && go run ./cmd/tandem replicate --json %[3]s %[4]s
 `, dir, cfgPath, primary, filepath.Join(dir, "copy"))
