@@ -55,6 +55,7 @@ func newRootCommand() *cobra.Command {
 		newConfigCommand(),
 		newTableCommand(),
 		newGroupCommand(),
+		newLeaseCommand(),
 		newDemoCommand(),
 	)
 	return root

@@ -444,3 +444,37 @@ serve:
 		t.Fatal(err)
 	}
 }
+
+func TestLeaseCommands(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "tandem.yaml")
+	writeFile(t, cfg, strings.ReplaceAll(`
+regions:
+  - {name: east, state: DIR/east/.tandem}
+  - {name: west, state: DIR/west/.tandem}
+witness:
+  url: DIR/witness
+protection_groups:
+  - {name: lakehouse, primary: east, standby: west, lease_ttl: 1h}
+`, "DIR", dir))
+	steps := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"lease", "show", "--config", cfg, "lakehouse"}, 1, "never taken"},
+		{[]string{"lease", "acquire", "--config", cfg, "lakehouse", "--region", "east"}, 0, "held by east, epoch 1"},
+		{[]string{"lease", "acquire", "--config", cfg, "lakehouse", "--region", "west"}, 1, "east holds lakehouse (epoch 1)"},
+		{[]string{"lease", "acquire", "--config", cfg, "lakehouse", "--region", "mars"}, 2, `--region "mars" is neither`},
+		{[]string{"lease", "release", "--config", cfg, "lakehouse", "--region", "west"}, 1, "west does not hold lakehouse"},
+		{[]string{"lease", "release", "--config", cfg, "lakehouse", "--region", "east"}, 0, "held by nobody (released), epoch 1"},
+		{[]string{"lease", "acquire", "--config", cfg, "lakehouse", "--region", "west"}, 0, "held by west, epoch 2"},
+		{[]string{"lease", "show", "--config", cfg, "lakehouse"}, 0, "held by west, epoch 2"},
+	}
+	for _, s := range steps {
+		code, out := tandem(t, nil, s.args...)
+		if code != s.code || !strings.Contains(out, s.want) {
+			t.Fatalf("%v: exit %d, want %d; output lacks %q:\n%s", s.args, code, s.code, s.want, out)
+		}
+	}
+}

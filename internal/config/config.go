@@ -30,7 +30,11 @@ type Config struct {
 	Regions     []Region      `yaml:"regions" json:"regions"`
 	Replication []Replication `yaml:"replication" json:"replication"`
 	Groups      []Group       `yaml:"groups" json:"groups,omitempty"`
-	Serve       Serve         `yaml:"serve" json:"serve"`
+	// Witness is where the region leases live: a location both regions
+	// reach, ideally in a third place.
+	Witness          *Witness          `yaml:"witness" json:"witness,omitempty"`
+	ProtectionGroups []ProtectionGroup `yaml:"protection_groups" json:"protection_groups,omitempty"`
+	Serve            Serve             `yaml:"serve" json:"serve"`
 
 	path string
 }
@@ -152,6 +156,25 @@ type GroupTable struct {
 	Name string `yaml:"name" json:"name"`
 	From string `yaml:"from" json:"from"`
 	To   string `yaml:"to" json:"to"`
+}
+
+// Witness is the location of the region leases.
+type Witness struct {
+	URL string `yaml:"url" json:"url"`
+	S3  S3     `yaml:"s3" json:"s3"`
+}
+
+// ProtectionGroup is what fails over together: a primary and a standby
+// region, and the replications and table groups between them. It has one
+// region lease.
+type ProtectionGroup struct {
+	Name         string   `yaml:"name" json:"name"`
+	Primary      string   `yaml:"primary" json:"primary"`
+	Standby      string   `yaml:"standby" json:"standby"`
+	Replications []string `yaml:"replications" json:"replications,omitempty"`
+	Groups       []string `yaml:"groups" json:"groups,omitempty"`
+	// LeaseTTL is how long a lease lasts without renewal (default 30s).
+	LeaseTTL Duration `yaml:"lease_ttl" json:"lease_ttl"`
 }
 
 // Serve configures `tandem serve`.
@@ -327,6 +350,11 @@ func (c *Config) defaults() {
 			g.Notify.Email.To = []string{g.Owner}
 		}
 	}
+	for i := range c.ProtectionGroups {
+		if c.ProtectionGroups[i].LeaseTTL == 0 {
+			c.ProtectionGroups[i].LeaseTTL = Duration(30 * time.Second)
+		}
+	}
 	if c.Serve.Listen == "" {
 		c.Serve.Listen = "127.0.0.1:9750"
 	}
@@ -452,6 +480,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.validateGroups(regions, targets)...)
+	errs = append(errs, c.validateProtection(regions)...)
 	return errors.Join(errs...)
 }
 
@@ -553,6 +582,58 @@ func (c *Config) validateGroups(regions map[string]*Region, targets []placed) []
 		}
 	}
 	return errs
+}
+
+func (c *Config) validateProtection(regions map[string]*Region) []error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if c.Witness != nil {
+		if _, err := location.Parse(c.Witness.URL); err != nil {
+			bad("witness.url", "%v", err)
+		}
+	}
+	if len(c.ProtectionGroups) > 0 && c.Witness == nil {
+		bad("witness", "required by protection_groups: the location of the region leases")
+	}
+	names := map[string]bool{}
+	for i, pg := range c.ProtectionGroups {
+		f := fmt.Sprintf("protection_groups[%d]", i)
+		if !nameRe.MatchString(pg.Name) || names[pg.Name] {
+			bad(f+".name", "%q is not a valid or unique name", pg.Name)
+		}
+		names[pg.Name] = true
+		if regions[pg.Primary] == nil {
+			bad(f+".primary", "unknown region %q", pg.Primary)
+		}
+		if regions[pg.Standby] == nil || pg.Standby == pg.Primary {
+			bad(f+".standby", "%q must be a region other than the primary", pg.Standby)
+		}
+		for j, r := range pg.Replications {
+			if !slices.ContainsFunc(c.Replication, func(x Replication) bool { return x.Name == r }) {
+				bad(fmt.Sprintf("%s.replications[%d]", f, j), "unknown replication %q", r)
+			}
+		}
+		for j, g := range pg.Groups {
+			if !slices.ContainsFunc(c.Groups, func(x Group) bool { return x.Name == g }) {
+				bad(fmt.Sprintf("%s.groups[%d]", f, j), "unknown group %q", g)
+			}
+		}
+	}
+	return errs
+}
+
+// FindProtectionGroup finds a protection group by name.
+func (c *Config) FindProtectionGroup(name string) (*ProtectionGroup, error) {
+	var known []string
+	for i := range c.ProtectionGroups {
+		if c.ProtectionGroups[i].Name == name {
+			return &c.ProtectionGroups[i], nil
+		}
+		known = append(known, c.ProtectionGroups[i].Name)
+	}
+	return nil, fmt.Errorf("no protection group named %q in %s (known: %s)", name, c.path, strings.Join(known, ", "))
 }
 
 func (c *Config) endpoint(region string) string {

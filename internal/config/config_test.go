@@ -186,3 +186,23 @@ groups:
 		}
 	}
 }
+
+func TestProtectionGroups(t *testing.T) {
+	_, err := Parse([]byte(`
+regions:
+  - {name: east, state: /r/e/.tandem}
+  - {name: west, state: /r/w/.tandem}
+protection_groups:
+  - {name: lakehouse, primary: east, standby: east, replications: [nope], groups: [missing]}
+`))
+	for _, want := range []string{
+		"witness: required by protection_groups",
+		`protection_groups[0].standby: "east" must be a region other than the primary`,
+		`protection_groups[0].replications[0]: unknown replication "nope"`,
+		`protection_groups[0].groups[0]: unknown group "missing"`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q:\n%v", want, err)
+		}
+	}
+}

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"tandem/internal/lease"
+	"tandem/internal/location"
+	"tandem/internal/state"
+)
+
+type leaseOptions struct {
+	config string
+	region string
+	json   bool
+}
+
+func newLeaseCommand() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "lease",
+		Short: "Show, take or give up a protection group's region lease",
+		Long: `Each protection group has one region lease in the witness location: the
+region that holds it is the only one that acts as primary, and every change
+of holder increments the fencing epoch. A region takes the lease when it is
+free, released, or expired; the holder renews it by acquiring again.`,
+	}
+	var o leaseOptions
+	for _, action := range []string{"show", "acquire", "release"} {
+		sub := &cobra.Command{
+			Use:   action + " --config FILE PROTECTION_GROUP",
+			Short: map[string]string{"show": "Show the lease", "acquire": "Take or renew the lease for --region", "release": "Give the lease up (planned switchover)"}[action],
+			Args:  cobra.ExactArgs(1),
+			RunE: func(c *cobra.Command, args []string) error {
+				return runLease(c.Context(), o, action, args[0], os.Stdout)
+			},
+		}
+		sub.Flags().StringVar(&o.config, "config", "", "config file")
+		sub.Flags().BoolVar(&o.json, "json", false, "print JSON")
+		if action != "show" {
+			sub.Flags().StringVar(&o.region, "region", os.Getenv("TANDEM_REGION"), "the region this tandem acts for (default $TANDEM_REGION)")
+		}
+		c.AddCommand(sub)
+	}
+	return c
+}
+
+func runLease(ctx context.Context, o leaseOptions, action, name string, w io.Writer) error {
+	cfg, err := loadConfig(o.config)
+	if err != nil {
+		return err
+	}
+	pg, err := cfg.FindProtectionGroup(name)
+	if err != nil {
+		return usageError{err}
+	}
+	l, err := location.Parse(cfg.Witness.URL)
+	if err != nil {
+		return usageError{err}
+	}
+	b, err := location.Open(ctx, l, cfg.Witness.S3.Options(), true)
+	if err != nil {
+		return fmt.Errorf("witness: %w", err)
+	}
+	st := state.Store{Bucket: b}.Sub("leases")
+	if action != "show" && o.region != pg.Primary && o.region != pg.Standby {
+		return usageError{fmt.Errorf("--region %q is neither %s's primary (%s) nor its standby (%s)", o.region, pg.Name, pg.Primary, pg.Standby)}
+	}
+	ls := &lease.Lease{Store: st, Group: pg.Name, Region: o.region, TTL: time.Duration(pg.LeaseTTL)}
+	var rec lease.Record
+	switch action {
+	case "show":
+		var ok bool
+		if rec, ok, err = lease.Show(ctx, st, pg.Name); err == nil && !ok {
+			err = fmt.Errorf("the lease of %s was never taken", pg.Name)
+		}
+	case "acquire":
+		rec, err = ls.Acquire(ctx)
+	case "release":
+		rec, err = ls.Release(ctx)
+	}
+	if err != nil {
+		if errors.Is(err, lease.ErrHeld) {
+			return fmt.Errorf("%w\nwait for it to expire, or have %s release it", err, rec.Holder)
+		}
+		return err
+	}
+	if o.json {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rec)
+	}
+	holder := rec.Holder
+	if holder == "" {
+		holder = "nobody (released)"
+	}
+	fmt.Fprintf(w, "%s: held by %s, epoch %d, expires %s (renewed %s by %s)\n", pg.Name, holder, rec.Epoch,
+		rec.Expires.Local().Format("2006-01-02 15:04:05"), rec.Renewed.Local().Format("15:04:05"), rec.By)
+	return nil
+}

@@ -1,0 +1,191 @@
+package lease
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"tandem/internal/objstore/local"
+	"tandem/internal/state"
+)
+
+var ctx = context.Background()
+
+func witness(t *testing.T, dir string) state.Store {
+	b, err := local.Open(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return state.Store{Bucket: b}.Sub("leases")
+}
+
+func TestAcquireRenewReleaseFence(t *testing.T) {
+	st := witness(t, t.TempDir())
+	a := &Lease{Store: st, Group: "lakehouse", Region: "east", TTL: time.Minute}
+	b := &Lease{Store: st, Group: "lakehouse", Region: "west", TTL: time.Minute}
+	r, err := a.Acquire(ctx)
+	if err != nil || r.Epoch != 1 || r.Holder != "east" {
+		t.Fatalf("%+v %v", r, err)
+	}
+	if ep, ok := a.Primary(); !ok || ep != 1 {
+		t.Fatal("the holder is not primary")
+	}
+	if _, err := b.Acquire(ctx); !errors.Is(err, ErrHeld) {
+		t.Fatalf("second region: %v", err)
+	}
+	if r, err = a.Acquire(ctx); err != nil || r.Epoch != 1 {
+		t.Fatalf("renewal changed the epoch: %+v %v", r, err)
+	}
+	if _, err := b.Release(ctx); err == nil {
+		t.Fatal("a region that does not hold the lease released it")
+	}
+	if _, err := a.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a.Primary(); ok {
+		t.Fatal("primary after release")
+	}
+	if err := Check(ctx, st, "lakehouse", 1); !errors.Is(err, ErrFenced) {
+		t.Fatalf("check after release: %v", err)
+	}
+	if r, err = b.Acquire(ctx); err != nil || r.Epoch != 2 || r.Holder != "west" {
+		t.Fatalf("take over: %+v %v", r, err)
+	}
+	if err := Check(ctx, st, "lakehouse", 1); !errors.Is(err, ErrFenced) {
+		t.Fatalf("a stale epoch passed: %v", err)
+	}
+	if err := Check(ctx, st, "lakehouse", 2); err != nil {
+		t.Fatal(err)
+	}
+	// The old holder cannot renew its way back while west holds it.
+	if _, err := a.Acquire(ctx); !errors.Is(err, ErrHeld) {
+		t.Fatalf("old holder: %v", err)
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	st := witness(t, t.TempDir())
+	a := &Lease{Store: st, Group: "g", Region: "east", TTL: 40 * time.Millisecond}
+	if _, err := a.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// east stops on its own once its deadline passes, without any signal.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, ok := a.Primary(); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the holder never stopped acting as primary")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// west may take it once the record's expiry has passed on its clock.
+	later := func() time.Time { return time.Now().Add(time.Minute) }
+	b := &Lease{Store: st, Group: "g", Region: "west", TTL: time.Minute, Now: later}
+	r, err := b.Acquire(ctx)
+	if err != nil || r.Epoch != 2 {
+		t.Fatalf("%+v %v", r, err)
+	}
+}
+
+// TestTwoRegionsNeverBothPrimary runs two tandem processes, one per region,
+// that contend for the lease, renew it, release it at random, and one of
+// them dies without warning. Each writes down the times it believed itself
+// primary; no two of those periods from different regions may overlap.
+func TestTwoRegionsNeverBothPrimary(t *testing.T) {
+	if dir := os.Getenv("TANDEM_LEASE_CHILD"); dir != "" {
+		contend(t, dir, os.Getenv("TANDEM_LEASE_REGION"))
+		return
+	}
+	dir := t.TempDir()
+	var cmds []*exec.Cmd
+	for _, region := range []string{"east", "west"} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestTwoRegionsNeverBothPrimary$")
+		cmd.Env = append(os.Environ(), "TANDEM_LEASE_CHILD="+dir, "TANDEM_LEASE_REGION="+region)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, cmd)
+	}
+	for _, c := range cmds {
+		c.Wait() // one of them dies on purpose
+	}
+	periods := map[string][][2]int64{}
+	for _, region := range []string{"east", "west"} {
+		f, err := os.Open(filepath.Join(dir, region+".log"))
+		if err != nil {
+			t.Fatalf("%s never held the lease: %v", region, err)
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			var p [2]int64
+			if n, _ := fmt.Sscanf(sc.Text(), "release %d", &p[0]); n == 1 {
+				// Released: every period running then ends here.
+				for i, q := range periods[region] {
+					if q[0] <= p[0] && p[0] < q[1] {
+						periods[region][i][1] = p[0]
+					}
+				}
+				continue
+			}
+			fmt.Sscan(sc.Text(), &p[0], &p[1])
+			periods[region] = append(periods[region], p)
+		}
+		f.Close()
+	}
+	if len(periods["east"]) == 0 || len(periods["west"]) == 0 {
+		t.Fatalf("each region must have been primary at some time: %d and %d periods", len(periods["east"]), len(periods["west"]))
+	}
+	for _, a := range periods["east"] {
+		for _, b := range periods["west"] {
+			if a[0] < b[1] && b[0] < a[1] {
+				t.Fatalf("both regions primary: east %v, west %v", a, b)
+			}
+		}
+	}
+	t.Logf("east was primary %d times, west %d times, never together", len(periods["east"]), len(periods["west"]))
+}
+
+// contend is one region's tandem: for about three seconds it tries to hold
+// the lease; while primary it renews, sometimes releases, and east dies at a
+// random moment.
+func contend(t *testing.T, dir, region string) {
+	l := &Lease{Store: witness(t, filepath.Join(dir, "witness")), Group: "lakehouse", Region: region,
+		TTL: 150 * time.Millisecond, Margin: 50 * time.Millisecond}
+	log, err := os.OpenFile(filepath.Join(dir, region+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	dieAt := time.Now().Add(time.Duration(1000+rng.IntN(1000)) * time.Millisecond)
+	end := time.Now().Add(3 * time.Second)
+	for time.Now().Before(end) {
+		if region == "east" && time.Now().After(dieAt) {
+			os.Exit(3) // no release: west must wait for the expiry
+		}
+		if _, err := l.Acquire(ctx); err == nil {
+			if _, ok := l.Primary(); ok {
+				// Primary from now until the local deadline.
+				fmt.Fprintf(log, "%d %d\n", time.Now().UnixNano(), time.Now().Add(time.Until(l.Deadline())).UnixNano())
+			}
+			if rng.IntN(8) == 0 {
+				fmt.Fprintf(log, "release %d\n", time.Now().UnixNano())
+				l.Release(ctx)
+				time.Sleep(30 * time.Millisecond)
+			}
+		} else if !errors.Is(err, ErrHeld) {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(10+rng.IntN(30)) * time.Millisecond)
+	}
+	log.Close()
+}
