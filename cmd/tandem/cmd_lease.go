@@ -12,8 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"tandem/internal/lease"
-	"tandem/internal/location"
-	"tandem/internal/state"
 )
 
 type leaseOptions struct {
@@ -60,15 +58,10 @@ func runLease(ctx context.Context, o leaseOptions, action, name string, w io.Wri
 	if err != nil {
 		return usageError{err}
 	}
-	l, err := location.Parse(cfg.Witness.URL)
+	st, err := witnessState(ctx, cfg)
 	if err != nil {
-		return usageError{err}
+		return err
 	}
-	b, err := location.Open(ctx, l, cfg.Witness.S3.Options(), true)
-	if err != nil {
-		return fmt.Errorf("witness: %w", err)
-	}
-	st := state.Store{Bucket: b}.Sub("leases")
 	if action != "show" && o.region != pg.Primary && o.region != pg.Standby {
 		return usageError{fmt.Errorf("--region %q is neither %s's primary (%s) nor its standby (%s)", o.region, pg.Name, pg.Primary, pg.Standby)}
 	}

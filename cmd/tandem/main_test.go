@@ -478,3 +478,55 @@ protection_groups:
 		}
 	}
 }
+
+// TestStalePrimaryIsFenced: once the standby holds the lease, a tandem
+// acting for the old primary publishes nothing.
+func TestStalePrimaryIsFenced(t *testing.T) {
+	dir := t.TempDir()
+	copyTree(t, filepath.Join(deltatest.Dir(t), "snapshot-data3"), filepath.Join(dir, "east/tables/bronze"))
+	writeFile(t, filepath.Join(dir, "east/lake/a.csv"), "a")
+	os.MkdirAll(filepath.Join(dir, "west/lake"), 0o755)
+	cfg := filepath.Join(dir, "tandem.yaml")
+	writeFile(t, cfg, strings.ReplaceAll(`
+regions:
+  - {name: east, state: DIR/east/.tandem}
+  - {name: west, state: DIR/west/.tandem}
+replication:
+  - {name: lake, from: {region: east, url: DIR/east/lake}, to: {region: west, url: DIR/west/lake}}
+groups:
+  - name: sales
+    from: east
+    to: west
+    tables:
+      - {name: bronze, from: DIR/east/tables/bronze, to: DIR/west/tables/bronze}
+witness:
+  url: DIR/witness
+protection_groups:
+  - {name: lakehouse, primary: east, standby: west, replications: [lake], groups: [sales], lease_ttl: 1h}
+`, "DIR", dir))
+	run := func(want int, wantOut string, args ...string) {
+		t.Helper()
+		code, out := tandem(t, nil, args...)
+		if code != want || !strings.Contains(out, wantOut) {
+			t.Fatalf("%v: exit %d, want %d; output lacks %q:\n%s", args, code, want, wantOut, out)
+		}
+	}
+	run(0, "copied    1 objects", "replicate", "--config", cfg, "lake") // no lease yet: epoch 0
+	run(0, "held by east, epoch 1", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "east")
+	run(0, "manifest written", "group", "sync", "--config", cfg, "sales")
+	// Failover: east releases (or its lease expires), west takes over.
+	run(0, "epoch 1", "lease", "release", "--config", cfg, "lakehouse", "--region", "east")
+	run(0, "held by west, epoch 2", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "west")
+	writeFile(t, filepath.Join(dir, "east/lake/b.csv"), "b")
+	run(1, "fenced", "replicate", "--config", cfg, "lake")
+	run(1, "west holds the lease of lakehouse (epoch 2), not east", "group", "sync", "--config", cfg, "sales")
+	if _, err := os.Stat(filepath.Join(dir, "west/lake/b.csv")); !os.IsNotExist(err) {
+		t.Fatal("a fenced pass copied into the new primary")
+	}
+	var m struct{ Epoch int64 }
+	data, _ := os.ReadFile(filepath.Join(dir, "west/.tandem/groups/sales/manifest.json"))
+	json.Unmarshal(data, &m)
+	if m.Epoch != 1 {
+		t.Fatalf("manifest epoch %d, want 1", m.Epoch)
+	}
+}

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"tandem/internal/config"
 	"tandem/internal/databricks"
+	"tandem/internal/lease"
 	"tandem/internal/location"
 	"tandem/internal/objstore"
 	"tandem/internal/replicate"
@@ -69,7 +71,68 @@ func openPair(ctx context.Context, cfg *config.Config, r *config.Replication, lo
 		Transfers: r.Transfers, Retries: r.Retries, RetryBackoff: time.Duration(r.RetryBackoff),
 		MultipartThreshold: int64(r.MultipartThreshold), PartSize: int64(r.PartSize),
 		State: &st, Log: log,
+		Fence: func(ctx context.Context) error {
+			_, err := fenceFor(cfg, "replications", r.Name, r.From.Region)(ctx)
+			return err
+		},
 	}, nil
+}
+
+// fenceFor returns the fence of a replication or group: it may publish only
+// while the lease of its protection group is held by its source region (or
+// was never taken: no failover happened yet), under the epoch returned. A
+// member of no protection group is never fenced.
+func fenceFor(cfg *config.Config, kind, name, source string) func(context.Context) (int64, error) {
+	var pg *config.ProtectionGroup
+	for i := range cfg.ProtectionGroups {
+		members := cfg.ProtectionGroups[i].Replications
+		if kind == "groups" {
+			members = cfg.ProtectionGroups[i].Groups
+		}
+		if slices.Contains(members, name) {
+			pg = &cfg.ProtectionGroups[i]
+		}
+	}
+	return func(ctx context.Context) (int64, error) {
+		if pg == nil {
+			return 0, nil
+		}
+		st, err := witnessState(ctx, cfg)
+		if err != nil {
+			return 0, err
+		}
+		rec, ok, err := lease.Show(ctx, st, pg.Name)
+		if err != nil || !ok {
+			return 0, err
+		}
+		if rec.Holder != source {
+			return 0, fmt.Errorf("%w: %s holds the lease of %s (epoch %d), not %s, the source of %s", lease.ErrFenced, holderName(rec.Holder), pg.Name, rec.Epoch, source, name)
+		}
+		return rec.Epoch, nil
+	}
+}
+
+func holderName(h string) string {
+	if h == "" {
+		return "nobody"
+	}
+	return h
+}
+
+// witnessState opens the witness location's lease folder.
+func witnessState(ctx context.Context, cfg *config.Config) (state.Store, error) {
+	if cfg.Witness == nil {
+		return state.Store{}, fmt.Errorf("no witness is configured")
+	}
+	l, err := location.Parse(cfg.Witness.URL)
+	if err != nil {
+		return state.Store{}, err
+	}
+	b, err := location.Open(ctx, l, cfg.Witness.S3.Options(), true)
+	if err != nil {
+		return state.Store{}, fmt.Errorf("witness: %w", err)
+	}
+	return state.Store{Bucket: b}.Sub("leases"), nil
 }
 
 func openSide(ctx context.Context, cfg *config.Config, s config.Side) (objstore.Bucket, error) {
@@ -88,7 +151,8 @@ func openGroup(ctx context.Context, cfg *config.Config, g *config.Group, standby
 	if err != nil {
 		return nil, fmt.Errorf("group %s: %w", g.Name, err)
 	}
-	out := &tablegroup.Group{Name: g.Name, Workflow: g.Workflow != nil, State: st.Sub("groups").Sub(g.Name), Log: log}
+	out := &tablegroup.Group{Name: g.Name, Workflow: g.Workflow != nil, State: st.Sub("groups").Sub(g.Name), Log: log,
+		Fence: fenceFor(cfg, "groups", g.Name, g.From)}
 	if g.Workflow != nil && g.Workflow.Databricks != nil {
 		d := g.Workflow.Databricks
 		out.Runs = &databricks.Client{Host: d.Host, Token: string(d.Token), JobID: d.JobID}

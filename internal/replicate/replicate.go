@@ -56,6 +56,10 @@ type Pair struct {
 	// Without it a pass compares listings only and persists nothing.
 	State *state.Store
 	Log   *slog.Logger
+	// Fence, when set, is asked before a pass and again before it publishes
+	// its index and watermark: an error (the region lease moved away from
+	// the source region) stops the pass.
+	Fence func(ctx context.Context) error
 	// Stats, when set, is reset at the start of a pass and updated as it
 	// goes, for progress displays.
 	Stats *Stats
@@ -187,6 +191,11 @@ func (p *Pair) run(ctx context.Context, sum *Summary) error {
 		ix       index
 		retryQ   = map[string]Failure{}
 	)
+	if p.Fence != nil {
+		if err := p.Fence(ctx); err != nil {
+			return err
+		}
+	}
 	if p.State != nil {
 		if prom, err := p.Promotion(ctx); err != nil {
 			return err
@@ -391,6 +400,11 @@ func (p *Pair) run(ctx context.Context, sum *Summary) error {
 	// Make every copy durable before the index or the watermark says so.
 	if err := objstore.Sync(ctx, p.Target); err != nil {
 		return err
+	}
+	if p.Fence != nil {
+		if err := p.Fence(ctx); err != nil {
+			return err
+		}
 	}
 	if p.State != nil {
 		// Publish what was copied even if some objects failed: the index

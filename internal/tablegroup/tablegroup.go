@@ -22,8 +22,23 @@ import (
 	"tandem/internal/tablesync"
 )
 
-// ErrNoCompletedRun: a workflow group has no completed run to sync yet.
-var ErrNoCompletedRun = errors.New("no completed workflow run recorded")
+var (
+	// ErrNoCompletedRun: a workflow group has no completed run to sync yet.
+	ErrNoCompletedRun = errors.New("no completed workflow run recorded")
+	// ErrFenced: the region lease no longer lets this tandem publish.
+	ErrFenced = errors.New("fenced by the region lease")
+)
+
+func (g *Group) fence(ctx context.Context) (int64, error) {
+	if g.Fence == nil {
+		return 0, nil
+	}
+	epoch, err := g.Fence(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("group %s: %w: %v", g.Name, ErrFenced, err)
+	}
+	return epoch, nil
+}
 
 // Table is one table of a group.
 type Table struct {
@@ -40,6 +55,11 @@ type Group struct {
 	// take the tables' latest versions at each sync.
 	Workflow bool
 	Runs     RunSource
+	// Fence, when set, returns the epoch under which this group may be
+	// synced now (the region lease held by the group's source region), or
+	// an error when it may not. It is asked before a sync starts and again
+	// just before the manifest is written; the two must agree.
+	Fence func(ctx context.Context) (int64, error)
 	// State is the group's folder in the standby region's state location.
 	State     state.Store
 	Transfers int
@@ -66,7 +86,8 @@ type Manifest struct {
 	CutTime  time.Time        `json:"cut_time"`
 	Rule     string           `json:"rule"`
 	Synced   time.Time        `json:"synced"`
-	// Epoch of the region lease the sync ran under (0 until leases exist).
+	// Epoch of the region lease the sync ran under (0 without a protection
+	// group).
 	Epoch int64 `json:"epoch"`
 }
 
@@ -158,6 +179,10 @@ type Result struct {
 func (g *Group) Sync(ctx context.Context) (Result, error) {
 	start := time.Now()
 	res := Result{Group: g.Name, Tables: map[string]tablesync.Result{}}
+	epoch, err := g.fence(ctx)
+	if err != nil {
+		return res, err
+	}
 	cut, err := g.CurrentCut(ctx)
 	if err != nil {
 		return res, err
@@ -182,7 +207,13 @@ func (g *Group) Sync(ctx context.Context) (Result, error) {
 		}
 		res.Tables[t.Name] = r
 	}
-	m := Manifest{Group: g.Name, RunID: cut.RunID, Versions: cut.Versions, CutTime: cut.Time, Rule: cut.Rule, Synced: time.Now().UTC()}
+	// Publish only under the epoch the sync started with.
+	if now, err := g.fence(ctx); err != nil {
+		return res, err
+	} else if now != epoch {
+		return res, fmt.Errorf("group %s: the region lease moved from epoch %d to %d during the sync: %w", g.Name, epoch, now, ErrFenced)
+	}
+	m := Manifest{Group: g.Name, RunID: cut.RunID, Versions: cut.Versions, CutTime: cut.Time, Rule: cut.Rule, Synced: time.Now().UTC(), Epoch: epoch}
 	if _, err := g.State.Save(ctx, "manifest.json", m, objstore.PutOptions{IfMatch: etag, IfAbsent: etag == ""}); err != nil {
 		if errors.Is(err, objstore.ErrPrecondition) {
 			return res, fmt.Errorf("group %s: another tandem wrote the manifest during this sync: %w", g.Name, err)

@@ -291,3 +291,38 @@ func TestAttemptRecords(t *testing.T) {
 		}
 	}
 }
+
+// TestFence: a sync publishes only under the epoch it started with.
+func TestFence(t *testing.T) {
+	w := newWorkload(t)
+	stateDir := t.TempDir()
+	w.reveal(run1)
+	g := w.group(true, stateDir, nil)
+	epoch := int64(4)
+	g.Fence = func(context.Context) (int64, error) { return epoch, nil }
+	g.Complete(ctx, "run-1")
+	res, err := g.Sync(ctx)
+	if err != nil || res.Manifest.Epoch != 4 {
+		t.Fatalf("%+v %v", res.Manifest, err)
+	}
+	w.reveal(run2)
+	g.Complete(ctx, "run-2")
+	calls := 0
+	g.Fence = func(context.Context) (int64, error) {
+		calls++
+		if calls > 1 {
+			return 5, nil // the standby took over during the sync
+		}
+		return 4, nil
+	}
+	if _, err := g.Sync(ctx); !errors.Is(err, ErrFenced) {
+		t.Fatalf("sync across a lease change: %v", err)
+	}
+	if m, _, _, _ := LoadManifest(ctx, g.State); m.RunID != "run-1" || m.Epoch != 4 {
+		t.Fatalf("the manifest moved: %+v", m)
+	}
+	g.Fence = func(context.Context) (int64, error) { return 0, errors.New("west holds the lease") }
+	if _, err := g.Sync(ctx); !errors.Is(err, ErrFenced) || !strings.Contains(err.Error(), "west holds") {
+		t.Fatalf("fenced sync: %v", err)
+	}
+}
