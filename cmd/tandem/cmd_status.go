@@ -108,10 +108,12 @@ func collectGroups(ctx context.Context, cfg *config.Config) ([]groupStatus, erro
 	var out []groupStatus
 	for i := range cfg.Groups {
 		gc := &cfg.Groups[i]
-		g, err := openGroup(ctx, cfg, gc, true, nil)
+		st, err := groupState(ctx, cfg, gc)
 		if err != nil {
 			return nil, err
 		}
+		// Status reads the group's records only, not its tables.
+		g := &tablegroup.Group{Name: gc.Name, State: st}
 		gs := groupStatus{Group: gc.Name, Health: "never-synced"}
 		if m, _, ok, err := tablegroup.LoadManifest(ctx, g.State); err != nil {
 			return nil, err

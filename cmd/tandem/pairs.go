@@ -143,15 +143,24 @@ func openSide(ctx context.Context, cfg *config.Config, s config.Side) (objstore.
 	return location.Open(ctx, l, cfg.Region(s.Region).S3.Options(), false)
 }
 
-// openGroup opens a group's tables in both regions and its state in the
-// standby region. With standbyOnly, sources are not opened (finalize runs
-// without the primary).
-func openGroup(ctx context.Context, cfg *config.Config, g *config.Group, standbyOnly bool, log *slog.Logger) (*tablegroup.Group, error) {
+// groupState is a group's folder in its standby region's state.
+func groupState(ctx context.Context, cfg *config.Config, g *config.Group) (state.Store, error) {
 	st, err := regionState(ctx, cfg.Region(g.To))
 	if err != nil {
-		return nil, fmt.Errorf("group %s: %w", g.Name, err)
+		return state.Store{}, fmt.Errorf("group %s: %w", g.Name, err)
 	}
-	out := &tablegroup.Group{Name: g.Name, Workflow: g.Workflow != nil, State: st.Sub("groups").Sub(g.Name), Log: log,
+	return st.Sub("groups").Sub(g.Name), nil
+}
+
+// openGroup opens a group's tables in both regions and its state in the
+// standby region. With standbyOnly, sources are not opened and missing
+// standby tables are not created (finalize runs without the primary).
+func openGroup(ctx context.Context, cfg *config.Config, g *config.Group, standbyOnly bool, log *slog.Logger) (*tablegroup.Group, error) {
+	st, err := groupState(ctx, cfg, g)
+	if err != nil {
+		return nil, err
+	}
+	out := &tablegroup.Group{Name: g.Name, Workflow: g.Workflow != nil, State: st, Log: log,
 		Fence: fenceFor(cfg, "groups", g.Name, g.From)}
 	if g.Workflow != nil && g.Workflow.Databricks != nil {
 		d := g.Workflow.Databricks
@@ -164,12 +173,13 @@ func openGroup(ctx context.Context, cfg *config.Config, g *config.Group, standby
 				return nil, fmt.Errorf("group %s, table %s: source: %w", g.Name, t.Name, err)
 			}
 		}
-		// A table's standby folder is created on first sync.
+		// A table's standby folder is created on its first sync; finalize
+		// only works on what is there.
 		l, err := location.Parse(t.To)
 		if err != nil {
 			return nil, err
 		}
-		if tt.Target, err = location.Open(ctx, l, cfg.Region(g.To).S3.Options(), true); err != nil {
+		if tt.Target, err = location.Open(ctx, l, cfg.Region(g.To).S3.Options(), !standbyOnly); err != nil {
 			return nil, fmt.Errorf("group %s, table %s: target: %w", g.Name, t.Name, err)
 		}
 		out.Tables = append(out.Tables, tt)
