@@ -267,31 +267,10 @@ func TestTableSync(t *testing.T) {
 	}
 }
 
-func copyTree(t *testing.T, from, to string) {
-	t.Helper()
-	err := filepath.WalkDir(from, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(from, p)
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(to, rel), 0o755)
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(to, rel), data, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestGroupCommands(t *testing.T) {
 	dir := t.TempDir()
-	copyTree(t, filepath.Join(deltatest.Dir(t), "snapshot-data3"), filepath.Join(dir, "primary/lake/tables/bronze"))
-	copyTree(t, filepath.Join(deltatest.Dir(t), "dv-with-columnmapping"), filepath.Join(dir, "primary/lake/tables/silver"))
+	deltatest.CopyTo(t, "snapshot-data3", filepath.Join(dir, "primary/lake/tables/bronze"))
+	deltatest.CopyTo(t, "dv-with-columnmapping", filepath.Join(dir, "primary/lake/tables/silver"))
 	writeFile(t, filepath.Join(dir, "primary/lake/raw/in.csv"), "1,2\n")
 	os.MkdirAll(filepath.Join(dir, "standby/lake"), 0o755)
 	cfg := filepath.Join(dir, "tandem.yaml")
@@ -361,7 +340,7 @@ func TestServeGroups(t *testing.T) {
 	}))
 	defer hook.Close()
 	dir := t.TempDir()
-	copyTree(t, filepath.Join(deltatest.Dir(t), "snapshot-data3"), filepath.Join(dir, "primary/bronze"))
+	deltatest.CopyTo(t, "snapshot-data3", filepath.Join(dir, "primary/bronze"))
 	cfg := filepath.Join(dir, "tandem.yaml")
 	writeFile(t, cfg, strings.ReplaceAll(strings.ReplaceAll(`
 regions:
@@ -483,7 +462,7 @@ protection_groups:
 // acting for the old primary publishes nothing.
 func TestStalePrimaryIsFenced(t *testing.T) {
 	dir := t.TempDir()
-	copyTree(t, filepath.Join(deltatest.Dir(t), "snapshot-data3"), filepath.Join(dir, "east/tables/bronze"))
+	deltatest.CopyTo(t, "snapshot-data3", filepath.Join(dir, "east/tables/bronze"))
 	writeFile(t, filepath.Join(dir, "east/lake/a.csv"), "a")
 	os.MkdirAll(filepath.Join(dir, "west/lake"), 0o755)
 	cfg := filepath.Join(dir, "tandem.yaml")

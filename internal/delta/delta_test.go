@@ -250,33 +250,8 @@ func FuzzLogName(f *testing.F) {
 	})
 }
 
-// copyTable copies a test table into a temporary folder, for tests that
-// damage it.
-func copyTable(t *testing.T, name string) string {
-	t.Helper()
-	src, dst := filepath.Join(testdata(t), name), t.TempDir()
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dst, rel), data, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
-
 func TestCorruptCommit(t *testing.T) {
-	dir := copyTable(t, "snapshot-data3")
+	dir := deltatest.Copy(t, "snapshot-data3")
 	p := filepath.Join(dir, "_delta_log", "00000000000000000002.json")
 	data, _ := os.ReadFile(p)
 	os.WriteFile(p, append(data, []byte("{\"add\":{\"path\":\"x\",\"size\":\n")...), 0o644)
@@ -314,7 +289,7 @@ func TestProtocolChecks(t *testing.T) {
 // TestIncompleteMultiPartCheckpoint: a multi-part checkpoint missing a part
 // is not used; the version is rebuilt from the commits.
 func TestIncompleteMultiPartCheckpoint(t *testing.T) {
-	dir := copyTable(t, "multi-part-checkpoint")
+	dir := deltatest.Copy(t, "multi-part-checkpoint")
 	os.Remove(filepath.Join(dir, "_delta_log", "00000000000000000001.checkpoint.0000000002.0000000002.parquet"))
 	tb, err := open(t, dir)
 	if err != nil {

@@ -175,32 +175,6 @@ func sourceLacksLiveFile(t *testing.T, st *delta.Table, v int64) bool {
 	return false
 }
 
-// copyTable copies a testdata table into a temporary folder, for tests that
-// change the source.
-func copyTable(t *testing.T, name string) string {
-	t.Helper()
-	dst := t.TempDir()
-	src := filepath.Join(testdata(t), name)
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dst, rel), data, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
-
 func dataKeys(t *testing.T, b objstore.Bucket) map[string]bool {
 	out := map[string]bool{}
 	for info, err := range b.List(ctx, "") {
@@ -286,7 +260,7 @@ func TestDivergence(t *testing.T) {
 }
 
 func TestSourceLogCleanedUp(t *testing.T) {
-	dir := copyTable(t, "basic-with-inserts-deletes-checkpoint")
+	dir := deltatest.Copy(t, "basic-with-inserts-deletes-checkpoint")
 	src := bucket(t, dir)
 	dst := bucket(t, t.TempDir())
 	s := &Sync{Source: src, Target: dst}

@@ -31,3 +31,35 @@ func Dir(t testing.TB) string {
 	}
 	return dir
 }
+
+// CopyTo copies the test table name into dst, for tests that write to or
+// damage a table (the test tables themselves stay read-only).
+func CopyTo(t testing.TB, name, dst string) {
+	t.Helper()
+	src := filepath.Join(Dir(t), name)
+	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), data, 0o644)
+	})
+	if err != nil {
+		t.Fatalf("copy test table %s: %v", name, err)
+	}
+}
+
+// Copy copies the test table name into a new temporary folder.
+func Copy(t testing.TB, name string) string {
+	t.Helper()
+	dst := t.TempDir()
+	CopyTo(t, name, dst)
+	return dst
+}
