@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"tandem/internal/config"
@@ -71,11 +72,15 @@ func openPair(ctx context.Context, cfg *config.Config, r *config.Replication, lo
 		Transfers: r.Transfers, Retries: r.Retries, RetryBackoff: time.Duration(r.RetryBackoff),
 		MultipartThreshold: int64(r.MultipartThreshold), PartSize: int64(r.PartSize),
 		State: &st, Log: log,
-		Fence: func(ctx context.Context) error {
-			_, err := fenceFor(cfg, "replications", r.Name, r.From.Region)(ctx)
-			return err
-		},
+		Fence: fenceErr(fenceFor(cfg, "replications", r.Name, r.From.Region)),
 	}, nil
+}
+
+func fenceErr(f func(context.Context) (int64, error)) func(context.Context) error {
+	return func(ctx context.Context) error {
+		_, err := f(ctx)
+		return err
+	}
 }
 
 // fenceFor returns the fence of a replication or group: it may publish only
@@ -93,14 +98,25 @@ func fenceFor(cfg *config.Config, kind, name, source string) func(context.Contex
 			pg = &cfg.ProtectionGroups[i]
 		}
 	}
+	var (
+		mu      sync.Mutex
+		witness *state.Store // opened on first use, then reused
+	)
 	return func(ctx context.Context) (int64, error) {
 		if pg == nil {
 			return 0, nil
 		}
-		st, err := witnessState(ctx, cfg)
-		if err != nil {
-			return 0, err
+		mu.Lock()
+		if witness == nil {
+			st, err := witnessState(ctx, cfg)
+			if err != nil {
+				mu.Unlock()
+				return 0, err
+			}
+			witness = &st
 		}
+		st := *witness
+		mu.Unlock()
 		rec, ok, err := lease.Show(ctx, st, pg.Name)
 		if err != nil || !ok {
 			return 0, err

@@ -651,19 +651,10 @@ func (c *Config) Exclusions(r *Replication) []string {
 	add := func(outer Side, inner string, innerRegion string) {
 		o, err1 := location.Parse(outer.URL)
 		in, err2 := location.Parse(inner)
-		if err1 != nil || err2 != nil || c.endpoint(outer.Region) != c.endpoint(innerRegion) || o.Scheme != in.Scheme {
+		if err1 != nil || err2 != nil || c.endpoint(outer.Region) != c.endpoint(innerRegion) {
 			return
 		}
-		var rel string
-		switch {
-		case o.Scheme == "file" && strings.HasPrefix(in.Path, o.Path+"/"):
-			rel = strings.TrimPrefix(in.Path, o.Path+"/") + "/"
-		case o.Scheme == "s3" && o.Bucket == in.Bucket && strings.HasPrefix(in.Prefix, o.Prefix) && in.Prefix != o.Prefix:
-			rel = strings.TrimPrefix(in.Prefix, o.Prefix)
-		default:
-			return
-		}
-		if !slices.Contains(out, rel) {
+		if rel, ok := location.Rel(o, in); ok && !slices.Contains(out, rel) {
 			out = append(out, rel)
 		}
 	}
@@ -690,21 +681,8 @@ func (c *Config) FindGroup(name string) (*Group, error) {
 
 // excludes reports whether state sits inside loc under an excluded prefix.
 func excludes(exclude []string, loc, st location.Location) bool {
-	var rel string
-	switch {
-	case loc.Scheme == "file" && strings.HasPrefix(st.Path, loc.Path+"/"):
-		rel = strings.TrimPrefix(st.Path, loc.Path+"/") + "/"
-	case loc.Scheme == "s3" && strings.HasPrefix(st.Prefix, loc.Prefix) && st.Prefix != loc.Prefix:
-		rel = strings.TrimPrefix(st.Prefix, loc.Prefix)
-	default:
-		return false
-	}
-	for _, x := range exclude {
-		if strings.HasPrefix(rel, x) {
-			return true
-		}
-	}
-	return false
+	rel, ok := location.Rel(loc, st)
+	return ok && slices.ContainsFunc(exclude, func(x string) bool { return strings.HasPrefix(rel, x) })
 }
 
 // Region returns the named region.

@@ -223,21 +223,6 @@ func (l *Log) plan(v int64) (*checkpoint, []LogFile, error) {
 		v, ErrNotReconstructable, missing, l.Oldest, l.Latest)
 }
 
-// CheckContiguous reports a gap among the commits present: versions are
-// contiguous from the oldest commit kept to the newest.
-func (l *Log) CheckContiguous() error {
-	newest := int64(-1)
-	for v := range l.commits {
-		newest = max(newest, v)
-	}
-	for v := l.Oldest; v >= 0 && v <= newest; v++ {
-		if _, ok := l.commits[v]; !ok {
-			return fmt.Errorf("%w: versions are not contiguous: commit %d is missing (commits %d to %d are present otherwise)", ErrCorrupt, v, l.Oldest, newest)
-		}
-	}
-	return nil
-}
-
 // z85 is the ZeroMQ Base-85 alphabet the protocol uses for deletion vector
 // ids.
 const z85 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"

@@ -94,6 +94,21 @@ func Overlaps(a Location, endpointA string, b Location, endpointB string) bool {
 	return strings.HasPrefix(a.Prefix, b.Prefix) || strings.HasPrefix(b.Prefix, a.Prefix)
 }
 
+// Rel is the key prefix (ending in "/") of inner within outer, when inner
+// lies strictly inside outer on the same service; endpoints are compared by
+// the caller.
+func Rel(outer, inner Location) (string, bool) {
+	switch {
+	case outer.Scheme != inner.Scheme:
+		return "", false
+	case outer.Scheme == "file" && strings.HasPrefix(inner.Path, outer.Path+"/"):
+		return strings.TrimPrefix(inner.Path, outer.Path+"/") + "/", true
+	case outer.Scheme == "s3" && outer.Bucket == inner.Bucket && strings.HasPrefix(inner.Prefix, outer.Prefix) && inner.Prefix != outer.Prefix:
+		return strings.TrimPrefix(inner.Prefix, outer.Prefix), true
+	}
+	return "", false
+}
+
 // Open opens the location. create makes a missing local folder (for state
 // locations); buckets are never created.
 func Open(ctx context.Context, l Location, s3opts s3store.Options, create bool) (objstore.Bucket, error) {

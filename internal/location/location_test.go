@@ -63,3 +63,30 @@ func TestOverlaps(t *testing.T) {
 		}
 	}
 }
+
+func TestRel(t *testing.T) {
+	p := func(s string) Location {
+		l, err := Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	for _, tc := range []struct {
+		outer, inner, want string
+		ok                 bool
+	}{
+		{"/r/lake", "/r/lake/tables/gold", "tables/gold/", true},
+		{"/r/lake", "/r/lake", "", false},
+		{"/r/lake", "/r/lakehouse/x", "", false},
+		{"s3://b/lake", "s3://b/lake/tables/gold", "tables/gold/", true},
+		{"s3://b", "s3://b/x", "x/", true},
+		{"s3://b/lake", "s3://other/lake/tables", "", false},
+		{"s3://b/lake", "/b/lake/tables", "", false},
+	} {
+		got, ok := Rel(p(tc.outer), p(tc.inner))
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("Rel(%s, %s) = %q, %v; want %q, %v", tc.outer, tc.inner, got, ok, tc.want, tc.ok)
+		}
+	}
+}

@@ -67,7 +67,6 @@ type Pair struct {
 
 // Stats are live counters of a pass.
 type Stats struct {
-	Listed       atomic.Int64 // source objects seen
 	Copied       atomic.Int64
 	CopiedBytes  atomic.Int64
 	QueuedBytes  atomic.Int64 // bytes decided to copy so far
@@ -79,7 +78,7 @@ type Stats struct {
 }
 
 func (s *Stats) reset() {
-	for _, c := range []*atomic.Int64{&s.Listed, &s.Copied, &s.CopiedBytes, &s.QueuedBytes, &s.Unchanged, &s.Deleted, &s.Failed, &s.ObjectsTotal} {
+	for _, c := range []*atomic.Int64{&s.Copied, &s.CopiedBytes, &s.QueuedBytes, &s.Unchanged, &s.Deleted, &s.Failed, &s.ObjectsTotal} {
 		c.Store(0)
 	}
 	s.ListingDone.Store(false)
@@ -297,7 +296,6 @@ func (p *Pair) run(ctx context.Context, sum *Summary) error {
 		sl := &slot{}
 		switch {
 		case s != nil:
-			p.Stats.Listed.Add(1)
 			switch {
 			case d != nil && x != nil && x.Src.matches(*s) && x.Dst.matches(*d):
 				sl.e, sl.write = *x, true
