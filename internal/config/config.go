@@ -34,7 +34,12 @@ type Config struct {
 	// reach, ideally in a third place.
 	Witness          *Witness          `yaml:"witness" json:"witness,omitempty"`
 	ProtectionGroups []ProtectionGroup `yaml:"protection_groups" json:"protection_groups,omitempty"`
-	Serve            Serve             `yaml:"serve" json:"serve"`
+	// Members of protection groups that are not replicated by tandem
+	// itself (topology.go).
+	Databases []Database       `yaml:"databases" json:"databases,omitempty"`
+	Aliases   []Aliases        `yaml:"aliases" json:"aliases,omitempty"`
+	Workflows []WorkflowSwitch `yaml:"workflows" json:"workflows,omitempty"`
+	Serve     Serve            `yaml:"serve" json:"serve"`
 
 	path string
 }
@@ -173,6 +178,13 @@ type ProtectionGroup struct {
 	Standby      string   `yaml:"standby" json:"standby"`
 	Replications []string `yaml:"replications" json:"replications,omitempty"`
 	Groups       []string `yaml:"groups" json:"groups,omitempty"`
+	Databases    []string `yaml:"databases" json:"databases,omitempty"`
+	Aliases      []string `yaml:"aliases" json:"aliases,omitempty"`
+	Workflows    []string `yaml:"workflows" json:"workflows,omitempty"`
+	// UserGroups are inserted into the generated plans.
+	UserGroups []UserGroup `yaml:"user_groups" json:"user_groups,omitempty"`
+	// Steps tune built-in steps by id (as `tandem plan show` prints them).
+	Steps map[string]StepSettings `yaml:"steps" json:"steps,omitempty"`
 	// LeaseTTL is how long a lease lasts without renewal (default 30s).
 	LeaseTTL Duration `yaml:"lease_ttl" json:"lease_ttl"`
 }
@@ -355,6 +367,7 @@ func (c *Config) defaults() {
 			c.ProtectionGroups[i].LeaseTTL = Duration(30 * time.Second)
 		}
 	}
+	c.topologyDefaults()
 	if c.Serve.Listen == "" {
 		c.Serve.Listen = "127.0.0.1:9750"
 	}
@@ -481,6 +494,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.validateGroups(regions, targets)...)
 	errs = append(errs, c.validateProtection(regions)...)
+	errs = append(errs, c.validateTopology(regions)...)
 	return errors.Join(errs...)
 }
 
