@@ -58,10 +58,12 @@ type Aliases struct {
 	Names map[string]map[string]string `yaml:"names" json:"names"`
 }
 
-// DefaultAliasSwitch re-creates a view over the region's table.
+// DefaultAliasSwitch re-creates a view over the region's table and checks
+// that it reads (SQLite resolves a view only when it is read).
 var DefaultAliasSwitch = []string{
 	`DROP VIEW IF EXISTS {{ident .Alias}}`,
 	`CREATE VIEW {{ident .Alias}} AS SELECT * FROM {{ident .Target}}`,
+	`SELECT * FROM {{ident .Alias}} LIMIT 0`,
 }
 
 // Workflow is a scheduled job to activate in the primary region and to
