@@ -35,6 +35,14 @@ func Open(driver, dsn string) (*sql.DB, error) {
 // The error names the statement's index, not its text (which may hold
 // values the user would not print).
 func Exec(ctx context.Context, driver, dsn string, stmts []string) error {
+	return exec(ctx, driver, dsn, stmts, nil)
+}
+
+// exec runs stmts in one transaction; label names statement i in errors.
+func exec(ctx context.Context, driver, dsn string, stmts []string, label func(i int) string) error {
+	if label == nil {
+		label = func(i int) string { return fmt.Sprintf("statement %d", i+1) }
+	}
 	db, err := Open(driver, dsn)
 	if err != nil {
 		return err
@@ -47,7 +55,7 @@ func Exec(ctx context.Context, driver, dsn string, stmts []string) error {
 	defer tx.Rollback()
 	for i, s := range stmts {
 		if _, err := tx.ExecContext(ctx, s); err != nil {
-			return fmt.Errorf("%s: statement %d (%s): %w", driver, i+1, firstWords(s), err)
+			return fmt.Errorf("%s: %s (%s): %w", driver, label(i), firstWords(s), err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -119,7 +127,11 @@ func Switch(ctx context.Context, driver, dsn string, templates []string, aliases
 	if err != nil {
 		return err
 	}
-	return Exec(ctx, driver, dsn, stmts)
+	sorted := slices.Clone(aliases)
+	slices.SortFunc(sorted, func(a, b Alias) int { return strings.Compare(a.Alias, b.Alias) })
+	return exec(ctx, driver, dsn, stmts, func(i int) string {
+		return fmt.Sprintf("alias %s, switch[%d]", sorted[i/len(templates)].Alias, i%len(templates))
+	})
 }
 
 // Ping checks that a database answers.
