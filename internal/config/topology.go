@@ -145,8 +145,9 @@ type UserStep struct {
 // PlanTypes are the plans tandem generates.
 var PlanTypes = []string{"switchover", "failover", "failback", "drill-start", "drill-stop"}
 
-// BuiltinGroups are the built-in plan groups, in their fixed order.
-var BuiltinGroups = []string{"prechecks", "lease", "quiesce", "drain", "reverse", "promote", "aliases", "activate"}
+// BuiltinGroups are the built-in plan groups (each plan type runs them in
+// its own fixed order: `tandem plan show`).
+var BuiltinGroups = []string{"prechecks", "quiesce", "drain", "lease", "reverse", "promote", "aliases", "activate"}
 
 func (c *Config) topologyDefaults() {
 	for i := range c.Databases {
