@@ -11,13 +11,16 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"tandem/internal/config"
 	"tandem/internal/lease"
+	"tandem/internal/members"
 )
 
 type leaseOptions struct {
 	config string
-	region string
-	json   bool
+	region  string
+	standby string
+	json    bool
 }
 
 func newLeaseCommand() *cobra.Command {
@@ -44,6 +47,9 @@ free, released, or expired; the holder renews it by acquiring again.`,
 		if action != "show" {
 			sub.Flags().StringVar(&o.region, "region", os.Getenv("TANDEM_REGION"), "the region this tandem acts for (default $TANDEM_REGION)")
 		}
+		if action == "acquire" {
+			sub.Flags().StringVar(&o.standby, "standby", "", "when taking the lease: the region to replicate into, or none (default: the other region)")
+		}
 		c.AddCommand(sub)
 	}
 	return c
@@ -58,14 +64,23 @@ func runLease(ctx context.Context, o leaseOptions, action, name string, w io.Wri
 	if err != nil {
 		return usageError{err}
 	}
-	st, err := witnessState(ctx, cfg)
+	st, err := members.Leases(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	if action != "show" && o.region != pg.Primary && o.region != pg.Standby {
 		return usageError{fmt.Errorf("--region %q is neither %s's primary (%s) nor its standby (%s)", o.region, pg.Name, pg.Primary, pg.Standby)}
 	}
-	ls := &lease.Lease{Store: st, Group: pg.Name, Region: o.region, TTL: time.Duration(pg.LeaseTTL)}
+	standby := other(pg, o.region)
+	switch o.standby {
+	case "":
+	case "none":
+		standby = ""
+	case standby:
+	default:
+		return usageError{fmt.Errorf("--standby %q is neither %s nor none", o.standby, standby)}
+	}
+	ls := &lease.Lease{Store: st, Group: pg.Name, Region: o.region, TTL: time.Duration(pg.LeaseTTL), Standby: standby}
 	var rec lease.Record
 	switch action {
 	case "show":
@@ -93,7 +108,19 @@ func runLease(ctx context.Context, o leaseOptions, action, name string, w io.Wri
 	if holder == "" {
 		holder = "nobody (released)"
 	}
-	fmt.Fprintf(w, "%s: held by %s, epoch %d, expires %s (renewed %s by %s)\n", pg.Name, holder, rec.Epoch,
+	to := rec.Standby
+	if to == "" {
+		to = "none"
+	}
+	fmt.Fprintf(w, "%s: held by %s, epoch %d, standby %s, expires %s (renewed %s by %s)\n", pg.Name, holder, rec.Epoch, to,
 		rec.Expires.Local().Format("2006-01-02 15:04:05"), rec.Renewed.Local().Format("15:04:05"), rec.By)
 	return nil
+}
+
+// other is the region of pg that is not region.
+func other(pg *config.ProtectionGroup, region string) string {
+	if region == pg.Primary {
+		return pg.Standby
+	}
+	return pg.Primary
 }

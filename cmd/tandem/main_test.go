@@ -495,7 +495,7 @@ protection_groups:
 	run(0, "manifest written", "group", "sync", "--config", cfg, "sales")
 	// Failover: east releases (or its lease expires), west takes over.
 	run(0, "epoch 1", "lease", "release", "--config", cfg, "lakehouse", "--region", "east")
-	run(0, "held by west, epoch 2", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "west")
+	run(0, "held by west, epoch 2, standby none", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "west", "--standby", "none")
 	writeFile(t, filepath.Join(dir, "east/lake/b.csv"), "b")
 	run(1, "fenced", "replicate", "--config", cfg, "lake")
 	run(1, "west holds the lease of lakehouse (epoch 2), not east", "group", "sync", "--config", cfg, "sales")

@@ -41,6 +41,10 @@ type Record struct {
 	Renewed  time.Time `json:"renewed"`
 	Expires  time.Time `json:"expires"`
 	By       string    `json:"by"` // host and pid of the holder's tandem
+	// Standby is the region replication runs toward: the holder replicates
+	// into it. Empty after a failover until a failback reinstates the old
+	// primary as the standby.
+	Standby string `json:"standby"`
 }
 
 // Lease is one region's handle on a protection group's lease.
@@ -51,6 +55,9 @@ type Lease struct {
 	TTL    time.Duration // default 30s
 	Margin time.Duration // default TTL/3: bound on clock differences and pauses
 	Now    func() time.Time
+	// Standby is recorded when this region takes the lease (not when it
+	// renews): the region it will replicate into, or "" after a failover.
+	Standby string
 
 	deadline time.Time // local: act as primary until then
 	epoch    int64
@@ -105,6 +112,7 @@ func (l *Lease) Acquire(ctx context.Context) (Record, error) {
 			next.Epoch++
 			next.Holder = l.Region
 			next.Acquired = now
+			next.Standby = l.Standby
 		}
 		host, _ := os.Hostname()
 		next.Group, next.Renewed, next.Expires = l.Group, now, now.Add(l.TTL)
@@ -170,4 +178,36 @@ func Check(ctx context.Context, st state.Store, group string, epoch int64) error
 		return fmt.Errorf("%w: %s is at epoch %d (holder %q), this writer holds %d", ErrFenced, group, r.Epoch, r.Holder, epoch)
 	}
 	return nil
+}
+
+// SetStandby records standby as the region the holder replicates into (a
+// failback reinstated it). Only while holder holds the lease; the epoch
+// stays.
+func SetStandby(ctx context.Context, st state.Store, group, holder, standby string) (Record, error) {
+	for {
+		var cur Record
+		etag, err := st.Load(ctx, group+".json", &cur)
+		if err != nil {
+			return Record{}, err
+		}
+		if cur.Holder != holder {
+			return cur, fmt.Errorf("%w: %s holds %s (epoch %d), not %s", ErrFenced, holderName(cur.Holder), group, cur.Epoch, holder)
+		}
+		if cur.Standby == standby {
+			return cur, nil
+		}
+		cur.Standby = standby
+		_, err = st.Save(ctx, group+".json", cur, objstore.PutOptions{IfMatch: etag})
+		if errors.Is(err, objstore.ErrPrecondition) {
+			continue
+		}
+		return cur, err
+	}
+}
+
+func holderName(h string) string {
+	if h == "" {
+		return "nobody"
+	}
+	return h
 }
