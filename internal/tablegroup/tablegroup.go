@@ -247,9 +247,16 @@ func (g *Group) Finalize(ctx context.Context) ([]Finalized, error) {
 	if !ok {
 		return nil, fmt.Errorf("group %s: no manifest in %s: the standby holds no complete run of this group", g.Name, g.State.URL("manifest.json"))
 	}
+	return g.Rewind(ctx, m.Versions)
+}
+
+// Rewind makes every table in the target exactly its version in versions:
+// log files beyond it are moved aside, newest first, never deleted. A
+// table with no log at all is left alone. It reads only the target region.
+func (g *Group) Rewind(ctx context.Context, versions map[string]int64) ([]Finalized, error) {
 	var out []Finalized
 	for _, t := range g.Tables {
-		v, ok := m.Versions[t.Name]
+		v, ok := versions[t.Name]
 		if !ok {
 			return out, fmt.Errorf("group %s: the manifest has no version for table %s", g.Name, t.Name)
 		}
