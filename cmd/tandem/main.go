@@ -56,6 +56,7 @@ func newRootCommand() *cobra.Command {
 		newTableCommand(),
 		newGroupCommand(),
 		newLeaseCommand(),
+		newPlanCommand(),
 		newDemoCommand(),
 	)
 	return root

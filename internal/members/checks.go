@@ -65,16 +65,21 @@ func (s *Steps) check(ctx context.Context, p *plan.Plan, pg *config.ProtectionGr
 		if err != nil {
 			return err
 		}
-		g, err := OpenGroup(ctx, s.Cfg, towardGroup(gc, p.To), true, s.log())
+		in := towardGroup(gc, p.To)
+		state, err := GroupState(ctx, s.Cfg, in)
 		if err != nil {
 			return err
 		}
-		m, _, ok, err := tablegroup.LoadManifest(ctx, g.State)
+		m, _, ok, err := tablegroup.LoadManifest(ctx, state)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			return failed("group %s has no manifest in %s: no complete run was synced", gc.Name, p.To)
+		}
+		g, err := OpenGroup(ctx, s.Cfg, in, true, s.log())
+		if err != nil {
+			return failed("%v", err)
 		}
 		for _, t := range g.Tables {
 			v, ok := m.Versions[t.Name]

@@ -204,6 +204,9 @@ func (r *run) step(ctx context.Context, s *Step, rec *StepRecord) {
 		log.Info("step started", "attempt", rec.Attempts)
 		sctx, cancel := context.WithTimeout(ctx, s.Timeout)
 		var out limited
+		if rec.Attempts > 1 {
+			fmt.Fprintf(&out, "-- attempt %d\n", rec.Attempts)
+		}
 		err := r.e.Actions.Run(sctx, r.p, s, r.x.ID, &out)
 		timedOut := sctx.Err() == context.DeadlineExceeded && ctx.Err() == nil
 		cancel()

@@ -1,0 +1,533 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"tandem/internal/config"
+	"tandem/internal/lease"
+	"tandem/internal/members"
+	"tandem/internal/plan"
+)
+
+type planOptions struct {
+	config string
+	pg     string
+	json   bool
+}
+
+func newPlanCommand() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "plan",
+		Short: "Show, check and run DR plans: switchover, failover, failback, drills",
+		Long: `A DR plan moves a protection group's work between its regions. Plans are
+generated from the configuration: built-in groups in a fixed order (prechecks,
+lease, quiesce, drain, reverse, promote, aliases, activate), with the steps
+the members need, and the user groups placed before or after them. Groups
+run in order; the steps of a group run in parallel.
+
+  switchover   planned: the primary is healthy, is drained and hands over
+  failover     the primary is gone: the standby takes the lease and takes over
+  failback     after a failover: the returning region becomes the standby
+  drill-start  freeze the standby at a consistent point to test it
+  drill-stop   let replication into the standby resume
+
+The direction comes from the region lease: a plan moves from the region that
+holds it (or the configured primary, before any lease) to the other. Every run
+is recorded in the state of the region that is primary at its end, as it
+goes; a run that was killed is continued with 'plan resume'.`,
+	}
+	c.AddCommand(newPlanShowCommand(), newPlanPrecheckCommand(), newPlanRunCommand(), newPlanExecutionsCommand())
+	for _, a := range []struct{ use, short string }{
+		{"resume EXECUTION", "Continue an execution that was interrupted or killed"},
+		{"retry EXECUTION [STEP]", "Run the failed steps (or STEP) again and continue"},
+		{"skip EXECUTION STEP", "Go on without a failed step"},
+		{"cancel EXECUTION", "Stop an execution; a running one stops at its next poll"},
+		{"approve EXECUTION [STEP]", "Approve a pause step (or every waiting one)"},
+	} {
+		c.AddCommand(newPlanActCommand(a.use, a.short))
+	}
+	return c
+}
+
+func planFlags(c *cobra.Command, o *planOptions) {
+	c.Flags().StringVar(&o.config, "config", "", "config file")
+	c.Flags().StringVar(&o.pg, "protection-group", "", "the protection group (default: the only one)")
+	c.Flags().BoolVar(&o.json, "json", false, "print JSON")
+}
+
+// planEnv is what every plan command needs.
+type planEnv struct {
+	cfg *config.Config
+	pg  *config.ProtectionGroup
+}
+
+func loadPlanEnv(o planOptions) (*planEnv, error) {
+	cfg, err := loadConfig(o.config)
+	if err != nil {
+		return nil, err
+	}
+	var pg *config.ProtectionGroup
+	switch {
+	case o.pg != "":
+		if pg, err = cfg.FindProtectionGroup(o.pg); err != nil {
+			return nil, usageError{err}
+		}
+	case len(cfg.ProtectionGroups) == 1:
+		pg = &cfg.ProtectionGroups[0]
+	case len(cfg.ProtectionGroups) == 0:
+		return nil, usageError{fmt.Errorf("%s has no protection_groups: plans move a protection group", o.config)}
+	default:
+		return nil, usageError{errors.New("--protection-group is required: the config has more than one")}
+	}
+	return &planEnv{cfg: cfg, pg: pg}, nil
+}
+
+// build generates a plan of typ in the direction the lease says now.
+func (e *planEnv) build(ctx context.Context, typ string) (*plan.Plan, error) {
+	if !slices.Contains(config.PlanTypes, typ) {
+		return nil, usageError{fmt.Errorf("unknown plan type %q (%s)", typ, strings.Join(config.PlanTypes, ", "))}
+	}
+	from := e.pg.Primary
+	leases, err := members.Leases(ctx, e.cfg)
+	if err != nil {
+		return nil, err
+	}
+	rec, ok, err := lease.Show(ctx, leases, e.pg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("the witness, which says which region is primary: %w", err)
+	}
+	if ok && rec.Holder != "" {
+		from = rec.Holder
+	}
+	to := e.pg.Standby
+	if from == e.pg.Standby {
+		to = e.pg.Primary
+	}
+	return plan.Build(e.cfg, e.pg, typ, from, to)
+}
+
+func (e *planEnv) executor(ctx context.Context, home string) (*plan.Executor, error) {
+	st, err := members.RegionState(ctx, e.cfg, home)
+	if err != nil {
+		return nil, err
+	}
+	w, err := members.Witness(ctx, e.cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &plan.Executor{
+		Records: st.Sub("plans").Sub(e.pg.Name),
+		Lock:    w.Sub("plans").Sub(e.pg.Name),
+		Actions: &members.Steps{Cfg: e.cfg, Log: newLogger(0)},
+		Log:     newLogger(0),
+	}, nil
+}
+
+// find looks for an execution in both regions' records.
+func (e *planEnv) find(ctx context.Context, id string) (*plan.Executor, *plan.Execution, error) {
+	var errs []error
+	for _, region := range []string{e.pg.Standby, e.pg.Primary} {
+		ex, err := e.executor(ctx, region)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		x, _, err := ex.Load(ctx, id)
+		if err == nil {
+			return ex, x, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, nil, usageError{errors.Join(errs...)}
+}
+
+func newPlanShowCommand() *cobra.Command {
+	var o planOptions
+	c := &cobra.Command{
+		Use:   "show --config FILE TYPE",
+		Short: "Print the plan the configuration gives now",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			env, err := loadPlanEnv(o)
+			if err != nil {
+				return err
+			}
+			p, err := env.build(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printPlan(os.Stdout, p, o.json)
+		},
+	}
+	planFlags(c, &o)
+	return c
+}
+
+func printPlan(w io.Writer, p *plan.Plan, asJSON bool) error {
+	if asJSON {
+		return writeJSON(w, p)
+	}
+	fmt.Fprintf(w, "%s of %s: %s -> %s (records in %s)\n", p.Type, p.ProtectionGroup, p.From, p.To, p.Home)
+	for i, g := range p.Groups {
+		user := ""
+		if g.User {
+			user = " (user)"
+		}
+		fmt.Fprintf(w, "%d. %s%s\n", i+1, g.Name, user)
+		for _, s := range g.Steps {
+			var notes []string
+			notes = append(notes, "timeout "+s.Timeout.String())
+			if s.OnError != "stop" {
+				notes = append(notes, "on error "+s.OnError)
+			}
+			if s.Retries > 0 {
+				notes = append(notes, fmt.Sprintf("retries %d", s.Retries))
+			}
+			if s.Disabled {
+				notes = append(notes, "DISABLED")
+			}
+			fmt.Fprintf(w, "   %-36s %-6s %s [%s]\n", s.ID, s.Region, s.Title, strings.Join(notes, ", "))
+		}
+	}
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// checkResult is one precheck's outcome.
+type checkResult struct {
+	ID      string `json:"id"`
+	Region  string `json:"region"`
+	OK      bool   `json:"ok"`
+	Warning bool   `json:"warning,omitempty"` // failed, but the plan goes on
+	Output  string `json:"output,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+func newPlanPrecheckCommand() *cobra.Command {
+	var o planOptions
+	c := &cobra.Command{
+		Use:   "precheck --config FILE TYPE",
+		Short: "Run a plan's prechecks now, changing nothing (suitable for a schedule)",
+		Long: `Run the prechecks of a plan without running it: lease reachable and held by the
+expected region, replication watermarks within their RPO and replicas free of
+foreign writes, group manifests complete, standby databases in recovery and
+within their lag, and every step's endpoint answering. Exit status 1 when a
+check that would stop the plan fails; warnings (for example the RPO a
+failover would lose) do not.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runPrecheck(c.Context(), o, args[0], os.Stdout)
+		},
+	}
+	planFlags(c, &o)
+	return c
+}
+
+func runPrecheck(ctx context.Context, o planOptions, typ string, w io.Writer) error {
+	env, err := loadPlanEnv(o)
+	if err != nil {
+		return err
+	}
+	p, err := env.build(ctx, typ)
+	if err != nil {
+		return err
+	}
+	steps := &members.Steps{Cfg: env.cfg, Log: newLogger(0)}
+	var checks []*plan.Step
+	for _, g := range p.Groups {
+		if g.Name == "prechecks" {
+			checks = g.Steps
+		}
+	}
+	results := make([]checkResult, len(checks))
+	var wg sync.WaitGroup
+	for i, s := range checks {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, min(s.Timeout, time.Minute))
+			defer cancel()
+			var out strings.Builder
+			err := steps.Run(cctx, p, s, "", &out)
+			results[i] = checkResult{ID: s.ID, Region: s.Region, OK: err == nil, Output: strings.TrimSpace(out.String())}
+			if err != nil {
+				results[i].Error = err.Error()
+				results[i].Warning = s.OnError == "continue"
+			}
+		})
+	}
+	wg.Wait()
+	failed := 0
+	for _, r := range results {
+		if !r.OK && !r.Warning {
+			failed++
+		}
+	}
+	if o.json {
+		if err := writeJSON(w, map[string]any{"plan": p.Type, "from": p.From, "to": p.To, "ok": failed == 0, "checks": results}); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(w, "prechecks of %s %s -> %s\n", p.Type, p.From, p.To)
+		for _, r := range results {
+			mark := "ok  "
+			switch {
+			case r.Warning:
+				mark = "WARN"
+			case !r.OK:
+				mark = "FAIL"
+			}
+			fmt.Fprintf(w, "  %s %s\n", mark, r.ID)
+			for _, line := range strings.Split(r.Output, "\n") {
+				if line != "" {
+					fmt.Fprintf(w, "         %s\n", line)
+				}
+			}
+			if r.Error != "" {
+				fmt.Fprintf(w, "         %s\n", r.Error)
+			}
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d prechecks of %s failed", failed, len(results), p.Type)
+	}
+	return nil
+}
+
+func newPlanRunCommand() *cobra.Command {
+	var o planOptions
+	c := &cobra.Command{
+		Use:   "run --config FILE TYPE",
+		Short: "Run a plan, recording every step as it goes",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runPlan(c.Context(), o, args[0], os.Stdout)
+		},
+	}
+	planFlags(c, &o)
+	return c
+}
+
+func runPlan(ctx context.Context, o planOptions, typ string, w io.Writer) error {
+	decided := time.Now()
+	env, err := loadPlanEnv(o)
+	if err != nil {
+		return err
+	}
+	p, err := env.build(ctx, typ)
+	if err != nil {
+		return err
+	}
+	ex, err := env.executor(ctx, p.Home)
+	if err != nil {
+		return err
+	}
+	if !o.json {
+		fmt.Fprintf(w, "%s of %s: %s -> %s\n", p.Type, p.ProtectionGroup, p.From, p.To)
+		ex.OnChange, ex.Log = progressPrinter(w), nil
+	}
+	x, err := ex.Run(ctx, p, decided)
+	return reportExecution(w, x, err, o.json)
+}
+
+// progressPrinter prints each step's changes of state.
+func progressPrinter(w io.Writer) func(*plan.Execution) {
+	var mu sync.Mutex
+	seen := map[string]string{}
+	return func(x *plan.Execution) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, g := range x.Groups {
+			for _, s := range g.Steps {
+				if seen[s.ID] == s.State || s.State == plan.Queued {
+					continue
+				}
+				seen[s.ID] = s.State
+				switch s.State {
+				case plan.Running, plan.Waiting:
+					fmt.Fprintf(w, "  %-10s %-14s %s\n", g.Name, s.State, s.ID)
+					if s.State == plan.Waiting {
+						fmt.Fprintf(w, "             approve with: tandem plan approve %s %s\n", x.ID, s.ID)
+					}
+				default:
+					fmt.Fprintf(w, "  %-10s %-14s %s (%.1fs)\n", g.Name, s.State, s.ID, s.Seconds())
+					for _, line := range strings.Split(strings.TrimSpace(s.Log), "\n") {
+						if line != "" {
+							fmt.Fprintf(w, "             %s\n", line)
+						}
+					}
+					if s.Error != "" {
+						fmt.Fprintf(w, "             error: %s\n", s.Error)
+					}
+				}
+			}
+		}
+	}
+}
+
+func reportExecution(w io.Writer, x *plan.Execution, err error, asJSON bool) error {
+	if x == nil {
+		return err
+	}
+	if asJSON {
+		if jerr := writeJSON(w, x); jerr != nil {
+			return jerr
+		}
+	} else if x.State == plan.Succeeded {
+		fmt.Fprintf(w, "%s %s succeeded: RTO %.1fs (from the decision at %s)\n", x.Type, x.ID, x.RTO, x.Decided.Local().Format("15:04:05"))
+	}
+	return err
+}
+
+func newPlanActCommand(use, short string) *cobra.Command {
+	var o planOptions
+	action := strings.Fields(use)[0]
+	nargs := map[string][2]int{"resume": {1, 1}, "retry": {1, 2}, "skip": {2, 2}, "cancel": {1, 1}, "approve": {1, 2}}[action]
+	c := &cobra.Command{
+		Use:   action + " --config FILE " + strings.TrimPrefix(use, action+" "),
+		Short: short,
+		Args:  cobra.RangeArgs(nargs[0], nargs[1]),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runPlanAct(c.Context(), o, action, args, os.Stdout)
+		},
+	}
+	planFlags(c, &o)
+	return c
+}
+
+func runPlanAct(ctx context.Context, o planOptions, action string, args []string, w io.Writer) error {
+	env, err := loadPlanEnv(o)
+	if err != nil {
+		return err
+	}
+	id, step := args[0], ""
+	if len(args) > 1 {
+		step = args[1]
+	}
+	ex, x, err := env.find(ctx, id)
+	if err != nil {
+		return err
+	}
+	switch action {
+	case "cancel":
+		x, err = ex.Cancel(ctx, id)
+		if err == nil && !o.json {
+			fmt.Fprintf(w, "%s: cancel %s\n", id, map[bool]string{true: "done", false: "requested; the running tandem stops at its next poll"}[x.State == plan.Canceled])
+		}
+		return reportExecution(w, x, err, o.json)
+	case "approve":
+		if x, err = ex.Approve(ctx, id, step); err != nil {
+			return err
+		}
+		if plan.Live(x.Runner) {
+			fmt.Fprintf(w, "%s: approved; the running tandem goes on\n", id)
+			return nil
+		}
+	}
+	// The rest continue the execution here.
+	p, err := plan.Build(env.cfg, env.pg, x.Type, x.From, x.To)
+	if err != nil {
+		return err
+	}
+	if !o.json {
+		fmt.Fprintf(w, "%s %s of %s: %s -> %s\n", action, x.ID, x.ProtectionGroup, x.From, x.To)
+		ex.OnChange, ex.Log = progressPrinter(w), nil
+	}
+	switch action {
+	case "retry":
+		x, err = ex.Retry(ctx, p, id, step)
+	case "skip":
+		x, err = ex.Skip(ctx, p, id, step)
+	default: // resume, approve
+		x, err = ex.Resume(ctx, p, id, nil)
+	}
+	return reportExecution(w, x, err, o.json)
+}
+
+func newPlanExecutionsCommand() *cobra.Command {
+	var o planOptions
+	c := &cobra.Command{
+		Use:   "executions --config FILE [EXECUTION]",
+		Short: "List past plan runs with their RTO, or show one with its steps",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runExecutions(c.Context(), o, args, os.Stdout)
+		},
+	}
+	planFlags(c, &o)
+	return c
+}
+
+func runExecutions(ctx context.Context, o planOptions, args []string, w io.Writer) error {
+	env, err := loadPlanEnv(o)
+	if err != nil {
+		return err
+	}
+	if len(args) == 1 {
+		_, x, err := env.find(ctx, args[0])
+		if err != nil {
+			return err
+		}
+		if o.json {
+			return writeJSON(w, x)
+		}
+		printExecution(w, x)
+		return nil
+	}
+	var all []*plan.Execution
+	for _, region := range []string{env.pg.Primary, env.pg.Standby} {
+		ex, err := env.executor(ctx, region)
+		if err == nil {
+			var list []*plan.Execution
+			if list, err = ex.List(ctx); err == nil {
+				all = append(all, list...)
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "tandem: the records in %s cannot be read: %v\n", region, err)
+		}
+	}
+	slices.SortFunc(all, func(a, b *plan.Execution) int { return b.Decided.Compare(a.Decided) })
+	if o.json {
+		return writeJSON(w, all)
+	}
+	fmt.Fprintf(w, "%-36s %-12s %-9s %-13s %-20s %s\n", "EXECUTION", "TYPE", "STATE", "FROM -> TO", "DECIDED", "RTO")
+	for _, x := range all {
+		rto := "-"
+		if x.State == plan.Succeeded {
+			rto = fmt.Sprintf("%.1fs", x.RTO)
+		}
+		fmt.Fprintf(w, "%-36s %-12s %-9s %-13s %-20s %s\n", x.ID, x.Type, x.State, x.From+" -> "+x.To, x.Decided.Local().Format("2006-01-02 15:04:05"), rto)
+	}
+	return nil
+}
+
+func printExecution(w io.Writer, x *plan.Execution) {
+	fmt.Fprintf(w, "%s: %s of %s, %s -> %s, %s\n", x.ID, x.Type, x.ProtectionGroup, x.From, x.To, x.State)
+	if x.State == plan.Succeeded {
+		fmt.Fprintf(w, "RTO %.1fs\n", x.RTO)
+	}
+	if x.Error != "" {
+		fmt.Fprintf(w, "error: %s\n", x.Error)
+	}
+	for _, g := range x.Groups {
+		fmt.Fprintf(w, "%s (%s)\n", g.Name, g.State)
+		for _, s := range g.Steps {
+			fmt.Fprintf(w, "  %-14s %-36s %6.1fs  %s\n", s.State, s.ID, s.Seconds(), s.Error)
+		}
+	}
+}

@@ -1,0 +1,423 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"tandem/internal/delta/deltatest"
+	"tandem/internal/postgres/pgtest"
+)
+
+// hooks is a job scheduler's API: it records the calls it gets and answers
+// 503 for a region that is down.
+type hooks struct {
+	mu    sync.Mutex
+	calls []string
+	down  map[string]bool
+	srv   *httptest.Server
+}
+
+func newHooks(t *testing.T) *hooks {
+	h := &hooks{down: map[string]bool{}}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		region := strings.Split(strings.TrimPrefix(r.URL.Path, "/"), "/")[0]
+		if h.down[region] {
+			http.Error(w, "region down", http.StatusServiceUnavailable)
+			return
+		}
+		h.calls = append(h.calls, r.URL.Path)
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+func (h *hooks) setDown(region string, down bool) {
+	h.mu.Lock()
+	h.down[region] = down
+	h.mu.Unlock()
+}
+
+func (h *hooks) called(path string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Contains(h.calls, path)
+}
+
+func sqlOne(t *testing.T, dsn, query string) string {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var s string
+	if err := c.QueryRow(ctx, query).Scan(&s); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return s
+}
+
+func sqlExec(t *testing.T, dsn, stmt string) error {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	_, err = c.Exec(ctx, stmt)
+	return err
+}
+
+// TestPlanFailoverFailback runs the whole life of a protection group on
+// real parts: folders as regions, a Spark-written Delta table, a PostgreSQL
+// primary with a streaming standby, aliases as views in PostgreSQL, and a
+// scheduler API over HTTP. The primary goes dark; the failover runs from
+// the standby alone; the old primary comes back stale and is fenced; a
+// failback makes it the standby; a switchover makes it primary again.
+func TestPlanFailoverFailback(t *testing.T) {
+	dir := t.TempDir()
+	pgEast := pgtest.Primary(t)
+	pgWest := pgtest.Standby(t, pgEast)
+	h := newHooks(t)
+	if err := sqlExec(t, pgEast.DSN(), `CREATE TABLE orders_east (region text); INSERT INTO orders_east VALUES ('east');
+		CREATE TABLE orders_west (region text); INSERT INTO orders_west VALUES ('west');
+		CREATE VIEW orders AS SELECT * FROM orders_east`); err != nil {
+		t.Fatal(err)
+	}
+
+	// The table is at version 2 when its run completes; version 3 is the
+	// next run, written after the last sync.
+	bronze := filepath.Join(dir, "east/tables/bronze")
+	deltatest.CopyTo(t, "snapshot-data3", bronze)
+	v3 := filepath.Join(bronze, "_delta_log/00000000000000000003.json")
+	held := filepath.Join(dir, "v3.json")
+	if err := os.Rename(v3, held); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "east/lake/a.csv"), "a")
+	os.MkdirAll(filepath.Join(dir, "west/lake"), 0o755)
+	cfg := filepath.Join(dir, "tandem.yaml")
+	writeFile(t, cfg, strings.NewReplacer("DIR", dir, "PGEAST", pgEast.DSN(), "PGWEST", pgWest.DSN(), "HOOK", h.srv.URL).Replace(`
+regions:
+  - {name: east, state: DIR/east/.tandem}
+  - {name: west, state: DIR/west/.tandem}
+replication:
+  - {name: lake, from: {region: east, url: DIR/east/lake}, to: {region: west, url: DIR/west/lake}, rpo: 1h}
+groups:
+  - name: sales
+    from: east
+    to: west
+    workflow: {name: etl}
+    tables:
+      - {name: bronze, from: DIR/east/tables/bronze, to: DIR/west/tables/bronze}
+databases:
+  - name: warehouse
+    primary: {region: east, dsn: "PGEAST"}
+    standby: {region: west, dsn: "PGWEST"}
+aliases:
+  - name: catalog
+    driver: postgres
+    database: warehouse
+    names:
+      orders: {east: orders_east, west: orders_west}
+workflows:
+  - name: etl
+    activate: {http: {method: POST, url: "HOOK/{{.Region}}/activate"}}
+    deactivate: {http: {method: POST, url: "HOOK/{{.Region}}/deactivate"}}
+witness: {url: DIR/witness}
+protection_groups:
+  - name: lakehouse
+    primary: east
+    standby: west
+    lease_ttl: 2s
+    replications: [lake]
+    groups: [sales]
+    databases: [warehouse]
+    aliases: [catalog]
+    workflows: [etl]
+    steps:
+      "database.fence:warehouse": {timeout: 10s}
+      "workflow.deactivate:etl": {timeout: 10s}
+`))
+	run := func(want int, wantOut string, args ...string) string {
+		t.Helper()
+		code, out := tandem(t, nil, args...)
+		if code != want || !strings.Contains(out, wantOut) {
+			t.Fatalf("%v: exit %d, want %d; output lacks %q:\n%s", args, code, want, wantOut, out)
+		}
+		return out
+	}
+
+	// Before anything was copied, the prechecks say what is missing.
+	out := run(1, "prechecks of switchover failed", "plan", "precheck", "--config", cfg, "switchover")
+	for _, want := range []string{"FAIL check.replication:lake", "never completed a pass", "FAIL check.group:sales", "no manifest"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("precheck output lacks %q:\n%s", want, out)
+		}
+	}
+	run(0, "copied    1 objects", "replicate", "--config", cfg, "lake")
+	run(0, "run r1 completed", "group", "complete", "--config", cfg, "sales", "--run-id", "r1")
+	run(0, "manifest written", "group", "sync", "--config", cfg, "sales")
+	if err := os.Rename(held, v3); err != nil { // run r2 starts in east
+		t.Fatal(err)
+	}
+	run(0, "held by east, epoch 1, standby west", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "east")
+	out = run(0, "ok   check.database:warehouse", "plan", "precheck", "--config", cfg, "switchover")
+	if strings.Contains(out, "FAIL") {
+		t.Fatalf("prechecks failed on a healthy topology:\n%s", out)
+	}
+	run(0, "1. prechecks", "plan", "show", "--config", cfg, "failover")
+
+	// A foreign write in the replica breaks a precondition.
+	writeFile(t, filepath.Join(dir, "west/lake/oops.csv"), "x")
+	run(0, "FOREIGN", "replicate", "--config", cfg, "lake")
+	run(1, "holds 1 objects written there", "plan", "precheck", "--config", cfg, "switchover")
+	os.Remove(filepath.Join(dir, "west/lake/oops.csv"))
+	run(0, "copied    0 objects", "replicate", "--config", cfg, "lake")
+
+	// East goes dark: its folders, its database and its scheduler.
+	pgEast.Stop()
+	h.setDown("east", true)
+	if err := os.Rename(filepath.Join(dir, "east"), filepath.Join(dir, "east.dark")); err != nil {
+		t.Fatal(err)
+	}
+	out = run(0, "RTO", "plan", "run", "--config", cfg, "failover")
+	for _, want := range []string{
+		"west holds the lease, epoch 2; east is fenced",
+		"failed-ignored database.fence:warehouse",
+		"failed-ignored workflow.deactivate:etl",
+		"group sales holds run \"r1\"",
+		"is writable",
+		"1 aliases of catalog point at west",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("failover output lacks %q:\n%s", want, out)
+		}
+	}
+	if got := sqlOne(t, pgWest.DSN(), `SELECT region FROM orders`); got != "west" {
+		t.Fatalf("the alias reads %s after the failover", got)
+	}
+	if err := sqlExec(t, pgWest.DSN(), `INSERT INTO orders_west VALUES ('written after failover')`); err != nil {
+		t.Fatalf("the promoted database refuses writes: %v", err)
+	}
+	if !h.called("/west/activate") {
+		t.Fatal("the workflow was not activated in west")
+	}
+	run(0, "held by west, epoch 2, standby none", "lease", "show", "--config", cfg, "lakehouse")
+
+	// East comes back, stale: its tandem copies nothing.
+	if err := os.Rename(filepath.Join(dir, "east.dark"), filepath.Join(dir, "east")); err != nil {
+		t.Fatal(err)
+	}
+	h.setDown("east", false)
+	// A second failover would move west -> east: its prechecks stop it
+	// before it changes anything, and it is canceled.
+	out = run(1, "stopped in group prechecks", "plan", "run", "--config", cfg, "failover")
+	id := strings.Trim(strings.Fields(out[strings.Index(out, "plan cancel ")+len("plan cancel "):])[0], "`")
+	run(0, "cancel done", "plan", "cancel", "--config", cfg, id)
+	writeFile(t, filepath.Join(dir, "east/lake/stale.csv"), "s")
+	run(1, "fenced", "replicate", "--config", cfg, "lake")
+	run(1, "fenced", "group", "sync", "--config", cfg, "sales")
+	if _, err := os.Stat(filepath.Join(dir, "west/lake/stale.csv")); !os.IsNotExist(err) {
+		t.Fatal("the stale primary's write reached the new primary")
+	}
+
+	// Failback: east's database is rebuilt as a standby of west (what a
+	// user step or an operator does); until then the precheck says so.
+	pgEast.Start() // back as it was: a primary of its own
+	run(1, "rebuild it as a standby", "plan", "precheck", "--config", cfg, "failback")
+	pgEast.Stop()
+	pgEast.BaseBackup(pgWest)
+	pgEast.Start()
+	writeFile(t, filepath.Join(dir, "west/lake/new-in-west.csv"), "w")
+	out = run(0, "RTO", "plan", "run", "--config", cfg, "failback")
+	for _, want := range []string{"bronze in east: 1 log files written after the last manifest", "synced back from west", "west holds lakehouse (epoch 2) and replicates into east"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("failback output lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := os.Stat(v3); !os.IsNotExist(err) {
+		t.Fatal("east's commit of the lost run is still in its log")
+	}
+	if data, err := os.ReadFile(filepath.Join(dir, "east/lake/new-in-west.csv")); err != nil || string(data) != "w" {
+		t.Fatalf("west's new object did not reach east: %q %v", data, err)
+	}
+	run(0, "west/lake -> file://"+dir+"/east/lake", "replicate", "--config", cfg, "lake")
+	// West's workflow completes a run; its sync now runs west -> east.
+	run(0, "run w1 completed", "group", "complete", "--config", cfg, "sales", "--run-id", "w1")
+	run(0, "manifest written", "group", "sync", "--config", cfg, "sales")
+
+	// Switchover back to east: the precheck finds the stale primary's
+	// write in the replica; once it is removed, a retry goes on.
+	out = run(1, "holds 1 objects written there, not by replication (for example [stale.csv])", "plan", "run", "--config", cfg, "switchover")
+	id = strings.Trim(strings.Fields(out[strings.Index(out, "plan retry ")+len("plan retry "):])[0], "`,")
+	os.Remove(filepath.Join(dir, "east/lake/stale.csv"))
+	run(0, "copied    0 objects", "replicate", "--config", cfg, "lake")
+	out = run(0, "RTO", "plan", "retry", "--config", cfg, id)
+	if !strings.Contains(out, "east holds the lease, epoch 3, standby west") {
+		t.Errorf("switchover output:\n%s", out)
+	}
+	if got := sqlOne(t, pgEast.DSN(), `SELECT count(*)::text FROM orders_west WHERE region = 'written after failover'`); got != "1" {
+		t.Fatalf("east's database lacks west's write: %s", got)
+	}
+	if got := sqlOne(t, pgEast.DSN(), `SELECT region FROM orders`); got != "east" {
+		t.Fatalf("the alias reads %s after switching back", got)
+	}
+	if err := sqlExec(t, pgWest.DSN(), `INSERT INTO orders_west VALUES ('x')`); err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("west was not fenced: %v", err)
+	}
+	run(0, "copied    0 objects", "replicate", "--config", cfg, "lake")
+
+	out = run(0, "failover", "plan", "executions", "--config", cfg)
+	if n := strings.Count(out, "succeeded"); n != 3 {
+		t.Fatalf("executions: %d succeeded, want 3:\n%s", n, out)
+	}
+}
+
+// TestPlanKillResume kills a plan run in the middle of a step, shows that a
+// second run is refused while it is unfinished, resumes it, and walks a
+// timed-out step through retry and a pause through approve.
+func TestPlanKillResume(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "east/lake/a.csv"), "a")
+	os.MkdirAll(filepath.Join(dir, "west/lake"), 0o755)
+	cfg := filepath.Join(dir, "tandem.yaml")
+	writeFile(t, cfg, strings.ReplaceAll(`
+regions:
+  - {name: east, state: DIR/east/.tandem}
+  - {name: west, state: DIR/west/.tandem}
+replication:
+  - {name: lake, from: {region: east, url: DIR/east/lake}, to: {region: west, url: DIR/west/lake}}
+witness: {url: DIR/witness}
+protection_groups:
+  - name: lakehouse
+    primary: east
+    standby: west
+    replications: [lake]
+    user_groups:
+      - name: slow
+        before: promote
+        steps:
+          - name: export
+            script: {command: [sh, -c, "echo started >> DIR/export.log; touch DIR/export.started; sleep 30"]}
+      - name: checks
+        after: promote
+        steps:
+          - name: smoke
+            timeout: 1s
+            script: {command: [sh, -c, "test -f DIR/fixed || sleep 5"]}
+      - name: gate
+        after: aliases
+        steps:
+          - {name: go-ahead, pause: true}
+`, "DIR", dir))
+	run := func(want int, wantOut string, args ...string) string {
+		t.Helper()
+		code, out := tandem(t, nil, args...)
+		if code != want || !strings.Contains(out, wantOut) {
+			t.Fatalf("%v: exit %d, want %d; output lacks %q:\n%s", args, code, want, wantOut, out)
+		}
+		return out
+	}
+	run(0, "copied    1 objects", "replicate", "--config", cfg, "lake")
+
+	// Kill the run while the export step runs.
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "--", "plan", "run", "--config", cfg, "switchover")
+	cmd.Env = append(os.Environ(), "TANDEM_MAIN=1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, filepath.Join(dir, "export.started"))
+	cmd.Process.Kill()
+	cmd.Wait()
+
+	run(1, "must be resumed, retried, skipped or canceled first", "plan", "run", "--config", cfg, "switchover")
+	var list []struct {
+		ID, State string
+	}
+	json.Unmarshal([]byte(run(0, "", "plan", "executions", "--config", cfg, "--json")), &list)
+	if len(list) != 1 || list[0].State != "running" {
+		t.Fatalf("executions: %+v", list)
+	}
+	id := list[0].ID
+
+	// Resume: the export step runs again (quickly this time), the smoke
+	// step times out and stops the plan.
+	writeFile(t, filepath.Join(dir, "export.log"), "")
+	os.WriteFile(cfg, []byte(strings.Replace(string(mustRead(t, cfg)), "sleep 30", "true", 1)), 0o644)
+	out := run(1, "user:checks/smoke timed-out", "plan", "resume", "--config", cfg, id)
+	if !strings.Contains(out, "succeeded      user:slow/export") {
+		t.Fatalf("resume output:\n%s", out)
+	}
+	// Retry after the fix; the pause waits for approval.
+	writeFile(t, filepath.Join(dir, "fixed"), "")
+	bg := exec.Command(os.Args[0], "-test.run=^$", "--", "plan", "retry", "--config", cfg, id)
+	bg.Env = append(os.Environ(), "TANDEM_MAIN=1")
+	stdout, _ := bg.StdoutPipe()
+	if err := bg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	var got []string
+	for lines.Scan() {
+		got = append(got, lines.Text())
+		if strings.Contains(lines.Text(), "approve with: tandem plan approve "+id+" user:gate/go-ahead") {
+			break
+		}
+	}
+	run(0, "approved", "plan", "approve", "--config", cfg, id, "user:gate/go-ahead")
+	for lines.Scan() {
+		got = append(got, lines.Text())
+	}
+	if err := bg.Wait(); err != nil {
+		t.Fatalf("retry: %v\n%s", err, strings.Join(got, "\n"))
+	}
+	if !strings.Contains(strings.Join(got, "\n"), "succeeded: RTO") {
+		t.Fatalf("retry output:\n%s", strings.Join(got, "\n"))
+	}
+	out = run(0, "succeeded", "plan", "executions", "--config", cfg, id)
+	for _, want := range []string{"succeeded      user:checks/smoke", "succeeded      lease.move", "RTO"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("execution lacks %q:\n%s", want, out)
+		}
+	}
+	run(0, "held by west, epoch 1, standby east", "lease", "show", "--config", cfg, "lakehouse")
+}
+
+func waitFile(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s did not appear", path)
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
