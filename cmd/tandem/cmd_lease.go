@@ -17,7 +17,7 @@ import (
 )
 
 type leaseOptions struct {
-	config string
+	config  string
 	region  string
 	standby string
 	json    bool
