@@ -672,10 +672,13 @@ func (c *Config) Exclusions(r *Replication) []string {
 			out = append(out, rel)
 		}
 	}
+	// Both ends, whichever way the lease makes them run.
 	for _, g := range c.Groups {
 		for _, t := range g.Tables {
-			add(r.From, t.From, g.From)
-			add(r.To, t.To, g.To)
+			for _, side := range []Side{r.From, r.To} {
+				add(side, t.From, g.From)
+				add(side, t.To, g.To)
+			}
 		}
 	}
 	return out

@@ -155,6 +155,12 @@ groups:
 	if got := c.Exclusions(&c.Replication[0]); !slices.Equal(got, []string{"tmp/", "tables/bronze/"}) {
 		t.Fatalf("exclusions %v", got)
 	}
+	// Run the other way after a role change, it leaves the same tables alone.
+	rev := c.Replication[0]
+	rev.From, rev.To = rev.To, rev.From
+	if got := c.Exclusions(&rev); !slices.Equal(got, []string{"tmp/", "tables/bronze/"}) {
+		t.Fatalf("exclusions of the reverse %v", got)
+	}
 	if g, err := c.FindGroup("sales"); err != nil || g.Workflow.Name != "sales_etl" || len(g.Tables) != 2 {
 		t.Fatalf("%+v %v", g, err)
 	}
