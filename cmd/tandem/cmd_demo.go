@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -14,8 +13,6 @@ import (
 
 	"tandem/internal/etl"
 	"tandem/internal/objstore/local"
-	"tandem/internal/replicate"
-	"tandem/internal/tablesync"
 )
 
 type demoOptions struct {
@@ -30,11 +27,15 @@ func newDemoCommand() *cobra.Command {
 		Long: `Run tandem's main job end to end with no services: two folders stand for
 the primary and standby regions. The demo writes sample data into the primary,
 replicates it, changes it and replicates again, shows the RPO watermark,
-catches a write to the read-only replica, and promotes the replica at
-failover. Each step is explained as it runs. The folders stay behind for you
-to look at (a temporary folder unless --dir is given). Then an ETL workflow
-writes three Delta tables, and the group of tables reaches the standby only at
-the end of each completed run.`,
+and catches a write to the read-only replica. An ETL workflow writes three
+Delta tables, and the group of tables reaches the standby only at the end of
+each completed run. Then the primary goes dark in the middle of a run: the
+failover plan runs from the standby (lease, tables finalized to the last
+completed run, bucket made writable, catalog aliases switched, workflow
+unpaused), a query through the aliases is answered there, the RPO and RTO are
+printed, and a failback makes the old primary the standby. Each step is
+explained as it runs. The folders stay behind for you to look at (a temporary
+folder unless --dir is given).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			return runDemo(c.Context(), o, os.Stdout)
@@ -90,8 +91,13 @@ func runDemo(ctx context.Context, o demoOptions, w io.Writer) error {
 			return err
 		}
 	}
+	sched, err := startScheduler(w)
+	if err != nil {
+		return err
+	}
+	defer sched.srv.Close()
 	cfgPath := filepath.Join(dir, "tandem.yaml")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(demoConfig, dir)), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(demoConfig, dir)+fmt.Sprintf(demoTopology, dir, sched.addr)), 0o644); err != nil {
 		return err
 	}
 	step := func(n int, title, explain string) {
@@ -172,48 +178,41 @@ primary is gone. The lag is how much data a failover now would lose, at most.`)
 		return err
 	}
 
-	if err := demoETL(ctx, dir, cfgPath, primary, step, w); err != nil {
+	tables, err := demoETL(ctx, cfgPath, primary, step, w)
+	if err != nil {
 		return err
 	}
-
-	step(10, "Fail over: promote the replica",
-		`The primary region is lost. 'tandem bucket promote' makes the standby's bucket
-writable: the promotion is recorded in the standby region, a running
-'tandem serve' stops replicating into it within seconds, and tandem never
-writes into it as a replica again.`)
-	if err := runPromote(ctx, promoteOptions{config: cfgPath}, "lake", w); err != nil {
+	if err := demoDR(ctx, dir, cfgPath, tables, sched, step, w); err != nil {
 		return err
 	}
-	fmt.Fprintln(w, "\nA pass now refuses to touch the promoted bucket:")
-	err = pass()
-	if !errors.Is(err, replicate.ErrPromoted) {
-		return fmt.Errorf("a pass after promotion: %v", err)
-	}
-	fmt.Fprintf(w, "  %v\n", err)
 
 	fmt.Fprintf(w, `
 == Done
-The regions are in %[1]s. Try:
+The regions are in %[1]s; the standby is now the primary. Try:
   go run ./cmd/tandem status --config %[2]s
-  go run ./cmd/tandem group sync --config %[2]s sales
+  go run ./cmd/tandem plan executions --config %[2]s
+  go run ./cmd/tandem plan show --config %[2]s switchover
+  go run ./cmd/tandem plan precheck --config %[2]s switchover
   go run ./cmd/tandem serve --config %[2]s     (metrics on http://127.0.0.1:9750/metrics)
   mkdir %[4]s && go run ./cmd/tandem replicate --json %[3]s %[4]s
+(The workflow steps call a scheduler that lived inside the demo process: by
+hand they fail to connect, which is what a precheck is for.)
 `, dir, cfgPath, primary, filepath.Join(dir, "copy"))
 	return nil
 }
 
 // demoETL runs a workflow over three Delta tables and syncs the group at
-// run boundaries (steps 6 to 9).
-func demoETL(ctx context.Context, dir, cfgPath, primary string, step func(int, string, string), w io.Writer) error {
+// run boundaries (steps 6 to 8).
+func demoETL(ctx context.Context, cfgPath, primary string, step func(int, string, string), w io.Writer) (map[string]*etl.Table, error) {
 	tables := map[string]*etl.Table{}
 	names := []string{"bronze", "silver", "gold"}
 	for i, name := range names {
 		b, err := local.Open(filepath.Join(primary, "tables", name), true)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if tables[name], err = etl.Create(ctx, b, uint64(i+1)); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	group := func(action, runID string) error {
@@ -240,11 +239,11 @@ replication leaves these tables alone: the group copies them.`)
 	}
 	for _, f := range run {
 		if err := f(); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err := group("complete", "run-1"); err != nil {
-		return err
+		return nil, err
 	}
 
 	step(7, "Sync while the next run is in flight",
@@ -253,14 +252,14 @@ finished. A sync now copies run 1's versions, not the half-written run 2, and
 writes the group manifest in the standby region only once every table is
 there.`)
 	if err := tables["bronze"].Append(ctx, "run-2", 2, 2000); err != nil {
-		return err
+		return nil, err
 	}
 	if err := tables["silver"].Update(ctx, "run-2", 2000); err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Fprintf(w, "the primary is at %s (run 2 in flight)\n", primaryVersions())
 	if err := group("sync", ""); err != nil {
-		return err
+		return nil, err
 	}
 
 	step(8, "Run 2 finishes, with compaction and vacuum",
@@ -276,14 +275,14 @@ files written and compacted away between two syncs never cross regions.`)
 	}
 	for _, f := range steps {
 		if err := f(); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err := group("complete", "run-2"); err != nil {
-		return err
+		return nil, err
 	}
 	if err := group("sync", ""); err != nil {
-		return err
+		return nil, err
 	}
 	var written int64
 	for _, t := range tables {
@@ -291,32 +290,7 @@ files written and compacted away between two syncs never cross regions.`)
 	}
 	fmt.Fprintf(w, "the tables' folders held %s of data files in all; replicating them as files would have copied all of it\n", humanBytes(written))
 
-	step(9, "Fail over the tables: finalize the group",
-		`Run 3 completes, and the group sync that copies it has done bronze when the
-primary region goes dark: bronze is at run 3 in the standby, silver and gold
-at run 2, and the manifest still says run 2. From the standby alone,
-'tandem group finalize' makes every table exactly the version the manifest
-names: bronze's run-3 commit is moved aside, never deleted. The workflow can
-restart run 3 in the standby from a clean state, with no manual clean-up.`)
-	if err := tables["bronze"].Append(ctx, "run-3", 1, 2000); err != nil {
-		return err
-	}
-	if err := tables["gold"].Append(ctx, "run-3", 1, 500); err != nil {
-		return err
-	}
-	if err := group("complete", "run-3"); err != nil {
-		return err
-	}
-	standbyBronze, err := local.Open(filepath.Join(dir, "standby", "lake", "tables", "bronze"), false)
-	if err != nil {
-		return err
-	}
-	interrupted := &tablesync.Sync{Source: tables["bronze"].B, Target: standbyBronze}
-	if _, err := interrupted.Run(ctx, -1); err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "the interrupted sync left bronze at version %d in the standby; the manifest says 3\n", tables["bronze"].Version)
-	return group("finalize", "")
+	return tables, nil
 }
 
 func writeDemoFile(path string, size int, rng *rand.Rand) error {

@@ -505,13 +505,13 @@ func runExecutions(ctx context.Context, o planOptions, args []string, w io.Write
 	if o.json {
 		return writeJSON(w, all)
 	}
-	fmt.Fprintf(w, "%-36s %-12s %-9s %-13s %-20s %s\n", "EXECUTION", "TYPE", "STATE", "FROM -> TO", "DECIDED", "RTO")
+	fmt.Fprintf(w, "%-32s %-12s %-9s %-20s %-20s %s\n", "EXECUTION", "TYPE", "STATE", "FROM -> TO", "DECIDED", "RTO")
 	for _, x := range all {
 		rto := "-"
 		if x.State == plan.Succeeded {
 			rto = fmt.Sprintf("%.1fs", x.RTO)
 		}
-		fmt.Fprintf(w, "%-36s %-12s %-9s %-13s %-20s %s\n", x.ID, x.Type, x.State, x.From+" -> "+x.To, x.Decided.Local().Format("2006-01-02 15:04:05"), rto)
+		fmt.Fprintf(w, "%-32s %-12s %-9s %-20s %-20s %s\n", x.ID, x.Type, x.State, x.From+" -> "+x.To, x.Decided.Local().Format("2006-01-02 15:04:05"), rto)
 	}
 	return nil
 }

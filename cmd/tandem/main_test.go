@@ -220,9 +220,22 @@ func TestDemo(t *testing.T) {
 	if err := runDemo(context.Background(), demoOptions{dir: dir}, &out); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"copied    301 objects", "copied    30 objects", "deleted 5", "FOREIGN   1 objects", "promoted", "tandem no longer replicates into it",
+	for _, want := range []string{"copied    301 objects", "copied    30 objects", "deleted 5", "FOREIGN   1 objects",
 		`the standby now holds run "run-1" (bronze@1, gold@1, silver@2)`, "the primary is at bronze@2, gold@1, silver@3 (run 2 in flight)",
-		`the standby now holds run "run-2" (bronze@3, gold@2, silver@4)`, "bronze     at version 3: 1 log files beyond it moved to _tandem_moved_aside/"} {
+		`the standby now holds run "run-2" (bronze@3, gold@2, silver@4)`,
+		"FAIL check.replication:lake", "holds 1 objects written there, not by replication (for example [raw/oops.csv])",
+		"standby holds the lease, epoch 2; primary is fenced",
+		"failed-ignored workflow.deactivate:sales_etl",
+		"bronze at version 3 (1 log files of a sync that did not finish moved to _tandem_moved_aside/",
+		"2 aliases of catalog point at standby",
+		"sales_etl is UNPAUSED in primary (job 101) and UNPAUSED in standby (job 201)",
+		"gold -> " + dir + "/standby/lake/tables/gold", "rows in 2 files at version 2, read from the standby region",
+		"RPO: the standby holds run run-2", "RTO: ",
+		"the old primary's pass: fenced",
+		"bronze in primary: 2 log files written after the last manifest",
+		"sales_etl is PAUSED in primary (job 101) and UNPAUSED in standby (job 201)",
+		"held by standby, epoch 2, standby primary",
+	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q", want)
 		}

@@ -1,0 +1,352 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/parquet-go/parquet-go"
+
+	"tandem/internal/catalog"
+	"tandem/internal/delta"
+	"tandem/internal/etl"
+	"tandem/internal/members"
+	"tandem/internal/objstore/local"
+	"tandem/internal/plan"
+	"tandem/internal/tablegroup"
+	"tandem/internal/tablesync"
+)
+
+// demoScheduler stands for each region's job scheduler: it answers the
+// Databricks Jobs API's update call that pauses or unpauses a job's
+// schedule, and a region that went dark answers nothing useful.
+type demoScheduler struct {
+	mu     sync.Mutex
+	status map[int64]string // job id -> pause_status
+	down   bool
+	w      io.Writer
+	srv    *http.Server
+	addr   string
+}
+
+func startScheduler(w io.Writer) (*demoScheduler, error) {
+	s := &demoScheduler{status: map[int64]string{101: "UNPAUSED", 201: "PAUSED"}, w: w}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s.addr = l.Addr().String()
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/2.1/jobs/update", func(rw http.ResponseWriter, r *http.Request) {
+		var req struct {
+			JobID       int64 `json:"job_id"`
+			NewSettings struct {
+				Schedule struct {
+					PauseStatus string `json:"pause_status"`
+				} `json:"schedule"`
+			} `json:"new_settings"`
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(rw, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if s.down && req.JobID == 101 {
+			http.Error(rw, "the primary region's workspace does not answer", http.StatusServiceUnavailable)
+			return
+		}
+		s.status[req.JobID] = req.NewSettings.Schedule.PauseStatus
+		fmt.Fprintf(rw, "{}\n")
+	})
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go s.srv.Serve(l)
+	return s, nil
+}
+
+func (s *demoScheduler) setDown(down bool) {
+	s.mu.Lock()
+	s.down = down
+	s.mu.Unlock()
+}
+
+func (s *demoScheduler) show(w io.Writer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fmt.Fprintf(w, "scheduler: sales_etl is %s in primary (job 101) and %s in standby (job 201)\n", s.status[101], s.status[201])
+}
+
+const demoTopology = `aliases:
+  - name: catalog
+    driver: sqlite
+    dsn: {primary: %[1]s/primary/catalog.db, standby: %[1]s/standby/catalog.db}
+    switch:
+      - CREATE TABLE IF NOT EXISTS tables (name TEXT PRIMARY KEY, location TEXT NOT NULL)
+      - INSERT INTO tables VALUES ({{quote .Alias}}, {{quote .Target}}) ON CONFLICT (name) DO UPDATE SET location = excluded.location
+    names:
+      gold: {primary: %[1]s/primary/lake/tables/gold, standby: %[1]s/standby/lake/tables/gold}
+      silver: {primary: %[1]s/primary/lake/tables/silver, standby: %[1]s/standby/lake/tables/silver}
+workflows:
+  - name: sales_etl
+    activate:
+      http:
+        method: POST
+        url: http://%[2]s/api/2.1/jobs/update
+        body: '{"job_id": {{.Vars.job_id}}, "new_settings": {"schedule": {"pause_status": "UNPAUSED"}}}'
+    deactivate:
+      http:
+        method: POST
+        url: http://%[2]s/api/2.1/jobs/update
+        body: '{"job_id": {{.Vars.job_id}}, "new_settings": {"schedule": {"pause_status": "PAUSED"}}}'
+    vars: {primary: {job_id: "101"}, standby: {job_id: "201"}}
+witness:
+  url: %[1]s/witness
+protection_groups:
+  - name: lakehouse
+    primary: primary
+    standby: standby
+    lease_ttl: 3s
+    replications: [lake]
+    groups: [sales]
+    aliases: [catalog]
+    workflows: [sales_etl]
+    steps:
+      "workflow.deactivate:sales_etl": {timeout: 5s}
+`
+
+// demoDR is the end of the demo (steps 9 to 13): the primary goes dark in
+// the middle of an ETL run, the failover plan runs from the standby, a query
+// through the aliases is answered there, and a failback makes the old
+// primary the standby.
+func demoDR(ctx context.Context, dir, cfgPath string, tables map[string]*etl.Table, sched *demoScheduler, step func(int, string, string), w io.Writer) error {
+	po := planOptions{config: cfgPath}
+	cfg, err := loadConfig(cfgPath)
+	if err != nil {
+		return err
+	}
+	group := func(action, runID string) error {
+		return runGroup(ctx, groupOptions{config: cfgPath, runID: runID}, "sales", action, w)
+	}
+
+	step(9, "The DR topology: a lease, aliases, a scheduler",
+		`The protection group lakehouse holds the bucket replication, the table group,
+the catalog aliases (logical table names readers use, in a SQLite catalog in
+each region) and the sales_etl workflow's schedule (paused in the standby).
+The primary takes the region lease in the witness: the only region that may
+act as primary, with a fencing epoch. Then the failover plan, generated from
+the topology, and the switchover prechecks, which say whether a switchover
+would work right now.`)
+	if err := runLease(ctx, leaseOptions{config: cfgPath, region: "primary"}, "acquire", "lakehouse", w); err != nil {
+		return err
+	}
+	a := cfg.FindAliases("catalog")
+	for _, region := range []string{"primary", "standby"} {
+		var list []catalog.Alias
+		for name, per := range a.Names {
+			list = append(list, catalog.Alias{Alias: name, Target: per["primary"], Region: region})
+		}
+		if err := catalog.Switch(ctx, a.Driver, string(a.DSN[region]), a.Switch, list); err != nil {
+			return err
+		}
+	}
+	sched.show(w)
+	fmt.Fprintln(w)
+	if err := printPlanOf(ctx, po, plan.Failover, w); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	if err := runPrecheck(ctx, po, plan.Switchover, w); err == nil {
+		return errors.New("the switchover prechecks missed the stray write in the replica")
+	}
+	fmt.Fprintf(w, "\nThe prechecks caught step 4's stray write in the standby's bucket: a\nswitchover would have made it part of the new primary. It is removed, the\nnext pass sees a clean replica, and the prechecks pass.\n\n")
+	if err := os.Remove(filepath.Join(dir, "standby", "lake", "raw", "oops.csv")); err != nil {
+		return err
+	}
+	if err := runReplicate(ctx, replicateOptions{config: cfgPath}, []string{"lake"}, io.Discard); err != nil {
+		return err
+	}
+	if err := runPrecheck(ctx, po, plan.Switchover, w); err != nil {
+		return err
+	}
+
+	step(10, "The primary goes dark in the middle of an ETL run",
+		`Run 3 completes, and the sync copying it has done bronze when trouble starts:
+run 4 has begun writing bronze, and then the primary region is gone: its
+folders, its catalog, its scheduler. The standby holds bronze at run 3
+(published by the interrupted sync) and silver and gold at run 2; its
+manifest says run 2.`)
+	if err := tables["bronze"].Append(ctx, "run-3", 1, 2000); err != nil {
+		return err
+	}
+	if err := tables["gold"].Append(ctx, "run-3", 1, 500); err != nil {
+		return err
+	}
+	if err := group("complete", "run-3"); err != nil {
+		return err
+	}
+	standbyBronze, err := local.Open(filepath.Join(dir, "standby", "lake", "tables", "bronze"), false)
+	if err != nil {
+		return err
+	}
+	interrupted := &tablesync.Sync{Source: tables["bronze"].B, Target: standbyBronze}
+	if _, err := interrupted.Run(ctx, -1); err != nil {
+		return err
+	}
+	if err := tables["bronze"].Append(ctx, "run-4", 1, 2000); err != nil {
+		return err
+	}
+	sched.setDown(true)
+	dark := filepath.Join(dir, "primary.dark")
+	if err := os.Rename(filepath.Join(dir, "primary"), dark); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "the primary region is dark (its folder is now %s)\n", dark)
+
+	step(11, "Fail over, from the standby alone",
+		`'tandem plan run failover' runs in the standby region and needs nothing from
+the primary: it takes the lease once the primary's has expired (the primary
+stops acting before that), tries to pause the workflow in the primary (which
+does not answer: that step's error mode is continue), finalizes the group to
+its manifest, makes the bucket writable, points the aliases at the standby's
+tables and unpauses the workflow there. Every step is recorded in the standby
+as it goes; a killed run is continued with 'tandem plan resume'.`)
+	if err := runPlan(ctx, po, plan.Failover, w); err != nil {
+		return err
+	}
+	sched.show(w)
+
+	step(12, "Query through the aliases, and the measured RPO and RTO",
+		`A reader asks the standby's catalog where gold is and reads it there. What the
+failover lost is known exactly: the runs after the manifest's.`)
+	if err := demoQuery(ctx, string(a.DSN["standby"]), "gold", w); err != nil {
+		return err
+	}
+	if err := demoRPORTO(ctx, cfgPath, w); err != nil {
+		return err
+	}
+
+	step(13, "The old primary comes back; fail back",
+		`The primary region returns, stale: its tandem still thinks it is primary, but
+the lease moved on, so its replication publishes nothing. 'tandem plan run
+failback' makes it the new standby: what it wrote after the last manifest
+(the commits of runs 3 and 4) is moved aside, its workflow stays paused, the tables and the bucket are copied
+back from the new primary, and the lease records it as the standby. From
+there, a 'tandem plan run switchover' moves the work back.`)
+	if err := os.Rename(dark, filepath.Join(dir, "primary")); err != nil {
+		return err
+	}
+	sched.setDown(false)
+	err = runReplicate(ctx, replicateOptions{config: cfgPath}, []string{"lake"}, io.Discard)
+	fmt.Fprintf(w, "the old primary's pass: %v\n\n", err)
+	if err := runPlan(ctx, po, plan.Failback, w); err != nil {
+		return err
+	}
+	sched.show(w)
+	fmt.Fprintln(w)
+	if err := runLease(ctx, leaseOptions{config: cfgPath}, "show", "lakehouse", w); err != nil {
+		return err
+	}
+	return runExecutions(ctx, po, nil, w)
+}
+
+func printPlanOf(ctx context.Context, o planOptions, typ string, w io.Writer) error {
+	env, err := loadPlanEnv(o)
+	if err != nil {
+		return err
+	}
+	p, err := env.build(ctx, typ)
+	if err != nil {
+		return err
+	}
+	return printPlan(w, p, false)
+}
+
+// demoQuery resolves a logical table name in a catalog and reads the Delta
+// table it points at: its version, live files and rows.
+func demoQuery(ctx context.Context, catalogDSN, name string, w io.Writer) error {
+	db, err := catalog.Open("sqlite", catalogDSN)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var loc string
+	if err := db.QueryRowContext(ctx, `SELECT location FROM tables WHERE name = ?`, name).Scan(&loc); err != nil {
+		return fmt.Errorf("catalog %s: %s: %w", catalogDSN, name, err)
+	}
+	b, err := local.Open(loc, false)
+	if err != nil {
+		return err
+	}
+	t, err := delta.Open(ctx, b)
+	if err != nil {
+		return err
+	}
+	snap, err := t.Snapshot(ctx, t.Log.Latest)
+	if err != nil {
+		return err
+	}
+	var rows int64
+	for _, add := range snap.Files {
+		f, err := os.Open(filepath.Join(loc, add.Path))
+		if err != nil {
+			return err
+		}
+		st, _ := f.Stat()
+		pf, err := parquet.OpenFile(f, st.Size())
+		if err == nil {
+			rows += pf.NumRows()
+		}
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", add.Path, err)
+		}
+	}
+	fmt.Fprintf(w, "catalog %s: %s -> %s\n", catalogDSN, name, loc)
+	fmt.Fprintf(w, "SELECT count(*) FROM %s: %d rows in %d files at version %d, read from the standby region\n", name, rows, len(snap.Files), snap.Version)
+	return nil
+}
+
+// demoRPORTO prints what the failover lost and how long it took.
+func demoRPORTO(ctx context.Context, cfgPath string, w io.Writer) error {
+	env, err := loadPlanEnv(planOptions{config: cfgPath})
+	if err != nil {
+		return err
+	}
+	ex, err := env.executor(ctx, "standby")
+	if err != nil {
+		return err
+	}
+	list, err := ex.List(ctx)
+	if err != nil || len(list) == 0 {
+		return errors.Join(err, errors.New("no execution recorded"))
+	}
+	x := list[0]
+	st, err := members.RegionState(ctx, env.cfg, "standby")
+	if err != nil {
+		return err
+	}
+	m, _, _, err := tablegroup.LoadManifest(ctx, st.Sub("groups").Sub("sales"))
+	if err != nil {
+		return err
+	}
+	var vs []string
+	for t, v := range m.Versions {
+		vs = append(vs, fmt.Sprintf("%s@%d", t, v))
+	}
+	sort.Strings(vs)
+	fmt.Fprintf(w, "RPO: the standby holds run %s (%s, completed %s); run-3, completed after it, and run-4, in flight, are lost\n",
+		m.RunID, strings.Join(vs, " "), m.CutTime.Local().Format("15:04:05"))
+	fmt.Fprintf(w, "RTO: %.1fs from the decision to fail over (%s) until the last step succeeded (execution %s),\n     most of it waiting for the primary's lease (ttl 3s) to expire\n",
+		x.RTO, x.Decided.Local().Format("15:04:05"), x.ID)
+	return nil
+}
