@@ -4,18 +4,22 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"tandem/internal/config"
 	"tandem/internal/daemon"
+	"tandem/internal/lease"
+	"tandem/internal/members"
 	"tandem/internal/notify"
 )
 
 type serveOptions struct {
 	config string
 	listen string
+	region string
 }
 
 func newServeCommand() *cobra.Command {
@@ -32,7 +36,13 @@ A workflow's last task can report a completed run over HTTP instead of
 running 'tandem group complete':
   curl -X POST -H "Authorization: Bearer $TOKEN" http://LISTEN/groups/GROUP/complete?run_id=ID
 The token is serve.token; without one the endpoint is open to whoever reaches
-LISTEN, so keep it on loopback or a trusted network.`,
+LISTEN, so keep it on loopback or a trusted network.
+
+With --region (or $TANDEM_REGION), serve keeps the region lease of every
+protection group that region holds: it renews it every lease_ttl/3, and the
+configured primary takes a lease that was never taken. It never takes over a
+lease another region holds or held: that is what 'tandem plan run failover'
+decides.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			return runServe(c.Context(), o, nil)
@@ -40,6 +50,7 @@ LISTEN, so keep it on loopback or a trusted network.`,
 	}
 	c.Flags().StringVar(&o.config, "config", "", "config file")
 	c.Flags().StringVar(&o.listen, "listen", "", "metrics and health address (default from config, 127.0.0.1:9750)")
+	c.Flags().StringVar(&o.region, "region", os.Getenv("TANDEM_REGION"), "the region this tandem runs in: it renews the leases that region holds (default $TANDEM_REGION)")
 	return c
 }
 
@@ -77,6 +88,9 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 	if len(d.Jobs)+len(d.Groups) == 0 {
 		return usageError{fmt.Errorf("%s configures no replication and no group", o.config)}
 	}
+	if err := keepLeases(ctx, cfg, o.region, log); err != nil {
+		return err
+	}
 	d.Status = func(ctx context.Context) (any, error) { return collectStatus(ctx, cfg) }
 	if err := d.Open(ctx); err != nil {
 		return err
@@ -94,6 +108,29 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	return d.Close(sctx)
+}
+
+// keepLeases renews, until ctx ends, the leases region holds.
+func keepLeases(ctx context.Context, cfg *config.Config, region string, log *slog.Logger) error {
+	if region == "" {
+		return nil
+	}
+	if cfg.Region(region) == nil {
+		return usageError{fmt.Errorf("--region %q is not a region of %s", region, cfg.Path())}
+	}
+	leases, err := members.Leases(ctx, cfg)
+	if err != nil && len(cfg.ProtectionGroups) > 0 {
+		return err
+	}
+	for i := range cfg.ProtectionGroups {
+		pg := &cfg.ProtectionGroups[i]
+		if region != pg.Primary && region != pg.Standby {
+			continue
+		}
+		l := &lease.Lease{Store: leases, Group: pg.Name, Region: region, TTL: time.Duration(pg.LeaseTTL), Standby: other(pg, region)}
+		go l.Keep(ctx, region == pg.Primary, log)
+	}
+	return nil
 }
 
 // notifier builds a group's notification channels from its config.

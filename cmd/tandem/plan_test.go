@@ -438,3 +438,54 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return data
 }
+
+// TestServeKeepsLease: serve in the primary region takes the lease that was
+// never taken and keeps renewing it.
+func TestServeKeepsLease(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "east/lake/a.csv"), "a")
+	os.MkdirAll(filepath.Join(dir, "west/lake"), 0o755)
+	cfg := filepath.Join(dir, "tandem.yaml")
+	writeFile(t, cfg, strings.ReplaceAll(`
+regions:
+  - {name: east, state: DIR/east/.tandem}
+  - {name: west, state: DIR/west/.tandem}
+replication:
+  - {name: lake, from: {region: east, url: DIR/east/lake}, to: {region: west, url: DIR/west/lake}}
+witness: {url: DIR/witness}
+protection_groups:
+  - {name: lakehouse, primary: east, standby: west, replications: [lake], lease_ttl: 600ms}
+`, "DIR", dir))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- runServe(ctx, serveOptions{config: cfg, listen: "127.0.0.1:0", region: "east"}, nil) }()
+	var first time.Time
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var rec struct {
+			Holder, Standby string
+			Epoch           int64
+			Renewed         time.Time
+		}
+		data, err := os.ReadFile(filepath.Join(dir, "witness/leases/lakehouse.json"))
+		if err == nil && json.Unmarshal(data, &rec) == nil {
+			if rec.Holder != "east" || rec.Epoch != 1 || rec.Standby != "west" {
+				t.Fatalf("lease %+v", rec)
+			}
+			if first.IsZero() {
+				first = rec.Renewed
+			} else if rec.Renewed.After(first) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("serve did not take and renew the lease")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

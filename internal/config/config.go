@@ -300,6 +300,9 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
+// Path is the file the configuration was loaded from.
+func (c *Config) Path() string { return c.path }
+
 // Parse decodes a configuration from YAML text.
 func Parse(data []byte) (*Config, error) {
 	data, err := expand(data)

@@ -17,7 +17,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"tandem/internal/objstore"
@@ -59,8 +61,16 @@ type Lease struct {
 	// renews): the region it will replicate into, or "" after a failover.
 	Standby string
 
+	mu       sync.Mutex
 	deadline time.Time // local: act as primary until then
 	epoch    int64
+}
+
+// set records the local deadline and epoch (zero: not primary).
+func (l *Lease) set(deadline time.Time, epoch int64) {
+	l.mu.Lock()
+	l.deadline, l.epoch = deadline, epoch
+	l.mu.Unlock()
 }
 
 func (l *Lease) name() string { return l.Group + ".json" }
@@ -124,8 +134,7 @@ func (l *Lease) Acquire(ctx context.Context) (Record, error) {
 		if err != nil {
 			return Record{}, err
 		}
-		l.deadline = sent.Add(l.TTL - l.Margin)
-		l.epoch = next.Epoch
+		l.set(sent.Add(l.TTL-l.Margin), next.Epoch)
 		return next, nil
 	}
 }
@@ -133,6 +142,8 @@ func (l *Lease) Acquire(ctx context.Context) (Record, error) {
 // Primary reports whether this region may act as primary now, and under
 // which epoch: it holds the lease and its local deadline has not passed.
 func (l *Lease) Primary() (epoch int64, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.epoch == 0 || !time.Now().Before(l.deadline) {
 		return 0, false
 	}
@@ -141,7 +152,11 @@ func (l *Lease) Primary() (epoch int64, ok bool) {
 
 // Deadline is when this region must stop acting as primary unless it
 // renews.
-func (l *Lease) Deadline() time.Time { return l.deadline }
+func (l *Lease) Deadline() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.deadline
+}
 
 // Release gives the lease up (a planned switchover): the other region may
 // take it at once. Only the holder releases; the epoch stays, and the next
@@ -156,7 +171,7 @@ func (l *Lease) Release(ctx context.Context) (Record, error) {
 	if cur.Holder != l.Region {
 		return cur, fmt.Errorf("%s does not hold %s (holder %q, epoch %d)", l.Region, l.Group, cur.Holder, cur.Epoch)
 	}
-	l.epoch, l.deadline = 0, time.Time{} // stop acting first
+	l.set(time.Time{}, 0) // stop acting first
 	cur.Holder, cur.Expires = "", l.Now().UTC()
 	if _, err := l.Store.Save(ctx, l.name(), cur, objstore.PutOptions{IfMatch: etag}); err != nil {
 		if errors.Is(err, objstore.ErrPrecondition) {
@@ -210,4 +225,69 @@ func holderName(h string) string {
 		return "nobody"
 	}
 	return h
+}
+
+// Renew extends the lease while l.Region holds it; it never takes a lease
+// another region holds, held or released (ErrFenced).
+func (l *Lease) Renew(ctx context.Context) (Record, error) {
+	l.defaults()
+	for {
+		sent := time.Now()
+		var cur Record
+		etag, err := l.Store.Load(ctx, l.name(), &cur)
+		if err != nil {
+			return Record{}, err
+		}
+		if cur.Holder != l.Region {
+			l.set(time.Time{}, 0)
+			return cur, fmt.Errorf("%w: %s holds %s (epoch %d), not %s", ErrFenced, holderName(cur.Holder), l.Group, cur.Epoch, l.Region)
+		}
+		now := l.Now().UTC()
+		cur.Renewed, cur.Expires = now, now.Add(l.TTL)
+		_, err = l.Store.Save(ctx, l.name(), cur, objstore.PutOptions{IfMatch: etag})
+		if errors.Is(err, objstore.ErrPrecondition) {
+			continue
+		}
+		if err != nil {
+			return Record{}, err
+		}
+		l.set(sent.Add(l.TTL-l.Margin), cur.Epoch)
+		return cur, nil
+	}
+}
+
+// Keep renews the lease every TTL/3 while l.Region holds it, until ctx
+// ends. With first, it takes a lease that was never taken (the configured
+// primary starting up). It never takes over a lease another region holds
+// or held: that is a failover's decision.
+func (l *Lease) Keep(ctx context.Context, first bool, log *slog.Logger) {
+	l.defaults()
+	holding := true
+	for {
+		var err error
+		_, ok, serr := Show(ctx, l.Store, l.Group)
+		switch {
+		case serr != nil:
+			err = serr
+		case !ok && first:
+			_, err = l.Acquire(ctx)
+		case ok:
+			_, err = l.Renew(ctx)
+		}
+		switch {
+		case err == nil && ok && !holding:
+			holding = true
+			log.Info("holding the region lease again", "group", l.Group, "region", l.Region)
+		case errors.Is(err, ErrFenced) && holding:
+			holding = false
+			log.Warn("not renewing the region lease: another region holds it", "group", l.Group, "region", l.Region, "err", err)
+		case err != nil && !errors.Is(err, ErrFenced):
+			log.Error("renew the region lease", "group", l.Group, "region", l.Region, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(l.TTL / 3):
+		}
+	}
 }

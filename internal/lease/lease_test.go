@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -188,4 +189,57 @@ func contend(t *testing.T, dir, region string) {
 		time.Sleep(time.Duration(10+rng.IntN(30)) * time.Millisecond)
 	}
 	log.Close()
+}
+
+// TestKeep: the holder's lease is renewed while it holds it; once another
+// region took it, Keep never takes it back.
+func TestKeep(t *testing.T) {
+	st := witness(t, t.TempDir())
+	kctx, stop := context.WithCancel(ctx)
+	defer stop()
+	east := &Lease{Store: st, Group: "g", Region: "east", TTL: 300 * time.Millisecond, Standby: "west"}
+	done := make(chan struct{})
+	go func() { east.Keep(kctx, true, slog.New(slog.DiscardHandler)); close(done) }()
+	var first Record
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		r, ok, _ := Show(ctx, st, "g")
+		if ok && first.Renewed.IsZero() {
+			first = r
+		}
+		if ok && r.Renewed.After(first.Renewed.Add(150*time.Millisecond)) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r, _, _ := Show(ctx, st, "g")
+	if r.Holder != "east" || r.Epoch != 1 || !r.Renewed.After(first.Renewed) || r.Standby != "west" {
+		t.Fatalf("not renewed: first %+v, now %+v", first, r)
+	}
+	// East stops (a paused or dead process); west fails over once east's
+	// lease expired; east comes back and must not take it back.
+	stop()
+	<-done
+	west := &Lease{Store: st, Group: "g", Region: "west", TTL: time.Hour}
+	for {
+		if _, err := west.Acquire(ctx); err == nil {
+			break
+		} else if !errors.Is(err, ErrHeld) {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	kctx, stop = context.WithCancel(ctx)
+	done = make(chan struct{})
+	go func() { east.Keep(kctx, true, slog.New(slog.DiscardHandler)); close(done) }()
+	time.Sleep(time.Second) // several of east's renewal periods
+	r, _, _ = Show(ctx, st, "g")
+	if r.Holder != "west" || r.Epoch != 2 {
+		t.Fatalf("east took the lease back: %+v", r)
+	}
+	if _, ok := east.Primary(); ok {
+		t.Fatal("east still acts as primary")
+	}
+	stop()
+	<-done
 }
