@@ -93,21 +93,26 @@ func loadPlanEnv(o planOptions) (*planEnv, error) {
 	return &planEnv{cfg: cfg, pg: pg}, nil
 }
 
-// build generates a plan of typ in the direction the lease says now.
-func (e *planEnv) build(ctx context.Context, typ string) (*plan.Plan, error) {
+// build generates a plan of typ in the direction the lease says now. With
+// lenient, a witness that does not answer gives the plan from the
+// configured primary, with a warning (plan show).
+func (e *planEnv) build(ctx context.Context, typ string, lenient bool) (*plan.Plan, error) {
 	if !slices.Contains(config.PlanTypes, typ) {
 		return nil, usageError{fmt.Errorf("unknown plan type %q (%s)", typ, strings.Join(config.PlanTypes, ", "))}
 	}
 	from := e.pg.Primary
 	leases, err := members.Leases(ctx, e.cfg)
-	if err != nil {
-		return nil, err
+	var rec lease.Record
+	var ok bool
+	if err == nil {
+		rec, ok, err = lease.Show(ctx, leases, e.pg.Name)
 	}
-	rec, ok, err := lease.Show(ctx, leases, e.pg.Name)
-	if err != nil {
+	switch {
+	case err != nil && lenient:
+		fmt.Fprintf(os.Stderr, "tandem: the witness does not answer (%v); showing the plan from the configured primary\n", err)
+	case err != nil:
 		return nil, fmt.Errorf("the witness, which says which region is primary: %w", err)
-	}
-	if ok && rec.Holder != "" {
+	case ok && rec.Holder != "":
 		from = rec.Holder
 	}
 	to := e.pg.Standby
@@ -163,7 +168,7 @@ func newPlanShowCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := env.build(c.Context(), args[0])
+			p, err := env.build(c.Context(), args[0], true)
 			if err != nil {
 				return err
 			}
@@ -197,7 +202,7 @@ func printPlan(w io.Writer, p *plan.Plan, asJSON bool) error {
 			if s.Disabled {
 				notes = append(notes, "DISABLED")
 			}
-			fmt.Fprintf(w, "   %-36s %-6s %s [%s]\n", s.ID, s.Region, s.Title, strings.Join(notes, ", "))
+			fmt.Fprintf(w, "   %-36s %-8s %s [%s]\n", s.ID, s.Region, s.Title, strings.Join(notes, ", "))
 		}
 	}
 	return nil
@@ -244,7 +249,7 @@ func runPrecheck(ctx context.Context, o planOptions, typ string, w io.Writer) er
 	if err != nil {
 		return err
 	}
-	p, err := env.build(ctx, typ)
+	p, err := env.build(ctx, typ, false)
 	if err != nil {
 		return err
 	}
@@ -328,7 +333,7 @@ func runPlan(ctx context.Context, o planOptions, typ string, w io.Writer) error 
 	if err != nil {
 		return err
 	}
-	p, err := env.build(ctx, typ)
+	p, err := env.build(ctx, typ, false)
 	if err != nil {
 		return err
 	}

@@ -264,7 +264,7 @@ func printPlanOf(ctx context.Context, o planOptions, typ string, w io.Writer) er
 	if err != nil {
 		return err
 	}
-	p, err := env.build(ctx, typ)
+	p, err := env.build(ctx, typ, true)
 	if err != nil {
 		return err
 	}

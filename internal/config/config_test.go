@@ -127,6 +127,7 @@ func FuzzParse(f *testing.F) {
 // TestExamples loads the example configs shipped in examples/.
 func TestExamples(t *testing.T) {
 	t.Setenv("OCI_NAMESPACE", "acme")
+	t.Setenv("DATABRICKS_TOKEN", "dapi-secret")
 	t.Setenv("WEST_ACCESS_KEY_ID", "AKIAEXAMPLE")
 	t.Setenv("WEST_SECRET_ACCESS_KEY", "secret")
 	files, _ := filepath.Glob("../../examples/*.yaml")

@@ -73,6 +73,9 @@ const (
 	DefaultTimeout     = 10 * time.Minute
 	DefaultUserTimeout = 5 * time.Minute
 	DefaultPause       = 24 * time.Hour
+	// OldPrimaryTimeout bounds a failover's best-effort steps in the lost
+	// region.
+	OldPrimaryTimeout = time.Minute
 )
 
 // Step kinds. Checks run in the prechecks group.
@@ -195,6 +198,9 @@ func Build(cfg *config.Config, pg *config.ProtectionGroup, typ, from, to string)
 		}
 		for _, d := range pg.Databases {
 			add("quiesce", DatabaseFence, d, from, "fence the old primary, if it answers", "continue")
+		}
+		for _, s := range groups["quiesce"].Steps {
+			s.Timeout = OldPrimaryTimeout // it is probably gone: do not wait long
 		}
 	case Failback:
 		for _, w := range pg.Workflows {
