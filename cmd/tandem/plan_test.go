@@ -489,3 +489,73 @@ protection_groups:
 		t.Fatal(err)
 	}
 }
+
+// TestPlanStaleAfterLeaseMoves: a failover paused for approval resumes after
+// the lease moved on; its remaining steps are fenced and change nothing.
+func TestPlanStaleAfterLeaseMoves(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "east/lake/a.csv"), "a")
+	os.MkdirAll(filepath.Join(dir, "west/lake"), 0o755)
+	cfg := filepath.Join(dir, "tandem.yaml")
+	writeFile(t, cfg, strings.ReplaceAll(`
+regions:
+  - {name: east, state: DIR/east/.tandem}
+  - {name: west, state: DIR/west/.tandem}
+replication:
+  - {name: lake, from: {region: east, url: DIR/east/lake}, to: {region: west, url: DIR/west/lake}}
+witness: {url: DIR/witness}
+protection_groups:
+  - name: lakehouse
+    primary: east
+    standby: west
+    replications: [lake]
+    user_groups:
+      - name: gate
+        after: lease
+        steps: [{name: ok, pause: true}]
+`, "DIR", dir))
+	run := func(want int, wantOut string, args ...string) string {
+		t.Helper()
+		code, out := tandem(t, nil, args...)
+		if code != want || !strings.Contains(out, wantOut) {
+			t.Fatalf("%v: exit %d, want %d; output lacks %q:\n%s", args, code, want, wantOut, out)
+		}
+		return out
+	}
+	run(0, "copied    1 objects", "replicate", "--config", cfg, "lake")
+	// The failover takes the lease and waits at the gate; it is stopped
+	// there (interrupted, as by a crash).
+	bg := exec.Command(os.Args[0], "-test.run=^$", "--", "plan", "run", "--config", cfg, "failover")
+	bg.Env = append(os.Environ(), "TANDEM_MAIN=1")
+	if err := bg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	var id string
+	for id == "" && time.Now().Before(deadline) {
+		var list []struct{ ID, State string }
+		_, out := tandem(t, nil, "plan", "executions", "--config", cfg, "--json")
+		json.Unmarshal([]byte(out), &list)
+		if len(list) == 1 && strings.Contains(string(mustRead(t, filepath.Join(dir, "west/.tandem/plans/lakehouse/executions", list[0].ID+".json"))), "waiting-for-approval") {
+			id = list[0].ID
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	bg.Process.Kill()
+	bg.Wait()
+	if id == "" {
+		t.Fatal("the failover never reached its gate")
+	}
+	// Meanwhile the lease goes back to east.
+	run(0, "epoch 1", "lease", "release", "--config", cfg, "lakehouse", "--region", "west")
+	run(0, "held by east, epoch 2", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "east")
+	// Approving a run nobody runs continues it here: the steps after the
+	// gate are fenced.
+	out := run(1, "this step of the failover no longer applies", "plan", "approve", "--config", cfg, id, "user:gate/ok")
+	if !strings.Contains(out, "failed         replication.promote:lake") {
+		t.Fatalf("resume output:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "west/.tandem/replication/lake/promoted.json")); !os.IsNotExist(err) {
+		t.Fatal("a fenced failover promoted the replica")
+	}
+}

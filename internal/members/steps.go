@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,6 +45,9 @@ func (s *Steps) Run(ctx context.Context, p *plan.Plan, st *plan.Step, exec strin
 	}
 	if strings.HasPrefix(st.Kind, "check.") {
 		return s.check(ctx, p, pg, st, w)
+	}
+	if err := s.guard(ctx, p, pg, st); err != nil {
+		return err
 	}
 	switch st.Kind {
 	case plan.LeaseMove:
@@ -102,6 +106,40 @@ func (s *Steps) Run(ctx context.Context, p *plan.Plan, st *plan.Step, exec strin
 		return hook.Run(ctx, st.User.Action, s.data(p, exec, st.Region, nil), w)
 	}
 	return fmt.Errorf("unknown step kind %q", st.Kind)
+}
+
+// guard is the fencing check of a built-in step: it acts only while the
+// region it acts for holds the lease. In a switchover, the old primary
+// quiesces and drains while it holds it, and the new one promotes once it
+// took it; a failover acts for the new primary from the start (the lease is
+// its first step); failbacks and drills leave the lease where it is. Steps
+// that move the lease, and user steps, are not guarded.
+func (s *Steps) guard(ctx context.Context, p *plan.Plan, pg *config.ProtectionGroup, st *plan.Step) error {
+	if strings.HasPrefix(st.Kind, "lease.") || st.Kind == plan.UserStep {
+		return nil
+	}
+	want := p.From
+	switch {
+	case p.Type == plan.Failover:
+		want = p.To
+	case p.Type == plan.Switchover && !slices.Contains([]string{plan.WorkflowDeactivate, plan.DatabaseFence, plan.DatabaseCatchup, plan.ReplicationSync, plan.GroupSync}, st.Kind):
+		want = p.To
+	}
+	leases, err := Leases(ctx, s.Cfg)
+	if err != nil {
+		return err
+	}
+	rec, ok, err := lease.Show(ctx, leases, pg.Name)
+	switch {
+	case err != nil:
+		return err
+	case !ok && want == pg.Primary:
+		return nil
+	case !ok || rec.Holder != want:
+		return fmt.Errorf("%w: %s holds the lease of %s (epoch %d), not %s: this step of the %s no longer applies",
+			lease.ErrFenced, holderName(rec.Holder), pg.Name, rec.Epoch, want, p.Type)
+	}
+	return nil
 }
 
 func (s *Steps) data(p *plan.Plan, exec, region string, vars map[string]string) hook.Data {
