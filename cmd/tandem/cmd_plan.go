@@ -122,6 +122,16 @@ func (e *planEnv) build(ctx context.Context, typ string, lenient bool) (*plan.Pl
 	return plan.Build(e.cfg, e.pg, typ, from, to)
 }
 
+// loadPlan loads the configuration and builds a plan of typ.
+func loadPlan(ctx context.Context, o planOptions, typ string, lenient bool) (*planEnv, *plan.Plan, error) {
+	env, err := loadPlanEnv(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := env.build(ctx, typ, lenient)
+	return env, p, err
+}
+
 func (e *planEnv) executor(ctx context.Context, home string) (*plan.Executor, error) {
 	st, err := members.RegionState(ctx, e.cfg, home)
 	if err != nil {
@@ -164,11 +174,7 @@ func newPlanShowCommand() *cobra.Command {
 		Short: "Print the plan the configuration gives now",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			env, err := loadPlanEnv(o)
-			if err != nil {
-				return err
-			}
-			p, err := env.build(c.Context(), args[0], true)
+			_, p, err := loadPlan(c.Context(), o, args[0], true)
 			if err != nil {
 				return err
 			}
@@ -245,11 +251,7 @@ failover would lose) do not.`,
 }
 
 func runPrecheck(ctx context.Context, o planOptions, typ string, w io.Writer) error {
-	env, err := loadPlanEnv(o)
-	if err != nil {
-		return err
-	}
-	p, err := env.build(ctx, typ, false)
+	env, p, err := loadPlan(ctx, o, typ, false)
 	if err != nil {
 		return err
 	}
@@ -329,11 +331,7 @@ func newPlanRunCommand() *cobra.Command {
 
 func runPlan(ctx context.Context, o planOptions, typ string, w io.Writer) error {
 	decided := time.Now()
-	env, err := loadPlanEnv(o)
-	if err != nil {
-		return err
-	}
-	p, err := env.build(ctx, typ, false)
+	env, p, err := loadPlan(ctx, o, typ, false)
 	if err != nil {
 		return err
 	}

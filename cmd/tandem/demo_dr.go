@@ -260,11 +260,7 @@ there, a 'tandem plan run switchover' moves the work back.`)
 }
 
 func printPlanOf(ctx context.Context, o planOptions, typ string, w io.Writer) error {
-	env, err := loadPlanEnv(o)
-	if err != nil {
-		return err
-	}
-	p, err := env.build(ctx, typ, true)
+	_, p, err := loadPlan(ctx, o, typ, true)
 	if err != nil {
 		return err
 	}

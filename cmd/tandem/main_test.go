@@ -51,6 +51,19 @@ func tandem(t *testing.T, env []string, args ...string) (int, string) {
 	return code, out.String()
 }
 
+// expecter returns a function that runs tandem and fails the test unless
+// it exits with want and prints wantOut; it returns the output.
+func expecter(t *testing.T) func(want int, wantOut string, args ...string) string {
+	return func(want int, wantOut string, args ...string) string {
+		t.Helper()
+		code, out := tandem(t, nil, args...)
+		if code != want || !strings.Contains(out, wantOut) {
+			t.Fatalf("%v: exit %d, want %d; output lacks %q:\n%s", args, code, want, wantOut, out)
+		}
+		return out
+	}
+}
+
 func writeFile(t *testing.T, path, data string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -496,13 +509,7 @@ witness:
 protection_groups:
   - {name: lakehouse, primary: east, standby: west, replications: [lake], groups: [sales], lease_ttl: 1h}
 `, "DIR", dir))
-	run := func(want int, wantOut string, args ...string) {
-		t.Helper()
-		code, out := tandem(t, nil, args...)
-		if code != want || !strings.Contains(out, wantOut) {
-			t.Fatalf("%v: exit %d, want %d; output lacks %q:\n%s", args, code, want, wantOut, out)
-		}
-	}
+	run := expecter(t)
 	run(0, "copied    1 objects", "replicate", "--config", cfg, "lake") // no lease yet: epoch 0
 	run(0, "held by east, epoch 1", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "east")
 	run(0, "manifest written", "group", "sync", "--config", cfg, "sales")

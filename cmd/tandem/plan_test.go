@@ -156,14 +156,7 @@ protection_groups:
       "database.fence:warehouse": {timeout: 10s}
       "workflow.deactivate:etl": {timeout: 10s}
 `))
-	run := func(want int, wantOut string, args ...string) string {
-		t.Helper()
-		code, out := tandem(t, nil, args...)
-		if code != want || !strings.Contains(out, wantOut) {
-			t.Fatalf("%v: exit %d, want %d; output lacks %q:\n%s", args, code, want, wantOut, out)
-		}
-		return out
-	}
+	run := expecter(t)
 
 	// Before anything was copied, the prechecks say what is missing.
 	out := run(1, "prechecks of switchover failed", "plan", "precheck", "--config", cfg, "switchover")
@@ -312,17 +305,7 @@ protection_groups:
 // second run is refused while it is unfinished, resumes it, and walks a
 // timed-out step through retry and a pause through approve.
 func TestPlanKillResume(t *testing.T) {
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "east/lake/a.csv"), "a")
-	os.MkdirAll(filepath.Join(dir, "west/lake"), 0o755)
-	cfg := filepath.Join(dir, "tandem.yaml")
-	writeFile(t, cfg, strings.ReplaceAll(`
-regions:
-  - {name: east, state: DIR/east/.tandem}
-  - {name: west, state: DIR/west/.tandem}
-replication:
-  - {name: lake, from: {region: east, url: DIR/east/lake}, to: {region: west, url: DIR/west/lake}}
-witness: {url: DIR/witness}
+	dir, cfg := eastWest(t, `
 protection_groups:
   - name: lakehouse
     primary: east
@@ -344,15 +327,8 @@ protection_groups:
         after: aliases
         steps:
           - {name: go-ahead, pause: true}
-`, "DIR", dir))
-	run := func(want int, wantOut string, args ...string) string {
-		t.Helper()
-		code, out := tandem(t, nil, args...)
-		if code != want || !strings.Contains(out, wantOut) {
-			t.Fatalf("%v: exit %d, want %d; output lacks %q:\n%s", args, code, want, wantOut, out)
-		}
-		return out
-	}
+`)
+	run := expecter(t)
 	run(0, "copied    1 objects", "replicate", "--config", cfg, "lake")
 
 	// Kill the run while the export step runs.
@@ -442,20 +418,10 @@ func mustRead(t *testing.T, path string) []byte {
 // TestServeKeepsLease: serve in the primary region takes the lease that was
 // never taken and keeps renewing it.
 func TestServeKeepsLease(t *testing.T) {
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "east/lake/a.csv"), "a")
-	os.MkdirAll(filepath.Join(dir, "west/lake"), 0o755)
-	cfg := filepath.Join(dir, "tandem.yaml")
-	writeFile(t, cfg, strings.ReplaceAll(`
-regions:
-  - {name: east, state: DIR/east/.tandem}
-  - {name: west, state: DIR/west/.tandem}
-replication:
-  - {name: lake, from: {region: east, url: DIR/east/lake}, to: {region: west, url: DIR/west/lake}}
-witness: {url: DIR/witness}
+	dir, cfg := eastWest(t, `
 protection_groups:
   - {name: lakehouse, primary: east, standby: west, replications: [lake], lease_ttl: 600ms}
-`, "DIR", dir))
+`)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -493,17 +459,7 @@ protection_groups:
 // TestPlanStaleAfterLeaseMoves: a failover paused for approval resumes after
 // the lease moved on; its remaining steps are fenced and change nothing.
 func TestPlanStaleAfterLeaseMoves(t *testing.T) {
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "east/lake/a.csv"), "a")
-	os.MkdirAll(filepath.Join(dir, "west/lake"), 0o755)
-	cfg := filepath.Join(dir, "tandem.yaml")
-	writeFile(t, cfg, strings.ReplaceAll(`
-regions:
-  - {name: east, state: DIR/east/.tandem}
-  - {name: west, state: DIR/west/.tandem}
-replication:
-  - {name: lake, from: {region: east, url: DIR/east/lake}, to: {region: west, url: DIR/west/lake}}
-witness: {url: DIR/witness}
+	dir, cfg := eastWest(t, `
 protection_groups:
   - name: lakehouse
     primary: east
@@ -513,15 +469,8 @@ protection_groups:
       - name: gate
         after: lease
         steps: [{name: ok, pause: true}]
-`, "DIR", dir))
-	run := func(want int, wantOut string, args ...string) string {
-		t.Helper()
-		code, out := tandem(t, nil, args...)
-		if code != want || !strings.Contains(out, wantOut) {
-			t.Fatalf("%v: exit %d, want %d; output lacks %q:\n%s", args, code, want, wantOut, out)
-		}
-		return out
-	}
+`)
+	run := expecter(t)
 	run(0, "copied    1 objects", "replicate", "--config", cfg, "lake")
 	// The failover takes the lease and waits at the gate; it is stopped
 	// there (interrupted, as by a crash).
@@ -558,4 +507,22 @@ protection_groups:
 	if _, err := os.Stat(filepath.Join(dir, "west/.tandem/replication/lake/promoted.json")); !os.IsNotExist(err) {
 		t.Fatal("a fenced failover promoted the replica")
 	}
+}
+
+// eastWest writes two folder regions with a replication lake (one object in
+// east), a witness, and extra config with DIR for the folder.
+func eastWest(t *testing.T, extra string) (dir, cfg string) {
+	dir = t.TempDir()
+	writeFile(t, filepath.Join(dir, "east/lake/a.csv"), "a")
+	os.MkdirAll(filepath.Join(dir, "west/lake"), 0o755)
+	cfg = filepath.Join(dir, "tandem.yaml")
+	writeFile(t, cfg, strings.ReplaceAll(`
+regions:
+  - {name: east, state: DIR/east/.tandem}
+  - {name: west, state: DIR/west/.tandem}
+replication:
+  - {name: lake, from: {region: east, url: DIR/east/lake}, to: {region: west, url: DIR/west/lake}}
+witness: {url: DIR/witness}
+`+extra, "DIR", dir))
+	return dir, cfg
 }
