@@ -526,3 +526,50 @@ witness: {url: DIR/witness}
 `+extra, "DIR", dir))
 	return dir, cfg
 }
+
+// TestPrechecksCatch: each broken precondition is named by the precheck
+// that finds it, and nothing is changed.
+func TestPrechecksCatch(t *testing.T) {
+	dir, cfg := eastWest(t, `
+workflows:
+  - name: etl
+    activate: {http: {url: "http://127.0.0.1:1/activate"}}
+    deactivate: {script: {command: [/no/such/scheduler-cli]}}
+protection_groups:
+  - {name: lakehouse, primary: east, standby: west, replications: [lake], workflows: [etl]}
+`)
+	writeFile(t, cfg, strings.Replace(string(mustRead(t, cfg)), "/west/lake}}", "/west/lake}, rpo: 1s}", 1))
+	run := expecter(t)
+	run(0, "copied    1 objects", "replicate", "--config", cfg, "lake")
+	time.Sleep(1100 * time.Millisecond) // the watermark falls behind the 1s RPO
+	out := run(1, "prechecks of switchover failed", "plan", "precheck", "--config", cfg, "switchover")
+	for _, want := range []string{
+		"FAIL check.replication:lake", "beyond its RPO of 1s",
+		"FAIL check.endpoint:workflow/etl", "activate in west: http http://127.0.0.1:1 is not reachable", "deactivate in east: script: exec: \"/no/such/scheduler-cli\": stat /no/such/scheduler-cli: no such file or directory",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("precheck output lacks %q:\n%s", want, out)
+		}
+	}
+	// For a failover the same findings are warnings: they are what it loses.
+	var res struct {
+		OK     bool
+		Checks []struct {
+			ID          string
+			OK, Warning bool
+		}
+	}
+	if err := json.Unmarshal([]byte(run(0, "", "plan", "precheck", "--config", cfg, "failover", "--json")), &res); err != nil {
+		t.Fatal(err)
+	}
+	if !res.OK || len(res.Checks) != 3 || res.Checks[1].ID != "check.replication:lake" || res.Checks[1].OK || !res.Checks[1].Warning {
+		t.Errorf("failover prechecks: %+v", res)
+	}
+	// The lease moved to west with no standby (a failover by hand): a
+	// switchover from west needs a failback first.
+	run(0, "standby none", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "west", "--standby", "none")
+	run(1, "east is not the standby of west (the standby is nobody): run a failback first", "plan", "precheck", "--config", cfg, "switchover")
+	if _, err := os.Stat(filepath.Join(dir, "west/.tandem/plans")); !os.IsNotExist(err) {
+		t.Fatal("a precheck recorded an execution")
+	}
+}

@@ -51,10 +51,10 @@ func (s *Steps) check(ctx context.Context, p *plan.Plan, pg *config.ProtectionGr
 		case status.Watermark == nil:
 			return failed("replication %s never completed a pass into %s", in.Name, in.To.Region)
 		}
-		lag := time.Since(*status.Watermark).Truncate(time.Second)
-		fmt.Fprintf(w, "replication %s: watermark %s (%s ago, RPO %s)\n", in.Name, status.Watermark.Format(time.RFC3339), lag, time.Duration(in.RPO))
+		lag := time.Since(*status.Watermark)
+		fmt.Fprintf(w, "replication %s: watermark %s (%s ago, RPO %s)\n", in.Name, status.Watermark.Format(time.RFC3339), lag.Round(time.Second), time.Duration(in.RPO))
 		if lag > time.Duration(in.RPO) {
-			return failed("replication %s is %s behind, beyond its RPO of %s", in.Name, lag, time.Duration(in.RPO))
+			return failed("replication %s is %s behind, beyond its RPO of %s", in.Name, lag.Round(100*time.Millisecond), time.Duration(in.RPO))
 		}
 		if lp := status.LastPass; lp != nil && lp.Foreign > 0 {
 			return failed("%s holds %d objects written there, not by replication (for example %v)", in.To.URL, lp.Foreign, lp.ForeignKeys)
