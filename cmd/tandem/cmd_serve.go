@@ -14,6 +14,8 @@ import (
 	"tandem/internal/lease"
 	"tandem/internal/members"
 	"tandem/internal/notify"
+	"tandem/internal/replicate"
+	"tandem/internal/tablegroup"
 )
 
 type serveOptions struct {
@@ -72,7 +74,11 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 		if err != nil {
 			return err
 		}
-		d.Jobs = append(d.Jobs, daemon.Job{Pair: p, Interval: time.Duration(r.Interval)})
+		job := daemon.Job{Pair: p, Interval: time.Duration(r.Interval)}
+		if members.ProtectionGroupOf(cfg, "replications", r.Name) != nil {
+			job.Reopen = func(ctx context.Context) (*replicate.Pair, error) { return openPair(ctx, cfg, r, log) }
+		}
+		d.Jobs = append(d.Jobs, job)
 	}
 	for i := range cfg.Groups {
 		gc := &cfg.Groups[i]
@@ -83,6 +89,9 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 		job := daemon.GroupJob{Group: g, Owner: gc.Owner, Interval: time.Duration(gc.Interval),
 			Retries: gc.Retries, RetryWait: time.Duration(gc.RetryWait)}
 		job.Notifier, job.NotifyOn = notifier(gc)
+		if members.ProtectionGroupOf(cfg, "groups", gc.Name) != nil {
+			job.Reopen = func(ctx context.Context) (*tablegroup.Group, error) { return openGroup(ctx, cfg, gc, false, log) }
+		}
 		d.Groups = append(d.Groups, job)
 	}
 	if len(d.Jobs)+len(d.Groups) == 0 {

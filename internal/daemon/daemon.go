@@ -19,12 +19,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"tandem/internal/replicate"
+	"tandem/internal/tablegroup"
 )
 
 // Job is one replication pair and how often it runs.
 type Job struct {
 	Pair     *replicate.Pair
 	Interval time.Duration
+	// Reopen, when set, opens the pair again in the direction the region
+	// lease says now; it is called after a pass that failed or found the
+	// target promoted, so a role change turns the loop around.
+	Reopen func(ctx context.Context) (*replicate.Pair, error)
 }
 
 // Daemon runs jobs until Close.
@@ -79,11 +84,11 @@ func (d *Daemon) Open(ctx context.Context) error {
 			d.loop(ctx, j)
 		}()
 	}
-	for _, g := range d.Groups {
+	for i := range d.Groups {
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			d.groupLoop(ctx, g)
+			d.groupLoop(ctx, i)
 		}()
 	}
 	d.Log.Info("serving", "addr", d.addr.String(), "pairs", len(d.Jobs), "groups", len(d.Groups))
@@ -106,26 +111,41 @@ func (d *Daemon) Close(ctx context.Context) error {
 }
 
 func (d *Daemon) loop(ctx context.Context, j Job) {
-	log := d.Log.With("pair", j.Pair.Name)
+	pair := j.Pair
+	log := d.Log.With("pair", pair.Name)
+	waiting := false // for a role change after a promotion
 	for {
-		sum, err := j.Pair.RunOnce(ctx)
+		sum, err := pair.RunOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		d.metrics.Observe(sum, err)
 		d.mu.Lock()
-		d.started[j.Pair.Name] = true
+		d.started[pair.Name] = true
 		d.mu.Unlock()
 		switch {
-		case errors.Is(err, replicate.ErrPromoted):
-			log.Warn("target promoted; replication into it has stopped for good", "target", j.Pair.Target.URL())
+		case errors.Is(err, replicate.ErrPromoted) && j.Reopen == nil:
+			log.Warn("target promoted; replication into it has stopped for good", "target", pair.Target.URL())
 			return
+		case errors.Is(err, replicate.ErrPromoted):
+			if !waiting {
+				log.Warn("target promoted; replication waits for a role change", "target", pair.Target.URL())
+				waiting = true
+			}
 		case err != nil:
 			log.Error("pass failed", "err", err)
 		default:
 			log.Info("pass done", "copied", sum.Objects, "bytes", sum.Bytes, "unchanged", sum.Unchanged,
 				"deleted", sum.Deleted, "failed", sum.Failed, "pending", sum.Pending, "foreign", sum.Foreign,
 				"seconds", sum.Seconds)
+		}
+		if err != nil && j.Reopen != nil {
+			if p, rerr := j.Reopen(ctx); rerr != nil {
+				log.Error("reopen the pair", "err", rerr)
+			} else if p.Source.URL() != pair.Source.URL() || p.Target.URL() != pair.Target.URL() {
+				log.Info("the region lease turned the replication around", "source", p.Source.URL(), "target", p.Target.URL())
+				pair, waiting = p, false
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -174,13 +194,15 @@ func (d *Daemon) completeRun(w http.ResponseWriter, r *http.Request) error {
 		return httpError{http.StatusUnauthorized, errors.New("a bearer token is required (serve.token)")}
 	}
 	name := r.PathValue("group")
-	var job *GroupJob
+	var group *tablegroup.Group
+	d.mu.Lock()
 	for i := range d.Groups {
 		if d.Groups[i].Group.Name == name {
-			job = &d.Groups[i]
+			group = d.Groups[i].Group
 		}
 	}
-	if job == nil {
+	d.mu.Unlock()
+	if group == nil {
 		return httpError{http.StatusNotFound, fmt.Errorf("no group named %q", name)}
 	}
 	runID := r.URL.Query().Get("run_id")
@@ -194,10 +216,10 @@ func (d *Daemon) completeRun(w http.ResponseWriter, r *http.Request) error {
 	if runID == "" {
 		return httpError{http.StatusBadRequest, errors.New("run_id is required")}
 	}
-	if !job.Group.Workflow || job.Group.Runs != nil {
+	if !group.Workflow || group.Runs != nil {
 		return httpError{http.StatusConflict, fmt.Errorf("group %s does not take completed runs from its workflow's last task", name)}
 	}
-	cut, err := job.Group.Complete(r.Context(), runID)
+	cut, err := group.Complete(r.Context(), runID)
 	if err != nil {
 		return err
 	}

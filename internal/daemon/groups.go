@@ -20,6 +20,9 @@ type GroupJob struct {
 	RetryWait time.Duration // first wait between attempts, doubled
 	Notifier  notify.Notifier
 	NotifyOn  map[string]bool // "success", "failure"
+	// Reopen, when set, opens the group again before each round in the
+	// direction the region lease says now.
+	Reopen func(ctx context.Context) (*tablegroup.Group, error)
 }
 
 type groupMetrics struct {
@@ -92,8 +95,20 @@ func (d *Daemon) groupRound(ctx context.Context, j GroupJob) {
 	}
 }
 
-func (d *Daemon) groupLoop(ctx context.Context, j GroupJob) {
+func (d *Daemon) groupLoop(ctx context.Context, i int) {
+	d.mu.Lock()
+	j := d.Groups[i]
+	d.mu.Unlock()
 	for {
+		if j.Reopen != nil {
+			if g, err := j.Reopen(ctx); err != nil {
+				d.Log.Error("reopen the group", "group", j.Group.Name, "err", err)
+			} else {
+				d.mu.Lock()
+				j.Group, d.Groups[i].Group = g, g
+				d.mu.Unlock()
+			}
+		}
 		d.groupRound(ctx, j)
 		d.mu.Lock()
 		d.started["group/"+j.Group.Name] = true
