@@ -11,6 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"tandem/internal/config"
+	"tandem/internal/lease"
+	"tandem/internal/members"
 	"tandem/internal/replicate"
 	"tandem/internal/tablegroup"
 )
@@ -56,8 +58,11 @@ func collectStatus(ctx context.Context, cfg *config.Config) ([]pairStatus, error
 	var out []pairStatus
 	now := time.Now()
 	for i := range cfg.Replication {
-		r := &cfg.Replication[i]
-		st, err := pairState(ctx, cfg, r)
+		r, err := members.Current(ctx, cfg, &cfg.Replication[i])
+		if err != nil {
+			return nil, fmt.Errorf("replication %s: %w", cfg.Replication[i].Name, err)
+		}
+		st, err := members.PairState(ctx, cfg, r)
 		if err != nil {
 			return nil, fmt.Errorf("replication %s: %w", r.Name, err)
 		}
@@ -138,6 +143,39 @@ func collectGroups(ctx context.Context, cfg *config.Config) ([]groupStatus, erro
 	return out, nil
 }
 
+// roleStatus is a protection group in `tandem status`: who is primary, and
+// the plan run that is not finished, if any.
+type roleStatus struct {
+	ProtectionGroup string        `json:"protection_group"`
+	Lease           *lease.Record `json:"lease,omitempty"`
+	Error           string        `json:"error,omitempty"`
+	Unfinished      string        `json:"unfinished_execution,omitempty"`
+}
+
+func collectRoles(ctx context.Context, cfg *config.Config) []roleStatus {
+	var out []roleStatus
+	for _, pg := range cfg.ProtectionGroups {
+		rs := roleStatus{ProtectionGroup: pg.Name}
+		w, err := members.Witness(ctx, cfg)
+		if err == nil {
+			var rec lease.Record
+			var ok bool
+			if rec, ok, err = lease.Show(ctx, w.Sub("leases"), pg.Name); ok {
+				rs.Lease = &rec
+			}
+			var a struct{ Execution string }
+			if _, aerr := w.Sub("plans").Sub(pg.Name).Load(ctx, "active.json", &a); aerr == nil {
+				rs.Unfinished = a.Execution
+			}
+		}
+		if err != nil {
+			rs.Error = err.Error()
+		}
+		out = append(out, rs)
+	}
+	return out
+}
+
 func runStatus(ctx context.Context, o statusOptions, w io.Writer) error {
 	cfg, err := loadConfig(o.config)
 	if err != nil {
@@ -151,10 +189,29 @@ func runStatus(ctx context.Context, o statusOptions, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	roles := collectRoles(ctx, cfg)
 	if o.json {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"replication": all, "groups": groups})
+		return enc.Encode(map[string]any{"replication": all, "groups": groups, "protection_groups": roles})
+	}
+	for _, r := range roles {
+		switch {
+		case r.Error != "":
+			fmt.Fprintf(w, "protection group %s: the witness does not answer: %s\n", r.ProtectionGroup, r.Error)
+		case r.Lease == nil:
+			fmt.Fprintf(w, "protection group %s: the lease was never taken\n", r.ProtectionGroup)
+		default:
+			l := r.Lease
+			state := "renewed " + l.Renewed.Local().Format("15:04:05")
+			if time.Now().After(l.Expires) {
+				state = "EXPIRED " + l.Expires.Local().Format("2006-01-02 15:04:05")
+			}
+			fmt.Fprintf(w, "protection group %s: primary %s, standby %s, epoch %d, %s\n", r.ProtectionGroup, holderOrNone(l.Holder), holderOrNone(l.Standby), l.Epoch, state)
+		}
+		if r.Unfinished != "" {
+			fmt.Fprintf(w, "  plan execution %s is not finished: tandem plan executions --config %s %s\n", r.Unfinished, o.config, r.Unfinished)
+		}
 	}
 	for _, s := range all {
 		printStatus(w, s)
@@ -162,7 +219,11 @@ func runStatus(ctx context.Context, o statusOptions, w io.Writer) error {
 	for _, g := range groups {
 		fmt.Fprintf(w, "group %s: %s\n", g.Group, g.Health)
 		if m := g.Manifest; m != nil {
-			fmt.Fprintf(w, "  standby holds run %q (%s), cut %s, synced %s\n", m.RunID, versions(m.Versions),
+			run := fmt.Sprintf("run %q", m.RunID)
+			if m.RunID == "" {
+				run = "the latest versions (" + m.Rule + ")"
+			}
+			fmt.Fprintf(w, "  standby holds %s (%s), cut %s, synced %s\n", run, versions(m.Versions),
 				m.CutTime.Local().Format("2006-01-02 15:04:05"), m.Synced.Local().Format("2006-01-02 15:04:05"))
 		}
 		if c := g.LastCompleted; c != nil && (g.Manifest == nil || g.Manifest.RunID != c.RunID) {
@@ -179,6 +240,13 @@ func runStatus(ctx context.Context, o statusOptions, w io.Writer) error {
 	return nil
 }
 
+func holderOrNone(r string) string {
+	if r == "" {
+		return "none"
+	}
+	return r
+}
+
 func printStatus(w io.Writer, s pairStatus) {
 	fmt.Fprintf(w, "replication %s: %s\n", s.Pair, s.Health)
 	fmt.Fprintf(w, "  %s -> %s\n", s.Source, s.Target)
@@ -189,8 +257,8 @@ func printStatus(w io.Writer, s pairStatus) {
 		fmt.Fprintf(w, "  watermark  none yet: no pass has copied everything it found\n")
 	}
 	if p := s.LastPass; p != nil {
-		fmt.Fprintf(w, "  last pass  %s, %.1fs: copied %d (%s), unchanged %d, deleted %d, failed %d, pending %d\n",
-			p.Started.Local().Format("2006-01-02 15:04:05"), p.Seconds, p.Objects, humanBytes(p.Bytes), p.Unchanged, p.Deleted, p.Failed, p.Pending)
+		fmt.Fprintf(w, "  last pass  %s, %.1fs: copied %d (%s), unchanged %d, already there %d, deleted %d, failed %d, pending %d\n",
+			p.Started.Local().Format("2006-01-02 15:04:05"), p.Seconds, p.Objects, humanBytes(p.Bytes), p.Unchanged, p.Adopted, p.Deleted, p.Failed, p.Pending)
 		if p.Error != "" {
 			fmt.Fprintf(w, "  error      %s\n", p.Error)
 		}

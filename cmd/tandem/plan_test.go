@@ -295,6 +295,10 @@ protection_groups:
 	}
 	run(0, "copied    0 objects", "replicate", "--config", cfg, "lake")
 
+	out = run(0, "protection group lakehouse: primary east, standby west, epoch 3", "status", "--config", cfg)
+	if !strings.Contains(out, "replication lake: ok") || !strings.Contains(out, "/east/lake -> ") {
+		t.Errorf("status after switching back:\n%s", out)
+	}
 	out = run(0, "failover", "plan", "executions", "--config", cfg)
 	if n := strings.Count(out, "succeeded"); n != 5 {
 		t.Fatalf("executions: %d succeeded, want 5:\n%s", n, out)
