@@ -168,7 +168,7 @@ func Build(cfg *config.Config, pg *config.ProtectionGroup, typ, from, to string)
 	for _, ug := range pg.UserGroups {
 		if slices.Contains(ug.Plans, typ) || len(ug.Plans) == 0 {
 			for _, s := range ug.Steps {
-				if !s.Pause {
+				if !s.Pause && !s.Disabled {
 					add("prechecks", CheckEndpoint, "user/"+ug.Name+"/"+s.Name, to, "the step's endpoint answers", warnOnFailover)
 				}
 			}
