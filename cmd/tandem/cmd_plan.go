@@ -185,35 +185,6 @@ func newPlanShowCommand() *cobra.Command {
 	return c
 }
 
-func printPlan(w io.Writer, p *plan.Plan, asJSON bool) error {
-	if asJSON {
-		return writeJSON(w, p)
-	}
-	fmt.Fprintf(w, "%s of %s: %s -> %s (records in %s)\n", p.Type, p.ProtectionGroup, p.From, p.To, p.Home)
-	for i, g := range p.Groups {
-		user := ""
-		if g.User {
-			user = " (user)"
-		}
-		fmt.Fprintf(w, "%d. %s%s\n", i+1, g.Name, user)
-		for _, s := range g.Steps {
-			var notes []string
-			notes = append(notes, "timeout "+s.Timeout.String())
-			if s.OnError != "stop" {
-				notes = append(notes, "on error "+s.OnError)
-			}
-			if s.Retries > 0 {
-				notes = append(notes, fmt.Sprintf("retries %d", s.Retries))
-			}
-			if s.Disabled {
-				notes = append(notes, "DISABLED")
-			}
-			fmt.Fprintf(w, "   %-36s %-8s %s [%s]\n", s.ID, s.Region, s.Title, strings.Join(notes, ", "))
-		}
-	}
-	return nil
-}
-
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -345,41 +316,6 @@ func runPlan(ctx context.Context, o planOptions, typ string, w io.Writer) error 
 	}
 	x, err := ex.Run(ctx, p, decided)
 	return reportExecution(w, x, err, o.json)
-}
-
-// progressPrinter prints each step's changes of state.
-func progressPrinter(w io.Writer) func(*plan.Execution) {
-	var mu sync.Mutex
-	seen := map[string]string{}
-	return func(x *plan.Execution) {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, g := range x.Groups {
-			for _, s := range g.Steps {
-				if seen[s.ID] == s.State || s.State == plan.Queued {
-					continue
-				}
-				seen[s.ID] = s.State
-				switch s.State {
-				case plan.Running, plan.Waiting:
-					fmt.Fprintf(w, "  %-10s %-14s %s\n", g.Name, s.State, s.ID)
-					if s.State == plan.Waiting {
-						fmt.Fprintf(w, "             approve with: tandem plan approve %s %s\n", x.ID, s.ID)
-					}
-				default:
-					fmt.Fprintf(w, "  %-10s %-14s %s (%.1fs)\n", g.Name, s.State, s.ID, s.Seconds())
-					for _, line := range strings.Split(strings.TrimSpace(s.Log), "\n") {
-						if line != "" {
-							fmt.Fprintf(w, "             %s\n", line)
-						}
-					}
-					if s.Error != "" {
-						fmt.Fprintf(w, "             error: %s\n", s.Error)
-					}
-				}
-			}
-		}
-	}
 }
 
 func reportExecution(w io.Writer, x *plan.Execution, err error, asJSON bool) error {
@@ -517,20 +453,4 @@ func runExecutions(ctx context.Context, o planOptions, args []string, w io.Write
 		fmt.Fprintf(w, "%-32s %-12s %-9s %-20s %-20s %s\n", x.ID, x.Type, x.State, x.From+" -> "+x.To, x.Decided.Local().Format("2006-01-02 15:04:05"), rto)
 	}
 	return nil
-}
-
-func printExecution(w io.Writer, x *plan.Execution) {
-	fmt.Fprintf(w, "%s: %s of %s, %s -> %s, %s\n", x.ID, x.Type, x.ProtectionGroup, x.From, x.To, x.State)
-	if x.State == plan.Succeeded {
-		fmt.Fprintf(w, "RTO %.1fs\n", x.RTO)
-	}
-	if x.Error != "" {
-		fmt.Fprintf(w, "error: %s\n", x.Error)
-	}
-	for _, g := range x.Groups {
-		fmt.Fprintf(w, "%s (%s)\n", g.Name, g.State)
-		for _, s := range g.Steps {
-			fmt.Fprintf(w, "  %-14s %-36s %6.1fs  %s\n", s.State, s.ID, s.Seconds(), s.Error)
-		}
-	}
 }
