@@ -188,7 +188,7 @@ primary is gone. The lag is how much data a failover now would lose, at most.`)
 
 	fmt.Fprintf(w, `
 == Done
-The regions are in %[1]s; the standby is now the primary. Try:
+The regions are in %[1]s; the primary is the primary again. Try:
   go run ./cmd/tandem status --config %[2]s
   go run ./cmd/tandem plan executions --config %[2]s
   go run ./cmd/tandem plan show --config %[2]s switchover

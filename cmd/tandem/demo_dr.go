@@ -179,7 +179,24 @@ would work right now.`)
 		return err
 	}
 
-	step(10, "The primary goes dark in the middle of an ETL run",
+	step(10, "A drill: test the standby without touching the primary",
+		`'tandem plan run drill-start' freezes the standby at a consistent point:
+replication and syncs into it pause, and its tables are finalized to the
+manifest. A tester reads the standby's gold there while the primary carries
+on; 'drill-stop' lets replication resume.`)
+	if err := runPlan(ctx, po, plan.DrillStart, w); err != nil {
+		return err
+	}
+	if err := demoQueryAt(ctx, filepath.Join(dir, "standby", "lake", "tables", "gold"), "gold", w); err != nil {
+		return err
+	}
+	err = runReplicate(ctx, replicateOptions{config: cfgPath}, []string{"lake"}, io.Discard)
+	fmt.Fprintf(w, "a replication pass during the drill: %v\n\n", err)
+	if err := runPlan(ctx, po, plan.DrillStop, w); err != nil {
+		return err
+	}
+
+	step(11, "The primary goes dark in the middle of an ETL run",
 		`Run 3 completes, and the sync copying it has done bronze when trouble starts:
 run 4 has begun writing bronze, and then the primary region is gone: its
 folders, its catalog, its scheduler. The standby holds bronze at run 3
@@ -212,7 +229,7 @@ manifest says run 2.`)
 	}
 	fmt.Fprintf(w, "the primary region is dark (its folder is now %s)\n", dark)
 
-	step(11, "Fail over, from the standby alone",
+	step(12, "Fail over, from the standby alone",
 		`'tandem plan run failover' runs in the standby region and needs nothing from
 the primary: it takes the lease once the primary's has expired (the primary
 stops acting before that), tries to pause the workflow in the primary (which
@@ -225,7 +242,7 @@ as it goes; a killed run is continued with 'tandem plan resume'.`)
 	}
 	sched.show(w)
 
-	step(12, "Query through the aliases, and the measured RPO and RTO",
+	step(13, "Query through the aliases, and the measured RPO and RTO",
 		`A reader asks the standby's catalog where gold is and reads it there. What the
 failover lost is known exactly: the runs after the manifest's.`)
 	if err := demoQuery(ctx, string(a.DSN["standby"]), "gold", w); err != nil {
@@ -235,7 +252,7 @@ failover lost is known exactly: the runs after the manifest's.`)
 		return err
 	}
 
-	step(13, "The old primary comes back; fail back",
+	step(14, "The old primary comes back; fail back",
 		`The primary region returns, stale: its tandem still thinks it is primary, but
 the lease moved on, so its replication publishes nothing. 'tandem plan run
 failback' makes it the new standby: what it wrote after the last manifest
@@ -256,6 +273,45 @@ there, a 'tandem plan run switchover' moves the work back.`)
 	if err := runLease(ctx, leaseOptions{config: cfgPath}, "show", "lakehouse", w); err != nil {
 		return err
 	}
+
+	step(15, "A run in the new primary, then a switchover back",
+		`The workflow runs in the standby region now (run 5); its last task records the
+completed run, which the returning region's records now keep. A planned
+switchover moves the work back: the standby's workflow is paused, a last pass
+and a last sync to run 5 drain it, the lease moves with the old standby as
+the standby again, the primary's bucket and tables are its own again, the
+aliases point back, and the workflow runs in the primary.`)
+	for _, name := range []string{"bronze", "gold"} {
+		t, err := etl.Open(ctx, mustLocal(filepath.Join(dir, "standby", "lake", "tables", name)), 5)
+		if err != nil {
+			return err
+		}
+		if err := t.Append(ctx, "run-5", 1, 700); err != nil {
+			return err
+		}
+	}
+	if err := group("complete", "run-5"); err != nil {
+		return err
+	}
+	if err := runPlan(ctx, po, plan.Switchover, w); err != nil {
+		return err
+	}
+	sched.show(w)
+	if err := demoQuery(ctx, string(a.DSN["primary"]), "gold", w); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "\nReplication and group syncs run from the primary again (as 'tandem serve' would):")
+	if err := runReplicate(ctx, replicateOptions{config: cfgPath}, []string{"lake"}, io.Discard); err != nil {
+		return err
+	}
+	if err := group("sync", ""); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	if err := runStatus(ctx, statusOptions{config: cfgPath}, w); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
 	return runExecutions(ctx, po, nil, w)
 }
 
@@ -268,7 +324,7 @@ func printPlanOf(ctx context.Context, o planOptions, typ string, w io.Writer) er
 }
 
 // demoQuery resolves a logical table name in a catalog and reads the Delta
-// table it points at: its version, live files and rows.
+// table it points at.
 func demoQuery(ctx context.Context, catalogDSN, name string, w io.Writer) error {
 	db, err := catalog.Open("sqlite", catalogDSN)
 	if err != nil {
@@ -279,11 +335,14 @@ func demoQuery(ctx context.Context, catalogDSN, name string, w io.Writer) error 
 	if err := db.QueryRowContext(ctx, `SELECT location FROM tables WHERE name = ?`, name).Scan(&loc); err != nil {
 		return fmt.Errorf("catalog %s: %s: %w", catalogDSN, name, err)
 	}
-	b, err := local.Open(loc, false)
-	if err != nil {
-		return err
-	}
-	t, err := delta.Open(ctx, b)
+	fmt.Fprintf(w, "catalog %s: %s -> %s\n", catalogDSN, name, loc)
+	return demoQueryAt(ctx, loc, name, w)
+}
+
+// demoQueryAt reads the Delta table in folder loc: its version, live files
+// and rows.
+func demoQueryAt(ctx context.Context, loc, name string, w io.Writer) error {
+	t, err := delta.Open(ctx, mustLocal(loc))
 	if err != nil {
 		return err
 	}
@@ -307,9 +366,18 @@ func demoQuery(ctx context.Context, catalogDSN, name string, w io.Writer) error 
 			return fmt.Errorf("%s: %w", add.Path, err)
 		}
 	}
-	fmt.Fprintf(w, "catalog %s: %s -> %s\n", catalogDSN, name, loc)
-	fmt.Fprintf(w, "SELECT count(*) FROM %s: %d rows in %d files at version %d, read from the standby region\n", name, rows, len(snap.Files), snap.Version)
+	region := filepath.Base(filepath.Dir(filepath.Dir(filepath.Dir(loc))))
+	fmt.Fprintf(w, "SELECT count(*) FROM %s: %d rows in %d files at version %d, read from the %s region\n", name, rows, len(snap.Files), snap.Version, region)
 	return nil
+}
+
+// mustLocal opens a folder that exists (the demo made it).
+func mustLocal(dir string) *local.Bucket {
+	b, err := local.Open(dir, false)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
 
 // demoRPORTO prints what the failover lost and how long it took.

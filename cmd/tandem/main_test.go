@@ -248,6 +248,13 @@ func TestDemo(t *testing.T) {
 		"bronze in primary: 2 log files written after the last manifest",
 		"sales_etl is PAUSED in primary (job 101) and UNPAUSED in standby (job 201)",
 		"held by standby, epoch 2, standby primary",
+		"a drill of lakehouse is in progress in standby", "replication and syncs into standby resume",
+		"primary holds the lease, epoch 3, standby standby",
+		`the records of primary -> standby start at run "run-5"`,
+		"sales_etl is UNPAUSED in primary (job 101) and PAUSED in standby (job 201)",
+		"rows in 3 files at version 3, read from the primary region",
+		"group sales: the standby already holds run run-5",
+		"replication lake: ok", "group sales: ok",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q", want)

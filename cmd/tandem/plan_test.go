@@ -294,6 +294,7 @@ protection_groups:
 		t.Fatalf("west was not fenced: %v", err)
 	}
 	run(0, "copied    0 objects", "replicate", "--config", cfg, "lake")
+	run(0, "the standby already holds run w1", "group", "sync", "--config", cfg, "sales")
 
 	out = run(0, "protection group lakehouse: primary east, standby west, epoch 3", "status", "--config", cfg)
 	if !strings.Contains(out, "replication lake: ok") || !strings.Contains(out, "/east/lake -> ") {

@@ -56,6 +56,25 @@ func Create(ctx context.Context, b objstore.Bucket, seed uint64) (*Table, error)
 	return t, t.commit(ctx, "CREATE TABLE", "", actions)
 }
 
+// Open continues writing an existing table at its latest version (a
+// workflow running in the region it failed over to).
+func Open(ctx context.Context, b objstore.Bucket, seed uint64) (*Table, error) {
+	dt, err := delta.Open(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := dt.Snapshot(ctx, dt.Log.Latest)
+	if err != nil {
+		return nil, err
+	}
+	t := &Table{B: b, Version: snap.Version, live: map[string]int64{}, rng: rand.New(rand.NewPCG(seed, seed+1)),
+		nextID: int64(seed) << 40} // ids apart from the ones written before
+	for _, a := range snap.Files {
+		t.live[a.Path] = a.Size
+	}
+	return t, nil
+}
+
 // Live is the number of live files and their bytes.
 func (t *Table) Live() (files int, bytes int64) {
 	for _, s := range t.live {

@@ -51,3 +51,32 @@ func TestTablesAreDelta(t *testing.T) {
 		t.Fatalf("commit 3 info %+v", acts[0].CommitInfo)
 	}
 }
+
+// TestOpenContinues: a table opened again goes on from its latest version
+// with its live files.
+func TestOpenContinues(t *testing.T) {
+	ctx := context.Background()
+	b, _ := local.Open(t.TempDir(), false)
+	tb, err := Create(ctx, b, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.Append(ctx, "r1", 2, 10); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Open(ctx, b, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := again.Live(); again.Version != 1 || f != 2 {
+		t.Fatalf("opened at version %d with %d files", again.Version, f)
+	}
+	if err := again.Update(ctx, "r2", 10); err != nil {
+		t.Fatal(err)
+	}
+	dt, _ := delta.Open(ctx, b)
+	snap, err := dt.Snapshot(ctx, -1)
+	if err != nil || snap.Version != 2 || len(snap.Files) != 2 {
+		t.Fatalf("after the update: %v %v", snap, err)
+	}
+}

@@ -338,11 +338,38 @@ func (s *Steps) group(ctx context.Context, p *plan.Plan, st *plan.Step, w io.Wri
 			}
 			fmt.Fprintln(w)
 		}
-		if err == nil {
-			m, _, _, _ := tablegroup.LoadManifest(ctx, g.State)
-			fmt.Fprintf(w, "group %s holds run %q (cut %s); syncs from %s are fenced by the lease\n", gc.Name, m.RunID, m.CutTime.Format(time.RFC3339), in.From)
+		if err != nil {
+			return err
 		}
-		return err
+		m, _, _, err := tablegroup.LoadManifest(ctx, g.State)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "group %s holds run %q (cut %s); syncs from %s are fenced by the lease\n", gc.Name, m.RunID, m.CutTime.Format(time.RFC3339), in.From)
+		if p.Type != plan.Switchover {
+			return nil
+		}
+		// The old primary's tables become the standby's at this manifest
+		// (what a run still writing there after the drain is moved aside),
+		// and start the records of the direction that runs from now on.
+		back, err := OpenGroup(ctx, s.Cfg, ReverseGroup(in), true, s.log())
+		if err != nil {
+			return err
+		}
+		moved, err := back.Rewind(ctx, m.Versions)
+		if err != nil {
+			return err
+		}
+		for _, f := range moved {
+			if len(f.MovedAside) > 0 {
+				fmt.Fprintf(w, "%s in %s: %d log files written after run %q moved to %s\n", f.Table, in.From, len(f.MovedAside), m.RunID, f.MovedTo)
+			}
+		}
+		if err := back.Seed(ctx, m); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "the records of %s -> %s start at run %q\n", in.To, in.From, m.RunID)
+		return nil
 	case plan.GroupReverse:
 		// The last manifest of the forward direction says where the two
 		// regions agree; what the returning region wrote after it is

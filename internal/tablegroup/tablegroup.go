@@ -225,6 +225,21 @@ func (g *Group) Sync(ctx context.Context) (Result, error) {
 	return res, nil
 }
 
+// Seed makes m the group's manifest and last completed run, replacing what
+// the records held. A switchover calls it for the direction that starts
+// running: the new standby's tables are exactly m (the last sync before the
+// handover copied them), and the records left there from before an earlier
+// role change describe a history that was moved aside.
+func (g *Group) Seed(ctx context.Context, m Manifest) error {
+	cut := Cut{RunID: m.RunID, Versions: m.Versions, Time: m.CutTime, Rule: m.Rule}
+	if _, err := g.State.Save(ctx, "completed.json", cut, objstore.PutOptions{}); err != nil {
+		return err
+	}
+	m.Group = g.Name
+	_, err := g.State.Save(ctx, "manifest.json", m, objstore.PutOptions{})
+	return err
+}
+
 // Finalized is what finalize did to one table.
 type Finalized struct {
 	Table   string `json:"table"`
