@@ -29,11 +29,13 @@ the primary and standby regions. The demo writes sample data into the primary,
 replicates it, changes it and replicates again, shows the RPO watermark,
 and catches a write to the read-only replica. An ETL workflow writes three
 Delta tables, and the group of tables reaches the standby only at the end of
-each completed run. Then the primary goes dark in the middle of a run: the
+each completed run. A drill tests the standby. Then the primary goes dark in
+the middle of a run: the
 failover plan runs from the standby (lease, tables finalized to the last
 completed run, bucket made writable, catalog aliases switched, workflow
 unpaused), a query through the aliases is answered there, the RPO and RTO are
-printed, and a failback makes the old primary the standby. Each step is
+printed, a failback makes the old primary the standby, and a switchover moves
+the work back. Each step is
 explained as it runs. The folders stay behind for you to look at (a temporary
 folder unless --dir is given).`,
 		Args: cobra.NoArgs,
