@@ -253,6 +253,10 @@ protection_groups:
 	// user step or an operator does); until then the precheck says so.
 	pgEast.Start() // back as it was: a primary of its own
 	run(1, "rebuild it as a standby", "plan", "precheck", "--config", cfg, "failback")
+	out = run(1, "database warehouse in east is not a standby (not in recovery)", "plan", "precheck", "--config", cfg, "switchover")
+	if !strings.Contains(out, "east is not the standby of west (the standby is nobody): run a failback first") {
+		t.Errorf("switchover prechecks before the failback:\n%s", out)
+	}
 	pgEast.Stop()
 	pgEast.BaseBackup(pgWest)
 	pgEast.Start()
