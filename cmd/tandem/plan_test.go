@@ -548,3 +548,33 @@ witness: {url: DIR/witness}
 `+extra, "DIR", dir))
 	return dir, cfg
 }
+
+// TestPrecheckDatabaseLag: a standby that has not replayed what the primary
+// wrote, beyond max_lag, stops a switchover at its precheck.
+func TestPrecheckDatabaseLag(t *testing.T) {
+	pgEast := pgtest.Primary(t)
+	pgWest := pgtest.Standby(t, pgEast)
+	_, cfg := eastWest(t, strings.NewReplacer("PGEAST", pgEast.DSN(), "PGWEST", pgWest.DSN()).Replace(`
+databases:
+  - name: warehouse
+    primary: {region: east, dsn: "PGEAST"}
+    standby: {region: west, dsn: "PGWEST"}
+    max_lag: 64KiB
+protection_groups:
+  - {name: lakehouse, primary: east, standby: west, databases: [warehouse]}
+`))
+	run := expecter(t)
+	run(0, "ok   check.database:warehouse", "plan", "precheck", "--config", cfg, "switchover")
+	if err := sqlExec(t, pgWest.DSN(), `SELECT pg_wal_replay_pause()`); err != nil {
+		t.Fatal(err)
+	}
+	if err := sqlExec(t, pgEast.DSN(), `CREATE TABLE filler AS SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 20000) g`); err != nil {
+		t.Fatal(err)
+	}
+	out := run(1, "bytes behind, more than max_lag 65536", "plan", "precheck", "--config", cfg, "switchover")
+	if !strings.Contains(out, "FAIL check.database:warehouse") {
+		t.Fatalf("precheck:\n%s", out)
+	}
+	// A failover does not look at the old primary: lag is what it loses.
+	run(0, "ok   check.database:warehouse", "plan", "precheck", "--config", cfg, "failover")
+}
