@@ -245,17 +245,18 @@ func (e *Executor) List(ctx context.Context) ([]*Execution, error) {
 	return out, nil
 }
 
-// Live reports whether a tandem process is running the execution now: on
-// this host, its process exists; elsewhere, it beat in the last 30s.
+// Live reports whether a tandem process is running the execution now: it
+// beat in the last 30s (a runner beats every 10s) and, on this host, its
+// process still exists (a killed runner is seen at once).
 func Live(r *Runner) bool {
-	if r == nil {
+	if r == nil || time.Since(r.Beat) > 30*time.Second {
 		return false
 	}
 	host, _ := os.Hostname()
 	if r.Host == host {
 		return r.PID == os.Getpid() || syscall.Kill(r.PID, 0) == nil
 	}
-	return time.Since(r.Beat) < 30*time.Second
+	return true
 }
 
 func self() *Runner {
