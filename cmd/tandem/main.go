@@ -59,7 +59,32 @@ func newRootCommand() *cobra.Command {
 		newPlanCommand(),
 		newDemoCommand(),
 	)
+	usageArgs(root)
 	return root
+}
+
+// usageArgs makes wrong positional arguments a usage error (exit 2), like
+// wrong flags, and an unknown subcommand an error rather than help.
+func usageArgs(c *cobra.Command) {
+	if args := c.Args; args != nil {
+		c.Args = func(cmd *cobra.Command, a []string) error {
+			if err := args(cmd, a); err != nil {
+				return usageError{fmt.Errorf("%s: %w (usage: %s)", cmd.CommandPath(), err, cmd.UseLine())}
+			}
+			return nil
+		}
+	} else if c.HasSubCommands() && c.RunE == nil && c.Run == nil {
+		c.Args = func(cmd *cobra.Command, a []string) error {
+			if len(a) > 0 {
+				return usageError{fmt.Errorf("%s: unknown command %q (see %s --help)", cmd.CommandPath(), a[0], cmd.CommandPath())}
+			}
+			return nil
+		}
+		c.RunE = func(cmd *cobra.Command, a []string) error { return cmd.Help() }
+	}
+	for _, sub := range c.Commands() {
+		usageArgs(sub)
+	}
 }
 
 func newLogger(defaultLevel slog.Level) *slog.Logger {

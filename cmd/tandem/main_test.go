@@ -127,6 +127,8 @@ func TestBadInput(t *testing.T) {
 		{"wrong credentials", wrong, []string{"replicate", "--delete", "--endpoint", srv.Endpoint, "--path-style", "s3://" + bucket + "/x", dst}, 1, "refused the credentials"},
 		{"unreachable endpoint", creds, []string{"replicate", "--delete", "--endpoint", "http://127.0.0.1:1", "--path-style", "s3://" + bucket + "/x", dst}, 1, "cannot reach endpoint http://127.0.0.1:1"},
 		{"bad flag", nil, []string{"replicate", "--transfers", "zero", src, dst}, 2, "invalid argument"},
+		{"missing argument", nil, []string{"plan", "run", "--config", filepath.Join(dir, "bad.yaml")}, 2, "tandem plan run: accepts 1 arg(s), received 0 (usage: tandem plan run --config FILE TYPE"},
+		{"unknown command", nil, []string{"plan", "teleport"}, 2, `tandem plan: unknown command "teleport"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out := tandem(t, tc.env, tc.args...)
