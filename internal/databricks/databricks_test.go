@@ -28,7 +28,7 @@ func api(t *testing.T, runs []map[string]any) *httptest.Server {
 			return
 		}
 		if r.Header.Get("Authorization") != "Bearer dapi-s3cret" {
-			http.Error(w, `{"error_code":"PERMISSION_DENIED"}`, 403)
+			http.Error(w, `{"error_code":"PERMISSION_DENIED"}`, http.StatusForbidden)
 			return
 		}
 		start := 0
