@@ -132,4 +132,3 @@ func (s *Steps) holderFence(region string, pg *config.ProtectionGroup) func(cont
 		return rec.Epoch, nil
 	}
 }
-
