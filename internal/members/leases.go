@@ -31,21 +31,30 @@ func (s *Steps) guard(ctx context.Context, p *plan.Plan, pg *config.ProtectionGr
 	case p.Type == plan.Switchover && !slices.Contains([]string{plan.WorkflowDeactivate, plan.DatabaseFence, plan.DatabaseCatchup, plan.ReplicationSync, plan.GroupSync}, st.Kind):
 		want = p.To
 	}
+	if _, err := s.holds(ctx, pg, want); err != nil {
+		return fmt.Errorf("%w: this step of the %s no longer applies", err, p.Type)
+	}
+	return nil
+}
+
+// holds returns the epoch under which region holds pg's lease (before any
+// lease: the configured primary, at epoch 0), or an error wrapping
+// lease.ErrFenced.
+func (s *Steps) holds(ctx context.Context, pg *config.ProtectionGroup, region string) (int64, error) {
 	leases, err := Leases(ctx, s.Cfg)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	rec, ok, err := lease.Show(ctx, leases, pg.Name)
 	switch {
 	case err != nil:
-		return err
-	case !ok && want == pg.Primary:
-		return nil
-	case !ok || rec.Holder != want:
-		return fmt.Errorf("%w: %s holds the lease of %s (epoch %d), not %s: this step of the %s no longer applies",
-			lease.ErrFenced, holderName(rec.Holder), pg.Name, rec.Epoch, want, p.Type)
+		return 0, err
+	case !ok && region == pg.Primary:
+		return 0, nil
+	case !ok || rec.Holder != region:
+		return 0, fmt.Errorf("%w: %s holds the lease of %s (epoch %d), not %s", lease.ErrFenced, holderName(rec.Holder), pg.Name, rec.Epoch, region)
 	}
-	return nil
+	return rec.Epoch, nil
 }
 
 // leaseMove is the switchover's handover: the old primary releases, the
@@ -117,18 +126,5 @@ func (s *Steps) leaseAcquire(ctx context.Context, p *plan.Plan, pg *config.Prote
 // holderFence lets a pass publish while region holds the lease: the
 // failback's reverse pass runs before the lease names its target standby.
 func (s *Steps) holderFence(region string, pg *config.ProtectionGroup) func(context.Context) (int64, error) {
-	return func(ctx context.Context) (int64, error) {
-		leases, err := Leases(ctx, s.Cfg)
-		if err != nil {
-			return 0, err
-		}
-		rec, ok, err := lease.Show(ctx, leases, pg.Name)
-		if err != nil {
-			return 0, err
-		}
-		if !ok || rec.Holder != region {
-			return 0, fmt.Errorf("%w: %s does not hold the lease of %s (holder %s)", lease.ErrFenced, region, pg.Name, holderName(rec.Holder))
-		}
-		return rec.Epoch, nil
-	}
+	return func(ctx context.Context) (int64, error) { return s.holds(ctx, pg, region) }
 }
