@@ -114,6 +114,8 @@ func (e *planEnv) build(ctx context.Context, typ string, lenient bool) (*plan.Pl
 		return nil, fmt.Errorf("the witness, which says which region is primary: %w", err)
 	case ok && rec.Holder != "":
 		from = rec.Holder
+	case ok && rec.Standby != "":
+		from = other(e.pg, rec.Standby) // released: the last holder
 	}
 	to := e.pg.Standby
 	if from == e.pg.Standby {
