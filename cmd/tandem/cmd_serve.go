@@ -100,7 +100,7 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 	if err := keepLeases(ctx, cfg, o.region, log); err != nil {
 		return err
 	}
-	d.Status = func(ctx context.Context) (any, error) { return collectStatus(ctx, cfg) }
+	d.Status = func(ctx context.Context) (any, error) { return collectAll(ctx, cfg) }
 	if err := d.Open(ctx); err != nil {
 		return err
 	}

@@ -176,24 +176,39 @@ func collectRoles(ctx context.Context, cfg *config.Config) []roleStatus {
 	return out
 }
 
+// statusDoc is the whole status: `tandem status --json` and serve's /status.
+type statusDoc struct {
+	Replication      []pairStatus  `json:"replication"`
+	Groups           []groupStatus `json:"groups"`
+	ProtectionGroups []roleStatus  `json:"protection_groups"`
+}
+
+func collectAll(ctx context.Context, cfg *config.Config) (statusDoc, error) {
+	all, err := collectStatus(ctx, cfg)
+	if err != nil {
+		return statusDoc{}, err
+	}
+	groups, err := collectGroups(ctx, cfg)
+	if err != nil {
+		return statusDoc{}, err
+	}
+	return statusDoc{all, groups, collectRoles(ctx, cfg)}, nil
+}
+
 func runStatus(ctx context.Context, o statusOptions, w io.Writer) error {
 	cfg, err := loadConfig(o.config)
 	if err != nil {
 		return err
 	}
-	all, err := collectStatus(ctx, cfg)
+	doc, err := collectAll(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	groups, err := collectGroups(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	roles := collectRoles(ctx, cfg)
+	all, groups, roles := doc.Replication, doc.Groups, doc.ProtectionGroups
 	if o.json {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"replication": all, "groups": groups, "protection_groups": roles})
+		return enc.Encode(doc)
 	}
 	for _, r := range roles {
 		switch {
