@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"tandem/internal/config"
@@ -97,7 +98,7 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 	if len(d.Jobs)+len(d.Groups) == 0 {
 		return usageError{fmt.Errorf("%s configures no replication and no group", o.config)}
 	}
-	if err := keepLeases(ctx, cfg, o.region, log); err != nil {
+	if d.Collectors, err = keepLeases(ctx, cfg, o.region, log); err != nil {
 		return err
 	}
 	d.Status = func(ctx context.Context) (any, error) { return collectAll(ctx, cfg) }
@@ -119,27 +120,43 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 	return d.Close(sctx)
 }
 
-// keepLeases renews, until ctx ends, the leases region holds.
-func keepLeases(ctx context.Context, cfg *config.Config, region string, log *slog.Logger) error {
+// keepLeases renews, until ctx ends, the leases region holds, and returns
+// their metrics: whether this tandem acts as primary, and under which epoch.
+func keepLeases(ctx context.Context, cfg *config.Config, region string, log *slog.Logger) ([]prometheus.Collector, error) {
 	if region == "" {
-		return nil
+		return nil, nil
 	}
 	if cfg.Region(region) == nil {
-		return usageError{fmt.Errorf("--region %q is not a region of %s", region, cfg.Path())}
+		return nil, usageError{fmt.Errorf("--region %q is not a region of %s", region, cfg.Path())}
 	}
-	leases, err := members.Leases(ctx, cfg)
-	if err != nil && len(cfg.ProtectionGroups) > 0 {
-		return err
-	}
+	var out []prometheus.Collector
 	for i := range cfg.ProtectionGroups {
 		pg := &cfg.ProtectionGroups[i]
 		if region != pg.Primary && region != pg.Standby {
 			continue
 		}
+		leases, err := members.Leases(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
 		l := &lease.Lease{Store: leases, Group: pg.Name, Region: region, TTL: time.Duration(pg.LeaseTTL), Standby: other(pg, region)}
 		go l.Keep(ctx, region == pg.Primary, log)
+		labels := prometheus.Labels{"group": pg.Name, "region": region}
+		out = append(out,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "tandem", Subsystem: "lease", Name: "primary", ConstLabels: labels,
+				Help: "1 while this tandem holds the protection group's lease and acts as primary."}, func() float64 {
+				if _, ok := l.Primary(); ok {
+					return 1
+				}
+				return 0
+			}),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "tandem", Subsystem: "lease", Name: "epoch", ConstLabels: labels,
+				Help: "The fencing epoch this tandem acts under (0 when not primary)."}, func() float64 {
+				epoch, _ := l.Primary()
+				return float64(epoch)
+			}))
 	}
-	return nil
+	return out, nil
 }
 
 // notifier builds a group's notification channels from its config.

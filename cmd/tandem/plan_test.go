@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"tandem/internal/daemon"
 	"tandem/internal/delta/deltatest"
 	"tandem/internal/postgres/pgtest"
 )
@@ -436,7 +437,9 @@ protection_groups:
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- runServe(ctx, serveOptions{config: cfg, listen: "127.0.0.1:0", region: "east"}, nil) }()
+	started := make(chan *daemon.Daemon, 1)
+	go func() { done <- runServe(ctx, serveOptions{config: cfg, listen: "127.0.0.1:0", region: "east"}, started) }()
+	d := <-started
 	var first time.Time
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
@@ -467,6 +470,9 @@ protection_groups:
 		return rec.Renewed.After(first)
 	})
 	waitFor("the first pass did not copy", func() bool { _, err := os.Stat(filepath.Join(dir, "west/lake/a.csv")); return err == nil })
+	if m := get(t, "http://"+d.Addr()+"/metrics"); !strings.Contains(m, `tandem_lease_primary{group="lakehouse",region="east"} 1`) || !strings.Contains(m, `tandem_lease_epoch{group="lakehouse",region="east"} 1`) {
+		t.Fatalf("lease metrics:\n%s", m)
+	}
 
 	// A switchover by hand: west holds the lease, east is its standby.
 	run := expecter(t)
@@ -478,6 +484,9 @@ protection_groups:
 		return err == nil && string(data) == "b"
 	})
 	run(0, "held by west, epoch 2", "lease", "show", "--config", cfg, "lakehouse") // east did not take it back
+	if m := get(t, "http://"+d.Addr()+"/metrics"); !strings.Contains(m, `tandem_lease_primary{group="lakehouse",region="east"} 0`) {
+		t.Fatalf("east still says it is primary:\n%s", m)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

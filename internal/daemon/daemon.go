@@ -43,6 +43,9 @@ type Daemon struct {
 	// Token, when set, is required as a bearer token by the endpoints that
 	// change state (POST).
 	Token string
+	// Collectors are more metrics to serve (for example the leases this
+	// tandem keeps).
+	Collectors []prometheus.Collector
 
 	reg     *prometheus.Registry
 	metrics *replicate.Metrics
@@ -59,6 +62,7 @@ type Daemon struct {
 func (d *Daemon) Open(ctx context.Context) error {
 	d.reg = prometheus.NewRegistry()
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.reg.MustRegister(d.Collectors...)
 	d.metrics = replicate.NewMetrics(d.reg)
 	d.groups = newGroupMetrics(d.reg)
 	d.started = map[string]bool{}
