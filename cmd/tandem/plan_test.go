@@ -438,7 +438,9 @@ protection_groups:
 	defer cancel()
 	done := make(chan error, 1)
 	started := make(chan *daemon.Daemon, 1)
-	go func() { done <- runServe(ctx, serveOptions{config: cfg, listen: "127.0.0.1:0", region: "east"}, started) }()
+	go func() {
+		done <- runServe(ctx, serveOptions{config: cfg, listen: "127.0.0.1:0", region: "east"}, started)
+	}()
 	d := <-started
 	var first time.Time
 	waitFor := func(what string, ok func() bool) {
