@@ -129,15 +129,18 @@ func keepLeases(ctx context.Context, cfg *config.Config, region string, log *slo
 	if cfg.Region(region) == nil {
 		return nil, usageError{fmt.Errorf("--region %q is not a region of %s", region, cfg.Path())}
 	}
+	if len(cfg.ProtectionGroups) == 0 {
+		return nil, nil
+	}
+	leases, err := members.Leases(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
 	var out []prometheus.Collector
 	for i := range cfg.ProtectionGroups {
 		pg := &cfg.ProtectionGroups[i]
 		if region != pg.Primary && region != pg.Standby {
 			continue
-		}
-		leases, err := members.Leases(ctx, cfg)
-		if err != nil {
-			return nil, err
 		}
 		l := &lease.Lease{Store: leases, Group: pg.Name, Region: region, TTL: time.Duration(pg.LeaseTTL), Standby: other(pg, region)}
 		go l.Keep(ctx, region == pg.Primary, log)

@@ -153,10 +153,14 @@ type roleStatus struct {
 }
 
 func collectRoles(ctx context.Context, cfg *config.Config) []roleStatus {
+	if len(cfg.ProtectionGroups) == 0 {
+		return nil
+	}
+	w, werr := members.Witness(ctx, cfg)
 	var out []roleStatus
 	for _, pg := range cfg.ProtectionGroups {
 		rs := roleStatus{ProtectionGroup: pg.Name}
-		w, err := members.Witness(ctx, cfg)
+		err := werr
 		if err == nil {
 			var rec lease.Record
 			var ok bool

@@ -59,16 +59,22 @@ func (h *hooks) called(path string) bool {
 	return slices.Contains(h.calls, path)
 }
 
-func sqlOne(t *testing.T, dsn, query string) string {
+// pgConn connects to dsn; the caller closes the connection.
+func pgConn(t *testing.T, dsn string) *pgx.Conn {
 	t.Helper()
-	ctx := context.Background()
-	c, err := pgx.Connect(ctx, dsn)
+	c, err := pgx.Connect(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close(ctx)
+	return c
+}
+
+func sqlOne(t *testing.T, dsn, query string) string {
+	t.Helper()
+	c := pgConn(t, dsn)
+	defer c.Close(context.Background())
 	var s string
-	if err := c.QueryRow(ctx, query).Scan(&s); err != nil {
+	if err := c.QueryRow(context.Background(), query).Scan(&s); err != nil {
 		t.Fatalf("%s: %v", query, err)
 	}
 	return s
@@ -76,13 +82,9 @@ func sqlOne(t *testing.T, dsn, query string) string {
 
 func sqlExec(t *testing.T, dsn, stmt string) error {
 	t.Helper()
-	ctx := context.Background()
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
-	_, err = c.Exec(ctx, stmt)
+	c := pgConn(t, dsn)
+	defer c.Close(context.Background())
+	_, err := c.Exec(context.Background(), stmt)
 	return err
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"tandem/internal/catalog"
 	"tandem/internal/config"
+	"tandem/internal/notify"
 )
 
 // Data is what templates see.
@@ -88,7 +89,7 @@ func runHTTP(ctx context.Context, h *config.HTTPAction, d Data, log io.Writer) e
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, strings.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("http %s: %w", Host(u), err)
+		return fmt.Errorf("http %s: %w", notify.Host(u), err)
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
@@ -106,13 +107,13 @@ func runHTTP(ctx context.Context, h *config.HTTPAction, d Data, log io.Writer) e
 		if errors.As(err, &ue) {
 			err = ue.Err // the URL may carry a token
 		}
-		return fmt.Errorf("http %s %s: %w", method, Host(u), err)
+		return fmt.Errorf("http %s %s: %w", method, notify.Host(u), err)
 	}
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
-	fmt.Fprintf(log, "%s %s: %s\n%s\n", method, Host(u), resp.Status, out)
+	fmt.Fprintf(log, "%s %s: %s\n%s\n", method, notify.Host(u), resp.Status, out)
 	if h.Expect != 0 && resp.StatusCode != h.Expect || h.Expect == 0 && resp.StatusCode/100 != 2 {
-		return fmt.Errorf("http %s %s answered %s", method, Host(u), resp.Status)
+		return fmt.Errorf("http %s %s answered %s", method, notify.Host(u), resp.Status)
 	}
 	return nil
 }
@@ -145,15 +146,6 @@ func runScript(ctx context.Context, s *config.ScriptAction, d Data, log io.Write
 	return nil
 }
 
-// Host is a URL's scheme and host, for messages.
-func Host(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return "(invalid URL)"
-	}
-	return u.Scheme + "://" + u.Host
-}
-
 // Reachable checks that the action's endpoint answers, without running
 // it: the HTTP server accepts a connection, the database answers a ping,
 // the script's program exists.
@@ -174,7 +166,7 @@ func Reachable(ctx context.Context, a config.Action, d Data) error {
 		}
 		c, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", net.JoinHostPort(u.Hostname(), port))
 		if err != nil {
-			return fmt.Errorf("http %s is not reachable: %w", Host(raw), err)
+			return fmt.Errorf("http %s is not reachable: %w", notify.Host(raw), err)
 		}
 		return c.Close()
 	case a.SQL != nil:

@@ -206,7 +206,7 @@ func SetStandby(ctx context.Context, st state.Store, group, holder, standby stri
 			return Record{}, err
 		}
 		if cur.Holder != holder {
-			return cur, fmt.Errorf("%w: %s holds %s (epoch %d), not %s", ErrFenced, holderName(cur.Holder), group, cur.Epoch, holder)
+			return cur, fmt.Errorf("%w: %s holds %s (epoch %d), not %s", ErrFenced, Who(cur.Holder), group, cur.Epoch, holder)
 		}
 		if cur.Standby == standby {
 			return cur, nil
@@ -220,11 +220,12 @@ func SetStandby(ctx context.Context, st state.Store, group, holder, standby stri
 	}
 }
 
-func holderName(h string) string {
-	if h == "" {
+// Who names a region in messages: "nobody" for none.
+func Who(region string) string {
+	if region == "" {
 		return "nobody"
 	}
-	return h
+	return region
 }
 
 // Renew extends the lease while l.Region holds it; it never takes a lease
@@ -240,7 +241,7 @@ func (l *Lease) Renew(ctx context.Context) (Record, error) {
 		}
 		if cur.Holder != l.Region {
 			l.set(time.Time{}, 0)
-			return cur, fmt.Errorf("%w: %s holds %s (epoch %d), not %s", ErrFenced, holderName(cur.Holder), l.Group, cur.Epoch, l.Region)
+			return cur, fmt.Errorf("%w: %s holds %s (epoch %d), not %s", ErrFenced, Who(cur.Holder), l.Group, cur.Epoch, l.Region)
 		}
 		now := l.Now().UTC()
 		cur.Renewed, cur.Expires = now, now.Add(l.TTL)

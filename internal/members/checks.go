@@ -151,7 +151,7 @@ func (s *Steps) checkLease(ctx context.Context, p *plan.Plan, pg *config.Protect
 	holder := pg.Primary // before any lease: the configured primary
 	if ok {
 		holder = rec.Holder
-		fmt.Fprintf(w, "lease of %s: holder %s, epoch %d, standby %s, expires %s\n", pg.Name, holderName(rec.Holder), rec.Epoch, holderName(rec.Standby), rec.Expires.Format(time.RFC3339))
+		fmt.Fprintf(w, "lease of %s: holder %s, epoch %d, standby %s, expires %s\n", pg.Name, lease.Who(rec.Holder), rec.Epoch, lease.Who(rec.Standby), rec.Expires.Format(time.RFC3339))
 	} else {
 		fmt.Fprintf(w, "lease of %s was never taken: %s is the configured primary\n", pg.Name, pg.Primary)
 	}
@@ -165,17 +165,17 @@ func (s *Steps) checkLease(ctx context.Context, p *plan.Plan, pg *config.Protect
 		}
 	case plan.Failback:
 		if holder != p.From {
-			return failed("%s does not hold the lease of %s (%s does): a failback runs from the primary", p.From, pg.Name, holderName(holder))
+			return failed("%s does not hold the lease of %s (%s does): a failback runs from the primary", p.From, pg.Name, lease.Who(holder))
 		}
 		if ok && rec.Standby == p.To {
 			return failed("%s is already the standby of %s", p.To, p.From)
 		}
 	default:
 		if holder != p.From {
-			return failed("%s is expected to hold the lease of %s, but %s does", p.From, pg.Name, holderName(holder))
+			return failed("%s is expected to hold the lease of %s, but %s does", p.From, pg.Name, lease.Who(holder))
 		}
 		if ok && rec.Standby != p.To {
-			return failed("%s is not the standby of %s (the standby is %s): run a failback first", p.To, p.From, holderName(rec.Standby))
+			return failed("%s is not the standby of %s (the standby is %s): run a failback first", p.To, p.From, lease.Who(rec.Standby))
 		}
 	}
 	return nil

@@ -52,7 +52,7 @@ func (s *Steps) holds(ctx context.Context, pg *config.ProtectionGroup, region st
 	case !ok && region == pg.Primary:
 		return 0, nil
 	case !ok || rec.Holder != region:
-		return 0, fmt.Errorf("%w: %s holds the lease of %s (epoch %d), not %s", lease.ErrFenced, holderName(rec.Holder), pg.Name, rec.Epoch, region)
+		return 0, fmt.Errorf("%w: %s holds the lease of %s (epoch %d), not %s", lease.ErrFenced, lease.Who(rec.Holder), pg.Name, rec.Epoch, region)
 	}
 	return rec.Epoch, nil
 }

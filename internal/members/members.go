@@ -172,25 +172,35 @@ func OpenPair(ctx context.Context, cfg *config.Config, r *config.Replication, lo
 func Fence(cfg *config.Config, kind, name, source, target string) func(context.Context) (int64, error) {
 	pg := ProtectionGroupOf(cfg, kind, name)
 	var (
-		mu     sync.Mutex
-		leases *state.Store // opened on first use, then reused
+		mu             sync.Mutex
+		leases, drills *state.Store // opened on first use, then reused
 	)
+	stores := func(ctx context.Context) (state.Store, state.Store, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if leases == nil {
+			l, err := Leases(ctx, cfg)
+			if err != nil {
+				return state.Store{}, state.Store{}, err
+			}
+			rs, err := RegionState(ctx, cfg, target)
+			if err != nil {
+				return state.Store{}, state.Store{}, err
+			}
+			d := rs.Sub("drills")
+			leases, drills = &l, &d
+		}
+		return *leases, *drills, nil
+	}
 	return func(ctx context.Context) (int64, error) {
 		if pg == nil {
 			return 0, nil
 		}
-		mu.Lock()
-		if leases == nil {
-			st, err := Leases(ctx, cfg)
-			if err != nil {
-				mu.Unlock()
-				return 0, err
-			}
-			leases = &st
+		st, dr, err := stores(ctx)
+		if err != nil {
+			return 0, err
 		}
-		st := *leases
-		mu.Unlock()
-		if err := drilling(ctx, cfg, pg, target); err != nil {
+		if err := drilling(ctx, dr, pg, target); err != nil {
 			return 0, err
 		}
 		rec, ok, err := lease.Show(ctx, st, pg.Name)
@@ -202,19 +212,12 @@ func Fence(cfg *config.Config, kind, name, source, target string) func(context.C
 		case !ok:
 			return 0, fmt.Errorf("%w: no lease of %s was taken yet, and %s copies from its standby %s", lease.ErrFenced, pg.Name, name, source)
 		case rec.Holder != source:
-			return 0, fmt.Errorf("%w: %s holds the lease of %s (epoch %d), not %s, the source of %s", lease.ErrFenced, holderName(rec.Holder), pg.Name, rec.Epoch, source, name)
+			return 0, fmt.Errorf("%w: %s holds the lease of %s (epoch %d), not %s, the source of %s", lease.ErrFenced, lease.Who(rec.Holder), pg.Name, rec.Epoch, source, name)
 		case rec.Standby != target:
-			return 0, fmt.Errorf("%w: the standby of %s is %s, not %s, the target of %s (a failback makes it the standby again)", lease.ErrFenced, pg.Name, holderName(rec.Standby), target, name)
+			return 0, fmt.Errorf("%w: the standby of %s is %s, not %s, the target of %s (a failback makes it the standby again)", lease.ErrFenced, pg.Name, lease.Who(rec.Standby), target, name)
 		}
 		return rec.Epoch, nil
 	}
-}
-
-func holderName(h string) string {
-	if h == "" {
-		return "nobody"
-	}
-	return h
 }
 
 // GroupSides returns a group's regions and its tables' locations in the
@@ -283,15 +286,11 @@ func OpenGroup(ctx context.Context, cfg *config.Config, g *config.Group, targetO
 	return out, nil
 }
 
-// drilling fails while a drill is in progress in region: nothing is copied
-// into a standby under test.
-func drilling(ctx context.Context, cfg *config.Config, pg *config.ProtectionGroup, region string) error {
-	st, err := RegionState(ctx, cfg, region)
-	if err != nil {
-		return err
-	}
+// drilling fails while a drill is in progress in region (whose drills
+// folder is drills): nothing is copied into a standby under test.
+func drilling(ctx context.Context, drills state.Store, pg *config.ProtectionGroup, region string) error {
 	var d Drill
-	_, err = st.Sub("drills").Load(ctx, pg.Name+".json", &d)
+	_, err := drills.Load(ctx, pg.Name+".json", &d)
 	if errors.Is(err, objstore.ErrNotExist) {
 		return nil
 	}

@@ -49,7 +49,7 @@ func (w *Webhook) Notify(ctx context.Context, e Event) error {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("webhook %s: %w", hostOf(w.URL), err)
+		return fmt.Errorf("webhook %s: %w", Host(w.URL), err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	c := w.Client
@@ -62,16 +62,18 @@ func (w *Webhook) Notify(ctx context.Context, e Event) error {
 		if errors.As(err, &ue) {
 			err = ue.Err // the URL may carry a token
 		}
-		return fmt.Errorf("webhook %s: %w", hostOf(w.URL), err)
+		return fmt.Errorf("webhook %s: %w", Host(w.URL), err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("webhook %s answered %s", hostOf(w.URL), resp.Status)
+		return fmt.Errorf("webhook %s answered %s", Host(w.URL), resp.Status)
 	}
 	return nil
 }
 
-func hostOf(raw string) string {
+// Host is a URL's scheme and host: how endpoints whose paths may carry
+// secrets are named in messages.
+func Host(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
 		return "(invalid URL)"

@@ -34,24 +34,29 @@ func (c *Cluster) DSN() string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=5", c.Port)
 }
 
-// run runs a server program, as the postgres user when the test runs as
-// root (PostgreSQL refuses to run as root).
+// run runs a server program (see asServerUser).
 func run(t testing.TB, name string, args ...string) {
 	t.Helper()
 	path := filepath.Join(Bin, name)
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("PostgreSQL 15 server programs are missing (%v): run `bash scripts/test.sh`, which installs postgresql-15", err)
 	}
-	cmd := exec.Command(path, args...)
+	cmd := asServerUser(t, exec.Command(path, args...))
 	cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8")
-	if os.Geteuid() == 0 {
-		uid, gid := postgresUser(t)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
-	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
+}
+
+// asServerUser makes cmd run as the postgres user when the test runs as
+// root (PostgreSQL refuses to run as root).
+func asServerUser(t testing.TB, cmd *exec.Cmd) *exec.Cmd {
+	if os.Geteuid() == 0 {
+		uid, gid := postgresUser(t)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+	}
+	return cmd
 }
 
 func postgresUser(t testing.TB) (uint32, uint32) {
@@ -147,11 +152,7 @@ func (c *Cluster) Stop() {
 	if _, err := os.Stat(filepath.Join(c.Dir, "postmaster.pid")); err != nil {
 		return
 	}
-	cmd := exec.Command(filepath.Join(Bin, "pg_ctl"), "-D", c.Dir, "-m", "immediate", "-w", "stop")
-	if os.Geteuid() == 0 {
-		uid, gid := postgresUser(c.t)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
-	}
+	cmd := asServerUser(c.t, exec.Command(filepath.Join(Bin, "pg_ctl"), "-D", c.Dir, "-m", "immediate", "-w", "stop"))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		c.t.Logf("pg_ctl stop %s: %v\n%s", c.Dir, err, out)
 	}
