@@ -8,9 +8,16 @@
 // minus a safety margin. Another region may take the lease only once the
 // record's expiry (written by the holder: renewal time plus TTL) has passed
 // on its own clock. As long as clocks differ by less than the margin, the
-// old holder has stopped before anyone else starts. Writers carry the epoch,
-// and Check refuses a stale one (Kleppmann's fencing token): a paused old
-// holder that wakes up cannot publish.
+// old holder has stopped before anyone else starts.
+//
+// Writers do not renew the lease: they hold grants (package fence) that
+// last one grace (Grace, written into the record) from a read of it. A
+// region that takes the lease from anyone (after an expiry, a release, or
+// when it was never taken) waits two graces after it read the state it
+// replaces before it writes its own record, so every grant of the old
+// holder's writers has run out first; that is what makes a planned
+// handover safe without waiting for a TTL. Writers carry the epoch, and a
+// grant under another epoch fences them (Kleppmann's fencing token).
 package lease
 
 import (
@@ -22,6 +29,7 @@ import (
 	"sync"
 	"time"
 
+	"tandem/internal/fence"
 	"tandem/internal/objstore"
 	"tandem/internal/state"
 )
@@ -30,8 +38,8 @@ var (
 	// ErrHeld: another region holds an unexpired lease.
 	ErrHeld = errors.New("the lease is held by another region")
 	// ErrFenced: the epoch moved on; the caller must stop acting as
-	// primary.
-	ErrFenced = errors.New("fenced: a newer epoch exists")
+	// primary. It is fence.ErrFenced: one sentinel for every fenced writer.
+	ErrFenced = fence.ErrFenced
 )
 
 // Record is the lease object.
@@ -47,6 +55,29 @@ type Record struct {
 	// into it. Empty after a failover until a failback reinstates the old
 	// primary as the standby.
 	Standby string `json:"standby"`
+	// GraceMS is how long a writer's grant from one read of this record
+	// lasts, in milliseconds (Grace of the holder's TTL).
+	GraceMS int64 `json:"grace_ms,omitempty"`
+}
+
+// Grace is how long one confirmation of a lease with this TTL lets a
+// writer write: a tenth of the TTL, between 10ms and 1s.
+func Grace(ttl time.Duration) time.Duration {
+	return min(max(ttl/10, 10*time.Millisecond), time.Second)
+}
+
+// grace of the record, or of ttl for records written before it was kept.
+func (r Record) grace(ttl time.Duration) time.Duration {
+	if r.GraceMS > 0 {
+		return time.Duration(r.GraceMS) * time.Millisecond
+	}
+	return Grace(ttl)
+}
+
+// Expired reports whether the record's holder may no longer act at now:
+// nobody holds it, or its expiry passed.
+func (r Record) Expired(now time.Time) bool {
+	return r.Holder == "" || !now.Before(r.Expires)
 }
 
 // Lease is one region's handle on a protection group's lease.
@@ -60,17 +91,41 @@ type Lease struct {
 	// Standby is recorded when this region takes the lease (not when it
 	// renews): the region it will replicate into, or "" after a failover.
 	Standby string
+	// OnChange, when set, is told by Keep of every new holder or epoch.
+	OnChange func(Record)
+	// Gone, when set, tells that a record's holder is known to be gone
+	// (its process exited), so Acquire may take the lease before it
+	// expires. A paused process is not gone.
+	Gone func(Record) bool
 
-	mu       sync.Mutex
-	deadline time.Time // local: act as primary until then
-	epoch    int64
+	mu        sync.Mutex
+	deadline  time.Time // local: act as primary until then (renewals)
+	confirmed time.Time // local: the last read that showed this region holding it, plus a grace
+	epoch     int64
 }
 
-// set records the local deadline and epoch (zero: not primary).
-func (l *Lease) set(deadline time.Time, epoch int64) {
+// set records the local deadline and epoch (zero: not primary) after a
+// write of the record sent at sent.
+func (l *Lease) set(sent time.Time, epoch int64) {
 	l.mu.Lock()
-	l.deadline, l.epoch = deadline, epoch
+	if epoch == 0 {
+		l.deadline, l.confirmed = time.Time{}, time.Time{}
+	} else {
+		l.deadline, l.confirmed = sent.Add(l.TTL-l.Margin), sent.Add(Grace(l.TTL))
+	}
+	l.epoch = epoch
 	l.mu.Unlock()
+}
+
+// confirm records a read, sent at sent, that showed rec.
+func (l *Lease) confirm(sent time.Time, rec Record) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if rec.Holder != l.Region || rec.Epoch != l.epoch || l.epoch == 0 {
+		l.deadline, l.confirmed, l.epoch = time.Time{}, time.Time{}, 0
+		return
+	}
+	l.confirmed = sent.Add(rec.grace(l.TTL))
 }
 
 func (l *Lease) name() string { return l.Group + ".json" }
@@ -97,14 +152,16 @@ func Show(ctx context.Context, st state.Store, group string) (r Record, ok bool,
 }
 
 // Acquire takes the lease for l.Region, or renews it if l.Region holds it.
-// Taking it from another region (whose lease expired or was released)
-// increments the epoch. A lease held by another region and not expired
-// gives an error wrapping ErrHeld that says until when.
+// Taking it from another region (whose lease expired or was released), or
+// taking it for the first time, increments the epoch and waits two graces
+// after reading the state it replaces, so that writers acting for the old
+// holder have stopped before the record names the new one; if the record
+// changed meanwhile, it looks again. A lease held by another region and not
+// expired gives an error wrapping ErrHeld that says until when.
 func (l *Lease) Acquire(ctx context.Context) (Record, error) {
 	l.defaults()
 	for {
 		sent := time.Now() // monotonic: the deadline counts from here
-		now := l.Now().UTC()
 		var cur Record
 		etag, err := l.Store.Load(ctx, l.name(), &cur)
 		exists := err == nil
@@ -112,21 +169,30 @@ func (l *Lease) Acquire(ctx context.Context) (Record, error) {
 			return Record{}, err
 		}
 		next := cur
-		switch {
+		switch now := l.Now().UTC(); {
 		case exists && cur.Holder == l.Region:
 			// Renewal: same epoch.
-		case exists && cur.Holder != "" && now.Before(cur.Expires):
+		case exists && !cur.Expired(now) && (l.Gone == nil || !l.Gone(cur)):
 			return cur, fmt.Errorf("%w: %s holds %s (epoch %d) until %s", ErrHeld, cur.Holder, l.Group, cur.Epoch, cur.Expires.Format(time.RFC3339))
 		default:
-			// Free, released or expired: a new holder, a new epoch.
+			// Free, released or expired: a new holder, a new epoch, once
+			// the old holder's writers' grants ran out.
+			wait := 2 * cur.grace(l.TTL)
+			select {
+			case <-ctx.Done():
+				return Record{}, ctx.Err()
+			case <-time.After(time.Until(sent.Add(wait))):
+			}
+			sent = time.Now()
 			next.Epoch++
 			next.Holder = l.Region
-			next.Acquired = now
+			next.Acquired = l.Now().UTC()
 			next.Standby = l.Standby
 		}
-		host, _ := os.Hostname()
+		now := l.Now().UTC()
 		next.Group, next.Renewed, next.Expires = l.Group, now, now.Add(l.TTL)
-		next.By = fmt.Sprintf("%s (pid %d)", host, os.Getpid())
+		next.By = self()
+		next.GraceMS = Grace(l.TTL).Milliseconds()
 		_, err = l.Store.Save(ctx, l.name(), next, objstore.PutOptions{IfMatch: etag, IfAbsent: !exists})
 		if errors.Is(err, objstore.ErrPrecondition) {
 			continue // someone else wrote: look again
@@ -134,17 +200,27 @@ func (l *Lease) Acquire(ctx context.Context) (Record, error) {
 		if err != nil {
 			return Record{}, err
 		}
-		l.set(sent.Add(l.TTL-l.Margin), next.Epoch)
+		l.set(sent, next.Epoch)
 		return next, nil
 	}
 }
 
+// self names this process in records.
+func self() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s (pid %d)", host, os.Getpid())
+}
+
 // Primary reports whether this region may act as primary now, and under
-// which epoch: it holds the lease and its local deadline has not passed.
+// which epoch: it holds the lease, its local deadline has not passed, and
+// a read of the record within the last grace showed it holding it (so a
+// release by another process ends its role within a grace, before anyone
+// can take over).
 func (l *Lease) Primary() (epoch int64, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.epoch == 0 || !time.Now().Before(l.deadline) {
+	now := time.Now()
+	if l.epoch == 0 || !now.Before(l.deadline) || !now.Before(l.confirmed) {
 		return 0, false
 	}
 	return l.epoch, true
@@ -172,7 +248,7 @@ func (l *Lease) Release(ctx context.Context) (Record, error) {
 		return cur, fmt.Errorf("%s does not hold %s (holder %q, epoch %d)", l.Region, l.Group, cur.Holder, cur.Epoch)
 	}
 	l.set(time.Time{}, 0) // stop acting first
-	cur.Holder, cur.Expires = "", l.Now().UTC()
+	cur.Holder, cur.Expires, cur.By = "", l.Now().UTC(), self()
 	if _, err := l.Store.Save(ctx, l.name(), cur, objstore.PutOptions{IfMatch: etag}); err != nil {
 		if errors.Is(err, objstore.ErrPrecondition) {
 			return cur, fmt.Errorf("%s changed while releasing: %w", l.Group, ErrFenced)
@@ -230,7 +306,14 @@ func Who(region string) string {
 
 // Renew extends the lease while l.Region holds it; it never takes a lease
 // another region holds, held or released (ErrFenced).
-func (l *Lease) Renew(ctx context.Context) (Record, error) {
+func (l *Lease) Renew(ctx context.Context) (Record, error) { return l.renew(ctx, false) }
+
+// Extend is Renew for a process acting for the holder while it works (a
+// plan's step): it extends only a lease that has not expired, and fails
+// with ErrFenced once it has (someone may be taking it over).
+func (l *Lease) Extend(ctx context.Context) (Record, error) { return l.renew(ctx, true) }
+
+func (l *Lease) renew(ctx context.Context, live bool) (Record, error) {
 	l.defaults()
 	for {
 		sent := time.Now()
@@ -244,7 +327,11 @@ func (l *Lease) Renew(ctx context.Context) (Record, error) {
 			return cur, fmt.Errorf("%w: %s holds %s (epoch %d), not %s", ErrFenced, Who(cur.Holder), l.Group, cur.Epoch, l.Region)
 		}
 		now := l.Now().UTC()
-		cur.Renewed, cur.Expires = now, now.Add(l.TTL)
+		if live && cur.Expired(now) {
+			return cur, fmt.Errorf("%w: the lease of %s held by %s expired at %s: nobody renewed it (is `tandem serve --region %s` running?)", ErrFenced, l.Group, l.Region, cur.Expires.Format(time.RFC3339), l.Region)
+		}
+		cur.Renewed, cur.Expires, cur.By = now, now.Add(l.TTL), self()
+		cur.GraceMS = Grace(l.TTL).Milliseconds()
 		_, err = l.Store.Save(ctx, l.name(), cur, objstore.PutOptions{IfMatch: etag})
 		if errors.Is(err, objstore.ErrPrecondition) {
 			continue
@@ -252,43 +339,116 @@ func (l *Lease) Renew(ctx context.Context) (Record, error) {
 		if err != nil {
 			return Record{}, err
 		}
-		l.set(sent.Add(l.TTL-l.Margin), cur.Epoch)
+		l.set(sent, cur.Epoch)
 		return cur, nil
 	}
 }
 
-// Keep renews the lease every TTL/3 while l.Region holds it, until ctx
-// ends. With first, it takes a lease that was never taken (the configured
-// primary starting up). It never takes over a lease another region holds
-// or held: that is a failover's decision.
+// Keep holds the lease for l.Region until ctx ends: it reads the record
+// every half grace, which keeps Primary true while the record names this
+// region under the same epoch, and renews it every TTL/3. With first, it
+// takes a lease that was never taken (the configured primary starting up).
+// It never takes over a lease another region holds or held: that is a
+// failover's decision. OnChange, when set, is called with each record
+// whose holder or epoch differs from the last one seen.
 func (l *Lease) Keep(ctx context.Context, first bool, log *slog.Logger) {
 	l.defaults()
 	holding := true
+	var renewed time.Time
+	var seen Record
 	for {
 		var err error
-		_, ok, serr := Show(ctx, l.Store, l.Group)
+		sent := time.Now()
+		cur, ok, serr := Show(ctx, l.Store, l.Group)
 		switch {
 		case serr != nil:
 			err = serr
 		case !ok && first:
-			_, err = l.Acquire(ctx)
+			cur, err = l.Acquire(ctx)
+			renewed, ok = time.Now(), err == nil
+		case ok && cur.Holder == l.Region && (l.epoch0() != cur.Epoch || time.Since(renewed) >= l.TTL/3):
+			cur, err = l.Renew(ctx)
+			renewed = time.Now()
+		case ok && cur.Holder == l.Region:
+			l.confirm(sent, cur)
 		case ok:
-			_, err = l.Renew(ctx)
+			l.set(time.Time{}, 0)
+			err = fmt.Errorf("%w: %s holds %s (epoch %d), not %s", ErrFenced, Who(cur.Holder), l.Group, cur.Epoch, l.Region)
+		}
+		if serr == nil && ok && cur.Epoch != 0 && (cur.Holder != seen.Holder || cur.Epoch != seen.Epoch) {
+			seen = cur
+			if l.OnChange != nil {
+				l.OnChange(cur)
+			}
 		}
 		switch {
 		case err == nil && ok && !holding:
 			holding = true
-			log.Info("holding the region lease again", "group", l.Group, "region", l.Region)
+			log.Info("holding the region lease again", "group", l.Group, "region", l.Region, "epoch", cur.Epoch)
 		case errors.Is(err, ErrFenced) && holding:
 			holding = false
-			log.Warn("not renewing the region lease: another region holds it", "group", l.Group, "region", l.Region, "err", err)
+			log.Warn("not acting as primary: another region holds the region lease", "group", l.Group, "region", l.Region, "err", err)
 		case err != nil && !errors.Is(err, ErrFenced):
-			log.Error("renew the region lease", "group", l.Group, "region", l.Region, "err", err)
+			log.Error("read or renew the region lease", "group", l.Group, "region", l.Region, "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(l.TTL / 3):
+		case <-time.After(Grace(l.TTL) / 2):
 		}
+	}
+}
+
+// epoch0 is the epoch this Lease acts under, 0 when it does not.
+func (l *Lease) epoch0() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.epoch
+}
+
+// Want is what a writer acting for a region needs of a protection
+// group's lease.
+type Want struct {
+	Group string
+	// Holder must hold the lease. Before the lease is first taken,
+	// Unleased says whether Holder may act (it is the configured primary).
+	Holder   string
+	Unleased bool
+	// Standby, when set, must be the record's standby.
+	Standby string
+	// TTL of the protection group, for the grace of a lease never taken.
+	TTL time.Duration
+}
+
+// Condition returns the fencing condition of w on the leases in st: a
+// grant for one grace from each read while the lease is where w needs it,
+// never past its expiry minus the margin.
+func (w Want) Condition(st state.Store) fence.Condition {
+	return func(ctx context.Context) (fence.Grant, error) {
+		rec, ok, err := Show(ctx, st, w.Group)
+		if err != nil {
+			return fence.Grant{}, fmt.Errorf("read the lease of %s in the witness: %w", w.Group, err)
+		}
+		what := fmt.Sprintf("the lease of %s", w.Group)
+		switch {
+		case !ok && w.Unleased:
+			return fence.Grant{For: Grace(w.TTL), What: what}, nil
+		case !ok:
+			return fence.Grant{}, fmt.Errorf("%w: no lease of %s was taken yet, and %s is not its configured primary", fence.ErrFenced, w.Group, w.Holder)
+		case rec.Holder != w.Holder:
+			return fence.Grant{}, fmt.Errorf("%w: %s holds the lease of %s (epoch %d), not %s", fence.ErrFenced, Who(rec.Holder), w.Group, rec.Epoch, w.Holder)
+		case w.Standby != "" && rec.Standby != w.Standby:
+			return fence.Grant{}, fmt.Errorf("%w: the standby of %s is %s, not %s (a failback makes it the standby again)", fence.ErrFenced, w.Group, Who(rec.Standby), w.Standby)
+		}
+		margin := time.Duration(0)
+		if ttl := rec.Expires.Sub(rec.Renewed); ttl > 0 {
+			margin = ttl / 3
+		}
+		left := time.Until(rec.Expires) - margin
+		if left <= 0 {
+			return fence.Grant{}, fmt.Errorf("the lease of %s held by %s (epoch %d) runs out at %s and was not renewed in time: nothing may act for %s (is `tandem serve --region %s` running?)",
+				w.Group, rec.Holder, rec.Epoch, rec.Expires.Format(time.RFC3339), rec.Holder, rec.Holder)
+		}
+		return fence.Grant{Epoch: rec.Epoch, For: min(rec.grace(w.TTL), left), What: fmt.Sprintf("the lease of %s (epoch %d)", w.Group, rec.Epoch)}, nil
 	}
 }

@@ -41,6 +41,32 @@ type PutOptions struct {
 	// ModTime is kept as the object's modification time by backends that
 	// implement ModTimeKeeper; others ignore it.
 	ModTime time.Time
+	// Gate, when set, is called once, as late as the backend can: after the
+	// bytes are stored where no reader sees them and just before the one
+	// step that makes the object visible (a rename, the single PUT request,
+	// CompleteMultipartUpload). An error from Gate abandons the write:
+	// nothing becomes visible and Put returns an error wrapping it. Backends
+	// do not retry a gated request on their own, so Gate always precedes
+	// the request that lands. Package fence sets it.
+	Gate func() error
+}
+
+// Gated is implemented by buckets that call PutOptions.Gate themselves.
+// A bucket that does not is gated by its callers before Put.
+type Gated interface {
+	GatesWrites() bool
+}
+
+// GatesWrites reports whether b calls PutOptions.Gate.
+func GatesWrites(b Bucket) bool {
+	g, ok := b.(Gated)
+	return ok && g.GatesWrites()
+}
+
+// Unwrapper is implemented by decorators, so that capabilities of the
+// bucket they wrap (Syncer, PartPutter, Root) can be found.
+type Unwrapper interface {
+	Unwrap() Bucket
 }
 
 // Bucket is an object store rooted at a bucket and prefix.

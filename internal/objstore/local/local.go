@@ -53,6 +53,7 @@ type Bucket struct {
 // commit is a plain Put waiting for its group's sync and rename.
 type commit struct {
 	tmp, final string
+	gate       func() error // nil: none
 	done       chan error
 }
 
@@ -61,6 +62,7 @@ var (
 	_ objstore.ModTimeKeeper = (*Bucket)(nil)
 	_ objstore.Syncer        = (*Bucket)(nil)
 	_ objstore.InFlighter    = (*Bucket)(nil)
+	_ objstore.Gated         = (*Bucket)(nil)
 )
 
 // Open returns the folder at root. The folder must exist unless create is
@@ -94,6 +96,18 @@ func (b *Bucket) Root() string { return b.root }
 func (b *Bucket) URL() string { return "file://" + b.root }
 
 func (b *Bucket) KeepsModTime() bool { return true }
+
+// GatesWrites: PutOptions.Gate is called just before the rename or link
+// that makes a file visible.
+func (b *Bucket) GatesWrites() bool { return true }
+
+// runGate runs opts.Gate, if any.
+func runGate(opts objstore.PutOptions) error {
+	if opts.Gate == nil {
+		return nil
+	}
+	return opts.Gate()
+}
 
 // InFlight is the number of Puts worth running at once: a group commit costs
 // one filesystem sync whatever its size, so more waiting Puts mean fewer
@@ -328,6 +342,9 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 	switch {
 	case opts.IfAbsent:
 		// link(2) fails with EEXIST if the name exists, atomically.
+		if err := runGate(opts); err != nil {
+			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
+		}
 		if err := os.Link(tmpName, p); err != nil {
 			if errors.Is(err, fs.ErrExist) {
 				return objstore.Info{}, fmt.Errorf("put %s in %s: object exists: %w", key, b.URL(), objstore.ErrPrecondition)
@@ -347,11 +364,14 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 		if err != nil {
 			return objstore.Info{}, err
 		}
+		if err := runGate(opts); err != nil {
+			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
+		}
 		if err := os.Rename(tmpName, p); err != nil {
 			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
 		}
 	default:
-		if err := b.groupCommit(tmpName, p); err != nil {
+		if err := b.groupCommit(tmpName, p, opts.Gate); err != nil {
 			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
 		}
 	}
@@ -372,8 +392,8 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 // groupCommit makes tmp's data durable and renames it to final. Puts that
 // arrive while a group is syncing form the next group; the first of them to
 // take the leader lock syncs the filesystem once for all and renames them.
-func (b *Bucket) groupCommit(tmp, final string) error {
-	c := &commit{tmp: tmp, final: final, done: make(chan error, 1)}
+func (b *Bucket) groupCommit(tmp, final string, gate func() error) error {
+	c := &commit{tmp: tmp, final: final, gate: gate, done: make(chan error, 1)}
 	b.queueMu.Lock()
 	b.queue = append(b.queue, c)
 	b.queueMu.Unlock()
@@ -392,6 +412,9 @@ func (b *Bucket) groupCommit(tmp, final string) error {
 	err := b.syncfs()
 	for _, g := range group {
 		gerr := err
+		if gerr == nil && g.gate != nil {
+			gerr = g.gate()
+		}
 		if gerr == nil {
 			gerr = os.Rename(g.tmp, g.final)
 		}

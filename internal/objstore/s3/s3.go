@@ -55,6 +55,7 @@ type Bucket struct {
 var (
 	_ objstore.Bucket     = (*Bucket)(nil)
 	_ objstore.PartPutter = (*Bucket)(nil)
+	_ objstore.Gated      = (*Bucket)(nil)
 )
 
 // Open connects to bucket and checks, with one HeadBucket request, that it
@@ -258,6 +259,27 @@ func seekable(r io.Reader, size int64) (io.ReadSeeker, int64, error) {
 	return bytes.NewReader(buf.Bytes()), n, nil
 }
 
+// GatesWrites: PutOptions.Gate is called just before the request that makes
+// an object visible (PutObject, CompleteMultipartUpload).
+func (b *Bucket) GatesWrites() bool { return true }
+
+func runGate(opts objstore.PutOptions) error {
+	if opts.Gate == nil {
+		return nil
+	}
+	return opts.Gate()
+}
+
+// once turns off the SDK's own retries of a gated request: a retry would
+// land after its gate, perhaps long after. Callers retry with a new gate.
+func once(opts objstore.PutOptions) func(*s3.Options) {
+	return func(o *s3.Options) {
+		if opts.Gate != nil {
+			o.RetryMaxAttempts = 1
+		}
+	}
+}
+
 func conditions(opts objstore.PutOptions) (ifNoneMatch, ifMatch *string) {
 	if opts.IfAbsent {
 		ifNoneMatch = aws.String("*")
@@ -274,6 +296,9 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 		return objstore.Info{}, fmt.Errorf("put %s in %s: read source: %w", key, b.url, err)
 	}
 	ifNoneMatch, ifMatch := conditions(opts)
+	if err := runGate(opts); err != nil {
+		return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.url, err)
+	}
 	out, err := b.client.PutObject(ctx, &s3.PutObjectInput{
 		Bucket:        &b.bucket,
 		Key:           aws.String(b.prefix + key),
@@ -281,7 +306,7 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 		ContentLength: aws.Int64(n),
 		IfNoneMatch:   ifNoneMatch,
 		IfMatch:       ifMatch,
-	})
+	}, once(opts))
 	if err != nil {
 		return objstore.Info{}, b.putErr(key, opts, err)
 	}
@@ -350,6 +375,10 @@ func (b *Bucket) PutParts(ctx context.Context, key string, size, partSize int64,
 	}
 	sort.Slice(parts, func(i, j int) bool { return *parts[i].PartNumber < *parts[j].PartNumber })
 	ifNoneMatch, ifMatch := conditions(opts)
+	if err := runGate(opts); err != nil {
+		abort()
+		return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.url, err)
+	}
 	out, err := b.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket:          &b.bucket,
 		Key:             full,
@@ -357,7 +386,7 @@ func (b *Bucket) PutParts(ctx context.Context, key string, size, partSize int64,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
 		IfNoneMatch:     ifNoneMatch,
 		IfMatch:         ifMatch,
-	})
+	}, once(opts))
 	if err != nil {
 		abort()
 		return objstore.Info{}, b.putErr(key, opts, err)

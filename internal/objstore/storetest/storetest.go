@@ -263,6 +263,66 @@ func Run(t *testing.T, newBucket func(t *testing.T) objstore.Bucket) {
 		}
 	})
 
+	t.Run("Gate", func(t *testing.T) {
+		b := newBucket(t)
+		if !objstore.GatesWrites(b) {
+			t.Fatal("every backend calls PutOptions.Gate")
+		}
+		refuse := errors.New("fenced: the lease moved")
+		if _, err := b.Put(ctx, "old", strings.NewReader("v1"), 2, objstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		old, _ := b.Stat(ctx, "old")
+		for _, c := range []struct {
+			name string
+			key  string
+			opts objstore.PutOptions
+		}{
+			{"plain", "new/plain", objstore.PutOptions{}},
+			{"if-absent", "new/absent", objstore.PutOptions{IfAbsent: true}},
+			{"if-match", "old", objstore.PutOptions{IfMatch: old.ETag}},
+			{"overwrite", "old", objstore.PutOptions{}},
+		} {
+			calls := 0
+			c.opts.Gate = func() error { calls++; return refuse }
+			_, err := b.Put(ctx, c.key, strings.NewReader("v2"), 2, c.opts)
+			if !errors.Is(err, refuse) || calls != 1 {
+				t.Fatalf("%s: Put with a refusing gate = %v after %d calls; want the gate's error after 1", c.name, err, calls)
+			}
+			c.opts.Gate = func() error { calls++; return nil }
+			if c.name == "if-match" || c.name == "overwrite" {
+				expectContent(t, b, "old", "v1")
+				continue
+			}
+			if _, err := b.Stat(ctx, c.key); !errors.Is(err, objstore.ErrNotExist) {
+				t.Fatalf("%s: a refused Put left an object: %v", c.name, err)
+			}
+			if _, err := b.Put(ctx, c.key, strings.NewReader("v2"), 2, c.opts); err != nil || calls != 2 {
+				t.Fatalf("%s: Put with an open gate = %v after %d calls", c.name, err, calls)
+			}
+			expectContent(t, b, c.key, "v2")
+		}
+		if got := listKeys(t, b, ""); !slices.Equal(got, []string{"new/absent", "new/plain", "old"}) {
+			t.Fatalf("after refused writes List = %q", got)
+		}
+		pp, ok := b.(objstore.PartPutter)
+		if !ok {
+			return
+		}
+		data := make([]byte, 6<<20)
+		open := func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+			return io.NopCloser(bytes.NewReader(data[off : off+n])), nil
+		}
+		calls := 0
+		_, err := pp.PutParts(ctx, "big", int64(len(data)), 5<<20, 2, open, objstore.PutOptions{Gate: func() error { calls++; return refuse }})
+		if !errors.Is(err, refuse) || calls != 1 {
+			t.Fatalf("PutParts with a refusing gate = %v after %d calls", err, calls)
+		}
+		if _, err := b.Stat(ctx, "big"); !errors.Is(err, objstore.ErrNotExist) {
+			t.Fatalf("a refused PutParts left an object: %v", err)
+		}
+	})
+
 	t.Run("PutParts", func(t *testing.T) {
 		b := newBucket(t)
 		pp, ok := b.(objstore.PartPutter)

@@ -1,0 +1,244 @@
+// Package fence is the one fencing rule every writer of tandem keeps:
+// a process acting for a region writes only while it can show, from a
+// recent read, that the authorities it depends on still allow it (the
+// protection group's lease held by that region under the epoch it started
+// with, no promotion of its target, no drill in it).
+//
+// The rule, for one write:
+//
+//  1. A Guard holds a grant from its Conditions: read at monotonic time s,
+//     valid until s + For, where For is at most the grace the authority
+//     publishes (lease.Grace; DefaultGrace without a lease) and never past
+//     the lease's own expiry minus its margin.
+//  2. Just before the one step that makes a write visible (the rename of a
+//     finished temporary file, the single PUT request, the multipart
+//     completion, a delete), the store calls the Guard's gate, which
+//     refuses unless the grant is still valid; a grant close to running out
+//     is renewed in the background, so writes rarely wait.
+//  3. Every change of authority that stops writers (a lease changing hands
+//     or being released, a promotion, a drill) takes effect only 2 x grace
+//     after it is written: a new lease holder waits that long before it
+//     writes its record, promote and drill-start wait that long before they
+//     return.
+//
+// Any grant a stale writer still holds was read before the change, so it
+// ran out at most one grace after the change, and a write whose gate passed
+// lands within the second grace unless the writer was paused between the
+// gate and the landing for longer than a grace. The Guard checks that too:
+// a write that returns later than its grant plus a grace is reported as a
+// possible late landing (ErrLate), with its key, so nothing is claimed that
+// cannot be proven.
+//
+// Monotonic clocks carry the argument across processes: durations, not wall
+// times, except for a lease's expiry, which the lease's margin covers.
+package fence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+var (
+	// ErrFenced: an authority no longer lets this writer write (the lease
+	// moved, the target was promoted, a drill started). It is final for the
+	// Guard: a fenced Guard never writes again.
+	ErrFenced = errors.New("fenced")
+	// ErrUnconfirmed: the authority could not be read in time (the witness
+	// is unreachable); nothing was written. A later Check may succeed.
+	ErrUnconfirmed = errors.New("cannot confirm the right to write")
+	// ErrLate: a write returned later than its grant allowed; it may have
+	// landed after another region took over.
+	ErrLate = errors.New("a write may have landed after its grant ran out")
+)
+
+// DefaultGrace bounds a grant when no lease says otherwise.
+const DefaultGrace = time.Second
+
+// WaitFor waits two graces: what a change that stops writers (a promotion,
+// a drill) waits after it is written, so that every writer that read the
+// authority before the change, whose grants last at most grace, has
+// stopped.
+func WaitFor(ctx context.Context, grace time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(2 * grace):
+		return nil
+	}
+}
+
+// Grant is what one Condition allows.
+type Grant struct {
+	// Epoch is the lease epoch the condition names (0 for conditions that
+	// have none). A Guard pins the first non-zero epoch it sees; a grant
+	// with another one fences it.
+	Epoch int64
+	// For is how long, from the moment the read was sent, the grant holds.
+	For time.Duration
+	// What names the authority in messages ("the lease of dr (epoch 3)").
+	What string
+}
+
+// A Condition reads one authority and returns its grant, or an error
+// wrapping ErrFenced when the authority no longer allows the writer.
+// Other errors are taken as "cannot confirm now".
+type Condition func(ctx context.Context) (Grant, error)
+
+// Guard is one writer's right to write, under one epoch. It is safe for
+// concurrent use by the writer's goroutines. Make one per pass or sync:
+// its epoch is pinned at the first confirmation.
+type Guard struct {
+	what  string
+	conds []Condition
+	// Timeout bounds one confirmation (default 10s).
+	Timeout time.Duration
+
+	mu         sync.Mutex
+	epoch      int64
+	until      time.Time     // monotonic
+	grace      time.Duration // the last grant's For: the refresh horizon
+	fenced     error         // final
+	lastErr    error         // of the last failed confirmation
+	refreshing chan struct{} // closed when the running refresh ends
+}
+
+// New returns a Guard for a writer described by what ("replication photos
+// into west") that needs every condition.
+func New(what string, conds ...Condition) *Guard {
+	return &Guard{what: what, conds: conds, Timeout: 10 * time.Second}
+}
+
+// Epoch is the epoch the Guard is pinned to (0 before its first
+// confirmation or without a lease).
+func (g *Guard) Epoch() int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.epoch
+}
+
+// Check returns nil while the writer may write: it holds a valid grant,
+// renewing it when it is close to running out. It fails with ErrFenced
+// (final) or ErrUnconfirmed.
+func (g *Guard) Check(ctx context.Context) error {
+	_, err := g.allow(ctx)
+	return err
+}
+
+// allow returns until when the current grant holds.
+func (g *Guard) allow(ctx context.Context) (time.Time, error) {
+	if g == nil {
+		return time.Time{}, nil
+	}
+	for attempt := 0; ; attempt++ {
+		g.mu.Lock()
+		if g.fenced != nil {
+			err := g.fenced
+			g.mu.Unlock()
+			return time.Time{}, err
+		}
+		now := time.Now()
+		if now.Before(g.until) {
+			until := g.until
+			if g.until.Sub(now) < g.grace/2 {
+				g.refreshLocked()
+			}
+			g.mu.Unlock()
+			return until, nil
+		}
+		if attempt > 0 {
+			err := g.lastErr
+			g.mu.Unlock()
+			if err == nil {
+				err = errors.New("the grant ran out while it was being confirmed")
+			}
+			return time.Time{}, fmt.Errorf("%s: %w: %w", g.what, ErrUnconfirmed, err)
+		}
+		done := g.refreshLocked()
+		g.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		}
+	}
+}
+
+// refreshLocked starts a confirmation unless one runs, and returns the
+// channel closed when it ends. g.mu is held.
+func (g *Guard) refreshLocked() chan struct{} {
+	if g.refreshing != nil {
+		return g.refreshing
+	}
+	done := make(chan struct{})
+	g.refreshing = done
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), g.Timeout)
+		defer cancel()
+		sent := time.Now()
+		grant, err := g.confirm(ctx)
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.refreshing = nil
+		switch {
+		case errors.Is(err, ErrFenced):
+			g.fenced, g.until = fmt.Errorf("%s: %w", g.what, err), time.Time{}
+		case err != nil:
+			g.lastErr = err
+		case g.epoch != 0 && grant.Epoch != 0 && grant.Epoch != g.epoch:
+			g.fenced = fmt.Errorf("%s: %w: %s moved from epoch %d to %d while this writer ran", g.what, ErrFenced, grant.What, g.epoch, grant.Epoch)
+			g.until = time.Time{}
+		case grant.For <= 0:
+			g.lastErr = fmt.Errorf("%s allows no more writes (its expiry is too close)", grant.What)
+		default:
+			if grant.Epoch != 0 {
+				g.epoch = grant.Epoch
+			}
+			g.until, g.grace, g.lastErr = sent.Add(grant.For), grant.For, nil
+		}
+	}()
+	return done
+}
+
+// confirm asks every condition; the grant is the shortest.
+func (g *Guard) confirm(ctx context.Context) (Grant, error) {
+	out := Grant{For: DefaultGrace, What: g.what}
+	for _, c := range g.conds {
+		gr, err := c(ctx)
+		if err != nil {
+			return Grant{}, err
+		}
+		if gr.Epoch != 0 {
+			out.Epoch, out.What = gr.Epoch, gr.What
+		}
+		out.For = min(out.For, gr.For)
+	}
+	return out, nil
+}
+
+// landed checks a write that passed its gate with a grant valid until
+// until: it must have returned within one grace of it.
+func (g *Guard) landed(key string, until time.Time) error {
+	if g == nil || until.IsZero() {
+		return nil
+	}
+	g.mu.Lock()
+	grace := g.grace
+	g.mu.Unlock()
+	if late := time.Since(until); late > grace {
+		return fmt.Errorf("%s: %w: %s returned %s after its grant ran out (paused?); treat it as written by a stale writer",
+			g.what, ErrLate, key, late.Round(time.Millisecond))
+	}
+	return nil
+}
+
+// Fenced reports whether err means that a writer must stop for good.
+func Fenced(err error) bool { return errors.Is(err, ErrFenced) || errors.Is(err, ErrLate) }
+
+// Refused reports whether a guard refused a write: fenced, late, or
+// unconfirmed. A writer stops at the first such error instead of retrying
+// object by object.
+func Refused(err error) bool { return Fenced(err) || errors.Is(err, ErrUnconfirmed) }
