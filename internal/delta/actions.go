@@ -42,6 +42,9 @@ type Add struct {
 	ModificationTime int64           `json:"modificationTime" parquet:"modificationTime"`
 	DataChange       bool            `json:"dataChange" parquet:"dataChange"`
 	DeletionVector   *DeletionVector `json:"deletionVector,omitempty" parquet:"deletionVector,optional"`
+	// PartitionValues are the partition columns' values (physical names
+	// under column mapping), as strings.
+	PartitionValues map[string]string `json:"partitionValues,omitempty" parquet:"partitionValues,optional"`
 }
 
 // Remove takes a data file out of the table.
@@ -118,6 +121,8 @@ type CommitInfo struct {
 	InCommitTimestamp *int64 `json:"inCommitTimestamp,omitempty"`
 	Operation         string `json:"operation,omitempty"`
 	Job               *Job   `json:"job,omitempty"`
+	// UserMetadata is what the writer set (Spark: the userMetadata option).
+	UserMetadata string `json:"userMetadata,omitempty"`
 }
 
 // flexString accepts a JSON string or number.
