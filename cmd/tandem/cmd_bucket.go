@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"tandem/internal/replicate"
+	"tandem/internal/member/bucket"
 )
 
 func newBucketCommand() *cobra.Command {
@@ -44,19 +44,18 @@ region is contacted. Promoting twice is harmless.`,
 }
 
 func runPromote(ctx context.Context, o promoteOptions, target string, w io.Writer) error {
-	cfg, err := loadConfig(o.config)
+	env, err := loadEnv(o.config, nil)
 	if err != nil {
 		return err
 	}
-	r, err := cfg.FindReplication(target)
+	r, err := bucket.Find(env.Cfg, target)
 	if err != nil {
 		return usageError{err}
 	}
-	st, err := pairState(ctx, cfg, r)
-	if err != nil {
+	if r, err = bucket.Current(ctx, env, r); err != nil {
 		return err
 	}
-	prom, err := replicate.Promote(ctx, st, r.Name, r.To.URL)
+	prom, err := bucket.PromoteTarget(ctx, env, r)
 	if err != nil {
 		return err
 	}

@@ -176,7 +176,7 @@ copied that was changed in the standby.`)
 	step(5, "Look at the status, as an operator would",
 		`'tandem status' reads only the standby region's records, so it works when the
 primary is gone. The lag is how much data a failover now would lose, at most.`)
-	if err := runStatus(ctx, statusOptions{config: cfgPath}, w); err != nil {
+	if err := demoStatus(ctx, cfgPath, w); err != nil {
 		return err
 	}
 

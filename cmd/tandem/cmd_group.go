@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 
 	"github.com/spf13/cobra"
+
+	"tandem/internal/member/group"
 )
 
 func newGroupCommand() *cobra.Command {
@@ -85,15 +86,18 @@ and writes only the standby region. Running it twice is harmless.`,
 }
 
 func runGroup(ctx context.Context, o groupOptions, name, action string, w io.Writer) error {
-	cfg, err := loadConfig(o.config)
+	env, err := loadEnv(o.config, newLogger(0))
 	if err != nil {
 		return err
 	}
-	gc, err := cfg.FindGroup(name)
+	gc, err := group.Find(env.Cfg, name)
 	if err != nil {
 		return usageError{err}
 	}
-	g, err := openGroup(ctx, cfg, gc, action == "finalize", newLogger(0))
+	if gc, err = group.Current(ctx, env, gc); err != nil {
+		return err
+	}
+	g, err := group.Open(ctx, env, gc, action == "finalize", newLogger(0))
 	if err != nil {
 		return err
 	}
@@ -106,8 +110,8 @@ func runGroup(ctx context.Context, o groupOptions, name, action string, w io.Wri
 		if gc.Workflow == nil {
 			return usageError{fmt.Errorf("group %s has no workflow: its syncs copy the latest versions, there is no run to complete", name)}
 		}
-		if gc.Workflow.Databricks != nil {
-			return usageError{fmt.Errorf("group %s follows Databricks job %d: its runs are read from the Jobs API, not reported", name, gc.Workflow.Databricks.JobID)}
+		if d := gc.Workflow.Job(gc.From); d != nil {
+			return usageError{fmt.Errorf("group %s follows Databricks job %d in %s: its runs are read from the Jobs API, not reported", name, d.JobID, gc.From)}
 		}
 		cut, err := g.Complete(ctx, o.runID)
 		if err != nil {
@@ -159,18 +163,5 @@ func runGroup(ctx context.Context, o groupOptions, name, action string, w io.Wri
 	return nil
 }
 
-func versions(v map[string]int64) string {
-	names := make([]string, 0, len(v))
-	for n := range v {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	s := ""
-	for i, n := range names {
-		if i > 0 {
-			s += ", "
-		}
-		s += fmt.Sprintf("%s@%d", n, v[n])
-	}
-	return s
-}
+// versions prints table versions: bronze@4, gold@3.
+func versions(v map[string]int64) string { return group.Versions(v) }

@@ -13,7 +13,6 @@ import (
 
 	"tandem/internal/config"
 	"tandem/internal/lease"
-	"tandem/internal/members"
 )
 
 type leaseOptions struct {
@@ -56,15 +55,15 @@ free, released, or expired; the holder renews it by acquiring again.`,
 }
 
 func runLease(ctx context.Context, o leaseOptions, action, name string, w io.Writer) error {
-	cfg, err := loadConfig(o.config)
+	env, err := loadEnv(o.config, nil)
 	if err != nil {
 		return err
 	}
-	pg, err := cfg.FindProtectionGroup(name)
+	pg, err := env.Cfg.FindProtectionGroup(name)
 	if err != nil {
 		return usageError{err}
 	}
-	st, err := members.Leases(ctx, cfg)
+	st, err := env.Leases(ctx)
 	if err != nil {
 		return err
 	}

@@ -15,9 +15,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"tandem/internal/config"
-	"tandem/internal/lease"
-	"tandem/internal/members"
+	"tandem/internal/member"
 	"tandem/internal/plan"
+	"tandem/internal/runner"
 )
 
 type planOptions struct {
@@ -69,14 +69,16 @@ func planFlags(c *cobra.Command, o *planOptions) {
 // planEnv is what every plan command needs.
 type planEnv struct {
 	cfg *config.Config
+	env *member.Env
 	pg  *config.ProtectionGroup
 }
 
 func loadPlanEnv(o planOptions) (*planEnv, error) {
-	cfg, err := loadConfig(o.config)
+	env, err := loadEnv(o.config, newLogger(0))
 	if err != nil {
 		return nil, err
 	}
+	cfg := env.Cfg
 	var pg *config.ProtectionGroup
 	switch {
 	case o.pg != "":
@@ -90,7 +92,7 @@ func loadPlanEnv(o planOptions) (*planEnv, error) {
 	default:
 		return nil, usageError{errors.New("--protection-group is required: the config has more than one")}
 	}
-	return &planEnv{cfg: cfg, pg: pg}, nil
+	return &planEnv{cfg: cfg, env: env, pg: pg}, nil
 }
 
 // build generates a plan of typ in the direction the lease says now. With
@@ -101,12 +103,7 @@ func (e *planEnv) build(ctx context.Context, typ string, lenient bool) (*plan.Pl
 		return nil, usageError{fmt.Errorf("unknown plan type %q (%s)", typ, strings.Join(config.PlanTypes, ", "))}
 	}
 	from := e.pg.Primary
-	leases, err := members.Leases(ctx, e.cfg)
-	var rec lease.Record
-	var ok bool
-	if err == nil {
-		rec, ok, err = lease.Show(ctx, leases, e.pg.Name)
-	}
+	rec, ok, err := e.env.Lease(ctx, e.pg.Name)
 	switch {
 	case err != nil && lenient:
 		fmt.Fprintf(os.Stderr, "tandem: the witness does not answer (%v); showing the plan from the configured primary\n", err)
@@ -121,7 +118,7 @@ func (e *planEnv) build(ctx context.Context, typ string, lenient bool) (*plan.Pl
 	if from == e.pg.Standby {
 		to = e.pg.Primary
 	}
-	return plan.Build(e.cfg, e.pg, typ, from, to)
+	return member.Build(e.env, e.pg, typ, from, to)
 }
 
 // loadPlan loads the configuration and builds a plan of typ.
@@ -135,18 +132,18 @@ func loadPlan(ctx context.Context, o planOptions, typ string, lenient bool) (*pl
 }
 
 func (e *planEnv) executor(ctx context.Context, home string) (*plan.Executor, error) {
-	st, err := members.RegionState(ctx, e.cfg, home)
+	st, err := e.env.RegionState(ctx, home)
 	if err != nil {
 		return nil, err
 	}
-	w, err := members.Witness(ctx, e.cfg)
+	w, err := e.env.Witness(ctx)
 	if err != nil {
 		return nil, err
 	}
 	return &plan.Executor{
 		Records: st.Sub("plans").Sub(e.pg.Name),
 		Lock:    w.Sub("plans").Sub(e.pg.Name),
-		Actions: &members.Steps{Cfg: e.cfg, Log: newLogger(0)},
+		Actions: &member.Steps{Env: e.env},
 		Log:     newLogger(0),
 	}, nil
 }
@@ -228,7 +225,7 @@ func runPrecheck(ctx context.Context, o planOptions, typ string, w io.Writer) er
 	if err != nil {
 		return err
 	}
-	steps := &members.Steps{Cfg: env.cfg, Log: newLogger(0)}
+	steps := &member.Steps{Env: env.env}
 	var checks []*plan.Step
 	for _, g := range p.Groups {
 		if g.Name == "prechecks" {
@@ -374,13 +371,13 @@ func runPlanAct(ctx context.Context, o planOptions, action string, args []string
 		if x, err = ex.Approve(ctx, id, step); err != nil {
 			return err
 		}
-		if plan.Live(x.Runner) {
+		if runner.Live(x.Runner) {
 			fmt.Fprintf(w, "%s: approved; the running tandem goes on\n", id)
 			return nil
 		}
 	}
 	// The rest continue the execution here.
-	p, err := plan.Build(env.cfg, env.pg, x.Type, x.From, x.To)
+	p, err := member.Build(env.env, env.pg, x.Type, x.From, x.To)
 	if err != nil {
 		return err
 	}

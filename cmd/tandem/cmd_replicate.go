@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tandem/internal/location"
+	"tandem/internal/member/bucket"
 	"tandem/internal/replicate"
 	"tandem/internal/state"
 )
@@ -65,15 +66,18 @@ func runReplicate(ctx context.Context, o replicateOptions, args []string, out io
 	log := newLogger(slog.LevelWarn)
 	var p *replicate.Pair
 	if o.config != "" {
-		cfg, err := loadConfig(o.config)
+		env, err := loadEnv(o.config, log)
 		if err != nil {
 			return err
 		}
-		r, err := cfg.FindReplication(args[0])
+		r, err := bucket.Find(env.Cfg, args[0])
 		if err != nil {
 			return usageError{err}
 		}
-		if p, err = openPair(ctx, cfg, r, log); err != nil {
+		if r, err = bucket.Current(ctx, env, r); err != nil {
+			return err
+		}
+		if p, err = bucket.Open(ctx, env, r, log); err != nil {
 			return err
 		}
 	} else {

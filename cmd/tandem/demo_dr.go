@@ -15,12 +15,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/parquet-go/parquet-go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"tandem/internal/catalog"
+	"tandem/internal/daemon"
 	"tandem/internal/delta"
 	"tandem/internal/etl"
-	"tandem/internal/members"
+	"tandem/internal/member"
+	"tandem/internal/member/alias"
 	"tandem/internal/objstore/local"
 	"tandem/internal/plan"
 	"tandem/internal/tablegroup"
@@ -142,14 +144,28 @@ func demoDR(ctx context.Context, dir, cfgPath string, tables map[string]*etl.Tab
 		`The protection group lakehouse holds the bucket replication, the table group,
 the catalog aliases (logical table names readers use, in a SQLite catalog in
 each region) and the sales_etl workflow's schedule (paused in the standby).
-The primary takes the region lease in the witness: the only region that may
-act as primary, with a fencing epoch. Then the failover plan, generated from
-the topology, and the switchover prechecks, which say whether a switchover
-would work right now.`)
-	if err := runLease(ctx, leaseOptions{config: cfgPath, region: "primary"}, "acquire", "lakehouse", w); err != nil {
+Each region runs its part of 'tandem serve --region': here, inside the demo.
+The primary's takes the region lease in the witness (the only region that may
+act as primary, with a fencing epoch) and renews it; the standby's keeps the
+standby passive. Then the failover plan, generated from the topology, and the
+switchover prechecks, which say whether a switchover would work right now.`)
+	env := member.NewEnv(cfg, nil)
+	regions := map[string]*demoRegion{}
+	defer func() {
+		for _, r := range regions {
+			r.stop()
+		}
+	}()
+	for _, region := range []string{"primary", "standby"} {
+		regions[region] = startRegion(ctx, env, region)
+	}
+	if err := waitLease(ctx, env, "primary"); err != nil {
 		return err
 	}
-	a := cfg.FindAliases("catalog")
+	if err := runLease(ctx, leaseOptions{config: cfgPath}, "show", "lakehouse", w); err != nil {
+		return err
+	}
+	a := alias.Find(cfg, "catalog")
 	for _, region := range []string{"primary", "standby"} {
 		var list []catalog.Alias
 		for name, per := range a.Names {
@@ -223,6 +239,8 @@ manifest says run 2.`)
 		return err
 	}
 	sched.setDown(true)
+	regions["primary"].stop() // its serve is gone with it: the lease is not renewed
+	delete(regions, "primary")
 	dark := filepath.Join(dir, "primary.dark")
 	if err := os.Rename(filepath.Join(dir, "primary"), dark); err != nil {
 		return err
@@ -253,16 +271,27 @@ failover lost is known exactly: the runs after the manifest's.`)
 	}
 
 	step(14, "The old primary comes back; fail back",
-		`The primary region returns, stale: its tandem still thinks it is primary, but
-the lease moved on, so its replication publishes nothing. 'tandem plan run
-failback' makes it the new standby: what it wrote after the last manifest
-(the commits of runs 3 and 4) is moved aside, its workflow stays paused, the tables and the bucket are copied
-back from the new primary, and the lease records it as the standby. From
-there, a 'tandem plan run switchover' moves the work back.`)
+		`The primary region returns, stale: its scheduler still runs sales_etl (the
+failover could not pause it there), and a replication pass started there still
+thinks it copies into the standby. Its serve sees that another region holds the
+lease and makes it passive before anything else: the workflow is paused again.
+The stale pass is fenced: it writes nothing into the new primary.
+'tandem plan run failback' then makes it the new standby: what it wrote after
+the last manifest (the commits of runs 3 and 4) is moved aside, the tables and
+the bucket are copied back from the new primary, and the lease records it as
+the standby. From there, a 'tandem plan run switchover' moves the work back.`)
 	if err := os.Rename(dark, filepath.Join(dir, "primary")); err != nil {
 		return err
 	}
 	sched.setDown(false)
+	sched.show(w)
+	regions["primary"] = startRegion(ctx, env, "primary")
+	p, err := waitPassive(ctx, env, "primary")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "the primary's serve: another region holds the lease (epoch %d): %s\n", p.Epoch, strings.Join(p.Log, "; "))
+	sched.show(w)
 	err = runReplicate(ctx, replicateOptions{config: cfgPath}, []string{"lake"}, io.Discard)
 	fmt.Fprintf(w, "the old primary's pass: %v\n\n", err)
 	if err := runPlan(ctx, po, plan.Failback, w); err != nil {
@@ -308,7 +337,7 @@ aliases point back, and the workflow runs in the primary.`)
 		return err
 	}
 	fmt.Fprintln(w)
-	if err := runStatus(ctx, statusOptions{config: cfgPath}, w); err != nil {
+	if err := demoStatus(ctx, cfgPath, w); err != nil {
 		return err
 	}
 	fmt.Fprintln(w)
@@ -339,8 +368,9 @@ func demoQuery(ctx context.Context, catalogDSN, name string, w io.Writer) error 
 	return demoQueryAt(ctx, loc, name, w)
 }
 
-// demoQueryAt reads the Delta table in folder loc: its version, live files
-// and rows.
+// demoQueryAt reads the Delta table in folder loc at its latest version
+// with tandem's Delta reader: every row of every live file, deletion
+// vectors applied.
 func demoQueryAt(ctx context.Context, loc, name string, w io.Writer) error {
 	t, err := delta.Open(ctx, mustLocal(loc))
 	if err != nil {
@@ -350,25 +380,90 @@ func demoQueryAt(ctx context.Context, loc, name string, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var rows int64
-	for _, add := range snap.Files {
-		f, err := os.Open(filepath.Join(loc, add.Path))
+	var rows, sum int64
+	for row, err := range t.Rows(ctx, snap) {
 		if err != nil {
 			return err
 		}
-		st, _ := f.Stat()
-		pf, err := parquet.OpenFile(f, st.Size())
-		if err == nil {
-			rows += pf.NumRows()
-		}
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("%s: %w", add.Path, err)
+		rows++
+		if id, ok := row["id"].(int64); ok {
+			sum += id
 		}
 	}
 	region := filepath.Base(filepath.Dir(filepath.Dir(filepath.Dir(loc))))
-	fmt.Fprintf(w, "SELECT count(*) FROM %s: %d rows in %d files at version %d, read from the %s region\n", name, rows, len(snap.Files), snap.Version, region)
+	fmt.Fprintf(w, "read %s in the %s region at version %d: %d rows in %d files (deletion vectors applied), sum of id %d\n", name, region, snap.Version, rows, len(snap.Files), sum)
 	return nil
+}
+
+// demoStatus runs `tandem status` and says when it would exit 4.
+func demoStatus(ctx context.Context, cfgPath string, w io.Writer) error {
+	err := runStatus(ctx, statusOptions{config: cfgPath}, w)
+	var a attentionError
+	if errors.As(err, &a) {
+		fmt.Fprintln(w, "(tandem status exits 4 here: something above needs a person)")
+		return nil
+	}
+	return err
+}
+
+// demoRegion is the lease part of one region's 'tandem serve --region': it
+// keeps the lease while the region holds it, and keeps the region passive
+// while another region holds it.
+type demoRegion struct{ stop func() }
+
+func startRegion(ctx context.Context, env *member.Env, region string) *demoRegion {
+	ctx, cancel := context.WithCancel(ctx)
+	s := &member.Serving{Env: env, Region: region, Reg: prometheus.NewRegistry()}
+	wake, err := s.KeepLeases(ctx, region)
+	if err != nil {
+		cancel()
+		return &demoRegion{stop: func() {}}
+	}
+	s.KeepPassive(region, wake)
+	wait := daemon.RunTasks(ctx, s.Tasks)
+	return &demoRegion{stop: func() { cancel(); wait() }}
+}
+
+// waitLease waits until region holds the lease.
+func waitLease(ctx context.Context, env *member.Env, region string) error {
+	return poll(ctx, 30*time.Second, func() (bool, error) {
+		rec, ok, err := env.Lease(ctx, "lakehouse")
+		return err == nil && ok && rec.Holder == region, err
+	})
+}
+
+// waitPassive waits until region's serve made it passive under the lease
+// now in force.
+func waitPassive(ctx context.Context, env *member.Env, region string) (member.Passivity, error) {
+	var p member.Passivity
+	err := poll(ctx, 30*time.Second, func() (bool, error) {
+		rec, _, err := env.Lease(ctx, "lakehouse")
+		if err != nil {
+			return false, err
+		}
+		var ok bool
+		p, ok, err = env.LoadPassivity(ctx, "lakehouse", region)
+		return err == nil && ok && p.Done && p.Epoch == rec.Epoch, err
+	})
+	return p, err
+}
+
+func poll(ctx context.Context, limit time.Duration, done func() (bool, error)) error {
+	deadline := time.Now().Add(limit)
+	for {
+		ok, err := done()
+		if ok || err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return errors.New("gave up waiting")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // mustLocal opens a folder that exists (the demo made it).
@@ -395,7 +490,7 @@ func demoRPORTO(ctx context.Context, cfgPath string, w io.Writer) error {
 		return errors.Join(err, errors.New("no execution recorded"))
 	}
 	x := list[0]
-	st, err := members.RegionState(ctx, env.cfg, "standby")
+	st, err := env.env.RegionState(ctx, "standby")
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ const (
 	exitError   = 1 // the command failed
 	exitUsage   = 2 // bad flags, arguments or configuration
 	exitPartial = 3 // the command ran, but some objects failed and wait in the retry queue
+	exitAttend  = 4 // status: something needs a person
 )
 
 type globalOptions struct {
@@ -36,6 +37,9 @@ func (u usageError) Unwrap() error { return u.error }
 
 // partialError marks a run that finished with failed objects.
 type partialError struct{ error }
+
+// attentionError marks a status that found something for a person.
+type attentionError struct{ error }
 
 func newRootCommand() *cobra.Command {
 	root := &cobra.Command{
@@ -117,11 +121,14 @@ func main() {
 	fmt.Fprintln(os.Stderr, "tandem:", err)
 	var u usageError
 	var p partialError
+	var a attentionError
 	switch {
 	case errors.As(err, &u):
 		os.Exit(exitUsage)
 	case errors.As(err, &p):
 		os.Exit(exitPartial)
+	case errors.As(err, &a):
+		os.Exit(exitAttend)
 	}
 	os.Exit(exitError)
 }

@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -118,7 +120,7 @@ func TestBadInput(t *testing.T) {
 		code int
 		want string
 	}{
-		{"malformed config", nil, []string{"status", "--config", filepath.Join(dir, "bad.yaml")}, 2, "line 4: field colour not found"},
+		{"malformed config", nil, []string{"status", "--config", filepath.Join(dir, "bad.yaml")}, 2, "line 4: unknown key colour"},
 		{"missing config", nil, []string{"status", "--config", filepath.Join(dir, "none.yaml")}, 2, "none.yaml: no such file"},
 		{"unknown scheme", nil, []string{"replicate", "gs://b/x", dst, "--delete"}, 2, `unknown scheme "gs"`},
 		{"missing folder", nil, []string{"replicate", "--delete", filepath.Join(dir, "nope"), dst}, 1, "nope does not exist"},
@@ -196,21 +198,29 @@ func TestServePromoteStatus(t *testing.T) {
 	if st := get(t, base+"/status"); !strings.Contains(st, `"health":"ok"`) {
 		t.Errorf("status: %s", st)
 	}
-	// Promote while serve runs: the loop ends on its own.
+	// Promote while serve runs: its next pass writes nothing into the
+	// target, and serve stays up for status and metrics.
 	var out bytes.Buffer
 	if err := runPromote(ctx, promoteOptions{config: cfg}, filepath.Join(dir, "standby/lake"), &out); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
+	writeFile(t, filepath.Join(dir, "primary/lake/after.csv"), "after")
+	deadline = time.Now().Add(30 * time.Second)
+	for !strings.Contains(get(t, base+"/metrics"), `tandem_replication_passes_total{pair="lake",result="error"}`) {
+		if time.Now().After(deadline) {
+			t.Fatal("no pass ran after the promotion")
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve kept running after the only target was promoted")
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "standby/lake/after.csv")); !os.IsNotExist(err) {
+		t.Fatalf("a pass wrote into the promoted target: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 	out.Reset()
-	if err := runStatus(ctx, statusOptions{config: cfg, json: true}, &out); err != nil {
+	if err := runStatus(context.Background(), statusOptions{config: cfg, json: true}, &out); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), `"health": "promoted"`) {
@@ -244,9 +254,9 @@ func TestDemo(t *testing.T) {
 		"bronze at version 3 (1 log files of a sync that did not finish moved to _tandem_moved_aside/",
 		"2 aliases of catalog point at standby",
 		"sales_etl is UNPAUSED in primary (job 101) and UNPAUSED in standby (job 201)",
-		"gold -> " + dir + "/standby/lake/tables/gold", "rows in 2 files at version 2, read from the standby region",
+		"gold -> " + dir + "/standby/lake/tables/gold", "read gold in the standby region at version 2: 1000 rows in 2 files (deletion vectors applied)",
 		"RPO: the standby holds run run-2", "RTO: ",
-		"the old primary's pass: fenced",
+		"the old primary's pass: replication lake into file://" + dir + "/standby/lake: fenced: standby holds the lease of lakehouse (epoch 2), not primary",
 		"bronze in primary: 2 log files written after the last manifest",
 		"sales_etl is PAUSED in primary (job 101) and UNPAUSED in standby (job 201)",
 		"held by standby, epoch 2, standby primary",
@@ -254,7 +264,9 @@ func TestDemo(t *testing.T) {
 		"primary holds the lease, epoch 3, standby standby",
 		`the records of primary -> standby start at run "run-5"`,
 		"sales_etl is UNPAUSED in primary (job 101) and PAUSED in standby (job 201)",
-		"rows in 3 files at version 3, read from the primary region",
+		"read gold in the primary region at version 3: 1700 rows in 3 files (deletion vectors applied)",
+		"the primary's serve: another region holds the lease (epoch 2): workflow sales_etl is paused in primary",
+		"standby is passive since",
 		"group sales: the standby already holds run run-5",
 		"replication lake: ok", "group sales: ok",
 	} {
@@ -536,5 +548,80 @@ protection_groups:
 	json.Unmarshal(data, &m)
 	if m.Epoch != 1 {
 		t.Fatalf("manifest epoch %d, want 1", m.Epoch)
+	}
+}
+
+// server is a `tandem serve` running in a child process.
+type server struct {
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	done chan struct{}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
+func (l *lockedBuffer) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// startServe runs `tandem serve --config cfg --region region` on a port of
+// its own; it stops with the test (SIGTERM) unless killed before.
+func startServe(t *testing.T, cfg, region string, extra ...string) *server {
+	t.Helper()
+	args := append([]string{"-test.run=^$", "--", "serve", "--config", cfg, "--region", region, "--listen", "127.0.0.1:0"}, extra...)
+	s := &server{cmd: exec.Command(os.Args[0], args...), out: &lockedBuffer{}, done: make(chan struct{})}
+	s.cmd.Env = append(os.Environ(), "TANDEM_MAIN=1")
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.cmd.Wait(); close(s.done) }()
+	t.Cleanup(func() { s.stop() })
+	return s
+}
+
+// stop ends the serve cleanly.
+func (s *server) stop() {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+// kill ends it at once, as a region that goes dark.
+func (s *server) kill() {
+	s.cmd.Process.Kill()
+	<-s.done
+}
+
+// waitFor polls ok until it holds or 30s passed.
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatal(what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// leaseIs reports whether the witness in dir names holder for the
+// protection group lakehouse.
+func leaseIs(dir, holder string) func() bool {
+	return func() bool {
+		var rec struct{ Holder string }
+		data, err := os.ReadFile(filepath.Join(dir, "witness/leases/lakehouse.json"))
+		return err == nil && json.Unmarshal(data, &rec) == nil && rec.Holder == holder
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -122,11 +123,12 @@ regions:
   - {name: east, state: DIR/east/.tandem}
   - {name: west, state: DIR/west/.tandem}
 replication:
-  - {name: lake, from: {region: east, url: DIR/east/lake}, to: {region: west, url: DIR/west/lake}, rpo: 1h}
+  - {name: lake, from: {region: east, url: DIR/east/lake}, to: {region: west, url: DIR/west/lake}, rpo: 1h, interval: 1h}
 groups:
   - name: sales
     from: east
     to: west
+    interval: 1h
     workflow: {name: etl}
     tables:
       - {name: bronze, from: DIR/east/tables/bronze, to: DIR/west/tables/bronze}
@@ -174,7 +176,13 @@ protection_groups:
 	if err := os.Rename(held, v3); err != nil { // run r2 starts in east
 		t.Fatal(err)
 	}
-	run(0, "held by east, epoch 1, standby west", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "east")
+	// Each region runs its serve: east's takes the lease and renews it,
+	// west's keeps west passive. (Their copies run every hour: the test
+	// runs its passes by hand.)
+	eastServe := startServe(t, cfg, "east")
+	startServe(t, cfg, "west")
+	waitFor(t, "east's serve did not take the lease", leaseIs(dir, "east"))
+	run(0, "held by east, epoch 1, standby west", "lease", "show", "--config", cfg, "lakehouse")
 	out = run(0, "ok   check.database:warehouse", "plan", "precheck", "--config", cfg, "switchover")
 	if strings.Contains(out, "FAIL") {
 		t.Fatalf("prechecks failed on a healthy topology:\n%s", out)
@@ -205,7 +213,9 @@ protection_groups:
 	}
 	run(0, "copied    1 objects", "replicate", "--config", cfg, "lake")
 
-	// East goes dark: its folders, its database and its scheduler.
+	// East goes dark: its serve, its folders, its database and its
+	// scheduler.
+	eastServe.kill()
 	pgEast.Stop()
 	h.setDown("east", true)
 	if err := os.Rename(filepath.Join(dir, "east"), filepath.Join(dir, "east.dark")); err != nil {
@@ -235,11 +245,20 @@ protection_groups:
 	}
 	run(0, "held by west, epoch 2, standby none", "lease", "show", "--config", cfg, "lakehouse")
 
-	// East comes back, stale: its tandem copies nothing.
+	// East comes back, stale: its serve makes it passive at once (its
+	// workflow paused again, which the failover could not do), and its
+	// tandem copies nothing.
 	if err := os.Rename(filepath.Join(dir, "east.dark"), filepath.Join(dir, "east")); err != nil {
 		t.Fatal(err)
 	}
 	h.setDown("east", false)
+	eastServe = startServe(t, cfg, "east")
+	waitFor(t, "east's serve did not pause east's workflow", func() bool { return h.called("/east/deactivate") })
+	// Its database is still down: status says what is not done yet.
+	waitFor(t, "east's serve did not record what it did", func() bool {
+		_, out := tandem(t, nil, "status", "--config", cfg)
+		return strings.Contains(out, "east is NOT passive yet") && strings.Contains(out, "workflow etl is paused in east")
+	})
 	// A second failover would move west -> east: its prechecks stop it
 	// before it changes anything, and it is canceled.
 	out = run(1, "stopped in group prechecks", "plan", "run", "--config", cfg, "failover")
@@ -303,9 +322,13 @@ protection_groups:
 	run(0, "copied    0 objects", "replicate", "--config", cfg, "lake")
 	run(0, "the standby already holds run w1", "group", "sync", "--config", cfg, "sales")
 
-	out = run(0, "protection group lakehouse: primary east, standby west, epoch 3", "status", "--config", cfg)
-	if !strings.Contains(out, "replication lake: ok") || !strings.Contains(out, "/east/lake -> ") {
-		t.Errorf("status after switching back:\n%s", out)
+	// West's database was the primary: it is fenced, not a standby, until
+	// it is rebuilt; status says so and exits 4.
+	out = run(4, "protection group lakehouse: primary east, standby west, epoch 3", "status", "--config", cfg)
+	for _, want := range []string{"replication lake: ok", "/east/lake -> ", "database warehouse: no-standby", "west is passive since"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status after switching back lacks %q:\n%s", want, out)
+		}
 	}
 	out = run(0, "failover", "plan", "executions", "--config", cfg)
 	if n := strings.Count(out, "succeeded"); n != 5 {
@@ -428,8 +451,10 @@ func mustRead(t *testing.T, path string) []byte {
 }
 
 // TestServeKeepsLease: serve in the primary region takes the lease that was
-// never taken and keeps renewing it; when the lease moves to the other
-// region with this one as its standby, the running replication turns around.
+// never taken and keeps renewing it; when the lease is handed over to the
+// other region, whose serve renews it from then on, east's serve stops
+// acting as primary before west's starts (their tandem_lease_primary never
+// sum to 2), east copies nothing more, and west's serve copies into east.
 func TestServeKeepsLease(t *testing.T) {
 	dir, cfg := eastWest(t, `
 protection_groups:
@@ -438,24 +463,23 @@ protection_groups:
 	writeFile(t, cfg, strings.Replace(string(mustRead(t, cfg)), "/west/lake}}", "/west/lake}, interval: 1s}", 1))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan error, 1)
-	started := make(chan *daemon.Daemon, 1)
-	go func() {
-		done <- runServe(ctx, serveOptions{config: cfg, listen: "127.0.0.1:0", region: "east"}, started)
-	}()
-	d := <-started
-	var first time.Time
-	waitFor := func(what string, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatal(what)
-			}
-			time.Sleep(20 * time.Millisecond)
+	serve := func(region string) (*daemon.Daemon, chan error) {
+		done := make(chan error, 1)
+		started := make(chan *daemon.Daemon, 1)
+		go func() {
+			done <- runServe(ctx, serveOptions{config: cfg, listen: "127.0.0.1:0", region: region}, started)
+		}()
+		select {
+		case d := <-started:
+			return d, done
+		case err := <-done:
+			t.Fatal(err)
 		}
+		return nil, nil
 	}
-	waitFor("serve did not take and renew the lease", func() bool {
+	east, eastDone := serve("east")
+	var first time.Time
+	waitFor(t, "serve did not take and renew the lease", func() bool {
 		var rec struct {
 			Holder, Standby string
 			Epoch           int64
@@ -473,27 +497,65 @@ protection_groups:
 		}
 		return rec.Renewed.After(first)
 	})
-	waitFor("the first pass did not copy", func() bool { _, err := os.Stat(filepath.Join(dir, "west/lake/a.csv")); return err == nil })
-	if m := get(t, "http://"+d.Addr()+"/metrics"); !strings.Contains(m, `tandem_lease_primary{group="lakehouse",region="east"} 1`) || !strings.Contains(m, `tandem_lease_epoch{group="lakehouse",region="east"} 1`) {
+	waitFor(t, "the first pass did not copy", func() bool { _, err := os.Stat(filepath.Join(dir, "west/lake/a.csv")); return err == nil })
+	if m := get(t, "http://"+east.Addr()+"/metrics"); !strings.Contains(m, `tandem_lease_primary{group="lakehouse",region="east"} 1`) || !strings.Contains(m, `tandem_lease_epoch{group="lakehouse",region="east"} 1`) {
 		t.Fatalf("lease metrics:\n%s", m)
 	}
+	west, westDone := serve("west")
 
-	// A switchover by hand: west holds the lease, east is its standby.
+	// Sample both regions' tandem_lease_primary through a planned
+	// handover: never both.
+	primary := func(d *daemon.Daemon, region string) int {
+		if strings.Contains(get(t, "http://"+d.Addr()+"/metrics"), `tandem_lease_primary{group="lakehouse",region="`+region+`"} 1`) {
+			return 1
+		}
+		return 0
+	}
+	stop := make(chan struct{})
+	sampled := make(chan error, 1)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				sampled <- nil
+				return
+			default:
+			}
+			e, w := primary(east, "east"), primary(west, "west")
+			if e+w > 1 {
+				sampled <- fmt.Errorf("both regions acted as primary (sample %d)", n)
+				return
+			}
+			n++
+		}
+	}()
 	run := expecter(t)
 	run(0, "epoch 1", "lease", "release", "--config", cfg, "lakehouse", "--region", "east")
 	run(0, "held by west, epoch 2, standby east", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "west")
 	writeFile(t, filepath.Join(dir, "west/lake/b.csv"), "b")
-	waitFor("the running replication did not turn around", func() bool {
+	waitFor(t, "west's serve did not copy into east", func() bool {
 		data, err := os.ReadFile(filepath.Join(dir, "east/lake/b.csv"))
 		return err == nil && string(data) == "b"
 	})
+	close(stop)
+	if err := <-sampled; err != nil {
+		t.Fatal(err)
+	}
 	run(0, "held by west, epoch 2", "lease", "show", "--config", cfg, "lakehouse") // east did not take it back
-	if m := get(t, "http://"+d.Addr()+"/metrics"); !strings.Contains(m, `tandem_lease_primary{group="lakehouse",region="east"} 0`) {
-		t.Fatalf("east still says it is primary:\n%s", m)
+	if primary(east, "east") != 0 || primary(west, "west") != 1 {
+		t.Fatal("after the handover, west must be the only primary")
+	}
+	writeFile(t, filepath.Join(dir, "east/lake/c.csv"), "c")
+	time.Sleep(2 * time.Second) // two of east's intervals: it copies nothing
+	if _, err := os.Stat(filepath.Join(dir, "west/lake/c.csv")); !os.IsNotExist(err) {
+		t.Fatal("east's serve copied after it lost the lease")
 	}
 	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	for _, done := range []chan error{eastDone, westDone} {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -515,7 +577,7 @@ protection_groups:
 	out := run(1, "prechecks of switchover failed", "plan", "precheck", "--config", cfg, "switchover")
 	for _, want := range []string{
 		"FAIL check.replication:lake", "beyond its RPO of 1s",
-		"FAIL check.endpoint:workflow/etl", "activate in west: http http://127.0.0.1:1 is not reachable", "deactivate in east: script: exec: \"/no/such/scheduler-cli\": stat /no/such/scheduler-cli: no such file or directory",
+		"FAIL check.workflow:etl", "activate in west: http http://127.0.0.1:1 is not reachable", "deactivate in east: script: exec: \"/no/such/scheduler-cli\": stat /no/such/scheduler-cli: no such file or directory",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("precheck output lacks %q:\n%s", want, out)

@@ -20,6 +20,15 @@ import (
 	_ "modernc.org/sqlite"
 )
 
+// DefaultSwitch re-creates a view over the region's table and checks that
+// it reads (SQLite resolves a view only when it is read): the statements
+// of an alias switch when the configuration gives none.
+var DefaultSwitch = []string{
+	`DROP VIEW IF EXISTS {{ident .Alias}}`,
+	`CREATE VIEW {{ident .Alias}} AS SELECT * FROM {{ident .Target}}`,
+	`SELECT * FROM {{ident .Alias}} LIMIT 0`,
+}
+
 // Open opens a database: driver is sqlite or postgres.
 func Open(driver, dsn string) (*sql.DB, error) {
 	switch driver {

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"tandem/internal/config"
 	"tandem/internal/postgres/pgtest"
 )
 
@@ -39,7 +38,7 @@ func testSwitch(t *testing.T, driver, dsn string) {
 	to := func(region string) []Alias {
 		return []Alias{{"customer", "customer_" + region, region}, {"orders", "orders_" + region, region}}
 	}
-	if err := Switch(ctx, driver, dsn, config.DefaultAliasSwitch, to("east")); err != nil {
+	if err := Switch(ctx, driver, dsn, DefaultSwitch, to("east")); err != nil {
 		t.Fatal(err)
 	}
 	if got := where(t, driver, dsn, "orders"); got != "east" {
@@ -47,7 +46,7 @@ func testSwitch(t *testing.T, driver, dsn string) {
 	}
 	// A switch that fails half way changes nothing: both aliases stay.
 	broken := append(to("west"), Alias{"zz_last", "no_such_table", "west"})
-	err := Switch(ctx, driver, dsn, config.DefaultAliasSwitch, broken)
+	err := Switch(ctx, driver, dsn, DefaultSwitch, broken)
 	if err == nil || !strings.Contains(err.Error(), "zz_last") {
 		t.Fatalf("switch to a missing table: %v", err)
 	}
@@ -58,7 +57,7 @@ func testSwitch(t *testing.T, driver, dsn string) {
 	}
 	// Twice is the same as once.
 	for range 2 {
-		if err := Switch(ctx, driver, dsn, config.DefaultAliasSwitch, to("west")); err != nil {
+		if err := Switch(ctx, driver, dsn, DefaultSwitch, to("west")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -79,7 +78,7 @@ func TestSwitchPostgres(t *testing.T) {
 }
 
 func TestIdentRefusesInjection(t *testing.T) {
-	_, err := SwitchStatements(config.DefaultAliasSwitch, []Alias{{"x", "t; DROP TABLE y", "east"}})
+	_, err := SwitchStatements(DefaultSwitch, []Alias{{"x", "t; DROP TABLE y", "east"}})
 	if err == nil || !strings.Contains(err.Error(), "not a plain identifier") {
 		t.Fatalf("got %v", err)
 	}

@@ -15,6 +15,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"tandem/internal/config"
 )
 
 // Event is one thing worth telling.
@@ -139,4 +141,24 @@ func (a All) Notify(ctx context.Context, e Event) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// FromConfig builds the notifiers a notify setting names, and the outcomes
+// worth telling (success, failure). A nil setting tells nothing.
+func FromConfig(n *config.Notify) (Notifier, map[string]bool) {
+	if n == nil {
+		return nil, nil
+	}
+	var all All
+	if n.Webhook != "" {
+		all = append(all, &Webhook{URL: string(n.Webhook)})
+	}
+	if e := n.Email; e != nil {
+		all = append(all, &Email{Addr: e.SMTP, From: e.From, To: e.To, Username: e.Username, Password: string(e.Password)})
+	}
+	on := map[string]bool{}
+	for _, o := range n.On {
+		on[o] = true
+	}
+	return all, on
 }

@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"slices"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"tandem/internal/objstore"
+	"tandem/internal/runner"
 	"tandem/internal/state"
 )
 
@@ -56,17 +55,10 @@ type Execution struct {
 	Decided time.Time  `json:"decided"`
 	Ended   *time.Time `json:"ended,omitempty"`
 	// RTO is from the decision until the last step succeeded, in seconds.
-	RTO    float64       `json:"rto_seconds,omitempty"`
-	Error  string        `json:"error,omitempty"`
-	Runner *Runner       `json:"runner,omitempty"`
-	Groups []GroupRecord `json:"groups"`
-}
-
-// Runner is the tandem process running an execution.
-type Runner struct {
-	Host string    `json:"host"`
-	PID  int       `json:"pid"`
-	Beat time.Time `json:"beat"`
+	RTO    float64        `json:"rto_seconds,omitempty"`
+	Error  string         `json:"error,omitempty"`
+	Runner *runner.Runner `json:"runner,omitempty"`
+	Groups []GroupRecord  `json:"groups"`
 }
 
 // GroupRecord is a group's state.
@@ -165,7 +157,7 @@ func (e *Executor) Run(ctx context.Context, p *Plan, decided time.Time) (*Execut
 		return nil, err
 	}
 	r := &run{e: e, p: p, x: x}
-	r.x.Runner = self()
+	r.x.Runner = runner.Self()
 	etag, err := e.execs().Save(ctx, x.ID+".json", x, objstore.PutOptions{IfAbsent: true})
 	if err != nil {
 		e.unlock(context.WithoutCancel(ctx), x.ID)
@@ -245,25 +237,6 @@ func (e *Executor) List(ctx context.Context) ([]*Execution, error) {
 	return out, nil
 }
 
-// Live reports whether a tandem process is running the execution now: it
-// beat in the last 30s (a runner beats every 10s) and, on this host, its
-// process still exists (a killed runner is seen at once).
-func Live(r *Runner) bool {
-	if r == nil || time.Since(r.Beat) > 30*time.Second {
-		return false
-	}
-	host, _ := os.Hostname()
-	if r.Host == host {
-		return r.PID == os.Getpid() || syscall.Kill(r.PID, 0) == nil
-	}
-	return true
-}
-
-func self() *Runner {
-	host, _ := os.Hostname()
-	return &Runner{Host: host, PID: os.Getpid(), Beat: time.Now().UTC()}
-}
-
 // Resume continues an execution that stopped: killed, interrupted, or
 // waiting. p is the plan rebuilt from the configuration; it must have the
 // steps the execution recorded. With fix, failed steps are first changed
@@ -276,7 +249,7 @@ func (e *Executor) Resume(ctx context.Context, p *Plan, id string, fix func(*Exe
 	switch {
 	case x.State == Succeeded || x.State == Canceled:
 		return x, fmt.Errorf("execution %s already %s", id, x.State)
-	case Live(x.Runner):
+	case runner.Live(x.Runner):
 		return x, fmt.Errorf("execution %s is being run by %s (pid %d); cancel it or wait", id, x.Runner.Host, x.Runner.PID)
 	}
 	if err := sameSteps(p, x); err != nil {
@@ -295,7 +268,7 @@ func (e *Executor) Resume(ctx context.Context, p *Plan, id string, fix func(*Exe
 			}
 		}
 	}
-	x.State, x.Error, x.Runner = Running, "", self()
+	x.State, x.Error, x.Runner = Running, "", runner.Self()
 	r := &run{e: e, p: p, x: x, etag: etag}
 	if err := r.save(ctx); err != nil {
 		return x, err
@@ -355,7 +328,7 @@ func (e *Executor) Cancel(ctx context.Context, id string) (*Execution, error) {
 	if x.State == Succeeded || x.State == Canceled {
 		return x, fmt.Errorf("execution %s already %s", id, x.State)
 	}
-	if Live(x.Runner) {
+	if runner.Live(x.Runner) {
 		return x, e.setControl(ctx, id, func(c *control) { c.Cancel = true })
 	}
 	now := time.Now().UTC()

@@ -2,11 +2,12 @@
 // runs them durably. A plan is groups run in order, each a set of steps run
 // in parallel. Built-in groups come in a fixed order (prechecks, lease,
 // quiesce, drain, reverse, promote, aliases, activate); the steps in them
-// follow from the members (replications, table groups, databases, aliases,
-// workflows) and the plan type. User groups are placed before or after a
-// built-in group. A plan is plain data: what each step does is looked up by
-// its Kind in an Actions implementation (package members), so plans can be
-// shown, stored with their execution and compared when one is resumed.
+// are the protection group's own (lease, drills, user steps) and those its
+// members contribute (Build asks for them; package member asks each kind).
+// User groups are placed before or after a built-in group. A plan is plain
+// data: what each step does is looked up by its Kind in an Actions
+// implementation (package member), so plans can be shown, stored with
+// their execution and compared when one is resumed.
 package plan
 
 import (
@@ -78,47 +79,49 @@ const (
 	OldPrimaryTimeout = time.Minute
 )
 
-// Step kinds. Checks run in the prechecks group.
+// Step kinds of the protection group itself; members' kinds define theirs
+// (package member and its kinds). Checks run in the prechecks group.
 const (
-	CheckLease       = "check.lease"
-	CheckReplication = "check.replication"
-	CheckGroup       = "check.group"
-	CheckDatabase    = "check.database"
-	CheckReinstated  = "check.reinstated"
-	CheckEndpoint    = "check.endpoint"
+	CheckLease    = "check.lease"
+	CheckEndpoint = "check.endpoint" // a user step's endpoint answers
 
 	LeaseMove    = "lease.move"    // release in From, take in To
 	LeaseAcquire = "lease.acquire" // take in To once From's lease expired
 	LeaseStandby = "lease.standby" // record To as the standby of the holder
 
-	ReplicationSync    = "replication.sync"
-	ReplicationPromote = "replication.promote"
-	ReplicationReverse = "replication.reverse"
-
-	GroupSync     = "group.sync"
-	GroupFinalize = "group.finalize"
-	GroupReverse  = "group.reverse"
-
-	DatabaseFence     = "database.fence"
-	DatabaseCatchup   = "database.catchup"
-	DatabasePromote   = "database.promote"
-	DatabaseReinstate = "database.reinstate"
-	DatabasePause     = "database.pause-replay"
-	DatabaseResume    = "database.resume-replay"
-
 	DrillMark   = "drill.mark"
 	DrillUnmark = "drill.unmark"
-
-	AliasesSwitch      = "aliases.switch"
-	WorkflowActivate   = "workflow.activate"
-	WorkflowDeactivate = "workflow.deactivate"
 
 	UserStep = "user"
 )
 
+// Placed is a step and the built-in group it runs in.
+type Placed struct {
+	Group string
+	Step  *Step
+}
+
+// NewStep is a built-in step with the default timeout.
+func NewStep(kind, member, region, title, onError string) *Step {
+	return &Step{ID: id(kind, member), Kind: kind, Member: member, Region: region, Title: title, Timeout: DefaultTimeout, OnError: onError}
+}
+
+// WarnOnFailover is the error mode of a precheck whose failure is the RPO
+// about to be lost: it stops a switchover, a failover goes on.
+func WarnOnFailover(typ string) string {
+	if typ == Failover {
+		return "continue"
+	}
+	return "stop"
+}
+
 // Build generates the plan of type typ for protection group pg, moving
-// from region from toward region to (see Plan).
-func Build(cfg *config.Config, pg *config.ProtectionGroup, typ, from, to string) (*Plan, error) {
+// from region from toward region to (see Plan): the protection group's own
+// steps (the lease, drills, user steps and their prechecks), the steps the
+// members contribute (members is asked with the plan's type and regions
+// set), user groups placed around the built-in groups, and the step
+// settings of pg.
+func Build(pg *config.ProtectionGroup, typ, from, to string, members func(p *Plan) []Placed) (*Plan, error) {
 	if !slices.Contains(config.PlanTypes, typ) {
 		return nil, fmt.Errorf("unknown plan type %q (%v)", typ, config.PlanTypes)
 	}
@@ -133,118 +136,44 @@ func Build(cfg *config.Config, pg *config.ProtectionGroup, typ, from, to string)
 	for _, name := range config.BuiltinGroups {
 		groups[name] = &Group{Name: name}
 	}
-	add := func(group, kind, member, region, title string, onError string) {
-		groups[group].Steps = append(groups[group].Steps, &Step{
-			ID: id(kind, member), Kind: kind, Member: member, Region: region, Title: title,
-			Timeout: DefaultTimeout, OnError: onError,
-		})
-	}
-	warnOnFailover := "stop"
-	if typ == Failover {
-		warnOnFailover = "continue" // what it finds is the RPO about to be lost
-	}
+	add := func(group string, s *Step) { groups[group].Steps = append(groups[group].Steps, s) }
 
-	// Prechecks.
-	add("prechecks", CheckLease, "", to, "the witness answers and the lease is where this plan expects it", "stop")
-	switch typ {
-	case Switchover, Failover, DrillStart:
-		for _, r := range pg.Replications {
-			add("prechecks", CheckReplication, r, to, "watermark within the RPO, no foreign writes in the replica", warnOnFailover)
-		}
-		for _, g := range pg.Groups {
-			add("prechecks", CheckGroup, g, to, "a complete manifest to finalize to", "stop")
-		}
-		for _, d := range pg.Databases {
-			add("prechecks", CheckDatabase, d, to, "the standby is in recovery and within its lag", "stop")
-		}
-	case Failback:
-		for _, d := range pg.Databases {
-			add("prechecks", CheckReinstated, d, to, "the old primary was rebuilt and streams from the new one", "stop")
-		}
-	}
-	for _, w := range pg.Workflows {
-		add("prechecks", CheckEndpoint, "workflow/"+w, to, "the workflow's endpoints answer", warnOnFailover)
-	}
+	add("prechecks", NewStep(CheckLease, "", to, "the witness answers and the lease is where this plan expects it", "stop"))
+	var late []Placed // after the members' prechecks
 	for _, ug := range pg.UserGroups {
 		if slices.Contains(ug.Plans, typ) || len(ug.Plans) == 0 {
 			for _, s := range ug.Steps {
 				if !s.Pause && !s.Disabled {
-					add("prechecks", CheckEndpoint, "user/"+ug.Name+"/"+s.Name, to, "the step's endpoint answers", warnOnFailover)
+					late = append(late, Placed{"prechecks", NewStep(CheckEndpoint, "user/"+ug.Name+"/"+s.Name, to, "the step's endpoint answers", WarnOnFailover(typ))})
 				}
 			}
 		}
 	}
-
 	switch typ {
 	case Switchover:
-		for _, w := range pg.Workflows {
-			add("quiesce", WorkflowDeactivate, w, from, "pause the workflow in the old primary", "stop")
-		}
-		for _, d := range pg.Databases {
-			add("quiesce", DatabaseFence, d, from, "make the primary refuse writes", "stop")
-			add("drain", DatabaseCatchup, d, to, "wait until the standby replayed all the fenced primary wrote", "stop")
-		}
-		for _, r := range pg.Replications {
-			add("drain", ReplicationSync, r, to, "a last replication pass", "stop")
-		}
-		for _, g := range pg.Groups {
-			add("drain", GroupSync, g, to, "a last sync to the last completed run", "stop")
-		}
-		add("lease", LeaseMove, "", to, "release the lease in "+from+" and take it in "+to, "stop")
+		late = append(late, Placed{"lease", NewStep(LeaseMove, "", to, "release the lease in "+from+" and take it in "+to, "stop")})
 	case Failover:
-		add("lease", LeaseAcquire, "", to, "take the lease once "+from+"'s has expired", "stop")
-		for _, w := range pg.Workflows {
-			add("quiesce", WorkflowDeactivate, w, from, "pause the workflow in the old primary, if it answers", "continue")
+		add("lease", NewStep(LeaseAcquire, "", to, "take the lease once "+from+"'s has expired", "stop"))
+	case Failback:
+		late = append(late, Placed{"lease", NewStep(LeaseStandby, "", from, "record "+to+" as the standby: replication runs toward it", "stop")})
+	case DrillStart:
+		add("quiesce", NewStep(DrillMark, "", to, "pause replication and syncs into "+to+" for the drill", "stop"))
+	}
+	for _, ps := range members(p) {
+		if groups[ps.Group] == nil {
+			return nil, fmt.Errorf("step %s: %q is not a built-in group", ps.Step.ID, ps.Group)
 		}
-		for _, d := range pg.Databases {
-			add("quiesce", DatabaseFence, d, from, "fence the old primary, if it answers", "continue")
-		}
+		add(ps.Group, ps.Step)
+	}
+	for _, ps := range late {
+		add(ps.Group, ps.Step)
+	}
+	if typ == DrillStop {
+		add("reverse", NewStep(DrillUnmark, "", to, "resume replication and syncs into "+to, "stop"))
+	}
+	if typ == Failover {
 		for _, s := range groups["quiesce"].Steps {
 			s.Timeout = OldPrimaryTimeout // it is probably gone: do not wait long
-		}
-	case Failback:
-		for _, w := range pg.Workflows {
-			add("quiesce", WorkflowDeactivate, w, to, "keep the workflow paused in the returning region", "stop")
-		}
-		for _, r := range pg.Replications {
-			add("reverse", ReplicationReverse, r, to, "replicate "+from+" back into "+to, "stop")
-		}
-		for _, g := range pg.Groups {
-			add("reverse", GroupReverse, g, to, "move aside what "+to+" wrote after the last manifest, then sync back", "stop")
-		}
-		for _, d := range pg.Databases {
-			add("reverse", DatabaseReinstate, d, to, "clear the old primary's fence; it follows "+from, "stop")
-		}
-		add("lease", LeaseStandby, "", from, "record "+to+" as the standby: replication runs toward it", "stop")
-	case DrillStart:
-		add("quiesce", DrillMark, "", to, "pause replication and syncs into "+to+" for the drill", "stop")
-		for _, d := range pg.Databases {
-			add("quiesce", DatabasePause, d, to, "freeze the standby's replay", "stop")
-		}
-		for _, g := range pg.Groups {
-			add("promote", GroupFinalize, g, to, "bring the standby tables to the last manifest", "stop")
-		}
-	case DrillStop:
-		for _, d := range pg.Databases {
-			add("reverse", DatabaseResume, d, to, "resume the standby's replay", "stop")
-		}
-		add("reverse", DrillUnmark, "", to, "resume replication and syncs into "+to, "stop")
-	}
-	if typ == Switchover || typ == Failover {
-		for _, r := range pg.Replications {
-			add("promote", ReplicationPromote, r, to, "stop replication and make the replica writable", "stop")
-		}
-		for _, g := range pg.Groups {
-			add("promote", GroupFinalize, g, to, "finalize the tables to the last manifest and pause the sync", "stop")
-		}
-		for _, d := range pg.Databases {
-			add("promote", DatabasePromote, d, to, "promote the standby and wait until it accepts writes", "stop")
-		}
-		for _, a := range pg.Aliases {
-			add("aliases", AliasesSwitch, a, to, "point the aliases at "+to+"'s tables, in one transaction", "stop")
-		}
-		for _, w := range pg.Workflows {
-			add("activate", WorkflowActivate, w, to, "activate the workflow in the new primary", "stop")
 		}
 	}
 
@@ -357,4 +286,16 @@ func (p *Plan) Step(id string) *Step {
 		}
 	}
 	return nil
+}
+
+// GroupOf names the group a step is in.
+func (p *Plan) GroupOf(id string) string {
+	for _, g := range p.Groups {
+		for _, s := range g.Steps {
+			if s.ID == id {
+				return g.Name
+			}
+		}
+	}
+	return ""
 }

@@ -1,4 +1,4 @@
-package plan
+package plan_test
 
 import (
 	"context"
@@ -11,9 +11,17 @@ import (
 	"time"
 
 	"tandem/internal/config"
+	"tandem/internal/member"
+	_ "tandem/internal/member/all"
 	"tandem/internal/objstore/local"
+	. "tandem/internal/plan"
 	"tandem/internal/state"
 )
+
+// build is the plan the members give (package member asks each kind).
+func build(cfg *config.Config, pg *config.ProtectionGroup, typ, from, to string) (*Plan, error) {
+	return member.Build(member.NewEnv(cfg, nil), pg, typ, from, to)
+}
 
 var ctx = context.Background()
 
@@ -86,37 +94,37 @@ func shape(p *Plan) string {
 func TestBuild(t *testing.T) {
 	cfg, pg := load(t)
 	for _, c := range []struct{ typ, from, to, want string }{
-		{Switchover, "east", "west", `prechecks: check.lease@west check.replication:lake@west check.group:sales@west check.database:warehouse@west check.endpoint:workflow/etl@west check.endpoint:user/dns/swap@west
-quiesce: workflow.deactivate:etl@east database.fence:warehouse@east
-drain: database.catchup:warehouse@west replication.sync:lake@west group.sync:sales@west
+		{Switchover, "east", "west", `prechecks: check.lease@west check.replication:lake@west check.group:sales@west check.database:warehouse@west check.workflow:etl@west check.endpoint:user/dns/swap@west
+quiesce: database.fence:warehouse@east workflow.deactivate:etl@east
+drain: replication.sync:lake@west group.sync:sales@west database.catchup:warehouse@west
 lease: lease.move@west
 promote: replication.promote:lake@west group.finalize:sales@west database.promote:warehouse@west
 aliases: aliases.switch:catalog@west
 dns: user:dns/swap@west user:dns/ok@west
 activate: workflow.activate:etl@west
 `},
-		{Failover, "east", "west", `prechecks: check.lease@west check.replication:lake@west check.group:sales@west check.database:warehouse@west check.endpoint:workflow/etl@west check.endpoint:user/dns/swap@west
+		{Failover, "east", "west", `prechecks: check.lease@west check.replication:lake@west check.group:sales@west check.database:warehouse@west check.workflow:etl@west check.endpoint:user/dns/swap@west
 lease: lease.acquire@west
-quiesce: workflow.deactivate:etl@east database.fence:warehouse@east
+quiesce: database.fence:warehouse@east workflow.deactivate:etl@east
 promote: replication.promote:lake@west group.finalize:sales@west database.promote:warehouse@west
 aliases: aliases.switch:catalog@west
 dns: user:dns/swap@west user:dns/ok@west
 activate: workflow.activate:etl@west
 `},
-		{Failback, "west", "east", `prechecks: check.lease@east check.reinstated:warehouse@east check.endpoint:workflow/etl@east
+		{Failback, "west", "east", `prechecks: check.lease@east check.reinstated:warehouse@east check.workflow:etl@east
 quiesce: workflow.deactivate:etl@east
 reverse: replication.reverse:lake@east group.reverse:sales@east database.reinstate:warehouse@east
 lease: lease.standby@west
 `},
-		{DrillStart, "east", "west", `prechecks: check.lease@west check.replication:lake@west check.group:sales@west check.database:warehouse@west check.endpoint:workflow/etl@west
+		{DrillStart, "east", "west", `prechecks: check.lease@west check.replication:lake@west check.group:sales@west check.database:warehouse@west check.workflow:etl@west
 quiesce: drill.mark@west database.pause-replay:warehouse@west
 promote: group.finalize:sales@west
 `},
-		{DrillStop, "east", "west", `prechecks: check.lease@west check.endpoint:workflow/etl@west
+		{DrillStop, "east", "west", `prechecks: check.lease@west check.workflow:etl@west
 reverse: database.resume-replay:warehouse@west drill.unmark@west
 `},
 	} {
-		p, err := Build(cfg, pg, c.typ, c.from, c.to)
+		p, err := build(cfg, pg, c.typ, c.from, c.to)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +132,7 @@ reverse: database.resume-replay:warehouse@west drill.unmark@west
 			t.Errorf("%s:\n%s\nwant:\n%s", c.typ, got, c.want)
 		}
 	}
-	p, _ := Build(cfg, pg, Failover, "east", "west")
+	p, _ := build(cfg, pg, Failover, "east", "west")
 	if s := p.Step("replication.promote:lake"); s.Timeout != 2*time.Minute || s.Retries != 2 {
 		t.Errorf("step settings not applied: %+v", s)
 	}
@@ -134,10 +142,10 @@ reverse: database.resume-replay:warehouse@west drill.unmark@west
 	if s := p.Step("user:dns/ok"); !s.Pause() || s.Timeout != DefaultPause {
 		t.Errorf("pause step: %+v", s)
 	}
-	if _, err := Build(cfg, pg, "teleport", "east", "west"); err == nil {
+	if _, err := build(cfg, pg, "teleport", "east", "west"); err == nil {
 		t.Error("unknown type accepted")
 	}
-	if _, err := Build(cfg, pg, Switchover, "east", "east"); err == nil {
+	if _, err := build(cfg, pg, Switchover, "east", "east"); err == nil {
 		t.Error("from == to accepted")
 	}
 }
@@ -183,7 +191,7 @@ func states(x *Execution) map[string]string {
 
 func TestExecutor(t *testing.T) {
 	cfg, pg := load(t)
-	p, _ := Build(cfg, pg, Failover, "east", "west")
+	p, _ := build(cfg, pg, Failover, "east", "west")
 	f := &fake{runs: map[string]int{}, steps: map[string]func(context.Context, int) error{
 		// Fails twice, then works: with retries 2 it succeeds in one run.
 		"replication.promote:lake": func(_ context.Context, n int) error {
@@ -291,7 +299,7 @@ func waitFor(t *testing.T, e *Executor, id string, ok func(*Execution) bool) {
 // done do not.
 func TestInterruptResume(t *testing.T) {
 	cfg, pg := load(t)
-	p, _ := Build(cfg, pg, Switchover, "east", "west")
+	p, _ := build(cfg, pg, Switchover, "east", "west")
 	p.Step("user:dns/ok").Disabled = true
 	rctx, stop := context.WithCancel(ctx)
 	f := &fake{runs: map[string]int{}, steps: map[string]func(context.Context, int) error{
@@ -314,7 +322,7 @@ func TestInterruptResume(t *testing.T) {
 		t.Fatalf("after interruption: %s %v", x.State, s)
 	}
 	// The plan changed: resume refuses.
-	p2, _ := Build(cfg, pg, Switchover, "east", "west")
+	p2, _ := build(cfg, pg, Switchover, "east", "west")
 	p2.Groups = p2.Groups[1:]
 	if _, err := e.Resume(ctx, p2, x.ID, nil); err == nil || !strings.Contains(err.Error(), "no longer gives the plan") {
 		t.Fatalf("resume with another plan: %v", err)
@@ -333,7 +341,7 @@ func TestInterruptResume(t *testing.T) {
 
 func TestCancelAndSkip(t *testing.T) {
 	cfg, pg := load(t)
-	p, _ := Build(cfg, pg, Failover, "east", "west")
+	p, _ := build(cfg, pg, Failover, "east", "west")
 	f := &fake{runs: map[string]int{}, steps: map[string]func(context.Context, int) error{
 		"lease.acquire": func(context.Context, int) error { return errors.New("held by east") },
 	}}

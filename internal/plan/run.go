@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"tandem/internal/objstore"
+	"tandem/internal/runner"
 )
 
 // run is one process running an execution.
@@ -70,7 +71,7 @@ func (r *run) run(ctx context.Context) error {
 				cancel()
 				return
 			}
-			if time.Since(beat) > 10*time.Second {
+			if time.Since(beat) > runner.Every {
 				beat = time.Now()
 				if err := r.save(ctx); err != nil {
 					r.e.log().Warn("heartbeat", "execution", r.x.ID, "err", err)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"tandem/internal/fence"
 	"tandem/internal/objstore"
 )
 
@@ -69,7 +70,7 @@ func (c *Copier) Copy(ctx context.Context, src objstore.Info) (objstore.Info, er
 		if err == nil {
 			return info, nil
 		}
-		if ctx.Err() != nil || errors.Is(err, objstore.ErrNotExist) {
+		if ctx.Err() != nil || errors.Is(err, objstore.ErrNotExist) || fence.Refused(err) {
 			return objstore.Info{}, err
 		}
 		if attempt < c.Retries {

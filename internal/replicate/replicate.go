@@ -13,11 +13,13 @@ import (
 	"iter"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"tandem/internal/fence"
 	"tandem/internal/objstore"
 	"tandem/internal/state"
 )
@@ -56,10 +58,13 @@ type Pair struct {
 	// Without it a pass compares listings only and persists nothing.
 	State *state.Store
 	Log   *slog.Logger
-	// Fence, when set, is asked before a pass and again before it publishes
-	// its index and watermark: an error (the region lease moved away from
-	// the source region) stops the pass.
-	Fence func(ctx context.Context) error
+	// Conditions are what a pass needs to write into the target (the region
+	// lease held by the source region, no drill in the target). Each pass
+	// writes through its own fence.Guard made of them and of the pair's
+	// own condition (the target not promoted, when State is set): every
+	// object, delete and record is gated at the moment it would become
+	// visible, under the epoch the pass started with.
+	Conditions []fence.Condition
 	// Stats, when set, is reset at the start of a pass and updated as it
 	// goes, for progress displays.
 	Stats *Stats
@@ -105,7 +110,14 @@ type Summary struct {
 	// Watermark is set when the pass copied every difference it found:
 	// every change made in the source before it is in the target.
 	Watermark *time.Time `json:"watermark,omitempty"`
-	Error     string     `json:"error,omitempty"`
+	// DeletesPending counts objects tandem copied that the source no longer
+	// has and that stay in the target because delete is off: the watermark
+	// covers creations and changes only while it is not zero.
+	DeletesPending int64    `json:"deletes_pending,omitempty"`
+	DeletesSample  []string `json:"deletes_pending_sample,omitempty"`
+	// Epoch is the region lease epoch the pass wrote under (0 without one).
+	Epoch int64  `json:"epoch,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 // Failure is an object that could not be copied; the retry queue keeps them
@@ -168,39 +180,63 @@ func (p *Pair) RunOnce(ctx context.Context) (Summary, error) {
 	p.defaults()
 	p.Stats.reset()
 	sum := Summary{Pair: p.Name, Source: p.Source.URL(), Target: p.Target.URL(), Started: time.Now().UTC()}
-	err := p.run(ctx, &sum)
+	// The pass writes through its guard only.
+	guard := p.guard()
+	q := *p
+	q.Target = guard.Bucket(p.Target)
+	if p.State != nil {
+		st := guard.Store(*p.State)
+		q.State = &st
+	}
+	err := guard.Check(ctx)
+	if err == nil && p.State != nil {
+		if prom, perr := p.Promotion(ctx); perr != nil {
+			err = perr
+		} else if prom != nil {
+			err = fmt.Errorf("%s: %w at %s by %s; tandem no longer replicates into it", p.Target.URL(), ErrPromoted, prom.At.Format(time.RFC3339), prom.By)
+		}
+	}
+	stop := func() {}
+	if err == nil && p.State != nil {
+		stop, err = q.startStatus(ctx, sum)
+	}
+	if err == nil {
+		err = q.run(ctx, &sum, guard)
+		stop()
+	}
+	sum.Epoch = guard.Epoch()
 	sum.Finished = time.Now().UTC()
 	sum.Seconds = sum.Finished.Sub(sum.Started).Seconds()
 	if err != nil {
 		sum.Error = err.Error()
 		sum.Watermark = nil
 	}
-	if p.State != nil && !errors.Is(err, ErrPromoted) {
-		if serr := p.saveStatus(context.WithoutCancel(ctx), sum); serr != nil && err == nil {
+	if p.State != nil && !errors.Is(err, ErrPromoted) && !fence.Fenced(err) {
+		if serr := q.saveStatus(context.WithoutCancel(ctx), sum); serr != nil && err == nil {
 			err = serr
 		}
 	}
 	return sum, err
 }
 
-func (p *Pair) run(ctx context.Context, sum *Summary) error {
+// guard is the pass's fence: the pair's conditions and, with records, the
+// target not promoted.
+func (p *Pair) guard() *fence.Guard {
+	conds := slices.Clone(p.Conditions)
+	if p.State != nil {
+		conds = append(conds, NotPromoted(*p.State, p.Target.URL()))
+	}
+	return fence.New(fmt.Sprintf("replication %s into %s", p.Name, p.Target.URL()), conds...)
+}
+
+func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error {
 	var (
 		prev     iter.Seq2[entry, error] = func(func(entry, error) bool) {}
 		headETag string
 		ix       index
 		retryQ   = map[string]Failure{}
 	)
-	if p.Fence != nil {
-		if err := p.Fence(ctx); err != nil {
-			return err
-		}
-	}
 	if p.State != nil {
-		if prom, err := p.Promotion(ctx); err != nil {
-			return err
-		} else if prom != nil {
-			return fmt.Errorf("%s: %w at %s by %s; tandem no longer replicates into it", p.Target.URL(), ErrPromoted, prom.At.Format(time.RFC3339), prom.By)
-		}
 		ix = index{st: p.State.Sub("index")}
 		var err error
 		if prev, headETag, err = ix.open(ctx); err != nil {
@@ -209,11 +245,6 @@ func (p *Pair) run(ctx context.Context, sum *Summary) error {
 		if retryQ, err = p.loadRetryQueue(ctx); err != nil {
 			return err
 		}
-		// Stop at once if the target is promoted while the pass runs.
-		var cancel context.CancelCauseFunc
-		ctx, cancel = context.WithCancelCause(ctx)
-		defer cancel(nil)
-		go p.watchPromotion(ctx, cancel)
 	}
 
 	src := pull(ctx, "source "+p.Source.URL(), p.Source.List(ctx, ""), infoKey, p.excluded)
@@ -255,6 +286,11 @@ func (p *Pair) run(ctx context.Context, sum *Summary) error {
 					continue
 				}
 				info, err := copier.Copy(ctx, j.src)
+				if fence.Refused(err) {
+					cancel(err) // the pass may not write: stop it, not the object
+					close(j.slot.done)
+					continue
+				}
 				if err == nil {
 					j.slot.e = entry{Key: j.src.Key, Src: identOf(j.src), Dst: identOf(info)}
 					j.slot.write = true
@@ -346,6 +382,10 @@ func (p *Pair) run(ctx context.Context, sum *Summary) error {
 			if !p.Delete {
 				if x != nil {
 					sl.e, sl.write = *x, true
+					sum.DeletesPending++
+					if len(sum.DeletesSample) < sampleSize {
+						sum.DeletesSample = append(sum.DeletesSample, k)
+					}
 				}
 				break
 			}
@@ -390,19 +430,14 @@ func (p *Pair) run(ctx context.Context, sum *Summary) error {
 			// Keep what was copied for the next pass to find.
 			w.flush(context.WithoutCancel(ctx))
 		}
-		if cause := context.Cause(ctx); errors.Is(cause, ErrPromoted) {
-			return cause
-		}
 		return deciding
 	}
 	// Make every copy durable before the index or the watermark says so.
 	if err := objstore.Sync(ctx, p.Target); err != nil {
 		return err
 	}
-	if p.Fence != nil {
-		if err := p.Fence(ctx); err != nil {
-			return err
-		}
+	if err := guard.Check(ctx); err != nil {
+		return err
 	}
 	if p.State != nil {
 		// Publish what was copied even if some objects failed: the index

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"tandem/internal/fence"
 	"tandem/internal/objstore"
 	"tandem/internal/objstore/local"
 	s3store "tandem/internal/objstore/s3"
@@ -278,7 +279,7 @@ func TestPromotion(t *testing.T) {
 	put(t, src, sample)
 	p := newPair(src, dst, true, t)
 	run(t, p)
-	prom, err := Promote(ctx, *p.State, "lake", dst.URL())
+	prom, err := Promote(ctx, *p.State, "lake", dst.URL(), fence.DefaultGrace)
 	if err != nil || prom.Watermark == nil {
 		t.Fatalf("promote: %+v, %v", prom, err)
 	}
@@ -289,18 +290,20 @@ func TestPromotion(t *testing.T) {
 	if _, err := dst.Stat(ctx, "after"); !errors.Is(err, objstore.ErrNotExist) {
 		t.Fatal("a pass wrote into a promoted target")
 	}
-	again, err := Promote(ctx, *p.State, "lake", dst.URL())
+	again, err := Promote(ctx, *p.State, "lake", dst.URL(), fence.DefaultGrace)
 	if err != nil || !again.At.Equal(prom.At) {
 		t.Fatalf("second promote %+v, %v", again, err)
 	}
 }
 
-// blocking holds every Put until the promotion record exists.
+// blocking holds every Put until the promotion record exists and a grace
+// has passed, as a pass paused in the middle of a copy would.
 type blocking struct {
 	objstore.Bucket
 	st state.Store
 }
 
+func (b *blocking) GatesWrites() bool { return true }
 func (b *blocking) Put(ctx context.Context, key string, r io.Reader, size int64, o objstore.PutOptions) (objstore.Info, error) {
 	for {
 		if ok, _ := b.st.Exists(ctx, "promoted.json"); ok {
@@ -312,21 +315,20 @@ func (b *blocking) Put(ctx context.Context, key string, r io.Reader, size int64,
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	<-ctx.Done() // the pass must stop on its own
-	return objstore.Info{}, ctx.Err()
+	time.Sleep(fence.DefaultGrace + 100*time.Millisecond)
+	return b.Bucket.Put(ctx, key, r, size, o)
 }
 
+// TestPromotionDuringPass: a pass that is copying when the target is
+// promoted writes nothing more: its next write is refused at the gate.
 func TestPromotionDuringPass(t *testing.T) {
-	old := promotionPoll
-	promotionPoll = 10 * time.Millisecond
-	defer func() { promotionPoll = old }()
 	src, dst := localBucket(t), localBucket(t)
 	put(t, src, sample)
 	p := newPair(src, nil, true, t)
 	p.Target = &blocking{Bucket: dst, st: *p.State}
 	done := make(chan error, 1)
 	go func() { _, err := p.RunOnce(ctx); done <- err }()
-	if _, err := Promote(ctx, *p.State, "lake", dst.URL()); err != nil {
+	if _, err := Promote(ctx, *p.State, "lake", dst.URL(), fence.DefaultGrace); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -337,6 +339,7 @@ func TestPromotionDuringPass(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("a running pass did not notice the promotion")
 	}
+	expectTree(t, dst, map[string]string{})
 }
 
 // unsorted lists its objects in the wrong order.

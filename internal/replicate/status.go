@@ -9,7 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"tandem/internal/fence"
 	"tandem/internal/objstore"
+	"tandem/internal/runner"
 	"tandem/internal/state"
 )
 
@@ -28,7 +30,16 @@ type Status struct {
 	LastPass  *Summary   `json:"last_pass,omitempty"`
 	// LastGoodPass is the newest pass that ended without error.
 	LastGoodPass *time.Time `json:"last_good_pass,omitempty"`
-	Promotion    *Promotion `json:"promotion,omitempty"`
+	// Running is the pass in progress, with its process's heartbeat; a
+	// Running whose runner is not live was interrupted (runner.Live).
+	Running   *Running   `json:"running,omitempty"`
+	Promotion *Promotion `json:"promotion,omitempty"`
+}
+
+// Running is a pass in progress.
+type Running struct {
+	Started time.Time      `json:"started"`
+	Runner  *runner.Runner `json:"runner"`
 }
 
 // Promotion records that a target was made writable.
@@ -64,12 +75,36 @@ func LoadRetryQueue(ctx context.Context, st state.Store) ([]Failure, error) {
 	return q, nil
 }
 
+// startStatus records the pass as running and keeps its heartbeat until
+// stop is called.
+func (p *Pair) startStatus(ctx context.Context, sum Summary) (stop func(), err error) {
+	run := &Running{Started: sum.Started, Runner: runner.Self()}
+	update := func(ctx context.Context) error {
+		cur, err := LoadStatus(ctx, *p.State, p.Name)
+		if err != nil {
+			return err
+		}
+		cur.Promotion, cur.Running = nil, run
+		run.Runner.Beat = time.Now().UTC()
+		_, err = p.State.Save(ctx, "status.json", cur, objstore.PutOptions{})
+		return err
+	}
+	if err := update(ctx); err != nil {
+		return nil, err
+	}
+	return runner.Beat(ctx, func(ctx context.Context) {
+		if err := update(ctx); err != nil && ctx.Err() == nil {
+			p.Log.Warn("heartbeat of the pass", "pair", p.Name, "err", err)
+		}
+	}), nil
+}
+
 func (p *Pair) saveStatus(ctx context.Context, sum Summary) error {
 	cur, err := LoadStatus(ctx, *p.State, p.Name)
 	if err != nil {
 		return err
 	}
-	cur.Promotion = nil
+	cur.Promotion, cur.Running = nil, nil
 	cur.LastPass = &sum
 	if sum.Error == "" {
 		t := sum.Finished
@@ -130,30 +165,30 @@ func (p *Pair) Promotion(ctx context.Context) (*Promotion, error) {
 	return &prom, nil
 }
 
-// promotionPoll is how often a running pass looks for a promotion.
-var promotionPoll = 2 * time.Second
-
-func (p *Pair) watchPromotion(ctx context.Context, cancel context.CancelCauseFunc) {
-	t := time.NewTicker(promotionPoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if ok, _ := p.State.Exists(ctx, "promoted.json"); ok {
-				p.Log.Warn("target was promoted; stopping replication into it", "pair", p.Name, "target", p.Target.URL())
-				cancel(fmt.Errorf("%s: %w during a pass; tandem no longer replicates into it", p.Target.URL(), ErrPromoted))
-				return
-			}
+// NotPromoted is the fencing condition of a pass into target: its records
+// in st hold no promotion.
+func NotPromoted(st state.Store, target string) fence.Condition {
+	return func(ctx context.Context) (fence.Grant, error) {
+		var prom Promotion
+		_, err := st.Load(ctx, "promoted.json", &prom)
+		switch {
+		case errors.Is(err, objstore.ErrNotExist):
+			return fence.Grant{For: fence.DefaultGrace, What: "the promotion of " + target}, nil
+		case err != nil:
+			return fence.Grant{}, err
 		}
+		return fence.Grant{}, fmt.Errorf("%w: %s %w at %s by %s; tandem no longer replicates into it", fence.ErrFenced, target, ErrPromoted, prom.At.Format(time.RFC3339), prom.By)
 	}
 }
 
 // Promote makes the pair's target writable for good: it records the
 // promotion in the standby region, after which no pass writes into the
-// target. Promoting twice keeps the first record.
-func Promote(ctx context.Context, st state.Store, pair, target string) (Promotion, error) {
+// target. It returns two graces (the longest grant a pass into the target
+// holds, see fence) after the record is written, when every pass that was
+// writing has stopped, so writes made after it returns are never
+// overwritten by replication. Promoting twice keeps the first
+// record.
+func Promote(ctx context.Context, st state.Store, pair, target string, grace time.Duration) (Promotion, error) {
 	status, err := LoadStatus(ctx, st, pair)
 	if err != nil {
 		return Promotion{}, err
@@ -167,10 +202,10 @@ func Promote(ctx context.Context, st state.Store, pair, target string) (Promotio
 		if errors.Is(err, objstore.ErrPrecondition) {
 			status, err = LoadStatus(ctx, st, pair)
 			if err == nil && status.Promotion != nil {
-				return *status.Promotion, nil
+				return *status.Promotion, fence.WaitFor(ctx, grace)
 			}
 		}
 		return Promotion{}, err
 	}
-	return prom, nil
+	return prom, fence.WaitFor(ctx, grace)
 }

@@ -7,21 +7,29 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"tandem/internal/objstore"
+	"tandem/internal/runner"
+	"tandem/internal/state"
 )
 
 // Attempt is the record of one group sync attempt, kept in the standby
 // region under attempts/.
 type Attempt struct {
-	ID       string           `json:"id"`
-	Group    string           `json:"group"`
-	Reason   string           `json:"reason"` // schedule, retry, manual
-	Status   string           `json:"status"` // running, succeeded, unchanged, failed, interrupted
-	Started  time.Time        `json:"started"`
-	Finished time.Time        `json:"finished,omitzero"`
-	By       string           `json:"by"`
+	ID       string    `json:"id"`
+	Group    string    `json:"group"`
+	Reason   string    `json:"reason"` // schedule, retry, manual, plan ...
+	Status   string    `json:"status"` // running, succeeded, unchanged, failed, interrupted
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished,omitzero"`
+	By       string    `json:"by"`
+	// Runner beats while the attempt runs: a running attempt whose runner
+	// is not live was interrupted (see Interrupted).
+	Runner *runner.Runner `json:"runner,omitempty"`
+	// Epoch of the region lease the attempt wrote under.
+	Epoch    int64            `json:"epoch,omitempty"`
 	RunID    string           `json:"run_id,omitempty"`
 	Versions map[string]int64 `json:"versions,omitempty"`
 	Files    int64            `json:"files_copied"`
@@ -37,11 +45,18 @@ type Attempt struct {
 // keepAttempts is how many attempt records stay in the standby.
 const keepAttempts = 200
 
-// SyncRecorded runs Sync and records the attempt as it starts and when it
-// ends. Attempts a crashed process left "running" are first marked
-// interrupted, so no record stays in progress.
+// SyncRecorded runs Sync and records the attempt as it starts, while it
+// runs (a heartbeat) and when it ends. Attempts a crashed process left
+// "running" are first marked interrupted, so no record stays in progress.
+// The records are written through the sync's guard: a fenced sync leaves
+// none in the standby.
 func (g *Group) SyncRecorded(ctx context.Context, reason string) (Attempt, Result, error) {
-	if err := g.resolveInterrupted(ctx); err != nil {
+	guard := g.guard("sync")
+	if err := guard.Check(ctx); err != nil {
+		return Attempt{}, Result{}, err
+	}
+	st := guard.Store(g.State)
+	if err := g.resolveInterrupted(ctx, st); err != nil {
 		return Attempt{}, Result{}, err
 	}
 	host, _ := os.Hostname()
@@ -49,15 +64,26 @@ func (g *Group) SyncRecorded(ctx context.Context, reason string) (Attempt, Resul
 	a := Attempt{
 		ID: start.Format("20060102T150405.000000000Z"), Group: g.Name, Reason: reason,
 		Status: "running", Started: start, By: fmt.Sprintf("%s (pid %d)", host, os.Getpid()),
+		Runner: runner.Self(), Epoch: guard.Epoch(),
 	}
 	name := "attempts/" + a.ID + ".json"
-	if _, err := g.State.Save(ctx, name, a, objstore.PutOptions{IfAbsent: true}); err != nil {
+	if _, err := st.Save(ctx, name, a, objstore.PutOptions{IfAbsent: true}); err != nil {
 		return a, Result{}, err
 	}
-	res, err := g.Sync(ctx)
+	var mu sync.Mutex
+	stop := runner.Beat(ctx, func(ctx context.Context) {
+		mu.Lock()
+		defer mu.Unlock()
+		a.Runner.Beat = time.Now().UTC()
+		if _, err := st.Save(ctx, name, a, objstore.PutOptions{}); err != nil && ctx.Err() == nil && g.Log != nil {
+			g.Log.Warn("heartbeat of the group sync", "group", g.Name, "err", err)
+		}
+	})
+	res, err := g.sync(ctx, guard)
+	stop()
 	a.Finished = time.Now().UTC()
 	a.Seconds = a.Finished.Sub(a.Started).Seconds()
-	a.RunID, a.Versions = res.Manifest.RunID, res.Manifest.Versions
+	a.RunID, a.Versions, a.Runner = res.Manifest.RunID, res.Manifest.Versions, nil
 	for _, t := range res.Tables {
 		a.Files += t.Files
 		a.Bytes += t.Bytes + t.LogBytes
@@ -74,62 +100,75 @@ func (g *Group) SyncRecorded(ctx context.Context, reason string) (Attempt, Resul
 		a.Status = "succeeded"
 	}
 	// Record the end even if the caller's context was canceled.
-	if _, serr := g.State.Save(context.WithoutCancel(ctx), name, a, objstore.PutOptions{}); serr != nil && err == nil {
+	if _, serr := st.Save(context.WithoutCancel(ctx), name, a, objstore.PutOptions{}); serr != nil && err == nil {
 		err = serr
 	}
-	g.pruneAttempts(context.WithoutCancel(ctx))
+	g.pruneAttempts(context.WithoutCancel(ctx), st)
 	return a, res, err
 }
 
-// Attempts returns the recorded attempts, newest first.
-func (g *Group) Attempts(ctx context.Context) ([]Attempt, error) {
-	var out []Attempt
+// Interrupted reports whether a running attempt's process is gone: it
+// shows as interrupted in status at once.
+func (a Attempt) Interrupted() bool {
+	return a.Status == "running" && !runner.Live(a.Runner)
+}
+
+// Attempts returns the recorded attempts, newest first. A record that
+// cannot be read is reported in corrupt (its key and why) and skipped: it
+// never blocks later syncs.
+func (g *Group) Attempts(ctx context.Context) (out []Attempt, corrupt []string, err error) {
 	for info, err := range g.State.Bucket.List(ctx, g.State.Key("attempts/")) {
 		if err != nil {
-			return nil, err
+			return nil, corrupt, err
 		}
 		var a Attempt
 		if _, err := g.State.Load(ctx, strings.TrimPrefix(info.Key, g.State.Prefix), &a); err != nil {
 			if errors.Is(err, objstore.ErrNotExist) {
 				continue
 			}
-			return nil, err
+			corrupt = append(corrupt, err.Error())
+			continue
 		}
 		out = append(out, a)
 	}
 	slices.Reverse(out) // ids sort by start time
-	return out, nil
+	return out, corrupt, nil
 }
 
-func (g *Group) resolveInterrupted(ctx context.Context) error {
-	all, err := g.Attempts(ctx)
+func (g *Group) resolveInterrupted(ctx context.Context, st state.Store) error {
+	all, corrupt, err := g.Attempts(ctx)
 	if err != nil {
 		return err
 	}
+	for _, c := range corrupt {
+		if g.Log != nil {
+			g.Log.Warn("skipped an attempt record that cannot be read", "group", g.Name, "err", c)
+		}
+	}
 	for _, a := range all {
-		if a.Status != "running" {
+		if a.Status != "running" || runner.Live(a.Runner) {
 			continue
 		}
-		a.Status = "interrupted"
+		a.Status, a.Runner = "interrupted", nil
 		a.Finished = time.Now().UTC()
 		a.Error = "the process stopped before the attempt ended; the manifest of the last complete sync stayed in force"
-		if _, err := g.State.Save(ctx, "attempts/"+a.ID+".json", a, objstore.PutOptions{}); err != nil {
+		if _, err := st.Save(ctx, "attempts/"+a.ID+".json", a, objstore.PutOptions{}); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (g *Group) pruneAttempts(ctx context.Context) {
+func (g *Group) pruneAttempts(ctx context.Context, st state.Store) {
 	var keys []string
-	for info, err := range g.State.Bucket.List(ctx, g.State.Key("attempts/")) {
+	for info, err := range st.Bucket.List(ctx, st.Key("attempts/")) {
 		if err != nil {
 			return
 		}
 		keys = append(keys, info.Key)
 	}
 	for len(keys) > keepAttempts {
-		g.State.Bucket.Delete(ctx, keys[0])
+		st.Bucket.Delete(ctx, keys[0])
 		keys = keys[1:]
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"tandem/internal/delta"
+	"tandem/internal/fence"
 	"tandem/internal/objstore"
 	"tandem/internal/state"
 	"tandem/internal/tablesync"
@@ -25,19 +26,14 @@ import (
 var (
 	// ErrNoCompletedRun: a workflow group has no completed run to sync yet.
 	ErrNoCompletedRun = errors.New("no completed workflow run recorded")
-	// ErrFenced: the region lease no longer lets this tandem publish.
-	ErrFenced = errors.New("fenced by the region lease")
+	// ErrFenced: the region lease no longer lets this tandem write.
+	ErrFenced = fence.ErrFenced
 )
 
-func (g *Group) fence(ctx context.Context) (int64, error) {
-	if g.Fence == nil {
-		return 0, nil
-	}
-	epoch, err := g.Fence(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("group %s: %w: %v", g.Name, ErrFenced, err)
-	}
-	return epoch, nil
+// guard is the fence of one operation of the group: every write it makes
+// (table files, commits, records) goes through it.
+func (g *Group) guard(op string) *fence.Guard {
+	return fence.New(fmt.Sprintf("group %s (%s)", g.Name, op), g.Conditions...)
 }
 
 // Table is one table of a group.
@@ -55,11 +51,15 @@ type Group struct {
 	// take the tables' latest versions at each sync.
 	Workflow bool
 	Runs     RunSource
-	// Fence, when set, returns the epoch under which this group may be
-	// synced now (the region lease held by the group's source region), or
-	// an error when it may not. It is asked before a sync starts and again
-	// just before the manifest is written; the two must agree.
-	Fence func(ctx context.Context) (int64, error)
+	// RunIDRule says how commits name the run that made them (job, txn,
+	// txn:APP, user_metadata; see RunIDs); with it, Complete cuts each
+	// table at the completed run's own last commit.
+	RunIDRule string
+	// Conditions are what a write by this handle needs (for a sync: the
+	// region lease held by the source region with the target as standby,
+	// no drill in the target). Every operation writes through a fence.Guard
+	// made of them, under the epoch it started with; nil: unfenced.
+	Conditions []fence.Condition
 	// State is the group's folder in the standby region's state location.
 	State     state.Store
 	Transfers int
@@ -89,38 +89,6 @@ type Manifest struct {
 	// Epoch of the region lease the sync ran under (0 without a protection
 	// group).
 	Epoch int64 `json:"epoch"`
-}
-
-// Complete records that a workflow run finished: the cut is every table's
-// latest version now. It runs as the workflow's last task, before the next
-// run starts. Versions never go backwards.
-func (g *Group) Complete(ctx context.Context, runID string) (Cut, error) {
-	if runID == "" {
-		return Cut{}, fmt.Errorf("group %s: a run id is required", g.Name)
-	}
-	cut, err := g.latest(ctx)
-	if err != nil {
-		return Cut{}, err
-	}
-	cut.RunID, cut.Rule = runID, "push"
-	for {
-		var prev Cut
-		etag, err := g.State.Load(ctx, "completed.json", &prev)
-		if err != nil && !errors.Is(err, objstore.ErrNotExist) {
-			return Cut{}, err
-		}
-		for name, v := range prev.Versions {
-			if cut.Versions[name] < v {
-				return Cut{}, fmt.Errorf("group %s: table %s is at version %d, older than run %s recorded (%d): was the table restored or replaced?",
-					g.Name, name, cut.Versions[name], prev.RunID, v)
-			}
-		}
-		_, err = g.State.Save(ctx, "completed.json", cut, objstore.PutOptions{IfMatch: etag, IfAbsent: etag == ""})
-		if errors.Is(err, objstore.ErrPrecondition) {
-			continue // another completion landed first: check again
-		}
-		return cut, err
-	}
 }
 
 // latest reads every table's latest version in the source.
@@ -177,10 +145,13 @@ type Result struct {
 // A sync interrupted before the manifest leaves the previous manifest in
 // force (finalize restores the tables to it).
 func (g *Group) Sync(ctx context.Context) (Result, error) {
+	return g.sync(ctx, g.guard("sync"))
+}
+
+func (g *Group) sync(ctx context.Context, guard *fence.Guard) (Result, error) {
 	start := time.Now()
 	res := Result{Group: g.Name, Tables: map[string]tablesync.Result{}}
-	epoch, err := g.fence(ctx)
-	if err != nil {
+	if err := guard.Check(ctx); err != nil {
 		return res, err
 	}
 	cut, err := g.CurrentCut(ctx)
@@ -200,7 +171,7 @@ func (g *Group) Sync(ctx context.Context) (Result, error) {
 		if !ok {
 			return res, fmt.Errorf("group %s: the cut of run %s has no version for table %s (was it added to the group after the run?)", g.Name, cut.RunID, t.Name)
 		}
-		s := &tablesync.Sync{Source: t.Source, Target: t.Target, Transfers: g.Transfers, Log: g.Log}
+		s := &tablesync.Sync{Source: t.Source, Target: guard.Bucket(t.Target), Transfers: g.Transfers, Log: g.Log}
 		r, err := s.Run(ctx, v)
 		if err != nil {
 			return res, fmt.Errorf("group %s, table %s: %w", g.Name, t.Name, err)
@@ -208,13 +179,11 @@ func (g *Group) Sync(ctx context.Context) (Result, error) {
 		res.Tables[t.Name] = r
 	}
 	// Publish only under the epoch the sync started with.
-	if now, err := g.fence(ctx); err != nil {
+	if err := guard.Check(ctx); err != nil {
 		return res, err
-	} else if now != epoch {
-		return res, fmt.Errorf("group %s: the region lease moved from epoch %d to %d during the sync: %w", g.Name, epoch, now, ErrFenced)
 	}
-	m := Manifest{Group: g.Name, RunID: cut.RunID, Versions: cut.Versions, CutTime: cut.Time, Rule: cut.Rule, Synced: time.Now().UTC(), Epoch: epoch}
-	if _, err := g.State.Save(ctx, "manifest.json", m, objstore.PutOptions{IfMatch: etag, IfAbsent: etag == ""}); err != nil {
+	m := Manifest{Group: g.Name, RunID: cut.RunID, Versions: cut.Versions, CutTime: cut.Time, Rule: cut.Rule, Synced: time.Now().UTC(), Epoch: guard.Epoch()}
+	if _, err := guard.Store(g.State).Save(ctx, "manifest.json", m, objstore.PutOptions{IfMatch: etag, IfAbsent: etag == ""}); err != nil {
 		if errors.Is(err, objstore.ErrPrecondition) {
 			return res, fmt.Errorf("group %s: another tandem wrote the manifest during this sync: %w", g.Name, err)
 		}
@@ -231,12 +200,13 @@ func (g *Group) Sync(ctx context.Context) (Result, error) {
 // handover copied them), and the records left there from before an earlier
 // role change describe a history that was moved aside.
 func (g *Group) Seed(ctx context.Context, m Manifest) error {
+	st := g.guard("seed").Store(g.State)
 	cut := Cut{RunID: m.RunID, Versions: m.Versions, Time: m.CutTime, Rule: m.Rule}
-	if _, err := g.State.Save(ctx, "completed.json", cut, objstore.PutOptions{}); err != nil {
+	if _, err := st.Save(ctx, "completed.json", cut, objstore.PutOptions{}); err != nil {
 		return err
 	}
 	m.Group = g.Name
-	_, err := g.State.Save(ctx, "manifest.json", m, objstore.PutOptions{})
+	_, err := st.Save(ctx, "manifest.json", m, objstore.PutOptions{})
 	return err
 }
 
@@ -269,6 +239,10 @@ func (g *Group) Finalize(ctx context.Context) ([]Finalized, error) {
 // log files beyond it are moved aside, newest first, never deleted. A
 // table with no log at all is left alone. It reads only the target region.
 func (g *Group) Rewind(ctx context.Context, versions map[string]int64) ([]Finalized, error) {
+	guard := g.guard("rewind")
+	if err := guard.Check(ctx); err != nil {
+		return nil, err
+	}
 	var out []Finalized
 	for _, t := range g.Tables {
 		v, ok := versions[t.Name]
@@ -288,13 +262,22 @@ func (g *Group) Rewind(ctx context.Context, versions map[string]int64) ([]Finali
 		}
 		if len(beyond) > 0 {
 			slices.Sort(beyond)
-			f.MovedTo, err = tablesync.MoveAside(ctx, t.Target, beyond)
+			f.MovedTo, err = tablesync.MoveAside(ctx, guard.Bucket(t.Target), beyond)
 			if err != nil {
 				return out, fmt.Errorf("group %s, table %s: %w", g.Name, t.Name, err)
 			}
 			f.MovedAside = beyond
+			if l, err = delta.ListLog(ctx, t.Target); err != nil {
+				return out, fmt.Errorf("group %s, table %s: %w", g.Name, t.Name, err)
+			}
 		}
+		// Report what the table is at, not what it should be at.
+		f.Version = l.Latest
 		out = append(out, f)
+		if l.Latest < v {
+			return out, fmt.Errorf("group %s: table %s in %s is at version %d, below version %d of the manifest: its log lost commits; sync it again from the source (tandem table sync --full-resync) before it is read",
+				g.Name, t.Name, t.Target.URL(), l.Latest, v)
+		}
 	}
 	return out, nil
 }

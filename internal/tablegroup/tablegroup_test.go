@@ -4,14 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"tandem/internal/delta"
 	"tandem/internal/delta/deltatest"
+	"tandem/internal/fence"
 	"tandem/internal/objstore"
 	"tandem/internal/objstore/local"
 	"tandem/internal/objstore/storetest"
@@ -278,10 +284,18 @@ func TestAttemptRecords(t *testing.T) {
 	if a, _, err := broken.SyncRecorded(ctx, "schedule"); err == nil || a.Status != "failed" || !strings.Contains(a.Error, "went dark") {
 		t.Fatalf("failing attempt %+v, %v", a, err)
 	}
-	all, err := g.Attempts(ctx)
-	if err != nil || len(all) != 3 {
-		t.Fatalf("%d attempts, %v", len(all), err)
+	// A corrupt record is reported and skipped; it blocks nothing.
+	if err := os.WriteFile(filepath.Join(stateDir, "groups", "sales", "attempts", "20250101T000000.000000000Z.json"), []byte("{not json"), 0o644); err != nil {
+		t.Fatal(err)
 	}
+	if _, _, err := g.SyncRecorded(ctx, "manual"); err != nil {
+		t.Fatalf("a corrupt attempt record blocked a sync: %v", err)
+	}
+	all, corrupt, err := g.Attempts(ctx)
+	if err != nil || len(all) != 4 || len(corrupt) != 1 || !strings.Contains(corrupt[0], "20250101T000000.000000000Z.json") {
+		t.Fatalf("%d attempts, corrupt %q, %v", len(all), corrupt, err)
+	}
+	all = all[1:] // the unchanged sync just made
 	if all[0].Status != "failed" || all[1].Status != "succeeded" || all[2].Status != "interrupted" {
 		t.Fatalf("statuses %s %s %s", all[0].Status, all[1].Status, all[2].Status)
 	}
@@ -292,14 +306,23 @@ func TestAttemptRecords(t *testing.T) {
 	}
 }
 
-// TestFence: a sync publishes only under the epoch it started with.
+// TestFence: a sync writes only under the epoch it started with. The
+// conditions here are a stand-in for the lease; the lease itself is tested
+// with them in cmd/tandem and members.
 func TestFence(t *testing.T) {
 	w := newWorkload(t)
 	stateDir := t.TempDir()
 	w.reveal(run1)
 	g := w.group(true, stateDir, nil)
-	epoch := int64(4)
-	g.Fence = func(context.Context) (int64, error) { return epoch, nil }
+	var epoch atomic.Int64
+	epoch.Store(4)
+	var refuse atomic.Pointer[string]
+	g.Conditions = []fence.Condition{func(context.Context) (fence.Grant, error) {
+		if why := refuse.Load(); why != nil {
+			return fence.Grant{}, fmt.Errorf("%w: %s", fence.ErrFenced, *why)
+		}
+		return fence.Grant{Epoch: epoch.Load(), For: 20 * time.Millisecond, What: "the test lease"}, nil
+	}}
 	g.Complete(ctx, "run-1")
 	res, err := g.Sync(ctx)
 	if err != nil || res.Manifest.Epoch != 4 {
@@ -307,22 +330,54 @@ func TestFence(t *testing.T) {
 	}
 	w.reveal(run2)
 	g.Complete(ctx, "run-2")
-	calls := 0
-	g.Fence = func(context.Context) (int64, error) {
-		calls++
-		if calls > 1 {
-			return 5, nil // the standby took over during the sync
-		}
-		return 4, nil
-	}
-	if _, err := g.Sync(ctx); !errors.Is(err, ErrFenced) {
+	// The standby takes over while the sync copies silver (bronze is
+	// done): that write fails, and nothing of silver or gold is written.
+	later := map[string]string{"silver": w.dst["silver"], "gold": w.dst["gold"]}
+	before := listAll(t, later)
+	slow := w.group(true, stateDir, func(b objstore.Bucket) objstore.Bucket {
+		return &onPut{Bucket: b, f: func() { epoch.Store(5); time.Sleep(30 * time.Millisecond) }}
+	})
+	slow.Conditions = g.Conditions
+	epoch.Store(4)
+	if _, err := slow.Sync(ctx); !errors.Is(err, ErrFenced) || !strings.Contains(err.Error(), "from epoch 4 to 5") {
 		t.Fatalf("sync across a lease change: %v", err)
 	}
 	if m, _, _, _ := LoadManifest(ctx, g.State); m.RunID != "run-1" || m.Epoch != 4 {
 		t.Fatalf("the manifest moved: %+v", m)
 	}
-	g.Fence = func(context.Context) (int64, error) { return 0, errors.New("west holds the lease") }
+	if after := listAll(t, later); !slices.Equal(after, before) {
+		t.Fatalf("a fenced sync wrote %d files after the lease moved", len(after)-len(before))
+	}
+	why := "west holds the lease"
+	refuse.Store(&why)
 	if _, err := g.Sync(ctx); !errors.Is(err, ErrFenced) || !strings.Contains(err.Error(), "west holds") {
 		t.Fatalf("fenced sync: %v", err)
 	}
+}
+
+// onPut calls f before every Put passes through: the lease moves while a
+// sync copies.
+type onPut struct {
+	objstore.Bucket
+	f func()
+}
+
+func (o *onPut) GatesWrites() bool { return objstore.GatesWrites(o.Bucket) }
+func (o *onPut) Put(ctx context.Context, key string, r io.Reader, size int64, opts objstore.PutOptions) (objstore.Info, error) {
+	o.f()
+	return o.Bucket.Put(ctx, key, r, size, opts)
+}
+
+func listAll(t *testing.T, dirs map[string]string) []string {
+	t.Helper()
+	var out []string
+	for _, name := range slices.Sorted(maps.Keys(dirs)) {
+		filepath.WalkDir(dirs[name], func(p string, e fs.DirEntry, err error) error {
+			if err == nil && !e.IsDir() {
+				out = append(out, p)
+			}
+			return nil
+		})
+	}
+	return out
 }

@@ -1,0 +1,420 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+
+	"go.yaml.in/yaml/v3"
+
+	"tandem/internal/location"
+)
+
+// Section is a top-level part of the configuration file that one kind of
+// protection-group member owns (replication, groups, databases, ...). The
+// kind's package registers it (through package member); the file is
+// decoded strictly into a struct made of the fixed sections and every
+// registered one, so unknown keys are errors with their line, as for the
+// rest of the file.
+type Section struct {
+	// Key is the section's key in the file ("replication").
+	Key string
+	// Ref is the key protection groups list its members under
+	// ("replications").
+	Ref string
+	// Noun names one member's kind in a sentence ("replication",
+	// "group", "aliases").
+	Noun string
+	// New returns a pointer to the section's empty value: a *[]T.
+	New func() any
+	// Defaults fills in defaults in v, the decoded *[]T.
+	Defaults func(c *Config, v any)
+	// Validate reports every problem of v through ck, with its field.
+	Validate func(ck *Check, v any)
+	// Names lists the members' names in v.
+	Names func(v any) []string
+	// CheckRef reports, through ck at field, why protection group pg may
+	// not list member (the member exists: Names has it).
+	CheckRef func(ck *Check, pg *ProtectionGroup, field, member string)
+	// Owned are the locations the section's members copy as units of
+	// their own (a table group's tables); bucket replication leaves them
+	// alone (Config.Owned).
+	Owned func(c *Config, v any) []Owned
+}
+
+// Owned is a location a member copies as a unit of its own.
+type Owned struct {
+	Region, URL string
+}
+
+var (
+	sectionsMu sync.Mutex
+	sections   []Section
+)
+
+// RegisterSection adds a section. It panics on a duplicate or reserved key.
+func RegisterSection(s Section) {
+	sectionsMu.Lock()
+	defer sectionsMu.Unlock()
+	for _, o := range sections {
+		if o.Key == s.Key || o.Ref == s.Ref {
+			panic("config: section " + s.Key + " registered twice")
+		}
+	}
+	if slices.Contains([]string{"regions", "witness", "protection_groups", "serve"}, s.Key) {
+		panic("config: section key " + s.Key + " is reserved")
+	}
+	sections = append(sections, s)
+}
+
+// Sections returns the registered sections, in registration order.
+func Sections() []Section {
+	sectionsMu.Lock()
+	defer sectionsMu.Unlock()
+	return slices.Clone(sections)
+}
+
+// Get returns the value of section key in c (nil or empty when the file
+// has none): config.Get[[]Replication](c, "replication").
+func Get[T any](c *Config, key string) T {
+	var zero T
+	v, ok := c.sections[key]
+	if !ok {
+		return zero
+	}
+	p, ok := v.(*T)
+	if !ok {
+		return zero
+	}
+	return *p
+}
+
+// Names lists the members of section key.
+func (c *Config) Names(key string) []string {
+	for _, s := range Sections() {
+		if v, ok := c.sections[s.Key]; ok && s.Key == key {
+			return s.Names(v)
+		}
+	}
+	return nil
+}
+
+// Set replaces the value of section key (for tools that build a
+// configuration in code).
+func Set[T any](c *Config, key string, v T) {
+	if c.sections == nil {
+		c.sections = map[string]any{}
+	}
+	c.sections[key] = &v
+}
+
+// Members returns the names pg lists under key (a section's Ref).
+func (pg *ProtectionGroup) Members(key string) []string { return pg.members[key] }
+
+// SetMembers replaces the names pg lists under key.
+func (pg *ProtectionGroup) SetMembers(key string, names []string) {
+	if pg.members == nil {
+		pg.members = map[string][]string{}
+	}
+	pg.members[key] = names
+}
+
+// HasMembers reports whether pg lists any member of any kind.
+func (pg *ProtectionGroup) HasMembers() bool {
+	for _, m := range pg.members {
+		if len(m) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// decode decodes the file into c: the fixed sections and every registered
+// one, strictly.
+func (c *Config) decode(data []byte) error {
+	secs := Sections()
+	pgFields := []reflect.StructField{{Name: "Base", Type: reflect.TypeFor[ProtectionGroup](), Tag: `yaml:",inline"`}}
+	for i, s := range secs {
+		pgFields = append(pgFields, reflect.StructField{Name: fmt.Sprintf("R%d", i), Type: reflect.TypeFor[[]string](), Tag: reflect.StructTag(fmt.Sprintf(`yaml:%q`, s.Ref))})
+	}
+	pgType := reflect.StructOf(pgFields)
+	fields := []reflect.StructField{
+		{Name: "Base", Type: reflect.TypeFor[Config](), Tag: `yaml:",inline"`},
+		{Name: "PGs", Type: reflect.SliceOf(pgType), Tag: `yaml:"protection_groups"`},
+	}
+	for i, s := range secs {
+		fields = append(fields, reflect.StructField{Name: fmt.Sprintf("S%d", i), Type: reflect.TypeOf(s.New()).Elem(), Tag: reflect.StructTag(fmt.Sprintf(`yaml:%q`, s.Key))})
+	}
+	v := reflect.New(reflect.StructOf(fields)).Elem()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(v.Addr().Interface()); err != nil && err.Error() != "EOF" {
+		return decodeError(err)
+	}
+	*c = v.Field(0).Interface().(Config)
+	c.sections = map[string]any{}
+	for i, s := range secs {
+		p := s.New()
+		reflect.ValueOf(p).Elem().Set(v.Field(2 + i))
+		c.sections[s.Key] = p
+	}
+	pgs := v.Field(1)
+	c.ProtectionGroups = make([]ProtectionGroup, pgs.Len())
+	for i := range pgs.Len() {
+		pg := pgs.Index(i).Field(0).Interface().(ProtectionGroup)
+		for j, s := range secs {
+			if names := pgs.Index(i).Field(1 + j).Interface().([]string); len(names) > 0 {
+				pg.SetMembers(s.Ref, names)
+			}
+		}
+		c.ProtectionGroups[i] = pg
+	}
+	return nil
+}
+
+var fieldNotFound = regexp.MustCompile(`(?m)field (\S+) not found in type .*$`)
+
+// decodeError turns the YAML decoder's errors into tandem's: one per line,
+// without Go type names.
+func decodeError(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg = strings.TrimPrefix(msg, "unmarshal errors:\n")
+	msg = fieldNotFound.ReplaceAllString(msg, "unknown key $1")
+	var lines []string
+	for _, l := range strings.Split(msg, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return fmt.Errorf("%s", strings.Join(lines, "\n"))
+}
+
+// MarshalJSON prints the configuration in file order, every section
+// included, secrets redacted.
+func (c *Config) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	first := true
+	put := func(key string, v any) error {
+		data, err := marshal(v)
+		if err != nil {
+			return err
+		}
+		if !first {
+			b.WriteByte(',')
+		}
+		first = false
+		fmt.Fprintf(&b, "%q:", key)
+		b.Write(data)
+		return nil
+	}
+	if err := put("regions", c.Regions); err != nil {
+		return nil, err
+	}
+	for _, s := range Sections() {
+		if v, ok := c.sections[s.Key]; ok && reflect.ValueOf(v).Elem().Len() > 0 {
+			if err := put(s.Key, v); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if c.Witness != nil {
+		if err := put("witness", c.Witness); err != nil {
+			return nil, err
+		}
+	}
+	if len(c.ProtectionGroups) > 0 {
+		if err := put("protection_groups", c.ProtectionGroups); err != nil {
+			return nil, err
+		}
+	}
+	if err := put("serve", c.Serve); err != nil {
+		return nil, err
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// MarshalJSON prints a protection group with its members by kind.
+func (pg ProtectionGroup) MarshalJSON() ([]byte, error) {
+	type plain ProtectionGroup // no MarshalJSON
+	data, err := marshal(plain(pg))
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	b.WriteByte('{')
+	keys := []string{"name", "primary", "standby"}
+	for _, s := range Sections() {
+		if names := pg.members[s.Ref]; len(names) > 0 {
+			raw, _ := marshal(names)
+			m[s.Ref] = raw
+			keys = append(keys, s.Ref)
+		}
+	}
+	keys = append(keys, "lease_ttl", "user_groups", "steps")
+	n := 0
+	for _, k := range keys {
+		raw, ok := m[k]
+		if !ok {
+			continue
+		}
+		if n > 0 {
+			b.WriteByte(',')
+		}
+		n++
+		fmt.Fprintf(&b, "%q:", k)
+		b.Write(raw)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// marshal is json.Marshal without HTML escaping (config check prints URLs
+// and templates as written).
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(b.Bytes(), "\n"), nil
+}
+
+// Owned returns every location the members of any section copy as units
+// of their own.
+func (c *Config) Owned() []Owned {
+	var out []Owned
+	for _, s := range Sections() {
+		if s.Owned != nil {
+			if v, ok := c.sections[s.Key]; ok {
+				out = append(out, s.Owned(c, v)...)
+			}
+		}
+	}
+	return out
+}
+
+// Check collects the problems of a configuration, each with its field, and
+// the locations seen so far, so that overlaps across sections are found.
+type Check struct {
+	c       *Config
+	errs    []error
+	regions map[string]*Region
+	targets []Placed
+	states  []Placed
+}
+
+// Placed is a location a field names.
+type Placed struct {
+	Field    string
+	Loc      location.Location
+	Endpoint string
+}
+
+// Config is the configuration being checked.
+func (ck *Check) Config() *Config { return ck.c }
+
+// Bad reports a problem of field.
+func (ck *Check) Bad(field, format string, args ...any) {
+	ck.errs = append(ck.errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+}
+
+// Err adds errors found elsewhere.
+func (ck *Check) Err(errs ...error) { ck.errs = append(ck.errs, errs...) }
+
+// Region reports field when region is not a configured region.
+func (ck *Check) Region(field, region string) bool {
+	if ck.regions[region] == nil {
+		ck.Bad(field, "unknown region %q", region)
+		return false
+	}
+	return true
+}
+
+// Name reports field unless name is a valid name not in seen, and adds
+// it to seen.
+func (ck *Check) Name(field, kind, name string, seen map[string]bool) {
+	switch {
+	case !nameRe.MatchString(name):
+		ck.Bad(field, "%q is not a valid name (lowercase letters, digits, - and _)", name)
+	case seen[name]:
+		ck.Bad(field, "%s %q is defined twice", kind, name)
+	}
+	seen[name] = true
+}
+
+// Endpoint is the S3 endpoint of region ("" for AWS or folders).
+func (ck *Check) Endpoint(region string) string { return ck.c.endpoint(region) }
+
+// Location parses a location a field names, reporting a bad one.
+func (ck *Check) Location(field, url string) (location.Location, bool) {
+	l, err := location.Parse(url)
+	if err != nil {
+		ck.Bad(field, "%v", err)
+		return location.Location{}, false
+	}
+	return l, true
+}
+
+// Target records that owner (a member's field) writes into loc, in
+// region, and reports at field an overlap with a target recorded before.
+// inside allows loc inside an earlier target (a group table in a
+// replicated bucket, which the replication leaves alone).
+func (ck *Check) Target(field, owner string, loc location.Location, region string, inside bool) {
+	ep := ck.Endpoint(region)
+	for _, t := range ck.targets {
+		if location.Overlaps(t.Loc, t.Endpoint, loc, ep) && !(inside && strings.HasPrefix(loc.String(), t.Loc.String())) {
+			ck.Bad(field, "%s overlaps the target of %s", loc, t.Field)
+		}
+	}
+	ck.targets = append(ck.targets, Placed{owner, loc, ep})
+}
+
+// States are the regions' state locations.
+func (ck *Check) States() []Placed { return ck.states }
+
+// Notify checks a notification setting at field (nil is none).
+func (ck *Check) Notify(field string, n *Notify) {
+	if n == nil {
+		return
+	}
+	for j, on := range n.On {
+		if on != "success" && on != "failure" {
+			ck.Bad(fmt.Sprintf("%s.on[%d]", field, j), "%q is not success or failure", on)
+		}
+	}
+	if n.Webhook != "" && !strings.HasPrefix(string(n.Webhook), "http://") && !strings.HasPrefix(string(n.Webhook), "https://") {
+		ck.Bad(field+".webhook", "must be an http:// or https:// URL")
+	}
+	if e := n.Email; e != nil {
+		if _, _, err := net.SplitHostPort(e.SMTP); err != nil {
+			ck.Bad(field+".email.smtp", "%q is not host:port", e.SMTP)
+		}
+		if e.From == "" {
+			ck.Bad(field+".email.from", "required")
+		}
+		if len(e.To) == 0 {
+			ck.Bad(field+".email.to", "required (or set the owner)")
+		}
+	}
+	if n.Webhook == "" && n.Email == nil {
+		ck.Bad(field, "needs a webhook or an email")
+	}
+}
+
+// Action checks an action (see validateAction).
+func (ck *Check) Action(field string, a Action, pauseOK bool) {
+	ck.errs = append(ck.errs, validateAction(field, a, pauseOK)...)
+}

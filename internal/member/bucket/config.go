@@ -1,0 +1,200 @@
+package bucket
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"tandem/internal/config"
+	"tandem/internal/location"
+)
+
+// Replication keeps a target bucket equal to a source bucket (the file's
+// replication[] section).
+type Replication struct {
+	Name string `yaml:"name" json:"name"`
+	From Side   `yaml:"from" json:"from"`
+	To   Side   `yaml:"to" json:"to"`
+	// Interval between passes under `tandem serve` (default 1m).
+	Interval config.Duration `yaml:"interval" json:"interval"`
+	// Delete removes target objects that tandem copied and the source no
+	// longer has.
+	Delete  bool     `yaml:"delete" json:"delete"`
+	Exclude []string `yaml:"exclude" json:"exclude,omitempty"`
+	// Transfers is the number of objects copied at once (default 16).
+	Transfers          int             `yaml:"transfers" json:"transfers"`
+	Retries            int             `yaml:"retries" json:"retries"`
+	RetryBackoff       config.Duration `yaml:"retry_backoff" json:"retry_backoff"`
+	MultipartThreshold config.Size     `yaml:"multipart_threshold" json:"multipart_threshold"`
+	PartSize           config.Size     `yaml:"part_size" json:"part_size"`
+	// RPO is the most the watermark may lag before status calls the pair
+	// late (default 15m).
+	RPO config.Duration `yaml:"rpo" json:"rpo"`
+}
+
+// Side is one end of a replication.
+type Side struct {
+	Region string `yaml:"region" json:"region"`
+	URL    string `yaml:"url" json:"url"`
+}
+
+const (
+	sectionKey = "replication"
+	refKey     = "replications"
+)
+
+// Replications returns the configured replications.
+func Replications(c *config.Config) []Replication { return config.Get[[]Replication](c, sectionKey) }
+
+// Find finds a replication by name or by target URL.
+func Find(c *config.Config, nameOrURL string) (*Replication, error) {
+	all := Replications(c)
+	for i := range all {
+		r := &all[i]
+		if r.Name == nameOrURL || r.To.URL == nameOrURL {
+			return r, nil
+		}
+		if a, err := location.Parse(r.To.URL); err == nil {
+			if b, err := location.Parse(nameOrURL); err == nil && a == b {
+				return r, nil
+			}
+		}
+	}
+	var known []string
+	for _, r := range all {
+		known = append(known, r.Name)
+	}
+	return nil, fmt.Errorf("no replication named %q or with that target in %s (known: %s)", nameOrURL, c.Path(), strings.Join(known, ", "))
+}
+
+// Exclusions are the key prefixes a replication leaves alone: its own
+// exclude list and every location another member copies as a unit of its
+// own (a group's tables) inside its source or target, in either direction.
+func Exclusions(c *config.Config, r *Replication) []string {
+	out := slices.Clone(r.Exclude)
+	endpoint := func(region string) string {
+		if reg := c.Region(region); reg != nil {
+			return reg.S3.Endpoint
+		}
+		return ""
+	}
+	for _, o := range c.Owned() {
+		in, err := location.Parse(o.URL)
+		if err != nil {
+			continue
+		}
+		for _, side := range []Side{r.From, r.To} {
+			outer, err := location.Parse(side.URL)
+			if err != nil || endpoint(side.Region) != endpoint(o.Region) {
+				continue
+			}
+			if rel, ok := location.Rel(outer, in); ok && !slices.Contains(out, rel) {
+				out = append(out, rel)
+			}
+		}
+	}
+	return out
+}
+
+// section is the kind's configuration section.
+func section() config.Section {
+	return config.Section{
+		Key: sectionKey, Ref: refKey, Noun: "replication",
+		New: func() any { return new([]Replication) },
+		Defaults: func(c *config.Config, v any) {
+			for i := range *v.(*[]Replication) {
+				defaults(&(*v.(*[]Replication))[i])
+			}
+		},
+		Validate: func(ck *config.Check, v any) { validate(ck, *v.(*[]Replication)) },
+		Names: func(v any) []string {
+			var out []string
+			for _, r := range *v.(*[]Replication) {
+				out = append(out, r.Name)
+			}
+			return out
+		},
+	}
+}
+
+func defaults(r *Replication) {
+	if r.Interval == 0 {
+		r.Interval = config.Duration(time.Minute)
+	}
+	if r.Transfers == 0 {
+		r.Transfers = 16
+	}
+	if r.Retries == 0 {
+		r.Retries = 3
+	}
+	if r.RetryBackoff == 0 {
+		r.RetryBackoff = config.Duration(30 * time.Second)
+	}
+	if r.MultipartThreshold == 0 {
+		r.MultipartThreshold = 64 << 20
+	}
+	if r.PartSize == 0 {
+		r.PartSize = 16 << 20
+	}
+	if r.RPO == 0 {
+		r.RPO = config.Duration(15 * time.Minute)
+	}
+}
+
+func validate(ck *config.Check, all []Replication) {
+	names := map[string]bool{}
+	for i := range all {
+		r := &all[i]
+		f := fmt.Sprintf("%s[%d]", sectionKey, i)
+		ck.Name(f+".name", "replication", r.Name, names)
+		var locs [2]*location.Location
+		for j, side := range []struct {
+			name string
+			s    Side
+		}{{"from", r.From}, {"to", r.To}} {
+			sf := f + "." + side.name
+			ck.Region(sf+".region", side.s.Region)
+			if l, ok := ck.Location(sf+".url", side.s.URL); ok {
+				locs[j] = &l
+			}
+		}
+		if locs[0] != nil && locs[1] != nil {
+			ep := []string{ck.Endpoint(r.From.Region), ck.Endpoint(r.To.Region)}
+			if location.Overlaps(*locs[0], ep[0], *locs[1], ep[1]) {
+				ck.Bad(f, "from %s and to %s overlap: a replica cannot be inside its source or hold it", locs[0], locs[1])
+			}
+			for _, s := range ck.States() {
+				for j, l := range locs {
+					if location.Overlaps(s.Loc, s.Endpoint, *l, ep[j]) && !excludes(r.Exclude, *l, s.Loc) {
+						ck.Bad(f+"."+[]string{"from", "to"}[j]+".url", "%s overlaps %s (%s): keep tandem's records outside replicated locations", l, s.Field, s.Loc)
+					}
+				}
+			}
+			ck.Target(f+".to.url", f, *locs[1], r.To.Region, false)
+		}
+		if r.Transfers < 1 || r.Transfers > 1024 {
+			ck.Bad(f+".transfers", "%d is out of range (1 to 1024)", r.Transfers)
+		}
+		if r.Retries < 1 {
+			ck.Bad(f+".retries", "%d is out of range (at least 1)", r.Retries)
+		}
+		if r.PartSize < 5<<20 {
+			ck.Bad(f+".part_size", "%d bytes is below S3's minimum part of 5MiB", r.PartSize)
+		}
+		if time.Duration(r.Interval) < time.Second {
+			ck.Bad(f+".interval", "%s is too short (at least 1s)", time.Duration(r.Interval))
+		}
+		for j, x := range r.Exclude {
+			if x == "" || strings.HasPrefix(x, "/") {
+				ck.Bad(fmt.Sprintf("%s.exclude[%d]", f, j), "%q must be a non-empty key prefix relative to the url", x)
+			}
+		}
+	}
+}
+
+// excludes reports whether state sits inside loc under an excluded prefix.
+func excludes(exclude []string, loc, st location.Location) bool {
+	rel, ok := location.Rel(loc, st)
+	return ok && slices.ContainsFunc(exclude, func(x string) bool { return strings.HasPrefix(rel, x) })
+}

@@ -1,0 +1,223 @@
+package member
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"tandem/internal/config"
+	"tandem/internal/fence"
+	"tandem/internal/lease"
+	"tandem/internal/location"
+	"tandem/internal/objstore"
+	"tandem/internal/state"
+)
+
+// Env is what every kind works with: the configuration, a logger, and the
+// state locations of the regions and the witness, each opened once.
+type Env struct {
+	Cfg *config.Config
+	Log *slog.Logger
+
+	mu     sync.Mutex
+	stores map[string]state.Store // region name, or "" for the witness
+}
+
+// NewEnv returns an Env over cfg; a nil log discards.
+func NewEnv(cfg *config.Config, log *slog.Logger) *Env {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Env{Cfg: cfg, Log: log, stores: map[string]state.Store{}}
+}
+
+// RegionState opens a region's state location, creating a missing folder.
+func (e *Env) RegionState(ctx context.Context, region string) (state.Store, error) {
+	return e.store(ctx, region, func() (state.Store, error) {
+		reg := e.Cfg.Region(region)
+		if reg == nil {
+			return state.Store{}, fmt.Errorf("unknown region %q", region)
+		}
+		b, err := openURL(ctx, reg.State, reg.S3, true)
+		if err != nil {
+			return state.Store{}, fmt.Errorf("region %s state: %w", reg.Name, err)
+		}
+		return state.Store{Bucket: b}, nil
+	})
+}
+
+// Witness opens the witness location.
+func (e *Env) Witness(ctx context.Context) (state.Store, error) {
+	return e.store(ctx, "", func() (state.Store, error) {
+		if e.Cfg.Witness == nil {
+			return state.Store{}, fmt.Errorf("no witness is configured")
+		}
+		b, err := openURL(ctx, e.Cfg.Witness.URL, e.Cfg.Witness.S3, true)
+		if err != nil {
+			return state.Store{}, fmt.Errorf("witness: %w", err)
+		}
+		return state.Store{Bucket: b}, nil
+	})
+}
+
+func (e *Env) store(ctx context.Context, key string, open func() (state.Store, error)) (state.Store, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if st, ok := e.stores[key]; ok {
+		return st, nil
+	}
+	st, err := open()
+	if err != nil {
+		return state.Store{}, err
+	}
+	e.stores[key] = st
+	return st, nil
+}
+
+func openURL(ctx context.Context, url string, s3 config.S3, create bool) (objstore.Bucket, error) {
+	l, err := location.Parse(url)
+	if err != nil {
+		return nil, err
+	}
+	return location.Open(ctx, l, s3.Options(), create)
+}
+
+// Leases is the witness folder of the region leases.
+func (e *Env) Leases(ctx context.Context) (state.Store, error) {
+	w, err := e.Witness(ctx)
+	return w.Sub("leases"), err
+}
+
+// Lease reads a protection group's lease; ok is false when it was never
+// taken.
+func (e *Env) Lease(ctx context.Context, pg string) (lease.Record, bool, error) {
+	st, err := e.Leases(ctx)
+	if err != nil {
+		return lease.Record{}, false, err
+	}
+	return lease.Show(ctx, st, pg)
+}
+
+// Open opens a location in a region: a member's bucket or table. With
+// create, a missing folder is created.
+func (e *Env) Open(ctx context.Context, region, url string, create bool) (objstore.Bucket, error) {
+	reg := e.Cfg.Region(region)
+	if reg == nil {
+		return nil, fmt.Errorf("unknown region %q", region)
+	}
+	return openURL(ctx, url, reg.S3, create)
+}
+
+// ProtectionGroupOf returns the protection group that lists member under
+// kind (a protection group key: replications, groups, ...), or nil.
+func (e *Env) ProtectionGroupOf(kind, member string) *config.ProtectionGroup {
+	for i := range e.Cfg.ProtectionGroups {
+		if slices.Contains(e.Cfg.ProtectionGroups[i].Members(kind), member) {
+			return &e.Cfg.ProtectionGroups[i]
+		}
+	}
+	return nil
+}
+
+// Reversed reports whether a member configured from→to copies to→from
+// now: the lease names to as the holder and from as its standby.
+func (e *Env) Reversed(ctx context.Context, kind, member, from, to string) (bool, error) {
+	pg := e.ProtectionGroupOf(kind, member)
+	if pg == nil || e.Cfg.Witness == nil {
+		return false, nil
+	}
+	rec, ok, err := e.Lease(ctx, pg.Name)
+	if err != nil {
+		return false, err
+	}
+	return ok && rec.Holder == to && rec.Standby == from, nil
+}
+
+// Grace is the longest grant a writer of a member holds: the grace of its
+// protection group's lease, or fence.DefaultGrace outside any.
+func (e *Env) Grace(kind, member string) time.Duration {
+	if pg := e.ProtectionGroupOf(kind, member); pg != nil {
+		return min(lease.Grace(time.Duration(pg.LeaseTTL)), fence.DefaultGrace)
+	}
+	return fence.DefaultGrace
+}
+
+// Conditions are the fencing conditions of a member copying from source
+// to target: the lease of its protection group held by source with target
+// as the standby (or never taken, when source is the configured primary),
+// and no drill in progress in target. A member of no protection group has
+// none.
+func (e *Env) Conditions(kind, member, source, target string) []fence.Condition {
+	pg := e.ProtectionGroupOf(kind, member)
+	if pg == nil {
+		return nil
+	}
+	return []fence.Condition{
+		e.leaseCondition(pg, lease.Want{Holder: source, Standby: target, Unleased: source == pg.Primary}),
+		e.notDrilling(pg, target),
+	}
+}
+
+// ActingFor is the fencing condition of a plan step acting for region:
+// region holds pg's lease (before any lease: region is the configured
+// primary).
+func (e *Env) ActingFor(pg *config.ProtectionGroup, region string) []fence.Condition {
+	return []fence.Condition{e.leaseCondition(pg, lease.Want{Holder: region, Unleased: region == pg.Primary})}
+}
+
+func (e *Env) leaseCondition(pg *config.ProtectionGroup, w lease.Want) fence.Condition {
+	w.Group, w.TTL = pg.Name, time.Duration(pg.LeaseTTL)
+	return func(ctx context.Context) (fence.Grant, error) {
+		st, err := e.Leases(ctx)
+		if err != nil {
+			return fence.Grant{}, err
+		}
+		return w.Condition(st)(ctx)
+	}
+}
+
+// notDrilling is the condition that no drill of pg is in progress in
+// region: nothing is copied into a standby under test.
+func (e *Env) notDrilling(pg *config.ProtectionGroup, region string) fence.Condition {
+	return func(ctx context.Context) (fence.Grant, error) {
+		if err := e.Drilling(ctx, pg, region); err != nil {
+			return fence.Grant{}, err
+		}
+		return fence.Grant{For: fence.DefaultGrace, What: "drills in " + region}, nil
+	}
+}
+
+// Drill is the record of a drill in progress in the standby.
+type Drill struct {
+	Execution string    `json:"execution"`
+	Started   time.Time `json:"started"`
+}
+
+// Drills is region's folder of drill records.
+func (e *Env) Drills(ctx context.Context, region string) (state.Store, error) {
+	rs, err := e.RegionState(ctx, region)
+	return rs.Sub("drills"), err
+}
+
+// Drilling fails, wrapping fence.ErrFenced, while a drill of pg is in
+// progress in region.
+func (e *Env) Drilling(ctx context.Context, pg *config.ProtectionGroup, region string) error {
+	drills, err := e.Drills(ctx, region)
+	if err != nil {
+		return err
+	}
+	var d Drill
+	_, err = drills.Load(ctx, pg.Name+".json", &d)
+	if errors.Is(err, objstore.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: a drill of %s is in progress in %s since %s (execution %s); `tandem plan run drill-stop --config %s` ends it",
+		fence.ErrFenced, pg.Name, region, d.Started.Format(time.RFC3339), d.Execution, e.Cfg.Path())
+}

@@ -1,0 +1,180 @@
+package member
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"tandem/internal/config"
+	"tandem/internal/lease"
+	"tandem/internal/plan"
+)
+
+// Holds returns the epoch under which region holds pg's lease (before any
+// lease: the configured primary, at epoch 0), or an error wrapping
+// lease.ErrFenced.
+func (e *Env) Holds(ctx context.Context, pg *config.ProtectionGroup, region string) (int64, error) {
+	rec, ok, err := e.Lease(ctx, pg.Name)
+	switch {
+	case err != nil:
+		return 0, err
+	case !ok && region == pg.Primary:
+		return 0, nil
+	case !ok || rec.Holder != region:
+		return 0, fmt.Errorf("%w: %s holds the lease of %s (epoch %d), not %s", lease.ErrFenced, lease.Who(rec.Holder), pg.Name, rec.Epoch, region)
+	}
+	return rec.Epoch, nil
+}
+
+// extend keeps region's lease of pg, while it holds it and it has not
+// expired, until the returned stop is called: a plan step acting for a
+// region is that region at work.
+func (e *Env) extend(ctx context.Context, pg *config.ProtectionGroup, region string) (stop func()) {
+	leases, err := e.Leases(ctx)
+	if err != nil {
+		return func() {}
+	}
+	l := &lease.Lease{Store: leases, Group: pg.Name, Region: region, TTL: time.Duration(pg.LeaseTTL)}
+	if _, ok, _ := lease.Show(ctx, leases, pg.Name); !ok {
+		return func() {} // never taken: nothing to extend
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if _, err := l.Extend(ctx); err != nil {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Duration(pg.LeaseTTL) / 3):
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// leaseMove is the switchover's handover: the old primary releases, the
+// new one takes the lease with the old one as its standby (once every
+// writer of the old one stopped: lease.Acquire waits for that).
+func (s *Steps) leaseMove(ctx context.Context, x *Exec) error {
+	leases, err := s.Env.Leases(ctx)
+	if err != nil {
+		return err
+	}
+	p, ttl := x.Plan, time.Duration(x.PG.LeaseTTL)
+	rec, ok, err := lease.Show(ctx, leases, x.PG.Name)
+	if err != nil {
+		return err
+	}
+	if ok && rec.Holder == p.From {
+		old := &lease.Lease{Store: leases, Group: x.PG.Name, Region: p.From, TTL: ttl}
+		if _, err := old.Release(ctx); err != nil {
+			return err
+		}
+		x.Printf("%s released the lease (epoch %d)", p.From, rec.Epoch)
+	}
+	l := &lease.Lease{Store: leases, Group: x.PG.Name, Region: p.To, TTL: ttl, Standby: p.From}
+	rec, err = l.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	x.Printf("%s holds the lease, epoch %d, standby %s", p.To, rec.Epoch, rec.Standby)
+	return nil
+}
+
+// leaseAcquire is the failover's: wait for the old primary's lease to
+// expire (it stops acting before that), then take it with no standby.
+func (s *Steps) leaseAcquire(ctx context.Context, x *Exec) error {
+	leases, err := s.Env.Leases(ctx)
+	if err != nil {
+		return err
+	}
+	p := x.Plan
+	l := &lease.Lease{Store: leases, Group: x.PG.Name, Region: p.To, TTL: time.Duration(x.PG.LeaseTTL)}
+	cur, ok, err := lease.Show(ctx, leases, x.PG.Name)
+	if err != nil {
+		return err
+	}
+	if ok && cur.Holder == p.To {
+		x.Printf("%s already holds the lease (epoch %d)", p.To, cur.Epoch)
+		return nil
+	}
+	said := false
+	for {
+		rec, err := l.Acquire(ctx)
+		if err == nil {
+			x.Printf("%s holds the lease, epoch %d; %s is fenced", p.To, rec.Epoch, p.From)
+			return nil
+		}
+		if !errors.Is(err, lease.ErrHeld) {
+			return err
+		}
+		if !said {
+			x.Printf("%s's lease expires at %s; waiting", rec.Holder, rec.Expires.Format(time.RFC3339))
+			said = true
+		}
+		wait := min(max(time.Until(rec.Expires)+50*time.Millisecond, 50*time.Millisecond), time.Second)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w; gave up waiting: %v", err, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+}
+
+// leaseStandby is the failback's: the returning region is the standby.
+func (s *Steps) leaseStandby(ctx context.Context, x *Exec) error {
+	leases, err := s.Env.Leases(ctx)
+	if err != nil {
+		return err
+	}
+	rec, err := lease.SetStandby(ctx, leases, x.PG.Name, x.Plan.From, x.Plan.To)
+	if err == nil {
+		x.Printf("%s holds %s (epoch %d) and replicates into %s", rec.Holder, x.PG.Name, rec.Epoch, rec.Standby)
+	}
+	return err
+}
+
+// checkLease: the witness answers and the lease is where the plan expects.
+func (s *Steps) checkLease(ctx context.Context, x *Exec) error {
+	p, pg := x.Plan, x.PG
+	rec, ok, err := s.Env.Lease(ctx, pg.Name)
+	if err != nil {
+		return Failed("the witness does not answer: %v", err)
+	}
+	holder := pg.Primary // before any lease: the configured primary
+	if ok {
+		holder = rec.Holder
+		x.Printf("lease of %s: holder %s, epoch %d, standby %s, expires %s", pg.Name, lease.Who(rec.Holder), rec.Epoch, lease.Who(rec.Standby), rec.Expires.Format(time.RFC3339))
+	} else {
+		x.Printf("lease of %s was never taken: %s is the configured primary", pg.Name, pg.Primary)
+	}
+	switch p.Type {
+	case plan.Failover:
+		if holder == p.To {
+			return Failed("%s already holds the lease of %s: there is nothing to fail over", p.To, pg.Name)
+		}
+		if ok && rec.Holder == p.From && time.Now().Before(rec.Expires) {
+			x.Printf("%s's lease runs until %s: the failover waits for it", p.From, rec.Expires.Format(time.RFC3339))
+		}
+	case plan.Failback:
+		if holder != p.From {
+			return Failed("%s does not hold the lease of %s (%s does): a failback runs from the primary", p.From, pg.Name, lease.Who(holder))
+		}
+		if ok && rec.Standby == p.To {
+			return Failed("%s is already the standby of %s", p.To, p.From)
+		}
+	default:
+		if holder != p.From {
+			return Failed("%s is expected to hold the lease of %s, but %s does", p.From, pg.Name, lease.Who(holder))
+		}
+		if ok && rec.Standby != p.To {
+			return Failed("%s is not the standby of %s (the standby is %s): run a failback first", p.To, p.From, lease.Who(rec.Standby))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,164 @@
+package member
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"tandem/internal/lease"
+)
+
+// Role is a protection group in `tandem status`: who is primary, the plan
+// run that is not finished, and what each region did to stay passive.
+type Role struct {
+	ProtectionGroup string        `json:"protection_group"`
+	Lease           *lease.Record `json:"lease,omitempty"`
+	// Expired: the lease's holder may no longer act (its expiry passed).
+	Expired    bool        `json:"expired,omitempty"`
+	Error      string      `json:"error,omitempty"`
+	Unfinished string      `json:"unfinished_execution,omitempty"`
+	Passive    []Passivity `json:"passive,omitempty"`
+	Health     string      `json:"health"`
+}
+
+// Status is the whole status: `tandem status --json` and serve's /status.
+// Members are listed under their section's key (replication, groups, ...).
+type Status struct {
+	ProtectionGroups []Role
+	Members          []Report
+	// Attention: something needs a person.
+	Attention bool
+}
+
+// MarshalJSON keeps one list per kind, under its section key.
+func (s Status) MarshalJSON() ([]byte, error) {
+	doc := map[string]any{"protection_groups": s.ProtectionGroups}
+	for _, k := range Kinds() {
+		list := []any{}
+		for _, r := range s.Members {
+			if r.Kind == k.Name() {
+				list = append(list, r.Detail)
+			}
+		}
+		doc[k.Section().Key] = list
+	}
+	doc["attention"] = s.Attention
+	return json.Marshal(doc)
+}
+
+// CollectStatus reads every protection group's lease and every member's
+// records. It never fails as a whole: what it cannot read is reported.
+func CollectStatus(ctx context.Context, env *Env) Status {
+	var s Status
+	for i := range env.Cfg.ProtectionGroups {
+		r := role(ctx, env, i)
+		s.Attention = s.Attention || r.Health != "ok"
+		s.ProtectionGroups = append(s.ProtectionGroups, r)
+	}
+	for _, k := range Kinds() {
+		for _, m := range env.Cfg.Names(k.Section().Key) {
+			rep := k.Status(ctx, env, m)
+			rep.Kind, rep.Member, rep.Noun = k.Name(), m, k.Section().Noun
+			s.Attention = s.Attention || rep.Attention
+			s.Members = append(s.Members, rep)
+		}
+	}
+	return s
+}
+
+func role(ctx context.Context, env *Env, i int) Role {
+	pg := &env.Cfg.ProtectionGroups[i]
+	r := Role{ProtectionGroup: pg.Name, Health: "ok"}
+	rec, ok, err := env.Lease(ctx, pg.Name)
+	switch {
+	case err != nil:
+		r.Error, r.Health = err.Error(), "witness-unreachable"
+	case !ok:
+		r.Health = "never-taken"
+	default:
+		r.Lease = &rec
+		r.Expired = rec.Expired(time.Now())
+		switch {
+		case r.Expired:
+			r.Health = "no-primary"
+		case rec.Standby == "":
+			r.Health = "no-standby"
+		}
+	}
+	if w, err := env.Witness(ctx); err == nil {
+		var a struct{ Execution string }
+		if _, err := w.Sub("plans").Sub(pg.Name).Load(ctx, "active.json", &a); err == nil {
+			r.Unfinished = a.Execution
+			if r.Health == "ok" {
+				r.Health = "plan-unfinished"
+			}
+		}
+	}
+	for _, region := range []string{pg.Primary, pg.Standby} {
+		if p, ok, err := env.LoadPassivity(ctx, pg.Name, region); err == nil && ok && r.Lease != nil && p.Epoch == r.Lease.Epoch {
+			r.Passive = append(r.Passive, p)
+			if !p.Done && r.Health == "ok" {
+				r.Health = "not-passive"
+			}
+		}
+	}
+	return r
+}
+
+// Print writes the human form of s.
+func (s Status) Print(w io.Writer, configPath string) {
+	for _, r := range s.ProtectionGroups {
+		switch {
+		case r.Error != "":
+			fmt.Fprintf(w, "protection group %s: the witness does not answer: %s\n", r.ProtectionGroup, r.Error)
+		case r.Lease == nil:
+			fmt.Fprintf(w, "protection group %s: the lease was never taken\n", r.ProtectionGroup)
+		default:
+			l := r.Lease
+			st := "renewed " + l.Renewed.Local().Format("15:04:05") + ", expires " + l.Expires.Local().Format("15:04:05")
+			if r.Expired {
+				st = "EXPIRED at " + l.Expires.Local().Format("2006-01-02 15:04:05") + ": no region acts as primary"
+			}
+			if l.Holder == "" {
+				st = "RELEASED at " + l.Expires.Local().Format("2006-01-02 15:04:05") + ": no region acts as primary"
+			}
+			fmt.Fprintf(w, "protection group %s: primary %s, standby %s, epoch %d, %s\n", r.ProtectionGroup, lease.Who(l.Holder), lease.Who(l.Standby), l.Epoch, st)
+			if l.Holder != "" && l.Standby == "" {
+				fmt.Fprintf(w, "  no standby: nothing is replicated until a failback (tandem plan run failback --config %s)\n", configPath)
+			}
+		}
+		if r.Unfinished != "" {
+			fmt.Fprintf(w, "  plan execution %s is not finished: tandem plan executions --config %s %s\n", r.Unfinished, configPath, r.Unfinished)
+		}
+		for _, p := range r.Passive {
+			if p.Done {
+				fmt.Fprintf(w, "  %s is passive since %s (epoch %d): %s\n", p.Region, p.Since.Local().Format("2006-01-02 15:04:05"), p.Epoch, join(p.Log))
+			} else {
+				fmt.Fprintf(w, "  %s is NOT passive yet (its serve retries): %s", p.Region, join(p.Errors))
+				if len(p.Log) > 0 {
+					fmt.Fprintf(w, "; done: %s", join(p.Log))
+				}
+				fmt.Fprintln(w)
+			}
+		}
+	}
+	for _, rep := range s.Members {
+		fmt.Fprintf(w, "%s %s: %s\n", rep.Noun, rep.Member, rep.Health)
+		for _, l := range rep.Lines {
+			fmt.Fprintf(w, "  %s\n", l)
+		}
+	}
+}
+
+func join(lines []string) string {
+	if len(lines) == 0 {
+		return "nothing to do"
+	}
+	out := lines[0]
+	for _, l := range lines[1:] {
+		out += "; " + l
+	}
+	return out
+}
