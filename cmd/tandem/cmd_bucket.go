@@ -55,7 +55,11 @@ func runPromote(ctx context.Context, o promoteOptions, target string, w io.Write
 	if r, err = bucket.Current(ctx, env, r); err != nil {
 		return err
 	}
-	prom, err := bucket.PromoteTarget(ctx, env, r)
+	st, err := bucket.State(ctx, env, r)
+	if err != nil {
+		return err
+	}
+	prom, err := bucket.PromoteTarget(ctx, env, r, st)
 	if err != nil {
 		return err
 	}

@@ -88,7 +88,7 @@ func runDemo(ctx context.Context, o demoOptions, w io.Writer) error {
 	if entries, _ := os.ReadDir(primary); len(entries) > 0 {
 		return usageError{fmt.Errorf("%s already holds a demo: give another --dir or remove it", dir)}
 	}
-	for _, d := range []string{primary, standby} {
+	for _, d := range []string{primary, standby, filepath.Join(dir, "witness")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -79,7 +78,10 @@ func runLease(ctx context.Context, o leaseOptions, action, name string, w io.Wri
 	default:
 		return usageError{fmt.Errorf("--standby %q is neither %s nor none", o.standby, standby)}
 	}
-	ls := &lease.Lease{Store: st, Group: pg.Name, Region: o.region, TTL: time.Duration(pg.LeaseTTL), Standby: standby}
+	ls, err := env.NewLease(ctx, pg, o.region, standby)
+	if err != nil {
+		return err
+	}
 	var rec lease.Record
 	switch action {
 	case "show":

@@ -145,6 +145,7 @@ func (e *planEnv) executor(ctx context.Context, home string) (*plan.Executor, er
 		Lock:    w.Sub("plans").Sub(e.pg.Name),
 		Actions: &member.Steps{Env: e.env},
 		Log:     newLogger(0),
+		Hint:    "--config " + e.cfg.Path(),
 	}, nil
 }
 
@@ -311,7 +312,7 @@ func runPlan(ctx context.Context, o planOptions, typ string, w io.Writer) error 
 	}
 	if !o.json {
 		fmt.Fprintf(w, "%s of %s: %s -> %s\n", p.Type, p.ProtectionGroup, p.From, p.To)
-		ex.OnChange, ex.Log = progressPrinter(w), nil
+		ex.OnChange, ex.Log = progressPrinter(w, ex), nil
 	}
 	x, err := ex.Run(ctx, p, decided)
 	return reportExecution(w, x, err, o.json)
@@ -383,7 +384,7 @@ func runPlanAct(ctx context.Context, o planOptions, action string, args []string
 	}
 	if !o.json {
 		fmt.Fprintf(w, "%s %s of %s: %s -> %s\n", action, x.ID, x.ProtectionGroup, x.From, x.To)
-		ex.OnChange, ex.Log = progressPrinter(w), nil
+		ex.OnChange, ex.Log = progressPrinter(w, ex), nil
 	}
 	switch action {
 	case "retry":

@@ -473,6 +473,7 @@ serve:
 
 func TestLeaseCommands(t *testing.T) {
 	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "witness"), 0o755)
 	cfg := filepath.Join(dir, "tandem.yaml")
 	writeFile(t, cfg, strings.ReplaceAll(`
 regions:
@@ -509,6 +510,7 @@ protection_groups:
 // acting for the old primary publishes nothing.
 func TestStalePrimaryIsFenced(t *testing.T) {
 	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "witness"), 0o755)
 	deltatest.CopyTo(t, "snapshot-data3", filepath.Join(dir, "east/tables/bronze"))
 	writeFile(t, filepath.Join(dir, "east/lake/a.csv"), "a")
 	os.MkdirAll(filepath.Join(dir, "west/lake"), 0o755)
@@ -563,8 +565,12 @@ type lockedBuffer struct {
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
-func (l *lockedBuffer) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // startServe runs `tandem serve --config cfg --region region` on a port of
 // its own; it stops with the test (SIGTERM) unless killed before.

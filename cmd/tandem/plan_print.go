@@ -38,8 +38,9 @@ func printPlan(w io.Writer, p *plan.Plan, asJSON bool) error {
 	return nil
 }
 
-// progressPrinter prints each step's changes of state.
-func progressPrinter(w io.Writer) func(*plan.Execution) {
+// progressPrinter prints each step's changes of state; the commands it
+// prints are ex's, ready to paste.
+func progressPrinter(w io.Writer, ex *plan.Executor) func(*plan.Execution) {
 	var mu sync.Mutex
 	seen := map[string]string{}
 	return func(x *plan.Execution) {
@@ -55,7 +56,7 @@ func progressPrinter(w io.Writer) func(*plan.Execution) {
 				case plan.Running, plan.Waiting:
 					fmt.Fprintf(w, "  %-10s %-14s %s\n", g.Name, s.State, s.ID)
 					if s.State == plan.Waiting {
-						fmt.Fprintf(w, "             approve with: tandem plan approve %s %s\n", x.ID, s.ID)
+						fmt.Fprintf(w, "             approve with: %s\n", strings.Trim(ex.Command("approve", x.ID, s.ID), "`"))
 					}
 				default:
 					fmt.Fprintf(w, "  %-10s %-14s %s (%.1fs)\n", g.Name, s.State, s.ID, s.Seconds())

@@ -117,6 +117,7 @@ func TestPlanFailoverFailback(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(dir, "east/lake/a.csv"), "a")
 	os.MkdirAll(filepath.Join(dir, "west/lake"), 0o755)
+	os.MkdirAll(filepath.Join(dir, "witness"), 0o755)
 	cfg := filepath.Join(dir, "tandem.yaml")
 	writeFile(t, cfg, strings.NewReplacer("DIR", dir, "PGEAST", pgEast.DSN(), "PGWEST", pgWest.DSN(), "HOOK", h.srv.URL).Replace(`
 regions:
@@ -260,10 +261,9 @@ protection_groups:
 		return strings.Contains(out, "east is NOT passive yet") && strings.Contains(out, "workflow etl is paused in east")
 	})
 	// A second failover would move west -> east: its prechecks stop it
-	// before it changes anything, and it is canceled.
-	out = run(1, "stopped in group prechecks", "plan", "run", "--config", cfg, "failover")
-	id := strings.Trim(strings.Fields(out[strings.Index(out, "plan cancel ")+len("plan cancel "):])[0], "`")
-	run(0, "cancel done", "plan", "cancel", "--config", cfg, id)
+	// before it changes anything, and the run ends: it stands in the way
+	// of no other plan.
+	run(1, "stopped in its prechecks and ended; nothing was changed", "plan", "run", "--config", cfg, "failover")
 	writeFile(t, filepath.Join(dir, "east/lake/stale.csv"), "s")
 	run(1, "fenced", "replicate", "--config", cfg, "lake")
 	run(1, "fenced", "group", "sync", "--config", cfg, "sales")
@@ -301,12 +301,17 @@ protection_groups:
 	run(0, "manifest written", "group", "sync", "--config", cfg, "sales")
 
 	// Switchover back to east: the precheck finds the stale primary's
-	// write in the replica; once it is removed, a retry goes on.
+	// write in the replica; once it is removed, a retry, pasted as
+	// printed, goes on.
 	out = run(1, "holds 1 objects written there, not by replication (for example [stale.csv])", "plan", "run", "--config", cfg, "switchover")
-	id = strings.Trim(strings.Fields(out[strings.Index(out, "plan retry ")+len("plan retry "):])[0], "`,")
+	retry := out[strings.Index(out, "`tandem plan retry ")+1:]
+	retry = retry[:strings.Index(retry, "`")]
+	if !strings.HasPrefix(retry, "tandem plan retry --config "+cfg+" switchover-") {
+		t.Fatalf("the retry hint cannot be pasted: %q", retry)
+	}
 	os.Remove(filepath.Join(dir, "east/lake/stale.csv"))
 	run(0, "copied    0 objects", "replicate", "--config", cfg, "lake")
-	out = run(0, "RTO", "plan", "retry", "--config", cfg, id)
+	out = run(0, "RTO", strings.Fields(retry)[1:]...)
 	if !strings.Contains(out, "east holds the lease, epoch 3, standby west") {
 		t.Errorf("switchover output:\n%s", out)
 	}
@@ -406,7 +411,8 @@ protection_groups:
 	var got []string
 	for lines.Scan() {
 		got = append(got, lines.Text())
-		if strings.Contains(lines.Text(), "approve with: tandem plan approve "+id+" user:gate/go-ahead") {
+		// The command is printed ready to paste, with --config.
+		if strings.Contains(lines.Text(), "approve with: tandem plan approve --config "+cfg+" "+id+" user:gate/go-ahead") {
 			break
 		}
 	}
@@ -612,6 +618,7 @@ func eastWest(t *testing.T, extra string) (dir, cfg string) {
 	dir = t.TempDir()
 	writeFile(t, filepath.Join(dir, "east/lake/a.csv"), "a")
 	os.MkdirAll(filepath.Join(dir, "west/lake"), 0o755)
+	os.MkdirAll(filepath.Join(dir, "witness"), 0o755)
 	cfg = filepath.Join(dir, "tandem.yaml")
 	writeFile(t, cfg, strings.ReplaceAll(`
 regions:

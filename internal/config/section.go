@@ -46,6 +46,10 @@ type Section struct {
 	// their own (a table group's tables); bucket replication leaves them
 	// alone (Config.Owned).
 	Owned func(c *Config, v any) []Owned
+	// Locations are the object-store locations member copies into or out
+	// of, in both regions: a region that takes the lease revokes the
+	// writes under way in those in its region.
+	Locations func(c *Config, member string) []Owned
 }
 
 // Owned is a location a member copies as a unit of its own.
@@ -290,6 +294,25 @@ func marshal(v any) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.TrimRight(b.Bytes(), "\n"), nil
+}
+
+// Locations returns the data locations of the members pg lists, in
+// region.
+func (c *Config) Locations(pg *ProtectionGroup, region string) []Owned {
+	var out []Owned
+	for _, s := range Sections() {
+		if s.Locations == nil {
+			continue
+		}
+		for _, m := range pg.Members(s.Ref) {
+			for _, l := range s.Locations(c, m) {
+				if l.Region == region {
+					out = append(out, l)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // Owned returns every location the members of any section copy as units

@@ -43,6 +43,7 @@ var (
 	_ objstore.InFlighter    = (*bucket)(nil)
 	_ objstore.Gated         = (*bucket)(nil)
 	_ objstore.Unwrapper     = (*bucket)(nil)
+	_ objstore.Revoker       = (*bucket)(nil)
 	_ objstore.PartPutter    = (*partBucket)(nil)
 )
 
@@ -62,21 +63,19 @@ func (b *bucket) gated(ctx context.Context, opts objstore.PutOptions) (objstore.
 		until time.Time
 	)
 	inner := opts.Gate
-	opts.Gate = func() error {
-		if inner != nil {
-			if err := inner(); err != nil {
-				return err
-			}
+	opts.Gate = func() (time.Time, error) {
+		if _, err := inner.Run(); err != nil {
+			return time.Time{}, err
 		}
 		u, err := b.g.allow(ctx)
 		mu.Lock()
 		until = u
 		mu.Unlock()
-		return err
+		return u, err
 	}
 	if !objstore.GatesWrites(b.Bucket) {
 		// The backend cannot gate at its last moment: gate now.
-		if err := opts.Gate(); err != nil {
+		if _, err := opts.Gate(); err != nil {
 			return opts, nil, err
 		}
 		opts.Gate = nil
@@ -97,15 +96,26 @@ func (b *bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 }
 
 func (b *bucket) Delete(ctx context.Context, key string) error {
-	until, err := b.g.allow(ctx)
-	if err != nil {
-		return err
+	var until time.Time
+	gate := func() (time.Time, error) {
+		u, err := b.g.allow(ctx)
+		until = u
+		return u, err
 	}
-	if err := b.Bucket.Delete(ctx, key); err != nil {
+	var err error
+	if gd, ok := b.Bucket.(objstore.GateDeleter); ok {
+		err = gd.DeleteGated(ctx, key, gate)
+	} else if _, err = gate(); err == nil {
+		err = b.Bucket.Delete(ctx, key)
+	}
+	if err != nil {
 		return err
 	}
 	return b.g.landed("the delete of "+b.URL()+"/"+key, until)
 }
+
+// Revoke passes through: the revoker of a store is not its writer.
+func (b *bucket) Revoke(ctx context.Context) (int, error) { return objstore.Revoke(ctx, b.Bucket) }
 
 type partBucket struct {
 	*bucket

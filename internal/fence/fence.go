@@ -15,19 +15,25 @@
 //     completion, a delete), the store calls the Guard's gate, which
 //     refuses unless the grant is still valid; a grant close to running out
 //     is renewed in the background, so writes rarely wait.
-//  3. Every change of authority that stops writers (a lease changing hands
-//     or being released, a promotion, a drill) takes effect only 2 x grace
-//     after it is written: a new lease holder waits that long before it
-//     writes its record, promote and drill-start wait that long before they
-//     return.
+//  3. The store itself refuses a write that was held up past its grant: a
+//     gated S3 request is presigned to expire when the grant ends (within
+//     StoreSlack); a folder stages every write in a staging folder of the
+//     writer's that objstore.Revoke takes away, and a multipart upload can
+//     be aborted the same way.
+//  4. Every change of authority that stops writers (a lease changing hands
+//     or being released, a promotion, a drill) takes effect only Takeover
+//     after the old authority stopped granting, and after the stores it
+//     concerns were revoked: a new lease holder waits and revokes before it
+//     writes its record; promote and drill-start do so before they return.
 //
 // Any grant a stale writer still holds was read before the change, so it
-// ran out at most one grace after the change, and a write whose gate passed
-// lands within the second grace unless the writer was paused between the
-// gate and the landing for longer than a grace. The Guard checks that too:
-// a write that returns later than its grant plus a grace is reported as a
-// possible late landing (ErrLate), with its key, so nothing is claimed that
-// cannot be proven.
+// ran out at most one grace after it. A write whose gate passed then either
+// reached its store in time, is refused by the store (expired, or its
+// staging revoked), or was already visible before the change took effect.
+// A paused writer that resumes after the change is fenced at its next gate.
+// The Guard also reports a write that returned later than its grant plus a
+// grace (ErrLate), with its key: it may not have landed, but nothing is
+// claimed that cannot be proven.
 //
 // Monotonic clocks carry the argument across processes: durations, not wall
 // times, except for a lease's expiry, which the lease's margin covers.
@@ -39,6 +45,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"tandem/internal/objstore"
 )
 
 var (
@@ -57,15 +65,30 @@ var (
 // DefaultGrace bounds a grant when no lease says otherwise.
 const DefaultGrace = time.Second
 
-// WaitFor waits two graces: what a change that stops writers (a promotion,
-// a drill) waits after it is written, so that every writer that read the
-// authority before the change, whose grants last at most grace, has
-// stopped.
-func WaitFor(ctx context.Context, grace time.Duration) error {
+// StoreSlack bounds how long after its grant ends a gated write may still
+// land in a store that enforces the grant's end itself (S3 counts a
+// presigned request's expiry in whole seconds), with room for the store's
+// clock to be a little behind.
+const StoreSlack = 1250 * time.Millisecond
+
+// Takeover is how long a change that stops writers (a lease changing
+// hands, a promotion, a drill) waits, after the moment the old authority
+// stopped granting, before the change takes effect: every grant of the old
+// writers (at most one grace, from a read before the change) has ended,
+// and every write a store checks the grant of has landed or been refused
+// (slack: StoreSlack when an S3 store is involved, 0 for folders). Writes
+// held up in a store that cannot check (a folder) are revoked after the
+// wait (objstore.Revoke).
+func Takeover(grace, slack time.Duration) time.Duration {
+	return max(2*grace, grace+slack)
+}
+
+// Settle waits Takeover(grace, slack).
+func Settle(ctx context.Context, grace, slack time.Duration) error {
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-time.After(2 * grace):
+	case <-time.After(Takeover(grace, slack)):
 		return nil
 	}
 }
@@ -235,8 +258,12 @@ func (g *Guard) landed(key string, until time.Time) error {
 	return nil
 }
 
-// Fenced reports whether err means that a writer must stop for good.
-func Fenced(err error) bool { return errors.Is(err, ErrFenced) || errors.Is(err, ErrLate) }
+// Fenced reports whether err means that a writer must stop for good: an
+// authority fenced it, a write returned too late, or the store refused a
+// write that was held up (objstore.ErrRevoked).
+func Fenced(err error) bool {
+	return errors.Is(err, ErrFenced) || errors.Is(err, ErrLate) || errors.Is(err, objstore.ErrRevoked)
+}
 
 // Refused reports whether a guard refused a write: fenced, late, or
 // unconfirmed. A writer stops at the first such error instead of retrying

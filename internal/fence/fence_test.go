@@ -117,10 +117,10 @@ type slow struct {
 func (s *slow) GatesWrites() bool { return true }
 func (s *slow) Put(ctx context.Context, key string, r io.Reader, size int64, o objstore.PutOptions) (objstore.Info, error) {
 	gate := o.Gate
-	o.Gate = func() error {
-		err := gate()
+	o.Gate = func() (time.Time, error) {
+		until, err := gate()
 		time.Sleep(s.delay)
-		return err
+		return until, err
 	}
 	return s.Bucket.Put(ctx, key, r, size, o)
 }

@@ -13,10 +13,11 @@
 // Writers do not renew the lease: they hold grants (package fence) that
 // last one grace (Grace, written into the record) from a read of it. A
 // region that takes the lease from anyone (after an expiry, a release, or
-// when it was never taken) waits two graces after it read the state it
-// replaces before it writes its own record, so every grant of the old
-// holder's writers has run out first; that is what makes a planned
-// handover safe without waiting for a TTL. Writers carry the epoch, and a
+// when it was never taken) waits fence.Takeover after it read the state it
+// replaces, and revokes the old holder's writes under way in its stores,
+// before it writes its own record, so every grant of the old holder's
+// writers has run out and nothing they sent lands later; that is what
+// makes a planned handover safe without waiting for a TTL. Writers carry the epoch, and a
 // grant under another epoch fences them (Kleppmann's fencing token).
 package lease
 
@@ -97,6 +98,15 @@ type Lease struct {
 	// (its process exited), so Acquire may take the lease before it
 	// expires. A paused process is not gone.
 	Gone func(Record) bool
+	// Slack is how long a write may land after its grant ended in the
+	// stores the holders write (fence.StoreSlack with S3, 0 for folders).
+	Slack time.Duration
+	// Revoke, when set, is called by Acquire when it takes the lease from
+	// another holder, after the old holder's grants ran out and just
+	// before the new record is written: it takes away, in the stores the
+	// new holder will act on, the writes the old holder's writers have
+	// under way (objstore.Revoker), so none of them lands afterwards.
+	Revoke func(ctx context.Context) error
 
 	mu        sync.Mutex
 	deadline  time.Time // local: act as primary until then (renewals)
@@ -176,12 +186,17 @@ func (l *Lease) Acquire(ctx context.Context) (Record, error) {
 			return cur, fmt.Errorf("%w: %s holds %s (epoch %d) until %s", ErrHeld, cur.Holder, l.Group, cur.Epoch, cur.Expires.Format(time.RFC3339))
 		default:
 			// Free, released or expired: a new holder, a new epoch, once
-			// the old holder's writers' grants ran out.
-			wait := 2 * cur.grace(l.TTL)
+			// the old holder's writers' grants ran out and what they had
+			// under way was revoked.
 			select {
 			case <-ctx.Done():
 				return Record{}, ctx.Err()
-			case <-time.After(time.Until(sent.Add(wait))):
+			case <-time.After(time.Until(sent.Add(fence.Takeover(cur.grace(l.TTL), l.Slack)))):
+			}
+			if l.Revoke != nil {
+				if err := l.Revoke(ctx); err != nil {
+					return Record{}, fmt.Errorf("%s cannot take %s: revoke the old holder's writes: %w", l.Region, l.Group, err)
+				}
 			}
 			sent = time.Now()
 			next.Epoch++

@@ -50,15 +50,27 @@ func (e *Env) RegionState(ctx context.Context, region string) (state.Store, erro
 	})
 }
 
-// Witness opens the witness location.
+// Witness opens the witness location. A witness folder that does not
+// exist is an error, not an empty witness: a lease record that cannot be
+// read is never taken for one never written (WitnessCreate makes it).
 func (e *Env) Witness(ctx context.Context) (state.Store, error) {
+	return e.witness(ctx, false)
+}
+
+// WitnessCreate opens the witness location, creating a missing folder: for
+// those who take a lease.
+func (e *Env) WitnessCreate(ctx context.Context) (state.Store, error) {
+	return e.witness(ctx, true)
+}
+
+func (e *Env) witness(ctx context.Context, create bool) (state.Store, error) {
 	return e.store(ctx, "", func() (state.Store, error) {
 		if e.Cfg.Witness == nil {
 			return state.Store{}, fmt.Errorf("no witness is configured")
 		}
-		b, err := openURL(ctx, e.Cfg.Witness.URL, e.Cfg.Witness.S3, true)
+		b, err := openURL(ctx, e.Cfg.Witness.URL, e.Cfg.Witness.S3, create)
 		if err != nil {
-			return state.Store{}, fmt.Errorf("witness: %w", err)
+			return state.Store{}, fmt.Errorf("the witness, which holds the region leases, cannot be opened (tandem lease acquire creates a witness folder): %w", err)
 		}
 		return state.Store{Bucket: b}, nil
 	})
@@ -144,6 +156,27 @@ func (e *Env) Grace(kind, member string) time.Duration {
 		return min(lease.Grace(time.Duration(pg.LeaseTTL)), fence.DefaultGrace)
 	}
 	return fence.DefaultGrace
+}
+
+// Slack is how long a write may land after its grant ended in pg's
+// stores: fence.StoreSlack when any of them (a region's state, a member's
+// location) is on S3, 0 for folders only.
+func (e *Env) Slack(pg *config.ProtectionGroup) time.Duration {
+	urls := []string{}
+	for _, region := range []string{pg.Primary, pg.Standby} {
+		if r := e.Cfg.Region(region); r != nil {
+			urls = append(urls, r.State)
+		}
+		for _, l := range e.Cfg.Locations(pg, region) {
+			urls = append(urls, l.URL)
+		}
+	}
+	for _, u := range urls {
+		if l, err := location.Parse(u); err == nil && l.Scheme == "s3" {
+			return fence.StoreSlack
+		}
+	}
+	return 0
 }
 
 // Conditions are the fencing conditions of a member copying from source

@@ -8,8 +8,59 @@ import (
 
 	"tandem/internal/config"
 	"tandem/internal/lease"
+	"tandem/internal/objstore"
 	"tandem/internal/plan"
 )
+
+// NewLease is region's handle on pg's lease, standby the region it
+// replicates into when it takes it. Taking it over revokes the writes the
+// old holder's writers have under way in region's stores (RevokeRegion).
+func (e *Env) NewLease(ctx context.Context, pg *config.ProtectionGroup, region, standby string) (*lease.Lease, error) {
+	w, err := e.WitnessCreate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	leases := w.Sub("leases")
+	return &lease.Lease{Store: leases, Group: pg.Name, Region: region, TTL: time.Duration(pg.LeaseTTL), Standby: standby,
+		Slack: e.Slack(pg),
+		Revoke: func(ctx context.Context) error {
+			n, err := e.RevokeRegion(ctx, pg, region)
+			if n > 0 {
+				e.Log.Warn("took away writes the old holder had under way", "group", pg.Name, "region", region, "writes", n)
+			}
+			return err
+		}}, nil
+}
+
+// RevokeRegion takes away, in region's state and in every location of
+// pg's members in region, the writes other processes have under way
+// (objstore.Revoke), so that a writer held up past its grant lands nothing.
+// It returns how many it took away.
+func (e *Env) RevokeRegion(ctx context.Context, pg *config.ProtectionGroup, region string) (int, error) {
+	st, err := e.RegionState(ctx, region)
+	if err != nil {
+		return 0, err
+	}
+	n, err := objstore.Revoke(ctx, st.Bucket)
+	if err != nil {
+		return n, err
+	}
+	for _, l := range e.Cfg.Locations(pg, region) {
+		b, err := e.Open(ctx, region, l.URL, false)
+		if errors.Is(err, objstore.ErrNotExist) {
+			continue // nothing was ever written there
+		}
+		if err != nil {
+			return n, err
+		}
+		m, err := objstore.Revoke(ctx, b)
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
 
 // Holds returns the epoch under which region holds pg's lease (before any
 // lease: the configured primary, at epoch 0), or an error wrapping
@@ -31,12 +82,11 @@ func (e *Env) Holds(ctx context.Context, pg *config.ProtectionGroup, region stri
 // expired, until the returned stop is called: a plan step acting for a
 // region is that region at work.
 func (e *Env) extend(ctx context.Context, pg *config.ProtectionGroup, region string) (stop func()) {
-	leases, err := e.Leases(ctx)
+	l, err := e.NewLease(ctx, pg, region, "")
 	if err != nil {
 		return func() {}
 	}
-	l := &lease.Lease{Store: leases, Group: pg.Name, Region: region, TTL: time.Duration(pg.LeaseTTL)}
-	if _, ok, _ := lease.Show(ctx, leases, pg.Name); !ok {
+	if _, ok, _ := lease.Show(ctx, l.Store, pg.Name); !ok {
 		return func() {} // never taken: nothing to extend
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -61,23 +111,25 @@ func (e *Env) extend(ctx context.Context, pg *config.ProtectionGroup, region str
 // new one takes the lease with the old one as its standby (once every
 // writer of the old one stopped: lease.Acquire waits for that).
 func (s *Steps) leaseMove(ctx context.Context, x *Exec) error {
-	leases, err := s.Env.Leases(ctx)
-	if err != nil {
-		return err
-	}
-	p, ttl := x.Plan, time.Duration(x.PG.LeaseTTL)
-	rec, ok, err := lease.Show(ctx, leases, x.PG.Name)
+	p := x.Plan
+	rec, ok, err := s.Env.Lease(ctx, x.PG.Name)
 	if err != nil {
 		return err
 	}
 	if ok && rec.Holder == p.From {
-		old := &lease.Lease{Store: leases, Group: x.PG.Name, Region: p.From, TTL: ttl}
+		old, err := s.Env.NewLease(ctx, x.PG, p.From, "")
+		if err != nil {
+			return err
+		}
 		if _, err := old.Release(ctx); err != nil {
 			return err
 		}
 		x.Printf("%s released the lease (epoch %d)", p.From, rec.Epoch)
 	}
-	l := &lease.Lease{Store: leases, Group: x.PG.Name, Region: p.To, TTL: ttl, Standby: p.From}
+	l, err := s.Env.NewLease(ctx, x.PG, p.To, p.From)
+	if err != nil {
+		return err
+	}
 	rec, err = l.Acquire(ctx)
 	if err != nil {
 		return err
@@ -89,13 +141,12 @@ func (s *Steps) leaseMove(ctx context.Context, x *Exec) error {
 // leaseAcquire is the failover's: wait for the old primary's lease to
 // expire (it stops acting before that), then take it with no standby.
 func (s *Steps) leaseAcquire(ctx context.Context, x *Exec) error {
-	leases, err := s.Env.Leases(ctx)
+	p := x.Plan
+	l, err := s.Env.NewLease(ctx, x.PG, p.To, "")
 	if err != nil {
 		return err
 	}
-	p := x.Plan
-	l := &lease.Lease{Store: leases, Group: x.PG.Name, Region: p.To, TTL: time.Duration(x.PG.LeaseTTL)}
-	cur, ok, err := lease.Show(ctx, leases, x.PG.Name)
+	cur, ok, err := lease.Show(ctx, l.Store, x.PG.Name)
 	if err != nil {
 		return err
 	}

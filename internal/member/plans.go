@@ -133,8 +133,12 @@ func (s *Steps) drill(ctx context.Context, x *Exec) error {
 	if err != nil {
 		return err
 	}
-	// Copies that were writing into the standby stop within a grace.
-	if err := fence.WaitFor(ctx, lease.Grace(time.Duration(x.PG.LeaseTTL))); err != nil {
+	// Copies that were writing into the standby stop, and what they had
+	// under way is taken away.
+	if err := fence.Settle(ctx, lease.Grace(time.Duration(x.PG.LeaseTTL)), s.Env.Slack(x.PG)); err != nil {
+		return err
+	}
+	if _, err := s.Env.RevokeRegion(ctx, x.PG, x.Step.Region); err != nil {
 		return err
 	}
 	x.Printf("replication and syncs into %s are paused for the drill", x.Step.Region)

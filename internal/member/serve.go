@@ -91,10 +91,6 @@ func (s *Serving) KeepLeases(ctx context.Context, region string) (map[string]cha
 	if len(s.Env.Cfg.ProtectionGroups) == 0 {
 		return wake, nil
 	}
-	leases, err := s.Env.Leases(ctx)
-	if err != nil {
-		return nil, err
-	}
 	primary := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "tandem", Subsystem: "lease", Name: "primary",
 		Help: "1 while this tandem holds the protection group's lease and acts as primary."}, []string{"group", "region"})
 	epoch := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "tandem", Subsystem: "lease", Name: "epoch",
@@ -110,13 +106,24 @@ func (s *Serving) KeepLeases(ctx context.Context, region string) (map[string]cha
 		if region == pg.Primary {
 			other = pg.Standby
 		}
-		l := &lease.Lease{Store: leases, Group: pg.Name, Region: region, TTL: time.Duration(pg.LeaseTTL), Standby: other,
-			OnChange: func(lease.Record) {
-				select {
-				case ch <- struct{}{}:
-				default:
-				}
-			}}
+		l, err := s.Env.NewLease(ctx, pg, region, other)
+		if err != nil {
+			return nil, err
+		}
+		l.OnChange = func(lease.Record) {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+		// A first round before anything runs, so that the region's copies
+		// start knowing its role: a lease this region still holds is
+		// renewed (nobody took it over while serve was down).
+		if rec, ok, err := lease.Show(ctx, l.Store, pg.Name); err == nil && ok && rec.Holder == region {
+			if _, err := l.Renew(ctx); err != nil {
+				s.Env.Log.Warn("renew the region lease", "group", pg.Name, "region", region, "err", err)
+			}
+		}
 		go l.Keep(ctx, region == pg.Primary, s.Env.Log)
 		s.Reg.MustRegister(
 			gaugeFunc(primary, pg.Name, region, func() float64 {

@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
+	"tandem/internal/config"
 	"tandem/internal/lease"
+	"tandem/internal/plan"
+	"tandem/internal/runner"
 )
 
 // Role is a protection group in `tandem status`: who is primary, the plan
@@ -16,11 +20,29 @@ type Role struct {
 	ProtectionGroup string        `json:"protection_group"`
 	Lease           *lease.Record `json:"lease,omitempty"`
 	// Expired: the lease's holder may no longer act (its expiry passed).
-	Expired    bool        `json:"expired,omitempty"`
-	Error      string      `json:"error,omitempty"`
-	Unfinished string      `json:"unfinished_execution,omitempty"`
-	Passive    []Passivity `json:"passive,omitempty"`
-	Health     string      `json:"health"`
+	Expired    bool   `json:"expired,omitempty"`
+	Error      string `json:"error,omitempty"`
+	Unfinished string `json:"unfinished_execution,omitempty"`
+	// LastRun is the newest plan run, when it did not succeed: what it
+	// left undone and the command that goes on.
+	LastRun *LastRun    `json:"last_run,omitempty"`
+	Passive []Passivity `json:"passive,omitempty"`
+	Health  string      `json:"health"`
+}
+
+// LastRun is a plan run that did not succeed.
+type LastRun struct {
+	Execution string    `json:"execution"`
+	Type      string    `json:"type"`
+	State     string    `json:"state"` // failed, canceled, interrupted, running
+	Decided   time.Time `json:"decided"`
+	Error     string    `json:"error,omitempty"`
+	// Changed: steps beyond the prechecks succeeded (something moved).
+	Changed bool `json:"changed"`
+	// NotDone are the steps that did not succeed, with their state.
+	NotDone []string `json:"not_done,omitempty"`
+	// Repair is the command that goes on from where it stopped.
+	Repair string `json:"repair,omitempty"`
 }
 
 // Status is the whole status: `tandem status --json` and serve's /status.
@@ -96,6 +118,12 @@ func role(ctx context.Context, env *Env, i int) Role {
 			}
 		}
 	}
+	if lr := lastRun(ctx, env, pg); lr != nil {
+		r.LastRun = lr
+		if r.Health == "ok" && (lr.Changed || lr.State == "running") {
+			r.Health = "plan-" + lr.State
+		}
+	}
 	for _, region := range []string{pg.Primary, pg.Standby} {
 		if p, ok, err := env.LoadPassivity(ctx, pg.Name, region); err == nil && ok && r.Lease != nil && p.Epoch == r.Lease.Epoch {
 			r.Passive = append(r.Passive, p)
@@ -105,6 +133,50 @@ func role(ctx context.Context, env *Env, i int) Role {
 		}
 	}
 	return r
+}
+
+// lastRun reads both regions' plan records and returns the newest run if
+// it did not succeed (nil otherwise, or when none can be read).
+func lastRun(ctx context.Context, env *Env, pg *config.ProtectionGroup) *LastRun {
+	var newest *plan.Execution
+	for _, region := range []string{pg.Primary, pg.Standby} {
+		st, err := env.RegionState(ctx, region)
+		if err != nil {
+			continue
+		}
+		ex := &plan.Executor{Records: st.Sub("plans").Sub(pg.Name)}
+		list, err := ex.List(ctx)
+		if err == nil && len(list) > 0 && (newest == nil || list[0].Decided.After(newest.Decided)) {
+			newest = list[0]
+		}
+	}
+	if newest == nil || newest.State == plan.Succeeded {
+		return nil
+	}
+	x := newest
+	lr := &LastRun{Execution: x.ID, Type: x.Type, State: x.State, Decided: x.Decided, Error: x.Error}
+	hint := &plan.Executor{Hint: "--config " + env.Cfg.Path()}
+	for _, g := range x.Groups {
+		for _, st := range g.Steps {
+			switch {
+			case st.State == plan.Succeeded && g.Name != "prechecks":
+				lr.Changed = true
+			case st.State != plan.Succeeded && st.State != plan.Skipped && st.State != plan.FailedIgnored:
+				lr.NotDone = append(lr.NotDone, fmt.Sprintf("%s (%s) %s", st.ID, st.Region, st.State))
+			}
+		}
+	}
+	switch {
+	case x.State == plan.Running && !runner.Live(x.Runner):
+		lr.State, lr.Repair = "interrupted", hint.Command("resume", x.ID)
+	case x.State == plan.Running:
+		lr.Repair = ""
+	case x.State == plan.Failed && x.Ended == nil:
+		lr.Repair = hint.Command("retry", x.ID) + " (or skip a step, or cancel)"
+	default: // canceled, or ended in its prechecks
+		lr.Repair = hint.Command("resume", x.ID)
+	}
+	return lr
 }
 
 // Print writes the human form of s.
@@ -131,6 +203,12 @@ func (s Status) Print(w io.Writer, configPath string) {
 		}
 		if r.Unfinished != "" {
 			fmt.Fprintf(w, "  plan execution %s is not finished: tandem plan executions --config %s %s\n", r.Unfinished, configPath, r.Unfinished)
+		}
+		if lr := r.LastRun; lr != nil && (lr.Changed || lr.State == "interrupted") {
+			fmt.Fprintf(w, "  the last plan run, %s (%s), is %s after it changed things; not done: %s\n", lr.Execution, lr.Type, strings.ToUpper(lr.State), join(lr.NotDone))
+			if lr.Repair != "" {
+				fmt.Fprintf(w, "  to go on from where it stopped: %s\n", strings.Trim(lr.Repair, "`"))
+			}
 		}
 		for _, p := range r.Passive {
 			if p.Done {

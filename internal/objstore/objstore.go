@@ -20,6 +20,11 @@ var ErrNotExist = fs.ErrNotExist
 // when IfMatch was set, present when IfAbsent was set, or with another ETag.
 var ErrPrecondition = errors.New("precondition failed")
 
+// ErrRevoked is wrapped by a gated write the store refused because its
+// time ran out before it landed, or its staging was revoked (Revoke):
+// another region took over while the writer was held up.
+var ErrRevoked = errors.New("the write was revoked before it landed")
+
 // Info describes one object.
 type Info struct {
 	Key  string
@@ -45,10 +50,38 @@ type PutOptions struct {
 	// bytes are stored where no reader sees them and just before the one
 	// step that makes the object visible (a rename, the single PUT request,
 	// CompleteMultipartUpload). An error from Gate abandons the write:
-	// nothing becomes visible and Put returns an error wrapping it. Backends
-	// do not retry a gated request on their own, so Gate always precedes
-	// the request that lands. Package fence sets it.
-	Gate func() error
+	// nothing becomes visible and Put returns an error wrapping it. Gate
+	// returns the moment after which the write must not land; a backend
+	// that can make the store refuse it then does (S3: a presigned request
+	// that expires; folders: the staging a Revoke takes away), and fails
+	// with ErrRevoked. Backends do not retry a gated request on their own.
+	// Package fence sets it.
+	Gate Gate
+}
+
+// Gate is a write's last check; see PutOptions.Gate.
+type Gate func() (until time.Time, err error)
+
+// Run calls the gate, if any.
+func (g Gate) Run() (time.Time, error) {
+	if g == nil {
+		return time.Time{}, nil
+	}
+	return g()
+}
+
+// GateDeleter is implemented by buckets that gate a delete like a Put.
+type GateDeleter interface {
+	DeleteGated(ctx context.Context, key string, gate Gate) error
+}
+
+// Revoker is implemented by buckets that can take away the writes other
+// processes have under way but not landed (a folder's staging, S3's
+// multipart uploads), so that none of them lands afterwards. It returns
+// how many it took away. A region that takes over revokes its stores
+// before it acts (package member).
+type Revoker interface {
+	Revoke(ctx context.Context) (int, error)
 }
 
 // Gated is implemented by buckets that call PutOptions.Gate themselves.
@@ -67,6 +100,22 @@ func GatesWrites(b Bucket) bool {
 // bucket they wrap (Syncer, PartPutter, Root) can be found.
 type Unwrapper interface {
 	Unwrap() Bucket
+}
+
+// Revoke revokes b's writes under way (see Revoker); a bucket that cannot
+// revokes nothing.
+func Revoke(ctx context.Context, b Bucket) (int, error) {
+	for b != nil {
+		if r, ok := b.(Revoker); ok {
+			return r.Revoke(ctx)
+		}
+		u, ok := b.(Unwrapper)
+		if !ok {
+			break
+		}
+		b = u.Unwrap()
+	}
+	return 0, nil
 }
 
 // Bucket is an object store rooted at a bucket and prefix.

@@ -116,6 +116,19 @@ type Executor struct {
 	Poll time.Duration
 	// OnChange, when set, is called after every change of the record.
 	OnChange func(*Execution)
+	// Hint is put in the commands tandem prints for a person to run next
+	// (`--config tandem.yaml`), so they can be pasted as printed.
+	Hint string
+}
+
+// Command is a command a person runs next, as it can be pasted:
+// `tandem plan retry --config F ID`.
+func (e *Executor) Command(verb string, args ...string) string {
+	parts := []string{"tandem", "plan", verb}
+	if e.Hint != "" {
+		parts = append(parts, e.Hint)
+	}
+	return "`" + strings.Join(append(parts, args...), " ") + "`"
 }
 
 const maxLog = 16 << 10
@@ -182,8 +195,8 @@ func (e *Executor) lock(ctx context.Context, x *Execution) error {
 		if err != nil {
 			return err
 		}
-		// A lock left by an execution that finished is stale.
-		if old, _, err := e.Load(ctx, cur.Execution); err == nil && (old.State == Succeeded || old.State == Canceled) {
+		// A lock left by an execution that ended is stale.
+		if old, _, err := e.Load(ctx, cur.Execution); err == nil && (old.State == Succeeded || old.State == Canceled || old.Ended != nil) {
 			if _, err := e.Lock.Save(ctx, "active.json", a, objstore.PutOptions{IfMatch: etag}); err == nil {
 				return nil
 			}
@@ -247,13 +260,28 @@ func (e *Executor) Resume(ctx context.Context, p *Plan, id string, fix func(*Exe
 		return nil, err
 	}
 	switch {
-	case x.State == Succeeded || x.State == Canceled:
-		return x, fmt.Errorf("execution %s already %s", id, x.State)
+	case x.State == Succeeded:
+		return x, fmt.Errorf("execution %s already succeeded", id)
 	case runner.Live(x.Runner):
 		return x, fmt.Errorf("execution %s is being run by %s (pid %d); cancel it or wait", id, x.Runner.Host, x.Runner.PID)
 	}
 	if err := sameSteps(p, x); err != nil {
 		return x, err
+	}
+	if x.Ended != nil {
+		// It ended (canceled, or stopped in its prechecks): continuing it
+		// takes the lock again, if no other run holds it.
+		if err := e.lock(ctx, x); err != nil {
+			return x, err
+		}
+		x.Ended = nil
+		for _, g := range x.Groups {
+			for _, s := range g.Steps {
+				if s.State == Canceled {
+					s.State = Queued
+				}
+			}
+		}
 	}
 	if fix != nil {
 		if err := fix(x); err != nil {
@@ -263,8 +291,8 @@ func (e *Executor) Resume(ctx context.Context, p *Plan, id string, fix func(*Exe
 	for _, g := range x.Groups {
 		for _, s := range g.Steps {
 			if s.State == Failed || s.State == TimedOut {
-				return x, fmt.Errorf("execution %s: step %s %s (%s): `tandem plan retry %s` runs it again, `tandem plan skip %s %s` goes on without it",
-					id, s.ID, s.State, s.Error, id, id, s.ID)
+				return x, fmt.Errorf("execution %s: step %s %s (%s): %s runs it again, %s goes on without it",
+					id, s.ID, s.State, s.Error, e.Command("retry", id), e.Command("skip", id, s.ID))
 			}
 		}
 	}
@@ -325,8 +353,8 @@ func (e *Executor) Cancel(ctx context.Context, id string) (*Execution, error) {
 	if err != nil {
 		return nil, err
 	}
-	if x.State == Succeeded || x.State == Canceled {
-		return x, fmt.Errorf("execution %s already %s", id, x.State)
+	if x.State == Succeeded || x.Ended != nil {
+		return x, fmt.Errorf("execution %s already ended (%s)", id, x.State)
 	}
 	if runner.Live(x.Runner) {
 		return x, e.setControl(ctx, id, func(c *control) { c.Cancel = true })

@@ -100,14 +100,14 @@ func (r *run) run(ctx context.Context) error {
 		wg.Wait()
 		select {
 		case <-canceled:
-			return r.finish(ctx, Canceled, "canceled by `tandem plan cancel`")
+			return r.finish(ctx, Canceled, "canceled by `tandem plan cancel`", true)
 		default:
 		}
 		if ctx.Err() != nil {
 			// Interrupted: the record stays running; resume continues.
 			r.set(func() { r.x.Runner = nil })
 			r.save(context.WithoutCancel(ctx))
-			return fmt.Errorf("execution %s interrupted: `tandem plan resume %s` continues it", r.x.ID, r.x.ID)
+			return fmt.Errorf("execution %s interrupted: %s continues it", r.x.ID, r.e.Command("resume", r.x.ID))
 		}
 		var failed []string
 		r.set(func() {
@@ -119,25 +119,34 @@ func (r *run) run(ctx context.Context) error {
 				}
 			}
 		})
+		if len(failed) > 0 && gr.Name == "prechecks" {
+			// Nothing was changed: the run ends, and stands in the way of
+			// no other plan (a failover among them).
+			msg := "prechecks failed, nothing was changed: " + strings.Join(failed, "; ")
+			r.finish(ctx, Failed, msg, true)
+			return fmt.Errorf("%w: execution %s stopped in its prechecks and ended; nothing was changed: %s. Fix the cause and run the plan again, or %s",
+				ErrStepFailed, r.x.ID, strings.Join(failed, "; "), r.e.Command("retry", r.x.ID))
+		}
 		if len(failed) > 0 {
 			msg := strings.Join(failed, "; ")
-			r.finish(ctx, Failed, msg)
-			return fmt.Errorf("%w: execution %s stopped in group %s: %s. Fix the cause, then `tandem plan retry %s`, or `tandem plan skip %s STEP`, or `tandem plan cancel %s`",
-				ErrStepFailed, r.x.ID, gr.Name, msg, r.x.ID, r.x.ID, r.x.ID)
+			r.finish(ctx, Failed, msg, false)
+			return fmt.Errorf("%w: execution %s stopped in group %s: %s. Fix the cause, then %s, or %s, or %s",
+				ErrStepFailed, r.x.ID, gr.Name, msg, r.e.Command("retry", r.x.ID), r.e.Command("skip", r.x.ID, "STEP"), r.e.Command("cancel", r.x.ID))
 		}
 		if err := r.save(ctx); err != nil {
 			return err
 		}
 	}
-	return r.finish(ctx, Succeeded, "")
+	return r.finish(ctx, Succeeded, "", true)
 }
 
-func (r *run) finish(ctx context.Context, st, msg string) error {
+// finish records the end state; with end, the run ends (the lock goes).
+func (r *run) finish(ctx context.Context, st, msg string, end bool) error {
 	ctx = context.WithoutCancel(ctx)
 	now := time.Now().UTC()
 	r.set(func() {
 		r.x.State, r.x.Error, r.x.Runner = st, msg, nil
-		if st != Failed {
+		if end {
 			r.x.Ended = &now
 		}
 		if st == Succeeded {
@@ -156,7 +165,7 @@ func (r *run) finish(ctx context.Context, st, msg string) error {
 	if err := r.save(ctx); err != nil {
 		return err
 	}
-	if st != Failed {
+	if end {
 		r.e.unlock(ctx, r.x.ID)
 	}
 	if st == Canceled {
@@ -181,7 +190,7 @@ func (r *run) step(ctx context.Context, s *Step, rec *StepRecord) {
 	if s.Pause() {
 		r.set(func() { rec.State, rec.Started = Waiting, now() })
 		r.save(ctx)
-		log.Info("waiting for approval", "approve", "tandem plan approve "+r.x.ID+" "+s.ID)
+		log.Info("waiting for approval", "approve", strings.Trim(r.e.Command("approve", r.x.ID, s.ID), "`"))
 		deadline := time.Now().Add(s.Timeout)
 		for !slices.Contains(r.e.control(ctx, r.x.ID).Approved, s.ID) {
 			if time.Now().After(deadline) {

@@ -279,7 +279,7 @@ func TestPromotion(t *testing.T) {
 	put(t, src, sample)
 	p := newPair(src, dst, true, t)
 	run(t, p)
-	prom, err := Promote(ctx, *p.State, "lake", dst.URL(), fence.DefaultGrace)
+	prom, err := Promote(ctx, *p.State, "lake", dst, fence.DefaultGrace, 0)
 	if err != nil || prom.Watermark == nil {
 		t.Fatalf("promote: %+v, %v", prom, err)
 	}
@@ -290,7 +290,7 @@ func TestPromotion(t *testing.T) {
 	if _, err := dst.Stat(ctx, "after"); !errors.Is(err, objstore.ErrNotExist) {
 		t.Fatal("a pass wrote into a promoted target")
 	}
-	again, err := Promote(ctx, *p.State, "lake", dst.URL(), fence.DefaultGrace)
+	again, err := Promote(ctx, *p.State, "lake", dst, fence.DefaultGrace, 0)
 	if err != nil || !again.At.Equal(prom.At) {
 		t.Fatalf("second promote %+v, %v", again, err)
 	}
@@ -328,7 +328,7 @@ func TestPromotionDuringPass(t *testing.T) {
 	p.Target = &blocking{Bucket: dst, st: *p.State}
 	done := make(chan error, 1)
 	go func() { _, err := p.RunOnce(ctx); done <- err }()
-	if _, err := Promote(ctx, *p.State, "lake", dst.URL(), fence.DefaultGrace); err != nil {
+	if _, err := Promote(ctx, *p.State, "lake", dst, fence.DefaultGrace, 0); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -183,12 +183,28 @@ func NotPromoted(st state.Store, target string) fence.Condition {
 
 // Promote makes the pair's target writable for good: it records the
 // promotion in the standby region, after which no pass writes into the
-// target. It returns two graces (the longest grant a pass into the target
-// holds, see fence) after the record is written, when every pass that was
-// writing has stopped, so writes made after it returns are never
-// overwritten by replication. Promoting twice keeps the first
-// record.
-func Promote(ctx context.Context, st state.Store, pair, target string, grace time.Duration) (Promotion, error) {
+// target. It returns once every pass that was writing has stopped: after
+// fence.Takeover (grace is the longest grant a pass into the target holds,
+// slack how late a write may land in it)
+// and a revoke of the target's writes under way, so writes made after it
+// returns are never overwritten by replication. Promoting again keeps the
+// first record (and waits and revokes again: a promotion killed half way
+// completes).
+func Promote(ctx context.Context, st state.Store, pair string, target objstore.Bucket, grace, slack time.Duration) (Promotion, error) {
+	prom, err := promote(ctx, st, pair, target.URL())
+	if err != nil {
+		return prom, err
+	}
+	if err := fence.Settle(ctx, grace, slack); err != nil {
+		return prom, err
+	}
+	if _, err := objstore.Revoke(ctx, target); err != nil {
+		return prom, err
+	}
+	return prom, nil
+}
+
+func promote(ctx context.Context, st state.Store, pair, target string) (Promotion, error) {
 	status, err := LoadStatus(ctx, st, pair)
 	if err != nil {
 		return Promotion{}, err
@@ -202,10 +218,10 @@ func Promote(ctx context.Context, st state.Store, pair, target string, grace tim
 		if errors.Is(err, objstore.ErrPrecondition) {
 			status, err = LoadStatus(ctx, st, pair)
 			if err == nil && status.Promotion != nil {
-				return *status.Promotion, fence.WaitFor(ctx, grace)
+				return *status.Promotion, nil
 			}
 		}
 		return Promotion{}, err
 	}
-	return prom, fence.WaitFor(ctx, grace)
+	return prom, nil
 }

@@ -15,6 +15,7 @@ import (
 	"tandem/internal/config"
 	"tandem/internal/daemon"
 	"tandem/internal/fence"
+	"tandem/internal/location"
 	"tandem/internal/member"
 	"tandem/internal/plan"
 	"tandem/internal/replicate"
@@ -68,13 +69,18 @@ func Toward(r *Replication, to string) *Replication {
 	return Reversed(r)
 }
 
-// PromoteTarget makes r's target writable (see replicate.Promote).
-func PromoteTarget(ctx context.Context, env *member.Env, r *Replication) (replicate.Promotion, error) {
-	st, err := State(ctx, env, r)
+// PromoteTarget makes r's target writable (see replicate.Promote); st is
+// its state, as the caller writes it.
+func PromoteTarget(ctx context.Context, env *member.Env, r *Replication, st state.Store) (replicate.Promotion, error) {
+	target, err := env.Open(ctx, r.To.Region, r.To.URL, true)
 	if err != nil {
 		return replicate.Promotion{}, err
 	}
-	return replicate.Promote(ctx, st, r.Name, r.To.URL, env.Grace(refKey, r.Name))
+	slack := fence.StoreSlack
+	if l, err := location.Parse(r.To.URL); err == nil && l.Scheme == "file" {
+		slack = 0
+	}
+	return replicate.Promote(ctx, st, r.Name, target, env.Grace(refKey, r.Name), slack)
 }
 
 // State is a replication's folder in its target region's state: it lives
@@ -98,7 +104,7 @@ func Open(ctx context.Context, env *member.Env, r *Replication, log *slog.Logger
 	if err != nil {
 		return nil, fmt.Errorf("replication %s: source: %w", r.Name, err)
 	}
-	dst, err := env.Open(ctx, r.To.Region, r.To.URL, false)
+	dst, err := env.Open(ctx, r.To.Region, r.To.URL, true) // a missing target folder is created, as rclone does
 	if err != nil {
 		return nil, fmt.Errorf("replication %s: target: %w", r.Name, err)
 	}
@@ -153,7 +159,7 @@ func (Kind) Do(ctx context.Context, x *member.Exec) error {
 	}
 	switch x.Step.Kind {
 	case Promote:
-		prom, err := replicate.Promote(ctx, x.ActingStore(state), in.Name, in.To.URL, x.Grace(refKey, in.Name))
+		prom, err := PromoteTarget(ctx, x.Env, in, x.ActingStore(state))
 		if err != nil {
 			return err
 		}
@@ -302,6 +308,7 @@ func (l *loop) round(ctx context.Context) time.Duration {
 	case err != nil:
 		l.said = ""
 		l.log.Error("pass failed", "err", err)
+		return min(time.Duration(l.r.Interval), 10*time.Second) // try again soon
 	default:
 		l.said = ""
 		l.log.Info("pass done", "copied", sum.Objects, "bytes", sum.Bytes, "unchanged", sum.Unchanged,

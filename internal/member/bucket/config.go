@@ -115,6 +115,13 @@ func section() config.Section {
 			}
 			return out
 		},
+		Locations: func(c *config.Config, name string) []config.Owned {
+			r, err := Find(c, name)
+			if err != nil {
+				return nil
+			}
+			return []config.Owned{{Region: r.From.Region, URL: r.From.URL}, {Region: r.To.Region, URL: r.To.URL}}
+		},
 	}
 }
 

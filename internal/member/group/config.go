@@ -160,6 +160,17 @@ func section() config.Section {
 				ck.Bad(field, "group %q is not between %s and %s", name, pg.Primary, pg.Standby)
 			}
 		},
+		Locations: func(c *config.Config, name string) []config.Owned {
+			g, err := Find(c, name)
+			if err != nil {
+				return nil
+			}
+			var out []config.Owned
+			for _, t := range g.Tables {
+				out = append(out, config.Owned{Region: g.From, URL: t.From}, config.Owned{Region: g.To, URL: t.To})
+			}
+			return out
+		},
 		Owned: func(c *config.Config, v any) []config.Owned {
 			var out []config.Owned
 			for _, g := range *v.(*[]Group) {

@@ -16,9 +16,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -45,6 +48,9 @@ type Bucket struct {
 	mu    sync.Mutex
 	dirty map[string]bool // directories with renames not yet synced
 
+	stageMu sync.Mutex
+	stage   string // staging folder (see stageDir)
+
 	queueMu sync.Mutex
 	queue   []*commit  // temporary files waiting for the next group sync
 	leader  sync.Mutex // held by the Put that syncs a group
@@ -53,7 +59,7 @@ type Bucket struct {
 // commit is a plain Put waiting for its group's sync and rename.
 type commit struct {
 	tmp, final string
-	gate       func() error // nil: none
+	gate       objstore.Gate // nil: none
 	done       chan error
 }
 
@@ -63,6 +69,8 @@ var (
 	_ objstore.Syncer        = (*Bucket)(nil)
 	_ objstore.InFlighter    = (*Bucket)(nil)
 	_ objstore.Gated         = (*Bucket)(nil)
+	_ objstore.GateDeleter   = (*Bucket)(nil)
+	_ objstore.Revoker       = (*Bucket)(nil)
 )
 
 // Open returns the folder at root. The folder must exist unless create is
@@ -100,14 +108,6 @@ func (b *Bucket) KeepsModTime() bool { return true }
 // GatesWrites: PutOptions.Gate is called just before the rename or link
 // that makes a file visible.
 func (b *Bucket) GatesWrites() bool { return true }
-
-// runGate runs opts.Gate, if any.
-func runGate(opts objstore.PutOptions) error {
-	if opts.Gate == nil {
-		return nil
-	}
-	return opts.Gate()
-}
 
 // InFlight is the number of Puts worth running at once: a group commit costs
 // one filesystem sync whatever its size, so more waiting Puts mean fewer
@@ -296,12 +296,7 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 		return objstore.Info{}, err
 	}
 	dir := filepath.Dir(p)
-	tmp, err := os.CreateTemp(dir, Reserved+"tmp-*")
-	if errors.Is(err, fs.ErrNotExist) {
-		if err = os.MkdirAll(dir, 0o755); err == nil {
-			tmp, err = os.CreateTemp(dir, Reserved+"tmp-*")
-		}
-	}
+	tmp, err := b.createTemp()
 	if err != nil {
 		return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
 	}
@@ -335,6 +330,14 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = os.MkdirAll(dir, 0o755)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, serr := os.Lstat(tmpName); errors.Is(serr, fs.ErrNotExist) {
+			err = fmt.Errorf("its staging was revoked: another region took over while it was held up: %w", objstore.ErrRevoked)
+		}
+	}
 	if err != nil {
 		return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
 	}
@@ -342,10 +345,10 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 	switch {
 	case opts.IfAbsent:
 		// link(2) fails with EEXIST if the name exists, atomically.
-		if err := runGate(opts); err != nil {
+		if _, err := opts.Gate.Run(); err != nil {
 			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
 		}
-		if err := os.Link(tmpName, p); err != nil {
+		if err := place(os.Link, tmpName, p); err != nil {
 			if errors.Is(err, fs.ErrExist) {
 				return objstore.Info{}, fmt.Errorf("put %s in %s: object exists: %w", key, b.URL(), objstore.ErrPrecondition)
 			}
@@ -364,10 +367,10 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 		if err != nil {
 			return objstore.Info{}, err
 		}
-		if err := runGate(opts); err != nil {
+		if _, err := opts.Gate.Run(); err != nil {
 			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
 		}
-		if err := os.Rename(tmpName, p); err != nil {
+		if err := place(os.Rename, tmpName, p); err != nil {
 			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
 		}
 	default:
@@ -389,10 +392,28 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 	return info(key, fi), nil
 }
 
+// place moves (rename) or links a staged file into place. A staged file
+// that is gone was revoked (its staging folder taken away by a Revoke): the
+// write fails with ErrRevoked. A destination folder removed meanwhile (a
+// delete emptied it) is made again.
+func place(op func(from, to string) error, staged, final string) error {
+	err := op(staged, final)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if _, serr := os.Lstat(staged); errors.Is(serr, fs.ErrNotExist) {
+		return fmt.Errorf("its staging was revoked: another region took over while it was held up: %w", objstore.ErrRevoked)
+	}
+	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+		return err
+	}
+	return op(staged, final)
+}
+
 // groupCommit makes tmp's data durable and renames it to final. Puts that
 // arrive while a group is syncing form the next group; the first of them to
 // take the leader lock syncs the filesystem once for all and renames them.
-func (b *Bucket) groupCommit(tmp, final string, gate func() error) error {
+func (b *Bucket) groupCommit(tmp, final string, gate objstore.Gate) error {
 	c := &commit{tmp: tmp, final: final, gate: gate, done: make(chan error, 1)}
 	b.queueMu.Lock()
 	b.queue = append(b.queue, c)
@@ -412,11 +433,11 @@ func (b *Bucket) groupCommit(tmp, final string, gate func() error) error {
 	err := b.syncfs()
 	for _, g := range group {
 		gerr := err
-		if gerr == nil && g.gate != nil {
-			gerr = g.gate()
+		if gerr == nil {
+			_, gerr = g.gate.Run()
 		}
 		if gerr == nil {
-			gerr = os.Rename(g.tmp, g.final)
+			gerr = place(os.Rename, g.tmp, g.final)
 		}
 		if gerr == nil {
 			b.mu.Lock()
@@ -481,11 +502,23 @@ func syncDir(dir string) error {
 }
 
 func (b *Bucket) Delete(ctx context.Context, key string) error {
+	return b.DeleteGated(ctx, key, nil)
+}
+
+// DeleteGated deletes like a staged write: the object is moved into the
+// staging folder after the gate passed, then removed, so a delete held up
+// past a Revoke removes nothing.
+func (b *Bucket) DeleteGated(ctx context.Context, key string, gate objstore.Gate) error {
 	p, err := b.path(key)
 	if err != nil {
 		return err
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if gate == nil {
+		err = os.Remove(p)
+	} else {
+		err = b.deleteStaged(p, gate)
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete %s in %s: %w", key, b.URL(), err)
 	}
 	// Remove folders left empty, up to the root, so that listings stay
@@ -496,6 +529,113 @@ func (b *Bucket) Delete(ctx context.Context, key string) error {
 		}
 	}
 	return nil
+}
+
+func (b *Bucket) deleteStaged(p string, gate objstore.Gate) error {
+	if _, err := os.Lstat(p); err != nil {
+		return err
+	}
+	stage, err := b.stageDir(false)
+	if err != nil {
+		return err
+	}
+	if _, err := gate.Run(); err != nil {
+		return err
+	}
+	doomed := filepath.Join(stage, "del-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	if err := os.Rename(p, doomed); err != nil {
+		if _, serr := os.Lstat(p); errors.Is(err, fs.ErrNotExist) && serr == nil {
+			return fmt.Errorf("its staging was revoked: another region took over while it was held up: %w", objstore.ErrRevoked)
+		}
+		return err
+	}
+	return os.Remove(doomed)
+}
+
+// Staging: every write is first a file in the bucket's staging folder,
+// .tandem-stage-HOST-PID-N at the root, then renamed or linked into place.
+// A Revoke renames other processes' staging folders away, so a write that
+// passed its gate but was held up (a paused process) can no longer land.
+
+const stagePrefix = Reserved + "stage-"
+
+var stageSeq atomic.Int64
+
+// stageDir is the bucket's staging folder, made when first needed; with
+// renew (a Revoke took it away), a new one.
+func (b *Bucket) stageDir(renew bool) (string, error) {
+	b.stageMu.Lock()
+	defer b.stageMu.Unlock()
+	if b.stage != "" && !renew {
+		return b.stage, nil
+	}
+	host, _ := os.Hostname()
+	dir := filepath.Join(b.root, fmt.Sprintf("%s%s-%d-%d", stagePrefix, sanitize(host), os.Getpid(), stageSeq.Add(1)))
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", err
+	}
+	b.stage = dir
+	return dir, nil
+}
+
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '-' || r == '/' || r == 0 {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+// createTemp makes a staged file; a staging folder revoked meanwhile is
+// made again.
+func (b *Bucket) createTemp() (*os.File, error) {
+	for attempt := 0; ; attempt++ {
+		dir, err := b.stageDir(attempt > 0)
+		if err != nil {
+			return nil, err
+		}
+		f, err := os.CreateTemp(dir, "tmp-*")
+		if errors.Is(err, fs.ErrNotExist) && attempt == 0 {
+			continue
+		}
+		return f, err
+	}
+}
+
+// Revoke takes away every staging folder in the root but this Bucket's
+// own (other processes', other handles', those of processes gone), so that
+// none of their writes under way lands, and removes them with what they
+// held. It returns how many staged files it took away.
+func (b *Bucket) Revoke(ctx context.Context) (int, error) {
+	ents, err := os.ReadDir(b.root)
+	if err != nil {
+		return 0, fmt.Errorf("revoke staged writes in %s: %w", b.URL(), err)
+	}
+	b.stageMu.Lock()
+	own := filepath.Base(b.stage)
+	b.stageMu.Unlock()
+	n := 0
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasPrefix(name, stagePrefix) || name == own {
+			continue
+		}
+		gone := filepath.Join(b.root, Reserved+"revoked-"+strings.TrimPrefix(name, stagePrefix))
+		if err := os.Rename(filepath.Join(b.root, name), gone); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return n, fmt.Errorf("revoke staged writes in %s: %w", b.URL(), err)
+		}
+		if staged, err := os.ReadDir(gone); err == nil {
+			n += len(staged)
+		}
+		if err := os.RemoveAll(gone); err != nil {
+			return n, fmt.Errorf("remove revoked writes in %s: %w", b.URL(), err)
+		}
+	}
+	return n, syncDir(b.root)
 }
 
 // contextReader stops a long copy when the context is canceled.

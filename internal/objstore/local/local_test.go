@@ -26,6 +26,21 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+func TestRevoke(t *testing.T) {
+	storetest.RunRevoke(t, func(t *testing.T) (objstore.Bucket, objstore.Bucket) {
+		dir := t.TempDir()
+		w, err := local.Open(dir, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := local.Open(dir, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w, r
+	}, false)
+}
+
 // TestCompareAndSwapAcrossProcesses runs increments from several processes
 // (this test binary, re-executed) against one folder.
 func TestCompareAndSwapAcrossProcesses(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -46,16 +47,21 @@ type Options struct {
 
 // Bucket is a bucket and key prefix on an S3-compatible service.
 type Bucket struct {
-	client *s3.Client
-	bucket string
-	prefix string // "" or ending in "/"
-	url    string
+	client  *s3.Client
+	presign *s3.PresignClient
+	http    *awshttp.BuildableClient
+	bucket  string
+	prefix  string // "" or ending in "/"
+	url     string
+	uploads sync.Map // upload ids of this handle's multipart uploads under way
 }
 
 var (
-	_ objstore.Bucket     = (*Bucket)(nil)
-	_ objstore.PartPutter = (*Bucket)(nil)
-	_ objstore.Gated      = (*Bucket)(nil)
+	_ objstore.Bucket      = (*Bucket)(nil)
+	_ objstore.PartPutter  = (*Bucket)(nil)
+	_ objstore.Gated       = (*Bucket)(nil)
+	_ objstore.GateDeleter = (*Bucket)(nil)
+	_ objstore.Revoker     = (*Bucket)(nil)
 )
 
 // Open connects to bucket and checks, with one HeadBucket request, that it
@@ -64,7 +70,7 @@ func Open(ctx context.Context, bucket, prefix string, o Options) (*Bucket, error
 	if prefix != "" && !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
-	b := &Bucket{bucket: bucket, prefix: prefix, url: "s3://" + bucket + "/" + prefix}
+	b := &Bucket{bucket: bucket, prefix: prefix, url: "s3://" + bucket + "/" + prefix, http: httpClient()}
 	region := o.Region
 	if region == "" {
 		region = "us-east-1"
@@ -81,7 +87,7 @@ func Open(ctx context.Context, bucket, prefix string, o Options) (*Bucket, error
 				so.MaxBackoff = 2 * time.Second
 			})
 		}),
-		awsconfig.WithHTTPClient(httpClient()),
+		awsconfig.WithHTTPClient(b.http),
 	}
 	if o.Profile != "" {
 		loadOpts = append(loadOpts, awsconfig.WithSharedConfigProfile(o.Profile))
@@ -104,6 +110,7 @@ func Open(ctx context.Context, bucket, prefix string, o Options) (*Bucket, error
 		so.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		so.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
+	b.presign = s3.NewPresignClient(b.client)
 	if _, err := b.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &b.bucket}); err != nil {
 		return nil, b.openErr(o.Endpoint, err)
 	}
@@ -260,15 +267,10 @@ func seekable(r io.Reader, size int64) (io.ReadSeeker, int64, error) {
 }
 
 // GatesWrites: PutOptions.Gate is called just before the request that makes
-// an object visible (PutObject, CompleteMultipartUpload).
+// an object visible (PutObject, CompleteMultipartUpload). A gated PutObject
+// and delete are sent presigned, expiring when the gate's grant ends; a
+// gated multipart upload can be taken away by Revoke.
 func (b *Bucket) GatesWrites() bool { return true }
-
-func runGate(opts objstore.PutOptions) error {
-	if opts.Gate == nil {
-		return nil
-	}
-	return opts.Gate()
-}
 
 // once turns off the SDK's own retries of a gated request: a retry would
 // land after its gate, perhaps long after. Callers retry with a new gate.
@@ -296,21 +298,159 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 		return objstore.Info{}, fmt.Errorf("put %s in %s: read source: %w", key, b.url, err)
 	}
 	ifNoneMatch, ifMatch := conditions(opts)
-	if err := runGate(opts); err != nil {
-		return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.url, err)
-	}
-	out, err := b.client.PutObject(ctx, &s3.PutObjectInput{
+	in := &s3.PutObjectInput{
 		Bucket:        &b.bucket,
 		Key:           aws.String(b.prefix + key),
 		Body:          body,
 		ContentLength: aws.Int64(n),
 		IfNoneMatch:   ifNoneMatch,
 		IfMatch:       ifMatch,
-	}, once(opts))
+	}
+	if ra, ok := body.(io.ReaderAt); ok && opts.Gate != nil && n > gatedSingleMax {
+		// A large gated object goes up in parts: the step that makes it
+		// visible is then a small request that a Revoke can stop.
+		open := func(ctx context.Context, off, size int64) (io.ReadCloser, error) {
+			return io.NopCloser(io.NewSectionReader(ra, off, size)), nil
+		}
+		return b.PutParts(ctx, key, n, DefaultGatedPart, 4, open, opts)
+	}
+	if opts.Gate != nil {
+		until, err := opts.Gate.Run()
+		var signed presigned
+		if err == nil {
+			signed, err = signUntil(until)
+		}
+		if err != nil {
+			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.url, err)
+		}
+		// The request is presigned to expire when the grant ends: the
+		// server refuses it if it arrives later (a paused writer).
+		in.Body = nil
+		pr, err := b.presign.PresignPutObject(ctx, in, signed.options)
+		if err != nil {
+			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.url, err)
+		}
+		resp, err := b.sendPresigned(ctx, pr.Method, pr.URL, pr.SignedHeader, body, n)
+		if err != nil {
+			return objstore.Info{}, b.putErr(key, opts, err)
+		}
+		return objstore.Info{Key: key, Size: n, ETag: strings.Trim(resp.Header.Get("ETag"), `"`)}, nil
+	}
+	out, err := b.client.PutObject(ctx, in)
 	if err != nil {
 		return objstore.Info{}, b.putErr(key, opts, err)
 	}
 	return objstore.Info{Key: key, Size: n, ETag: trimETag(out.ETag)}, nil
+}
+
+// presigned signs a request with a signing time taken at once after the
+// gate, and an expiry so that the server refuses it after the grant ends,
+// until: SigV4 counts whole seconds from the signing time truncated to the
+// second, so it expires within a second after until. However long the
+// writer is held up afterwards, the request's deadline stays.
+type presigned struct {
+	options func(*s3.PresignOptions)
+}
+
+func signUntil(until time.Time) (presigned, error) {
+	at := time.Now()
+	if until.IsZero() {
+		until = at.Add(time.Second)
+	}
+	if !at.Before(until) {
+		return presigned{}, fmt.Errorf("its grant ended before it was sent: %w", objstore.ErrRevoked)
+	}
+	secs := int64(until.Sub(at.Truncate(time.Second))/time.Second) + 1
+	signer := v4.NewSigner(func(so *v4.SignerOptions) { so.DisableURIPathEscaping = true })
+	return presigned{options: func(o *s3.PresignOptions) {
+		o.Presigner = signedAt{signer, at}
+		o.Expires = time.Duration(secs) * time.Second
+	}}, nil
+}
+
+// signedAt signs at a fixed time.
+type signedAt struct {
+	s  *v4.Signer
+	at time.Time
+}
+
+func (s signedAt) PresignHTTP(ctx context.Context, creds aws.Credentials, r *http.Request, payloadHash, service, region string, _ time.Time, optFns ...func(*v4.SignerOptions)) (string, http.Header, error) {
+	return s.s.PresignHTTP(ctx, creds, r, payloadHash, service, region, s.at, optFns...)
+}
+
+// Gated objects larger than gatedSingleMax go up in parts of
+// DefaultGatedPart: a single PUT whose upload is held up in the middle of
+// its body would land when it resumes (the server checks the signature's
+// time when the request starts), an upload's completion can be revoked.
+const (
+	gatedSingleMax   = 8 << 20
+	DefaultGatedPart = 8 << 20
+)
+
+// beforeSend, in tests, holds a presigned request up before it is sent.
+var beforeSend func()
+
+// Slack is how long after its grant ends a gated request may still land:
+// the server's expiry of a presigned request counts whole seconds.
+const Slack = time.Second
+
+// apiError is an S3 error answer to a presigned request.
+type apiError struct {
+	status        int
+	Code, Message string
+}
+
+func (e *apiError) Error() string                 { return fmt.Sprintf("%d %s: %s", e.status, e.Code, e.Message) }
+func (e *apiError) ErrorCode() string             { return e.Code }
+func (e *apiError) ErrorMessage() string          { return e.Message }
+func (e *apiError) ErrorFault() smithy.ErrorFault { return smithy.FaultUnknown }
+func (e *apiError) HTTPStatusCode() int           { return e.status }
+
+// sendPresigned sends a presigned request. An expired one fails with
+// objstore.ErrRevoked; other errors carry the S3 code and status.
+func (b *Bucket) sendPresigned(ctx context.Context, method, url string, header http.Header, body io.ReadSeeker, n int64) (*http.Response, error) {
+	if beforeSend != nil {
+		beforeSend()
+	}
+	var rd io.Reader = http.NoBody
+	if body != nil && n > 0 {
+		rd = body
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range header {
+		if !strings.EqualFold(k, "host") {
+			req.Header[k] = v
+		}
+	}
+	req.ContentLength = n
+	resp, err := b.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 == 2 {
+		io.Copy(io.Discard, resp.Body)
+		return resp, nil
+	}
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	ae := &apiError{status: resp.StatusCode}
+	if i := bytes.Index(data, []byte("<Code>")); i >= 0 {
+		if j := bytes.Index(data[i:], []byte("</Code>")); j > 0 {
+			ae.Code = string(data[i+6 : i+j])
+		}
+	}
+	if i := bytes.Index(data, []byte("<Message>")); i >= 0 {
+		if j := bytes.Index(data[i:], []byte("</Message>")); j > 0 {
+			ae.Message = string(data[i+9 : i+j])
+		}
+	}
+	if resp.StatusCode == http.StatusForbidden && strings.Contains(strings.ToLower(ae.Message), "expired") {
+		return nil, fmt.Errorf("its time ran out before it reached the store (%s): %w", ae.Message, objstore.ErrRevoked)
+	}
+	return nil, ae
 }
 
 // PutParts uploads size bytes as a multipart upload with up to concurrency
@@ -331,6 +471,8 @@ func (b *Bucket) PutParts(ctx context.Context, key string, size, partSize int64,
 		return objstore.Info{}, b.wrap("put", key, err)
 	}
 	uploadID := created.UploadId
+	b.uploads.Store(*uploadID, true)
+	defer b.uploads.Delete(*uploadID)
 	abort := func() {
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
@@ -375,7 +517,7 @@ func (b *Bucket) PutParts(ctx context.Context, key string, size, partSize int64,
 	}
 	sort.Slice(parts, func(i, j int) bool { return *parts[i].PartNumber < *parts[j].PartNumber })
 	ifNoneMatch, ifMatch := conditions(opts)
-	if err := runGate(opts); err != nil {
+	if _, err := opts.Gate.Run(); err != nil {
 		abort()
 		return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.url, err)
 	}
@@ -389,6 +531,9 @@ func (b *Bucket) PutParts(ctx context.Context, key string, size, partSize int64,
 	}, once(opts))
 	if err != nil {
 		abort()
+		if code(err) == "NoSuchUpload" && opts.Gate != nil {
+			return objstore.Info{}, fmt.Errorf("put %s in %s: its upload was aborted: another region took over while it was held up: %w", key, b.url, objstore.ErrRevoked)
+		}
 		return objstore.Info{}, b.putErr(key, opts, err)
 	}
 	return objstore.Info{Key: key, Size: size, ETag: trimETag(out.ETag)}, nil
@@ -413,6 +558,56 @@ func (b *Bucket) uploadPart(ctx context.Context, key, uploadID *string, num int3
 		return nil, err
 	}
 	return out.ETag, nil
+}
+
+// DeleteGated sends the delete presigned, expiring when the gate's grant
+// ends.
+func (b *Bucket) DeleteGated(ctx context.Context, key string, gate objstore.Gate) error {
+	if gate == nil {
+		return b.Delete(ctx, key)
+	}
+	until, err := gate.Run()
+	var signed presigned
+	if err == nil {
+		signed, err = signUntil(until)
+	}
+	if err != nil {
+		return fmt.Errorf("delete %s in %s: %w", key, b.url, err)
+	}
+	pr, err := b.presign.PresignDeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &b.bucket, Key: aws.String(b.prefix + key)}, signed.options)
+	if err != nil {
+		return fmt.Errorf("delete %s in %s: %w", key, b.url, err)
+	}
+	if _, err := b.sendPresigned(ctx, pr.Method, pr.URL, pr.SignedHeader, nil, 0); err != nil && !errors.Is(b.wrap("delete", key, err), objstore.ErrNotExist) {
+		return b.wrap("delete", key, err)
+	}
+	return nil
+}
+
+// Revoke aborts every multipart upload under the prefix but this handle's
+// own: a gated upload held up past it cannot complete.
+func (b *Bucket) Revoke(ctx context.Context) (int, error) {
+	n := 0
+	in := &s3.ListMultipartUploadsInput{Bucket: &b.bucket, Prefix: aws.String(b.prefix)}
+	for {
+		out, err := b.client.ListMultipartUploads(ctx, in)
+		if err != nil {
+			return n, fmt.Errorf("revoke uploads in %s: %w", b.url, err)
+		}
+		for _, u := range out.Uploads {
+			if _, own := b.uploads.Load(aws.ToString(u.UploadId)); own {
+				continue
+			}
+			if _, err := b.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &b.bucket, Key: u.Key, UploadId: u.UploadId}); err != nil && code(err) != "NoSuchUpload" {
+				return n, fmt.Errorf("revoke upload of %s in %s: %w", aws.ToString(u.Key), b.url, err)
+			}
+			n++
+		}
+		if !aws.ToBool(out.IsTruncated) {
+			return n, nil
+		}
+		in.KeyMarker, in.UploadIdMarker = out.NextKeyMarker, out.NextUploadIdMarker
+	}
 }
 
 func (b *Bucket) Delete(ctx context.Context, key string) error {

@@ -2,7 +2,10 @@ package s3_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
+	"time"
 
 	"tandem/internal/objstore"
 	s3store "tandem/internal/objstore/s3"
@@ -19,4 +22,59 @@ func TestConformance(t *testing.T) {
 		}
 		return b
 	})
+}
+
+func TestRevoke(t *testing.T) {
+	srv := s3test.Shared(t)
+	storetest.RunRevoke(t, func(t *testing.T) (objstore.Bucket, objstore.Bucket) {
+		name := srv.NewBucket(t)
+		w, err := s3store.Open(context.Background(), name, "p", srv.Options())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := s3store.Open(context.Background(), name, "p", srv.Options())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w, r
+	}, true)
+}
+
+// TestGatedRequestExpires: a gated PUT or delete that reaches the server
+// after its grant ended (plus the server's whole-second slack) is refused
+// by the server.
+func TestGatedRequestExpires(t *testing.T) {
+	srv := s3test.Shared(t)
+	b, err := s3store.Open(context.Background(), srv.NewBucket(t), "", srv.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	grant := func() (time.Time, error) { return time.Now().Add(100 * time.Millisecond), nil }
+	// Paused after it was signed, before it was sent: the server refuses.
+	s3store.HoldBeforeSend(func() { time.Sleep(100*time.Millisecond + s3store.Slack + 100*time.Millisecond) })
+	_, err = b.Put(ctx, "k", strings.NewReader("x"), 1, objstore.PutOptions{Gate: grant})
+	s3store.HoldBeforeSend(nil)
+	if !errors.Is(err, objstore.ErrRevoked) {
+		t.Fatalf("a late PUT: %v, want ErrRevoked", err)
+	}
+	if _, err := b.Stat(ctx, "k"); !errors.Is(err, objstore.ErrNotExist) {
+		t.Fatalf("a late PUT landed: %v", err)
+	}
+	ok := func() (time.Time, error) { return time.Now().Add(time.Second), nil }
+	if _, err := b.Put(ctx, "k", strings.NewReader("x"), 1, objstore.PutOptions{Gate: ok, IfAbsent: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Put(ctx, "k", strings.NewReader("y"), 1, objstore.PutOptions{Gate: ok, IfAbsent: true}); !errors.Is(err, objstore.ErrPrecondition) {
+		t.Fatalf("a presigned If-None-Match PUT over an object: %v", err)
+	}
+	s3store.HoldBeforeSend(func() { time.Sleep(100*time.Millisecond + s3store.Slack + 100*time.Millisecond) })
+	err = b.DeleteGated(ctx, "k", grant)
+	s3store.HoldBeforeSend(nil)
+	if !errors.Is(err, objstore.ErrRevoked) {
+		t.Fatalf("a late delete: %v", err)
+	}
+	if _, err := b.Stat(ctx, "k"); err != nil {
+		t.Fatalf("a late delete removed the object: %v", err)
+	}
 }

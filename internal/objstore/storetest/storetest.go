@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"tandem/internal/objstore"
 )
@@ -284,12 +285,12 @@ func Run(t *testing.T, newBucket func(t *testing.T) objstore.Bucket) {
 			{"overwrite", "old", objstore.PutOptions{}},
 		} {
 			calls := 0
-			c.opts.Gate = func() error { calls++; return refuse }
+			c.opts.Gate = func() (time.Time, error) { calls++; return time.Time{}, refuse }
 			_, err := b.Put(ctx, c.key, strings.NewReader("v2"), 2, c.opts)
 			if !errors.Is(err, refuse) || calls != 1 {
 				t.Fatalf("%s: Put with a refusing gate = %v after %d calls; want the gate's error after 1", c.name, err, calls)
 			}
-			c.opts.Gate = func() error { calls++; return nil }
+			c.opts.Gate = func() (time.Time, error) { calls++; return time.Now().Add(time.Minute), nil }
 			if c.name == "if-match" || c.name == "overwrite" {
 				expectContent(t, b, "old", "v1")
 				continue
@@ -314,7 +315,7 @@ func Run(t *testing.T, newBucket func(t *testing.T) objstore.Bucket) {
 			return io.NopCloser(bytes.NewReader(data[off : off+n])), nil
 		}
 		calls := 0
-		_, err := pp.PutParts(ctx, "big", int64(len(data)), 5<<20, 2, open, objstore.PutOptions{Gate: func() error { calls++; return refuse }})
+		_, err := pp.PutParts(ctx, "big", int64(len(data)), 5<<20, 2, open, objstore.PutOptions{Gate: func() (time.Time, error) { calls++; return time.Time{}, refuse }})
 		if !errors.Is(err, refuse) || calls != 1 {
 			t.Fatalf("PutParts with a refusing gate = %v after %d calls", err, calls)
 		}
@@ -366,6 +367,63 @@ func Run(t *testing.T, newBucket func(t *testing.T) objstore.Bucket) {
 			t.Fatalf("a failed PutParts left an object: %v", err)
 		}
 	})
+}
+
+// RunRevoke checks that a gated write held up between its gate and its
+// landing lands nothing once another handle revoked the store's writes
+// under way, and that the writer's next write works. newPair returns two
+// handles on one empty location: the writer and the revoker. large says
+// the backend's revocable writes are multipart uploads (S3): the held-up
+// write is then one.
+func RunRevoke(t *testing.T, newPair func(t *testing.T) (writer, revoker objstore.Bucket), large bool) {
+	ctx := context.Background()
+	w, r := newPair(t)
+	held, release := make(chan struct{}), make(chan struct{})
+	gate := func() (time.Time, error) {
+		close(held)
+		<-release // the writer is paused here, past its check
+		return time.Now().Add(time.Minute), nil
+	}
+	data := []byte("held up")
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		if pp, ok := w.(objstore.PartPutter); ok && large {
+			big := make([]byte, 6<<20)
+			open := func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+				return io.NopCloser(bytes.NewReader(big[off : off+n])), nil
+			}
+			_, err = pp.PutParts(ctx, "held", int64(len(big)), 5<<20, 2, open, objstore.PutOptions{Gate: gate})
+		} else {
+			_, err = w.Put(ctx, "held", bytes.NewReader(data), int64(len(data)), objstore.PutOptions{Gate: gate})
+		}
+		done <- err
+	}()
+	<-held
+	n, err := objstore.Revoke(ctx, r)
+	if err != nil || n < 1 {
+		t.Fatalf("Revoke = %d, %v; want the held-up write taken away", n, err)
+	}
+	close(release)
+	if err := <-done; !errors.Is(err, objstore.ErrRevoked) {
+		t.Fatalf("a write held up past a Revoke = %v, want ErrRevoked", err)
+	}
+	if _, err := r.Stat(ctx, "held"); !errors.Is(err, objstore.ErrNotExist) {
+		t.Fatalf("a revoked write landed: %v", err)
+	}
+	// The writer goes on (a legitimate writer after a revoke it survived).
+	ok := func() (time.Time, error) { return time.Now().Add(time.Minute), nil }
+	if _, err := w.Put(ctx, "after", bytes.NewReader(data), int64(len(data)), objstore.PutOptions{Gate: ok}); err != nil {
+		t.Fatalf("a write after the Revoke: %v", err)
+	}
+	if gd, isGD := w.(objstore.GateDeleter); isGD {
+		if err := gd.DeleteGated(ctx, "after", ok); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Stat(ctx, "after"); !errors.Is(err, objstore.ErrNotExist) {
+			t.Fatalf("a gated delete left the object: %v", err)
+		}
+	}
 }
 
 // Increment adds one to a decimal counter object by compare-and-swap,

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRecordsSayWhatHappened: a pass killed with -9 shows as interrupted
+// in status at once (not running until the next pass); with delete off,
+// the source's deletes that stay in the target are counted and shown.
+func TestRecordsSayWhatHappened(t *testing.T) {
+	dir, cfg := eastWest(t, "")
+	for i := range 3000 {
+		writeFile(t, filepath.Join(dir, fmt.Sprintf("east/lake/d/%04d.csv", i)), "x")
+	}
+	run := expecter(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "--", "replicate", "--config", cfg, "lake")
+	cmd.Env = append(os.Environ(), "TANDEM_MAIN=1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the pass never started", func() bool {
+		data, err := os.ReadFile(filepath.Join(dir, "west/.tandem/replication/lake/status.json"))
+		return err == nil && strings.Contains(string(data), `"running"`)
+	})
+	cmd.Process.Kill()
+	cmd.Wait()
+	out := run(4, "replication lake: interrupted", "status", "--config", cfg)
+	if !strings.Contains(out, "INTERRUPTED a pass started") || !strings.Contains(out, "stopped without finishing") {
+		t.Fatalf("status after a killed pass:\n%s", out)
+	}
+	var doc struct {
+		Replication []struct {
+			Health string `json:"health"`
+		} `json:"replication"`
+		Attention bool `json:"attention"`
+	}
+	json.NewDecoder(strings.NewReader(run(4, "", "status", "--config", cfg, "--json"))).Decode(&doc)
+	if len(doc.Replication) != 1 || doc.Replication[0].Health != "interrupted" || !doc.Attention {
+		t.Fatalf("status --json after a killed pass: %+v", doc)
+	}
+	run(0, "copied", "replicate", "--config", cfg, "lake") // the next pass converges
+	run(0, "replication lake: ok", "status", "--config", cfg)
+
+	// Deletes in the source are not applied (delete is off): counted.
+	for i := range 5 {
+		os.Remove(filepath.Join(dir, fmt.Sprintf("east/lake/d/%04d.csv", i)))
+	}
+	run(0, "copied    0 objects", "replicate", "--config", cfg, "lake")
+	out = run(0, "replication lake: ok", "status", "--config", cfg)
+	if !strings.Contains(out, "5 objects deleted in the source are still in the target (delete: false)") {
+		t.Fatalf("pending deletes are not shown:\n%s", out)
+	}
+}
+
+// TestSecondServeWaits: a second serve for the same region waits, saying
+// so, while the first one runs; it takes over once the first one stops.
+func TestSecondServeWaits(t *testing.T) {
+	dir, cfg := eastWest(t, `
+protection_groups:
+  - {name: lakehouse, primary: east, standby: west, replications: [lake], lease_ttl: 1s}
+`)
+	first := startServe(t, cfg, "east")
+	waitFor(t, "the first serve did not take the lease", leaseIs(dir, "east"))
+	second := startServe(t, cfg, "east")
+	waitFor(t, "the second serve did not say it waits", func() bool {
+		return strings.Contains(second.out.String(), "another tandem serve acts for this region; waiting until it stops")
+	})
+	if strings.Contains(second.out.String(), "pass done") {
+		t.Fatalf("the second serve copied while the first ran:\n%s", second.out.String())
+	}
+	first.kill()
+	writeFile(t, filepath.Join(dir, "east/lake/later.csv"), "l")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "west/lake/later.csv")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the second serve did not take over once the first was gone:\n%s", second.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestWitnessUnreachable: a writer that cannot read the witness writes
+// nothing, says why, and loses nothing: the next pass, with the witness
+// back, copies everything.
+func TestWitnessUnreachable(t *testing.T) {
+	dir, cfg := eastWest(t, `
+protection_groups:
+  - {name: lakehouse, primary: east, standby: west, replications: [lake]}
+`)
+	run := expecter(t)
+	run(0, "held by east", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "east")
+	// The witness goes away (an unmounted share, a region down).
+	if err := os.Rename(filepath.Join(dir, "witness"), filepath.Join(dir, "witness.gone")); err != nil {
+		t.Fatal(err)
+	}
+	out := run(1, "the witness, which holds the region leases, cannot be opened", "replicate", "--config", cfg, "lake")
+	if _, err := os.Stat(filepath.Join(dir, "west/lake/a.csv")); !os.IsNotExist(err) {
+		t.Fatalf("a pass without the witness wrote into the target:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "witness")); !os.IsNotExist(err) {
+		t.Fatal("a writer made an empty witness, in which no lease was ever taken")
+	}
+	os.Rename(filepath.Join(dir, "witness.gone"), filepath.Join(dir, "witness"))
+	run(0, "copied    1 objects", "replicate", "--config", cfg, "lake")
+}
