@@ -59,7 +59,7 @@ func runPromote(ctx context.Context, o promoteOptions, target string, w io.Write
 	if err != nil {
 		return err
 	}
-	prom, err := bucket.PromoteTarget(ctx, env, r, st)
+	prom, err := bucket.PromoteTarget(ctx, env, r, st, false)
 	if err != nil {
 		return err
 	}

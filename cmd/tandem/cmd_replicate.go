@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tandem/internal/location"
+	"tandem/internal/member"
 	"tandem/internal/member/bucket"
 	"tandem/internal/replicate"
 	"tandem/internal/state"
@@ -153,15 +154,4 @@ func printSummary(w io.Writer, s replicate.Summary) {
 	}
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func humanBytes(n int64) string { return member.Bytes(n) }

@@ -329,6 +329,9 @@ aliases point back, and the workflow runs in the primary.`)
 	if err := demoQuery(ctx, string(a.DSN["primary"]), "gold", w); err != nil {
 		return err
 	}
+	if _, err := waitPassive(ctx, env, "standby"); err != nil { // its serve pauses it there
+		return err
+	}
 	fmt.Fprintln(w, "\nReplication and group syncs run from the primary again (as 'tandem serve' would):")
 	if err := runReplicate(ctx, replicateOptions{config: cfgPath}, []string{"lake"}, io.Discard); err != nil {
 		return err

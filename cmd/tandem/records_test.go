@@ -113,3 +113,75 @@ protection_groups:
 	os.Rename(filepath.Join(dir, "witness.gone"), filepath.Join(dir, "witness"))
 	run(0, "copied    1 objects", "replicate", "--config", cfg, "lake")
 }
+
+// TestCanceledFailoverIsNamed: a failover canceled after the lease moved
+// (its workflow is paused in both regions) leaves a state that status
+// names, with the command that goes on, which works when pasted.
+func TestCanceledFailoverIsNamed(t *testing.T) {
+	h := newHooks(t)
+	dir, cfg := eastWest(t, strings.ReplaceAll(`
+workflows:
+  - name: etl
+    activate: {http: {method: POST, url: "HOOK/{{.Region}}/activate"}}
+    deactivate: {http: {method: POST, url: "HOOK/{{.Region}}/deactivate"}}
+protection_groups:
+  - name: lakehouse
+    primary: east
+    standby: west
+    lease_ttl: 1s
+    replications: [lake]
+    workflows: [etl]
+    user_groups:
+      - name: gate
+        after: lease
+        plans: [failover]
+        steps: [{name: go-ahead, pause: true}]
+`, "HOOK", h.srv.URL))
+	run := expecter(t)
+	run(0, "copied    1 objects", "replicate", "--config", cfg, "lake")
+	run(0, "held by east", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "east")
+	bg := exec.Command(os.Args[0], "-test.run=^$", "--", "plan", "run", "--config", cfg, "failover")
+	bg.Env = append(os.Environ(), "TANDEM_MAIN=1")
+	if err := bg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the failover did not take the lease", leaseIs(dir, "west"))
+	var list []struct{ ID, State string }
+	waitFor(t, "the failover did not wait for approval", func() bool {
+		_, out := tandem(t, nil, "plan", "executions", "--config", cfg, "--json")
+		json.NewDecoder(strings.NewReader(out)).Decode(&list)
+		if len(list) == 0 {
+			return false
+		}
+		_, one := tandem(t, nil, "plan", "executions", "--config", cfg, list[0].ID)
+		return strings.Contains(one, "waiting-for-approval")
+	})
+	run(0, "cancel requested", "plan", "cancel", "--config", cfg, list[0].ID)
+	bg.Wait()
+	out := run(4, "CANCELED after it changed things", "status", "--config", cfg)
+	for _, want := range []string{"not done: ", "workflow.activate:etl (west) canceled", "to go on from where it stopped: tandem plan resume --config " + cfg + " " + list[0].ID} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("status after a canceled failover lacks %q:\n%s", want, out)
+		}
+	}
+	repair := out[strings.Index(out, "tandem plan resume"):]
+	repair = strings.TrimSpace(repair[:strings.Index(repair, "\n")])
+	bg = exec.Command(os.Args[0], append([]string{"-test.run=^$", "--"}, strings.Fields(repair)[1:]...)...)
+	bg.Env = append(os.Environ(), "TANDEM_MAIN=1")
+	var bgOut lockedBuffer
+	bg.Stdout, bg.Stderr = &bgOut, &bgOut
+	if err := bg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the resumed failover did not wait at its pause again", func() bool {
+		_, one := tandem(t, nil, "plan", "executions", "--config", cfg, list[0].ID)
+		return strings.Contains(one, "waiting-for-approval")
+	})
+	run(0, "approved", "plan", "approve", "--config", cfg, list[0].ID)
+	if err := bg.Wait(); err != nil {
+		t.Fatalf("the pasted repair failed: %v\n%s", err, bgOut.String())
+	}
+	if !h.called("/west/activate") {
+		t.Fatal("the resumed failover did not activate the workflow in west")
+	}
+}

@@ -109,6 +109,29 @@ func (c *Config) Names(key string) []string {
 	return nil
 }
 
+// Named is a member's configuration: it has a name.
+type Named interface{ MemberName() string }
+
+// Find returns the member called name in section key (nil if none).
+func Find[T Named](c *Config, key, name string) *T {
+	all := Get[[]T](c, key)
+	for i := range all {
+		if all[i].MemberName() == name {
+			return &all[i]
+		}
+	}
+	return nil
+}
+
+// NamesOf lists the names in a section value (a *[]T): a Section's Names.
+func NamesOf[T Named](v any) []string {
+	var out []string
+	for _, m := range *v.(*[]T) {
+		out = append(out, m.MemberName())
+	}
+	return out
+}
+
 // Set replaces the value of section key (for tools that build a
 // configuration in code).
 func Set[T any](c *Config, key string, v T) {

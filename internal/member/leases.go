@@ -78,24 +78,37 @@ func (e *Env) Holds(ctx context.Context, pg *config.ProtectionGroup, region stri
 	return rec.Epoch, nil
 }
 
-// extend keeps region's lease of pg, while it holds it and it has not
-// expired, until the returned stop is called: a plan step acting for a
-// region is that region at work.
-func (e *Env) extend(ctx context.Context, pg *config.ProtectionGroup, region string) (stop func()) {
-	l, err := e.NewLease(ctx, pg, region, "")
+// Begin keeps, while a run of p goes on in this process, the lease of the
+// region the run acts for, as long as that region holds it and it has not
+// expired: a plan at work for a region is that region at work, whether or
+// not its serve runs. A failover keeps only the new primary's (never the
+// lost one's); a switchover the old primary's until the handover, then the
+// new one's; failbacks and drills the primary's.
+func (s *Steps) Begin(ctx context.Context, p *plan.Plan) (end func()) {
+	pg, err := s.Env.Cfg.FindProtectionGroup(p.ProtectionGroup)
 	if err != nil {
 		return func() {}
 	}
-	if _, ok, _ := lease.Show(ctx, l.Store, pg.Name); !ok {
-		return func() {} // never taken: nothing to extend
+	regions := []string{p.From}
+	switch p.Type {
+	case plan.Failover:
+		regions = []string{p.To}
+	case plan.Switchover:
+		regions = []string{p.From, p.To}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
-			if _, err := l.Extend(ctx); err != nil {
-				return
+			for _, region := range regions {
+				rec, ok, err := s.Env.Lease(ctx, pg.Name)
+				if err != nil || !ok || rec.Holder != region {
+					continue
+				}
+				if l, err := s.Env.NewLease(ctx, pg, region, ""); err == nil {
+					l.Extend(ctx)
+				}
 			}
 			select {
 			case <-ctx.Done():

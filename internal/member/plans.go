@@ -47,7 +47,10 @@ type Steps struct {
 	Env *Env
 }
 
-var _ plan.Actions = (*Steps)(nil)
+var (
+	_ plan.Actions = (*Steps)(nil)
+	_ plan.Holder  = (*Steps)(nil)
+)
 
 // Run does step st of plan p.
 func (s *Steps) Run(ctx context.Context, p *plan.Plan, st *plan.Step, exec string, w io.Writer) error {
@@ -63,9 +66,6 @@ func (s *Steps) Run(ctx context.Context, p *plan.Plan, st *plan.Step, exec strin
 		if _, err := s.Env.Holds(ctx, pg, x.For); err != nil {
 			return fmt.Errorf("%w: this step of the %s no longer applies", err, p.Type)
 		}
-		// The run acts for that region: it keeps its lease while the step
-		// works, as long as the lease has not expired.
-		defer s.Env.extend(ctx, pg, x.For)()
 	}
 	if k != nil {
 		return k.Do(ctx, x)

@@ -42,6 +42,14 @@ type Actions interface {
 	Run(ctx context.Context, p *Plan, s *Step, execution string, log io.Writer) error
 }
 
+// Holder is implemented by Actions that hold something for as long as a
+// run goes on in this process (package member keeps the region lease the
+// run acts for): Begin is called when a run starts or resumes, and the
+// returned end when it stops, whatever the outcome.
+type Holder interface {
+	Begin(ctx context.Context, p *Plan) (end func())
+}
+
 // Execution is the durable record of one plan run.
 type Execution struct {
 	ID              string `json:"id"`
@@ -272,6 +280,11 @@ func (e *Executor) Resume(ctx context.Context, p *Plan, id string, fix func(*Exe
 		// It ended (canceled, or stopped in its prechecks): continuing it
 		// takes the lock again, if no other run holds it.
 		if err := e.lock(ctx, x); err != nil {
+			return x, err
+		}
+		// The cancel that ended it, and approvals given before, are
+		// spent: pauses ask again.
+		if err := e.setControl(ctx, id, func(c *control) { *c = control{} }); err != nil {
 			return x, err
 		}
 		x.Ended = nil

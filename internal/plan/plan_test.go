@@ -368,8 +368,18 @@ func TestCancelAndSkip(t *testing.T) {
 	if s := states(x); x.State != Canceled || s["lease.acquire"] != Skipped || s["user:dns/ok"] != Canceled || s["workflow.activate:etl"] != Canceled {
 		t.Fatalf("after cancel: %s %v", x.State, s)
 	}
-	if _, err := e.Resume(ctx, p, x.ID, nil); err == nil {
-		t.Fatal("resumed a canceled execution")
+	// A canceled run can be resumed (the repair status names): it takes
+	// the lock again, and its pause asks for approval again.
+	go func() { _, err := e.Resume(ctx, p, x.ID, nil); done <- err }()
+	waitFor(t, e, x.ID, func(x *Execution) bool { return states(x)["user:dns/ok"] == Waiting })
+	if _, err := e.Run(ctx, p, time.Now()); !errors.Is(err, ErrBusy) {
+		t.Fatalf("a second run while the resumed one runs: %v", err)
+	}
+	if _, err := e.Cancel(ctx, x.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "canceled") {
+		t.Fatalf("canceled again: %v", err)
 	}
 	if _, err := e.Run(ctx, p, time.Now()); err != nil && !errors.Is(err, ErrStepFailed) {
 		t.Fatalf("a new run after cancel: %v", err)

@@ -52,6 +52,9 @@ func (r *run) set(f func()) {
 func (r *run) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if h, ok := r.e.Actions.(Holder); ok {
+		defer h.Begin(ctx, r.p)()
+	}
 	// Heartbeat and cancel requests.
 	canceled := make(chan struct{})
 	done := make(chan struct{})

@@ -127,13 +127,9 @@ func (g *Group) runCut(ctx context.Context, runID string, prev Cut) (Cut, error)
 	}
 	cut := Cut{RunID: runID, Versions: map[string]int64{}, Time: time.Now().UTC(), Rule: "push:" + g.RunIDRule}
 	for _, t := range g.Tables {
-		tb, err := delta.Open(ctx, t.Source)
+		tb, from, ok, err := g.since(ctx, t, prev.Versions)
 		if err != nil {
-			return Cut{}, fmt.Errorf("group %s, table %s: %w", g.Name, t.Name, err)
-		}
-		from, ok := prev.Versions[t.Name]
-		if !ok {
-			from = tb.Log.Oldest - 1
+			return Cut{}, err
 		}
 		own, beforeOther := int64(-1), tb.Log.Latest
 		for v := from + 1; v <= tb.Log.Latest; v++ {
@@ -165,6 +161,20 @@ func (g *Group) runCut(ctx context.Context, runID string, prev Cut) (Cut, error)
 		}
 	}
 	return cut, nil
+}
+
+// since opens a table's source log and returns the version a cut reads
+// from: the previous cut's (ok), or the one before the oldest in the log.
+func (g *Group) since(ctx context.Context, t Table, prev map[string]int64) (tb *delta.Table, from int64, ok bool, err error) {
+	tb, err = delta.Open(ctx, t.Source)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("group %s, table %s: %w", g.Name, t.Name, err)
+	}
+	from, ok = prev[t.Name]
+	if !ok {
+		from = tb.Log.Oldest - 1
+	}
+	return tb, from, ok, nil
 }
 
 // RunIDs are the run ids a commit names under rule: job (commitInfo.job's

@@ -52,13 +52,9 @@ func (g *Group) cutFromRuns(ctx context.Context) (Cut, error) {
 	}
 	cut := Cut{RunID: last.ID, Versions: map[string]int64{}, Time: last.End, Rule: "runs:id"}
 	for _, t := range g.Tables {
-		tb, err := delta.Open(ctx, t.Source)
+		tb, from, _, err := g.since(ctx, t, prev.Versions)
 		if err != nil {
-			return Cut{}, fmt.Errorf("group %s, table %s: %w", g.Name, t.Name, err)
-		}
-		from, ok := prev.Versions[t.Name]
-		if !ok {
-			from = tb.Log.Oldest - 1
+			return Cut{}, err
 		}
 		v := from
 		for next := from + 1; next <= tb.Log.Latest; next++ {

@@ -48,15 +48,10 @@ const (
 func All(c *config.Config) []Aliases { return config.Get[[]Aliases](c, sectionKey) }
 
 // Find returns the named aliases, or nil.
-func Find(c *config.Config, name string) *Aliases {
-	all := All(c)
-	for i := range all {
-		if all[i].Name == name {
-			return &all[i]
-		}
-	}
-	return nil
-}
+func Find(c *config.Config, name string) *Aliases { return config.Find[Aliases](c, sectionKey, name) }
+
+// MemberName is its name.
+func (a Aliases) MemberName() string { return a.Name }
 
 var funcs = template.FuncMap{"ident": func(string) string { return "" }, "quote": func(string) string { return "" }}
 
@@ -75,13 +70,7 @@ func section() config.Section {
 			}
 		},
 		Validate: validate,
-		Names: func(v any) []string {
-			var out []string
-			for _, a := range *v.(*[]Aliases) {
-				out = append(out, a.Name)
-			}
-			return out
-		},
+		Names: config.NamesOf[Aliases],
 	}
 }
 

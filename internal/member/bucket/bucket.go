@@ -70,17 +70,22 @@ func Toward(r *Replication, to string) *Replication {
 }
 
 // PromoteTarget makes r's target writable (see replicate.Promote); st is
-// its state, as the caller writes it.
-func PromoteTarget(ctx context.Context, env *member.Env, r *Replication, st state.Store) (replicate.Promotion, error) {
+// its state, as the caller writes it. With afterTakeover (a plan's promote
+// step, after the lease moved), the passes into the target are fenced by
+// the lease already, whose new holder waited for them: nothing to wait for.
+func PromoteTarget(ctx context.Context, env *member.Env, r *Replication, st state.Store, afterTakeover bool) (replicate.Promotion, error) {
 	target, err := env.Open(ctx, r.To.Region, r.To.URL, true)
 	if err != nil {
 		return replicate.Promotion{}, err
 	}
-	slack := fence.StoreSlack
+	grace, slack := env.Grace(refKey, r.Name), fence.StoreSlack
 	if l, err := location.Parse(r.To.URL); err == nil && l.Scheme == "file" {
 		slack = 0
 	}
-	return replicate.Promote(ctx, st, r.Name, target, env.Grace(refKey, r.Name), slack)
+	if afterTakeover {
+		grace, slack = 0, 0
+	}
+	return replicate.Promote(ctx, st, r.Name, target, grace, slack)
 }
 
 // State is a replication's folder in its target region's state: it lives
@@ -159,7 +164,7 @@ func (Kind) Do(ctx context.Context, x *member.Exec) error {
 	}
 	switch x.Step.Kind {
 	case Promote:
-		prom, err := PromoteTarget(ctx, x.Env, in, x.ActingStore(state))
+		prom, err := PromoteTarget(ctx, x.Env, in, x.ActingStore(state), true)
 		if err != nil {
 			return err
 		}

@@ -33,6 +33,9 @@ type Replication struct {
 	RPO config.Duration `yaml:"rpo" json:"rpo"`
 }
 
+// MemberName is its name.
+func (r Replication) MemberName() string { return r.Name }
+
 // Side is one end of a replication.
 type Side struct {
 	Region string `yaml:"region" json:"region"`
@@ -49,10 +52,13 @@ func Replications(c *config.Config) []Replication { return config.Get[[]Replicat
 
 // Find finds a replication by name or by target URL.
 func Find(c *config.Config, nameOrURL string) (*Replication, error) {
+	if r := config.Find[Replication](c, sectionKey, nameOrURL); r != nil {
+		return r, nil
+	}
 	all := Replications(c)
 	for i := range all {
 		r := &all[i]
-		if r.Name == nameOrURL || r.To.URL == nameOrURL {
+		if r.To.URL == nameOrURL {
 			return r, nil
 		}
 		if a, err := location.Parse(r.To.URL); err == nil {
@@ -108,13 +114,7 @@ func section() config.Section {
 			}
 		},
 		Validate: func(ck *config.Check, v any) { validate(ck, *v.(*[]Replication)) },
-		Names: func(v any) []string {
-			var out []string
-			for _, r := range *v.(*[]Replication) {
-				out = append(out, r.Name)
-			}
-			return out
-		},
+		Names: config.NamesOf[Replication],
 		Locations: func(c *config.Config, name string) []config.Owned {
 			r, err := Find(c, name)
 			if err != nil {

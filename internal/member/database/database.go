@@ -70,15 +70,10 @@ const (
 func Databases(c *config.Config) []Database { return config.Get[[]Database](c, sectionKey) }
 
 // Find returns the named pair, or nil.
-func Find(c *config.Config, name string) *Database {
-	all := Databases(c)
-	for i := range all {
-		if all[i].Name == name {
-			return &all[i]
-		}
-	}
-	return nil
-}
+func Find(c *config.Config, name string) *Database { return config.Find[Database](c, sectionKey, name) }
+
+// MemberName is its name.
+func (d Database) MemberName() string { return d.Name }
 
 func init() { member.Register(Kind{}) }
 
@@ -113,13 +108,7 @@ func section() config.Section {
 				}
 			}
 		},
-		Names: func(v any) []string {
-			var out []string
-			for _, d := range *v.(*[]Database) {
-				out = append(out, d.Name)
-			}
-			return out
-		},
+		Names: config.NamesOf[Database],
 		CheckRef: func(ck *config.Check, pg *config.ProtectionGroup, field, name string) {
 			d := Find(ck.Config(), name)
 			if pair := []string{pg.Primary, pg.Standby}; !slices.Contains(pair, d.Primary.Region) || !slices.Contains(pair, d.Standby.Region) {

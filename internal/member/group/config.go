@@ -34,6 +34,9 @@ type Group struct {
 	Notify    *config.Notify  `yaml:"notify" json:"notify,omitempty"`
 }
 
+// MemberName is its name.
+func (g Group) MemberName() string { return g.Name }
+
 // Workflow names the workflow that writes a group's tables.
 type Workflow struct {
 	Name string `yaml:"name" json:"name"`
@@ -125,15 +128,10 @@ func Groups(c *config.Config) []Group { return config.Get[[]Group](c, sectionKey
 
 // Find finds a group by name.
 func Find(c *config.Config, name string) (*Group, error) {
-	all := Groups(c)
-	var known []string
-	for i := range all {
-		if all[i].Name == name {
-			return &all[i], nil
-		}
-		known = append(known, all[i].Name)
+	if g := config.Find[Group](c, sectionKey, name); g != nil {
+		return g, nil
 	}
-	return nil, fmt.Errorf("no group named %q in %s (known: %s)", name, c.Path(), strings.Join(known, ", "))
+	return nil, fmt.Errorf("no group named %q in %s (known: %s)", name, c.Path(), strings.Join(c.Names(sectionKey), ", "))
 }
 
 // section is the kind's configuration section.
@@ -147,13 +145,7 @@ func section() config.Section {
 			}
 		},
 		Validate: func(ck *config.Check, v any) { validate(ck, *v.(*[]Group)) },
-		Names: func(v any) []string {
-			var out []string
-			for _, g := range *v.(*[]Group) {
-				out = append(out, g.Name)
-			}
-			return out
-		},
+		Names: config.NamesOf[Group],
 		CheckRef: func(ck *config.Check, pg *config.ProtectionGroup, field, name string) {
 			g, _ := Find(ck.Config(), name)
 			if pair := []string{pg.Primary, pg.Standby}; !slices.Contains(pair, g.From) || !slices.Contains(pair, g.To) {

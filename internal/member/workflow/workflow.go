@@ -45,15 +45,10 @@ const (
 func All(c *config.Config) []Workflow { return config.Get[[]Workflow](c, sectionKey) }
 
 // Find returns the named workflow, or nil.
-func Find(c *config.Config, name string) *Workflow {
-	all := All(c)
-	for i := range all {
-		if all[i].Name == name {
-			return &all[i]
-		}
-	}
-	return nil
-}
+func Find(c *config.Config, name string) *Workflow { return config.Find[Workflow](c, sectionKey, name) }
+
+// MemberName is its name.
+func (w Workflow) MemberName() string { return w.Name }
 
 func init() { member.Register(Kind{}) }
 
@@ -74,13 +69,7 @@ func section() config.Section {
 				}
 			}
 		},
-		Names: func(v any) []string {
-			var out []string
-			for _, w := range *v.(*[]Workflow) {
-				out = append(out, w.Name)
-			}
-			return out
-		},
+		Names: config.NamesOf[Workflow],
 	}
 }
 
