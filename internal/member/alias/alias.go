@@ -70,7 +70,7 @@ func section() config.Section {
 			}
 		},
 		Validate: validate,
-		Names: config.NamesOf[Aliases],
+		Names:    config.NamesOf[Aliases],
 	}
 }
 

@@ -114,7 +114,7 @@ func section() config.Section {
 			}
 		},
 		Validate: func(ck *config.Check, v any) { validate(ck, *v.(*[]Replication)) },
-		Names: config.NamesOf[Replication],
+		Names:    config.NamesOf[Replication],
 		Locations: func(c *config.Config, name string) []config.Owned {
 			r, err := Find(c, name)
 			if err != nil {

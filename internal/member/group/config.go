@@ -145,7 +145,7 @@ func section() config.Section {
 			}
 		},
 		Validate: func(ck *config.Check, v any) { validate(ck, *v.(*[]Group)) },
-		Names: config.NamesOf[Group],
+		Names:    config.NamesOf[Group],
 		CheckRef: func(ck *config.Check, pg *config.ProtectionGroup, field, name string) {
 			g, _ := Find(ck.Config(), name)
 			if pair := []string{pg.Primary, pg.Standby}; !slices.Contains(pair, g.From) || !slices.Contains(pair, g.To) {
