@@ -314,8 +314,33 @@ func runPlan(ctx context.Context, o planOptions, typ string, w io.Writer) error 
 		fmt.Fprintf(w, "%s of %s: %s -> %s\n", p.Type, p.ProtectionGroup, p.From, p.To)
 		ex.OnChange, ex.Log = progressPrinter(w, ex), nil
 	}
+	if p.Type == plan.Failover {
+		warnLivePrimary(ctx, env, p, w)
+	}
 	x, err := ex.Run(ctx, p, decided)
 	return reportExecution(w, x, err, o.json)
+}
+
+// warnLivePrimary says at once when a failover will wait for a primary
+// whose lease is still being renewed: who holds it, until when, and how to
+// go on.
+func warnLivePrimary(ctx context.Context, env *planEnv, p *plan.Plan, w io.Writer) {
+	rec, ok, err := env.env.Lease(ctx, env.pg.Name)
+	if err != nil || !ok || rec.Holder != p.From || rec.Expired(time.Now()) {
+		return
+	}
+	ttl := rec.Expires.Sub(rec.Renewed)
+	fmt.Fprintf(w, "WAITING: %s holds the lease of %s until %s (renewed %s ago by %s)",
+		p.From, env.pg.Name, rec.Expires.Local().Format("15:04:05"), time.Since(rec.Renewed).Round(time.Second), rec.By)
+	if time.Since(rec.Renewed) < ttl {
+		fmt.Fprintf(w, ": it is being renewed, so %s's serve is alive.\n", p.From)
+	} else {
+		fmt.Fprintln(w, ".")
+	}
+	fmt.Fprintf(w, "  The failover takes the lease only once it expires, so that %s has stopped first.\n", p.From)
+	fmt.Fprintf(w, "  If %s is healthy, cancel this (Ctrl-C, then tandem plan cancel --config %s ID) and run a switchover instead:\n", p.From, env.cfg.Path())
+	fmt.Fprintf(w, "    tandem plan run --config %s switchover\n", env.cfg.Path())
+	fmt.Fprintf(w, "  If it is not, stop %s's serve (or cut it off from the witness): the failover goes on by itself when the lease runs out.\n", p.From)
 }
 
 func reportExecution(w io.Writer, x *plan.Execution, err error, asJSON bool) error {
@@ -365,7 +390,12 @@ func runPlanAct(ctx context.Context, o planOptions, action string, args []string
 	case "cancel":
 		x, err = ex.Cancel(ctx, id)
 		if err == nil && !o.json {
-			fmt.Fprintf(w, "%s: cancel %s\n", id, map[bool]string{true: "done", false: "requested; the running tandem stops at its next poll"}[x.State == plan.Canceled])
+			if x.State != plan.Canceled {
+				fmt.Fprintf(w, "%s: cancel requested; the running tandem stops at its next poll (then: tandem plan executions --config %s %s)\n", id, env.cfg.Path(), id)
+			} else {
+				fmt.Fprintf(w, "%s: cancel done\n", id)
+				printLeftBehind(w, ex, x)
+			}
 		}
 		return reportExecution(w, x, err, o.json)
 	case "approve":
@@ -395,6 +425,18 @@ func runPlanAct(ctx context.Context, o planOptions, action string, args []string
 		x, err = ex.Resume(ctx, p, id, nil)
 	}
 	return reportExecution(w, x, err, o.json)
+}
+
+// printLeftBehind says what a canceled run leaves: what it changed and
+// what it did not do, and the command that goes on.
+func printLeftBehind(w io.Writer, ex *plan.Executor, x *plan.Execution) {
+	changed, notDone := member.Undone(x)
+	if !changed {
+		fmt.Fprintln(w, "  it had changed nothing (only prechecks ran)")
+		return
+	}
+	fmt.Fprintf(w, "  it had changed things; not done: %s\n", strings.Join(notDone, ", "))
+	fmt.Fprintf(w, "  to go on from where it stopped: %s\n", strings.Trim(ex.Command("resume", x.ID), "`"))
 }
 
 func newPlanExecutionsCommand() *cobra.Command {

@@ -80,11 +80,7 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 		if err := s.LockRegion(ctx, o.region); err != nil {
 			return err
 		}
-		wake, err := s.KeepLeases(ctx, o.region)
-		if err != nil {
-			return err
-		}
-		s.KeepPassive(o.region, wake)
+		s.KeepPassive(o.region, s.KeepLeases(ctx, o.region))
 	}
 	for _, k := range member.Kinds() {
 		if sk, ok := k.(member.Server); ok {

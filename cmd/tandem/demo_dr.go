@@ -417,12 +417,7 @@ type demoRegion struct{ stop func() }
 func startRegion(ctx context.Context, env *member.Env, region string) *demoRegion {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &member.Serving{Env: env, Region: region, Reg: prometheus.NewRegistry()}
-	wake, err := s.KeepLeases(ctx, region)
-	if err != nil {
-		cancel()
-		return &demoRegion{stop: func() {}}
-	}
-	s.KeepPassive(region, wake)
+	s.KeepPassive(region, s.KeepLeases(ctx, region))
 	wait := daemon.RunTasks(ctx, s.Tasks)
 	return &demoRegion{stop: func() { cancel(); wait() }}
 }

@@ -660,3 +660,62 @@ protection_groups:
 	// A failover does not look at the old primary: lag is what it loses.
 	run(0, "ok   check.database:warehouse", "plan", "precheck", "--config", cfg, "failover")
 }
+
+// TestFailoverWaitsThenCancel: a failover started while the primary's lease
+// is still being renewed says at once that it waits, and how to go on; a
+// failover killed after it took the lease and then canceled says what it
+// left behind and the command that finishes it, which does.
+func TestFailoverWaitsThenCancel(t *testing.T) {
+	dir, cfg := eastWest(t, `
+protection_groups:
+  - name: lakehouse
+    primary: east
+    standby: west
+    replications: [lake]
+    lease_ttl: 2s
+    user_groups:
+      - name: slow
+        before: promote
+        steps:
+          - name: export
+            script: {command: [sh, -c, "touch DIR/export.started; test -f DIR/fixed || sleep 30"]}
+`)
+	run := expecter(t)
+	run(0, "held by east", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "east")
+
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "--", "plan", "run", "--config", cfg, "failover")
+	cmd.Env = append(os.Environ(), "TANDEM_MAIN=1")
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, filepath.Join(dir, "export.started"))
+	for _, want := range []string{
+		"WAITING: east holds the lease of lakehouse",
+		"it is being renewed",
+		"tandem plan run --config " + cfg + " switchover",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("failover output lacks %q:\n%s", want, out.String())
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+
+	var list []struct{ ID, State string }
+	json.Unmarshal([]byte(run(0, "", "plan", "executions", "--config", cfg, "--json")), &list)
+	if len(list) != 1 {
+		t.Fatalf("executions: %+v", list)
+	}
+	id := list[0].ID
+	got := run(0, "cancel done", "plan", "cancel", "--config", cfg, id)
+	for _, want := range []string{"it had changed things; not done:", "user:slow/export (west)", "tandem plan resume --config " + cfg + " " + id} {
+		if !strings.Contains(got, want) {
+			t.Errorf("cancel output lacks %q:\n%s", want, got)
+		}
+	}
+	writeFile(t, filepath.Join(dir, "fixed"), "")
+	run(0, "succeeded: RTO", "plan", "resume", "--config", cfg, id)
+	run(0, "held by west", "lease", "show", "--config", cfg, "lakehouse")
+}

@@ -91,7 +91,8 @@ protection_groups:
 
 // TestWitnessUnreachable: a writer that cannot read the witness writes
 // nothing, says why, and loses nothing: the next pass, with the witness
-// back, copies everything.
+// back, copies everything. Status works meanwhile from the standby's own
+// records, says what it could not reach, and exits 4.
 func TestWitnessUnreachable(t *testing.T) {
 	dir, cfg := eastWest(t, `
 protection_groups:
@@ -99,16 +100,24 @@ protection_groups:
 `)
 	run := expecter(t)
 	run(0, "held by east", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "east")
+	run(0, "copied    1 objects", "replicate", "--config", cfg, "lake")
+	writeFile(t, filepath.Join(dir, "east/lake/b.csv"), "b")
 	// The witness goes away (an unmounted share, a region down).
 	if err := os.Rename(filepath.Join(dir, "witness"), filepath.Join(dir, "witness.gone")); err != nil {
 		t.Fatal(err)
 	}
 	out := run(1, "the witness, which holds the region leases, cannot be opened", "replicate", "--config", cfg, "lake")
-	if _, err := os.Stat(filepath.Join(dir, "west/lake/a.csv")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(dir, "west/lake/b.csv")); !os.IsNotExist(err) {
 		t.Fatalf("a pass without the witness wrote into the target:\n%s", out)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "witness")); !os.IsNotExist(err) {
 		t.Fatal("a writer made an empty witness, in which no lease was ever taken")
+	}
+	out = run(4, "protection group lakehouse: the witness does not answer", "status", "--config", cfg)
+	for _, want := range []string{"showing the newest records, of east -> west", "watermark  "} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("status without the witness lacks %q:\n%s", want, out)
+		}
 	}
 	os.Rename(filepath.Join(dir, "witness.gone"), filepath.Join(dir, "witness"))
 	run(0, "copied    1 objects", "replicate", "--config", cfg, "lake")

@@ -8,10 +8,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tandem/internal/config"
 	"tandem/internal/daemon"
 	"tandem/internal/fence"
 	"tandem/internal/lease"
@@ -84,17 +86,12 @@ func (s *Serving) Ours(ctx context.Context, kind, member, source string) (bool, 
 // KeepLeases keeps, until ctx ends, the lease of every protection group
 // region belongs to (lease.Keep: renewed while region holds it, taken when
 // never taken by the configured primary) and exports whether this tandem
-// acts as primary and under which epoch. It returns, per protection group,
-// a channel that receives when the lease changes hands (for KeepPassive).
-func (s *Serving) KeepLeases(ctx context.Context, region string) (map[string]chan struct{}, error) {
+// acts as primary and under which epoch. A witness that does not answer
+// does not stop serve: it is tried again until it answers. It returns, per
+// protection group, a channel that receives when the lease changes hands
+// (for KeepPassive).
+func (s *Serving) KeepLeases(ctx context.Context, region string) map[string]chan struct{} {
 	wake := map[string]chan struct{}{}
-	if len(s.Env.Cfg.ProtectionGroups) == 0 {
-		return wake, nil
-	}
-	primary := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "tandem", Subsystem: "lease", Name: "primary",
-		Help: "1 while this tandem holds the protection group's lease and acts as primary."}, []string{"group", "region"})
-	epoch := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "tandem", Subsystem: "lease", Name: "epoch",
-		Help: "The fencing epoch this tandem acts under (0 when not primary)."}, []string{"group", "region"})
 	for i := range s.Env.Cfg.ProtectionGroups {
 		pg := &s.Env.Cfg.ProtectionGroups[i]
 		if region != pg.Primary && region != pg.Standby {
@@ -102,58 +99,74 @@ func (s *Serving) KeepLeases(ctx context.Context, region string) (map[string]cha
 		}
 		ch := make(chan struct{}, 1)
 		wake[pg.Name] = ch
-		other := pg.Primary
-		if region == pg.Primary {
-			other = pg.Standby
-		}
-		l, err := s.Env.NewLease(ctx, pg, region, other)
-		if err != nil {
-			return nil, err
-		}
-		l.OnChange = func(lease.Record) {
-			select {
-			case ch <- struct{}{}:
-			default:
+		var held atomic.Pointer[lease.Lease]
+		primary := func() (int64, bool) {
+			if l := held.Load(); l != nil {
+				return l.Primary()
 			}
+			return 0, false
 		}
-		// A first round before anything runs, so that the region's copies
-		// start knowing its role: a lease this region still holds is
-		// renewed (nobody took it over while serve was down).
-		if rec, ok, err := lease.Show(ctx, l.Store, pg.Name); err == nil && ok && rec.Holder == region {
-			if _, err := l.Renew(ctx); err != nil {
-				s.Env.Log.Warn("renew the region lease", "group", pg.Name, "region", region, "err", err)
-			}
-		}
-		go l.Keep(ctx, region == pg.Primary, s.Env.Log)
+		labels := prometheus.Labels{"group": pg.Name, "region": region}
 		s.Reg.MustRegister(
-			gaugeFunc(primary, pg.Name, region, func() float64 {
-				if _, ok := l.Primary(); ok {
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "tandem", Subsystem: "lease", Name: "primary", ConstLabels: labels,
+				Help: "1 while this tandem holds the protection group's lease and acts as primary."}, func() float64 {
+				if _, ok := primary(); ok {
 					return 1
 				}
 				return 0
 			}),
-			gaugeFunc(epoch, pg.Name, region, func() float64 { e, _ := l.Primary(); return float64(e) }))
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "tandem", Subsystem: "lease", Name: "epoch", ConstLabels: labels,
+				Help: "The fencing epoch this tandem acts under (0 when not primary)."}, func() float64 {
+				e, _ := primary()
+				return float64(e)
+			}))
+		start := func() bool {
+			l, err := s.Env.NewLease(ctx, pg, region, other(pg, region))
+			if err != nil {
+				return false
+			}
+			l.OnChange = func(lease.Record) {
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}
+			// A first round before anything runs, so that the region's
+			// copies start knowing its role: a lease this region still
+			// holds is renewed (nobody took it over while serve was down).
+			if rec, ok, err := lease.Show(ctx, l.Store, pg.Name); err == nil && ok && rec.Holder == region {
+				if _, err := l.Renew(ctx); err != nil {
+					s.Env.Log.Warn("renew the region lease", "group", pg.Name, "region", region, "err", err)
+				}
+			}
+			held.Store(l)
+			go l.Keep(ctx, region == pg.Primary, s.Env.Log)
+			return true
+		}
+		if start() {
+			continue
+		}
+		s.Env.Log.Error("the witness does not answer: serving without the lease until it does", "group", pg.Name, "region", region)
+		go func() {
+			for !start() {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Duration(pg.LeaseTTL) / 3):
+				}
+			}
+			s.Env.Log.Info("the witness answers again", "group", pg.Name, "region", region)
+		}()
 	}
-	return wake, nil
+	return wake
 }
 
-// gaugeFunc is a gauge computed when scraped, with v's name and help.
-func gaugeFunc(v *prometheus.GaugeVec, group, region string, f func() float64) prometheus.Collector {
-	desc := make(chan *prometheus.Desc, 1)
-	v.Describe(desc)
-	d := <-desc
-	return &computed{desc: d, labels: []string{group, region}, f: f}
-}
-
-type computed struct {
-	desc   *prometheus.Desc
-	labels []string
-	f      func() float64
-}
-
-func (c *computed) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-func (c *computed) Collect(ch chan<- prometheus.Metric) {
-	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, c.f(), c.labels...)
+// other is the region of pg that is not region.
+func other(pg *config.ProtectionGroup, region string) string {
+	if region == pg.Primary {
+		return pg.Standby
+	}
+	return pg.Primary
 }
 
 // LockRegion makes this serve the only one acting for region: it takes a

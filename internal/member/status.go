@@ -156,16 +156,7 @@ func lastRun(ctx context.Context, env *Env, pg *config.ProtectionGroup) *LastRun
 	x := newest
 	lr := &LastRun{Execution: x.ID, Type: x.Type, State: x.State, Decided: x.Decided, Error: x.Error}
 	hint := &plan.Executor{Hint: "--config " + env.Cfg.Path()}
-	for _, g := range x.Groups {
-		for _, st := range g.Steps {
-			switch {
-			case st.State == plan.Succeeded && g.Name != "prechecks":
-				lr.Changed = true
-			case st.State != plan.Succeeded && st.State != plan.Skipped && st.State != plan.FailedIgnored:
-				lr.NotDone = append(lr.NotDone, fmt.Sprintf("%s (%s) %s", st.ID, st.Region, st.State))
-			}
-		}
-	}
+	lr.Changed, lr.NotDone = Undone(x)
 	switch {
 	case x.State == plan.Running && !runner.Live(x.Runner):
 		lr.State, lr.Repair = "interrupted", hint.Command("resume", x.ID)
@@ -177,6 +168,23 @@ func lastRun(ctx context.Context, env *Env, pg *config.ProtectionGroup) *LastRun
 		lr.Repair = hint.Command("resume", x.ID)
 	}
 	return lr
+}
+
+// Undone says what a run that did not succeed left: whether a step beyond
+// the prechecks succeeded (something changed), and the steps not done, each
+// with its region and state.
+func Undone(x *plan.Execution) (changed bool, notDone []string) {
+	for _, g := range x.Groups {
+		for _, st := range g.Steps {
+			switch {
+			case st.State == plan.Succeeded && g.Name != "prechecks":
+				changed = true
+			case st.State != plan.Succeeded && st.State != plan.Skipped && st.State != plan.FailedIgnored:
+				notDone = append(notDone, fmt.Sprintf("%s (%s) %s", st.ID, st.Region, st.State))
+			}
+		}
+	}
+	return changed, notDone
 }
 
 // Print writes the human form of s.
@@ -239,4 +247,22 @@ func join(lines []string) string {
 		out += "; " + l
 	}
 	return out
+}
+
+// NewestDirection is the direction a member's status shows when the
+// witness does not answer (err): of dirs (configured first), the one whose
+// records were written last, as when says, with a note saying so. It lets
+// status work during the incident that took the witness's region away.
+func NewestDirection[D any](err error, dirs []D, when func(D) (time.Time, bool), label func(D) string) (D, string) {
+	best, found := dirs[0], false
+	var newest time.Time
+	for _, d := range dirs {
+		if t, ok := when(d); ok && (!found || t.After(newest)) {
+			best, newest, found = d, t, true
+		}
+	}
+	if !found {
+		return best, fmt.Sprintf("the witness does not answer (%v): showing the configured direction", err)
+	}
+	return best, fmt.Sprintf("the witness does not answer: showing the newest records, of %s (%v)", label(best), err)
 }

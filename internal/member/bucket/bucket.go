@@ -344,10 +344,11 @@ type Status struct {
 
 // Status reads the replication's records in the region it copies into.
 func (Kind) Status(ctx context.Context, env *member.Env, name string) member.Report {
-	rep := member.Report{Kind: refKey, Noun: "replication", Member: name}
+	rep := member.Report{Kind: refKey, Member: name}
 	r, err := find(env, name)
+	var note string
 	if err == nil {
-		r, err = Current(ctx, env, r)
+		r, note = statusDirection(ctx, env, r)
 	}
 	var st state.Store
 	if err == nil {
@@ -392,9 +393,33 @@ func (Kind) Status(ctx context.Context, env *member.Env, name string) member.Rep
 		ps.Health = "ok"
 	}
 	rep.Health, rep.Detail = ps.Health, ps
-	rep.Attention = ps.Health != "ok" && ps.Health != "running" && ps.Health != "promoted"
+	rep.Attention = ps.Health != "ok" && ps.Health != "running" && ps.Health != "promoted" || note != ""
 	rep.Lines = statusLines(ps, interrupted)
+	if note != "" {
+		rep.Lines = append([]string{note}, rep.Lines...)
+	}
 	return rep
+}
+
+// statusDirection is the direction whose records status shows: the one the
+// lease says or, when the witness does not answer, the newest.
+func statusDirection(ctx context.Context, env *member.Env, r *Replication) (*Replication, string) {
+	cur, err := Current(ctx, env, r)
+	if err == nil {
+		return cur, ""
+	}
+	d, note := member.NewestDirection(err, []*Replication{r, Reversed(r)}, func(d *Replication) (time.Time, bool) {
+		st, err := State(ctx, env, d)
+		if err != nil {
+			return time.Time{}, false
+		}
+		s, err := replicate.LoadStatus(ctx, st, d.Name)
+		if err != nil || s.LastPass == nil {
+			return time.Time{}, false
+		}
+		return s.LastPass.Finished, true
+	}, func(d *Replication) string { return d.From.Region + " -> " + d.To.Region })
+	return d, note
 }
 
 func statusLines(s Status, interrupted bool) []string {

@@ -324,11 +324,12 @@ type Status struct {
 
 // Status reads the group's records in the region it copies into.
 func (Kind) Status(ctx context.Context, env *member.Env, name string) member.Report {
-	rep := member.Report{Kind: refKey, Noun: "group", Member: name}
+	rep := member.Report{Kind: refKey, Member: name}
 	gs := Status{Group: name, Health: "never-synced"}
 	gc, err := Find(env.Cfg, name)
+	var note string
 	if err == nil {
-		gc, err = Current(ctx, env, gc)
+		gc, note = statusDirection(ctx, env, gc)
 	}
 	var st state.Store
 	if err == nil {
@@ -369,9 +370,33 @@ func (Kind) Status(ctx context.Context, env *member.Env, name string) member.Rep
 		gs.LastAttempt = &a
 	}
 	rep.Health, rep.Detail = gs.Health, gs
-	rep.Attention = gs.Health != "ok" && gs.Health != "running" || len(corrupt) > 0
+	rep.Attention = gs.Health != "ok" && gs.Health != "running" || len(corrupt) > 0 || note != ""
 	rep.Lines = statusLines(gs)
+	if note != "" {
+		rep.Lines = append([]string{note}, rep.Lines...)
+	}
 	return rep
+}
+
+// statusDirection is the direction whose records status shows: the one the
+// lease says or, when the witness does not answer, the newest.
+func statusDirection(ctx context.Context, env *member.Env, g *Group) (*Group, string) {
+	cur, err := Current(ctx, env, g)
+	if err == nil {
+		return cur, ""
+	}
+	d, note := member.NewestDirection(err, []*Group{g, Reversed(g)}, func(d *Group) (time.Time, bool) {
+		st, err := State(ctx, env, d)
+		if err != nil {
+			return time.Time{}, false
+		}
+		m, _, ok, err := tablegroup.LoadManifest(ctx, st)
+		if err != nil || !ok {
+			return time.Time{}, false
+		}
+		return m.Synced, true
+	}, func(d *Group) string { return d.From + " -> " + d.To })
+	return d, note
 }
 
 func statusLines(g Status) []string {
