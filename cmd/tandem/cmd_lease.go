@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -100,21 +100,14 @@ func runLease(ctx context.Context, o leaseOptions, action, name string, w io.Wri
 		}
 		return err
 	}
+	now := time.Now()
 	if o.json {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rec)
+		return writeJSON(w, struct {
+			lease.Record
+			State string `json:"state"`
+		}{rec, rec.State(now)})
 	}
-	holder := rec.Holder
-	if holder == "" {
-		holder = "nobody (released)"
-	}
-	to := rec.Standby
-	if to == "" {
-		to = "none"
-	}
-	fmt.Fprintf(w, "%s: held by %s, epoch %d, standby %s, expires %s (renewed %s by %s)\n", pg.Name, holder, rec.Epoch, to,
-		rec.Expires.Local().Format("2006-01-02 15:04:05"), rec.Renewed.Local().Format("15:04:05"), rec.By)
+	fmt.Fprintf(w, "%s: %s\n", pg.Name, rec.Describe(now))
 	return nil
 }
 

@@ -494,7 +494,7 @@ protection_groups:
 		{[]string{"lease", "acquire", "--config", cfg, "lakehouse", "--region", "west"}, 1, "east holds lakehouse (epoch 1)"},
 		{[]string{"lease", "acquire", "--config", cfg, "lakehouse", "--region", "mars"}, 2, `--region "mars" is neither`},
 		{[]string{"lease", "release", "--config", cfg, "lakehouse", "--region", "west"}, 1, "west does not hold lakehouse"},
-		{[]string{"lease", "release", "--config", cfg, "lakehouse", "--region", "east"}, 0, "held by nobody (released), epoch 1"},
+		{[]string{"lease", "release", "--config", cfg, "lakehouse", "--region", "east"}, 0, "held by nobody (RELEASED at"},
 		{[]string{"lease", "acquire", "--config", cfg, "lakehouse", "--region", "west"}, 0, "held by west, epoch 2"},
 		{[]string{"lease", "show", "--config", cfg, "lakehouse"}, 0, "held by west, epoch 2"},
 	}
@@ -504,6 +504,24 @@ protection_groups:
 			t.Fatalf("%v: exit %d, want %d; output lacks %q:\n%s", s.args, code, s.code, s.want, out)
 		}
 	}
+}
+
+// TestExpiredLeaseReadsTheSame: a lease whose holder stopped renewing reads
+// EXPIRED in lease show, status (which exits 4: nobody acts as primary) and
+// the prechecks, and as "expired" in their JSON.
+func TestExpiredLeaseReadsTheSame(t *testing.T) {
+	_, cfg := eastWest(t, `
+protection_groups:
+  - {name: lakehouse, primary: east, standby: west, replications: [lake], lease_ttl: 200ms}
+`)
+	run := expecter(t)
+	run(0, "held by east, epoch 1", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "east")
+	time.Sleep(300 * time.Millisecond)
+	run(0, "lakehouse: EXPIRED at", "lease", "show", "--config", cfg, "lakehouse")
+	run(0, `"state": "expired"`, "lease", "show", "--config", cfg, "lakehouse", "--json")
+	run(4, "protection group lakehouse: lease EXPIRED at", "status", "--config", cfg)
+	run(4, `"lease_state": "expired"`, "status", "--config", cfg, "--json")
+	run(0, "lease of lakehouse: EXPIRED at", "plan", "precheck", "--config", cfg, "failover")
 }
 
 // TestStalePrimaryIsFenced: once the standby holds the lease, a tandem

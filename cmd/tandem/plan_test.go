@@ -329,7 +329,7 @@ protection_groups:
 
 	// West's database was the primary: it is fenced, not a standby, until
 	// it is rebuilt; status says so and exits 4.
-	out = run(4, "protection group lakehouse: primary east, standby west, epoch 3", "status", "--config", cfg)
+	out = run(4, "protection group lakehouse: lease held by east, epoch 3, standby west", "status", "--config", cfg)
 	for _, want := range []string{"replication lake: ok", "/east/lake -> ", "database warehouse: no-standby", "west is passive since"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status after switching back lacks %q:\n%s", want, out)

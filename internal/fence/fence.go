@@ -40,6 +40,7 @@
 package fence
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -150,6 +151,11 @@ func (g *Guard) Check(ctx context.Context) error {
 	return err
 }
 
+// confirmAttempts is how many confirmations a write waits for before it
+// gives up with ErrUnconfirmed: a read slower than the grant (a loaded
+// machine, a slow store) or a witness that fails once is tried again.
+const confirmAttempts = 4
+
 // allow returns until when the current grant holds.
 func (g *Guard) allow(ctx context.Context) (time.Time, error) {
 	if g == nil {
@@ -171,7 +177,7 @@ func (g *Guard) allow(ctx context.Context) (time.Time, error) {
 			g.mu.Unlock()
 			return until, nil
 		}
-		if attempt > 0 {
+		if attempt == confirmAttempts {
 			err := g.lastErr
 			g.mu.Unlock()
 			if err == nil {
@@ -179,14 +185,30 @@ func (g *Guard) allow(ctx context.Context) (time.Time, error) {
 			}
 			return time.Time{}, fmt.Errorf("%s: %w: %w", g.what, ErrUnconfirmed, err)
 		}
+		failed := attempt > 0 && g.lastErr != nil
 		done := g.refreshLocked()
 		g.mu.Unlock()
+		if failed {
+			// Give a witness that failed a moment before asking again.
+			done = afterDone(done, time.Duration(attempt)*50*time.Millisecond)
+		}
 		select {
 		case <-done:
 		case <-ctx.Done():
 			return time.Time{}, ctx.Err()
 		}
 	}
+}
+
+// afterDone is closed once done is and d has passed.
+func afterDone(done chan struct{}, d time.Duration) chan struct{} {
+	out := make(chan struct{})
+	go func() {
+		<-done
+		time.Sleep(d)
+		close(out)
+	}()
+	return out
 }
 
 // refreshLocked starts a confirmation unless one runs, and returns the
@@ -226,18 +248,33 @@ func (g *Guard) refreshLocked() chan struct{} {
 	return done
 }
 
-// confirm asks every condition; the grant is the shortest.
+// confirm asks every condition at once; the grant is the shortest, and
+// any fencing answer wins over other errors.
 func (g *Guard) confirm(ctx context.Context) (Grant, error) {
+	grants := make([]Grant, len(g.conds))
+	errs := make([]error, len(g.conds))
+	var wg sync.WaitGroup
+	for i, c := range g.conds {
+		wg.Go(func() { grants[i], errs[i] = c(ctx) })
+	}
+	wg.Wait()
 	out := Grant{For: DefaultGrace, What: g.what}
-	for _, c := range g.conds {
-		gr, err := c(ctx)
-		if err != nil {
+	var failed error
+	for i, gr := range grants {
+		switch err := errs[i]; {
+		case errors.Is(err, ErrFenced):
 			return Grant{}, err
+		case err != nil:
+			failed = cmp.Or(failed, err)
+			continue
 		}
 		if gr.Epoch != 0 {
 			out.Epoch, out.What = gr.Epoch, gr.What
 		}
 		out.For = min(out.For, gr.For)
+	}
+	if failed != nil {
+		return Grant{}, failed
 	}
 	return out, nil
 }

@@ -81,6 +81,40 @@ func (r Record) Expired(now time.Time) bool {
 	return r.Holder == "" || !now.Before(r.Expires)
 }
 
+// State is how the record reads at now: "held", "expired" (the holder's
+// expiry passed: no region acts as primary until one takes it) or
+// "released".
+func (r Record) State(now time.Time) string {
+	switch {
+	case r.Holder == "":
+		return "released"
+	case !now.Before(r.Expires):
+		return "expired"
+	}
+	return "held"
+}
+
+// Describe is the one line every command prints for the record at now, so
+// that an expired lease reads the same in lease show, status and the
+// prechecks.
+func (r Record) Describe(now time.Time) string {
+	const stamp = "2006-01-02 15:04:05"
+	standby := r.Standby
+	if standby == "" {
+		standby = "none"
+	}
+	switch r.State(now) {
+	case "released":
+		return fmt.Sprintf("held by nobody (RELEASED at %s by %s), epoch %d, standby %s: no region acts as primary",
+			r.Expires.Local().Format(stamp), r.By, r.Epoch, standby)
+	case "expired":
+		return fmt.Sprintf("EXPIRED at %s, held by %s, epoch %d, standby %s (last renewed %s by %s): no region acts as primary",
+			r.Expires.Local().Format(stamp), r.Holder, r.Epoch, standby, r.Renewed.Local().Format(stamp), r.By)
+	}
+	return fmt.Sprintf("held by %s, epoch %d, standby %s, expires %s (renewed %s by %s)",
+		r.Holder, r.Epoch, standby, r.Expires.Local().Format(stamp), r.Renewed.Local().Format("15:04:05"), r.By)
+}
+
 // Lease is one region's handle on a protection group's lease.
 type Lease struct {
 	Store  state.Store // the witness location

@@ -213,7 +213,7 @@ func (s *Steps) checkLease(ctx context.Context, x *Exec) error {
 	holder := pg.Primary // before any lease: the configured primary
 	if ok {
 		holder = rec.Holder
-		x.Printf("lease of %s: holder %s, epoch %d, standby %s, expires %s", pg.Name, lease.Who(rec.Holder), rec.Epoch, lease.Who(rec.Standby), rec.Expires.Format(time.RFC3339))
+		x.Printf("lease of %s: %s", pg.Name, rec.Describe(time.Now()))
 	} else {
 		x.Printf("lease of %s was never taken: %s is the configured primary", pg.Name, pg.Primary)
 	}

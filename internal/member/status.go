@@ -19,7 +19,9 @@ import (
 type Role struct {
 	ProtectionGroup string        `json:"protection_group"`
 	Lease           *lease.Record `json:"lease,omitempty"`
-	// Expired: the lease's holder may no longer act (its expiry passed).
+	// LeaseState is Lease's State: held, expired or released.
+	LeaseState string `json:"lease_state,omitempty"`
+	// Expired: the lease's holder may no longer act (expired or released).
 	Expired    bool   `json:"expired,omitempty"`
 	Error      string `json:"error,omitempty"`
 	Unfinished string `json:"unfinished_execution,omitempty"`
@@ -101,7 +103,7 @@ func role(ctx context.Context, env *Env, i int) Role {
 		r.Health = "never-taken"
 	default:
 		r.Lease = &rec
-		r.Expired = rec.Expired(time.Now())
+		r.Expired, r.LeaseState = rec.Expired(time.Now()), rec.State(time.Now())
 		switch {
 		case r.Expired:
 			r.Health = "no-primary"
@@ -197,14 +199,7 @@ func (s Status) Print(w io.Writer, configPath string) {
 			fmt.Fprintf(w, "protection group %s: the lease was never taken\n", r.ProtectionGroup)
 		default:
 			l := r.Lease
-			st := "renewed " + l.Renewed.Local().Format("15:04:05") + ", expires " + l.Expires.Local().Format("15:04:05")
-			if r.Expired {
-				st = "EXPIRED at " + l.Expires.Local().Format("2006-01-02 15:04:05") + ": no region acts as primary"
-			}
-			if l.Holder == "" {
-				st = "RELEASED at " + l.Expires.Local().Format("2006-01-02 15:04:05") + ": no region acts as primary"
-			}
-			fmt.Fprintf(w, "protection group %s: primary %s, standby %s, epoch %d, %s\n", r.ProtectionGroup, lease.Who(l.Holder), lease.Who(l.Standby), l.Epoch, st)
+			fmt.Fprintf(w, "protection group %s: lease %s\n", r.ProtectionGroup, l.Describe(time.Now()))
 			if l.Holder != "" && l.Standby == "" {
 				fmt.Fprintf(w, "  no standby: nothing is replicated until a failback (tandem plan run failback --config %s)\n", configPath)
 			}
