@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tandem/internal/member/bucket"
+	"tandem/internal/replicate"
 )
 
 func newBucketCommand() *cobra.Command {
@@ -21,6 +21,7 @@ func newBucketCommand() *cobra.Command {
 type promoteOptions struct {
 	config string
 	json   bool
+	yes    bool
 }
 
 func newBucketPromoteCommand() *cobra.Command {
@@ -32,14 +33,16 @@ func newBucketPromoteCommand() *cobra.Command {
 The promotion is recorded in the standby region's state; a running
 'tandem serve' stops replicating into the target within seconds, without a
 restart, and tandem never writes into it as a replica again. Only the standby
-region is contacted. Promoting twice is harmless.`,
+region is contacted. Promoting twice is harmless. It asks for confirmation
+(a typed yes) unless --yes is given; without a terminal, --yes is required.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runPromote(c.Context(), o, args[0], os.Stdout)
 		},
 	}
-	c.Flags().StringVar(&o.config, "config", "", "config file")
+	configFlag(c.Flags(), &o.config)
 	c.Flags().BoolVar(&o.json, "json", false, "print JSON")
+	yesFlag(c.Flags(), &o.yes)
 	return c
 }
 
@@ -59,12 +62,18 @@ func runPromote(ctx context.Context, o promoteOptions, target string, w io.Write
 	if err != nil {
 		return err
 	}
+	if done, err := replicate.LoadStatus(ctx, st, r.Name); err == nil && done.Promotion == nil {
+		what := fmt.Sprintf("This makes %s (replication %s, in %s) writable: nothing is replicated into it again, for good.", r.To.URL, r.Name, r.To.Region)
+		if err := confirm(w, o.yes, what); err != nil {
+			return err
+		}
+	}
 	prom, err := bucket.PromoteTarget(ctx, env, r, st, false)
 	if err != nil {
 		return err
 	}
 	if o.json {
-		return json.NewEncoder(w).Encode(prom)
+		return writeJSON(w, prom)
 	}
 	fmt.Fprintf(w, "promoted %s (replication %s) at %s\n", r.To.URL, r.Name, prom.At.Local().Format("2006-01-02 15:04:05 MST"))
 	if prom.Watermark != nil {

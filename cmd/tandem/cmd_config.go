@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 
@@ -20,16 +19,14 @@ func newConfigCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			enc := json.NewEncoder(os.Stdout)
-			enc.SetIndent("", "  ")
-			if err := enc.Encode(cfg); err != nil {
+			if err := writeJSON(os.Stdout, cfg); err != nil {
 				return err
 			}
 			fmt.Fprintf(os.Stderr, "%s is valid\n", path)
 			return nil
 		},
 	}
-	check.Flags().StringVar(&path, "config", "", "config file")
+	configFlag(check.Flags(), &path)
 	c.AddCommand(check)
 	return c
 }

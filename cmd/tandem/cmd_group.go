@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -34,7 +33,7 @@ type groupOptions struct {
 }
 
 func groupFlags(c *cobra.Command, o *groupOptions) {
-	c.Flags().StringVar(&o.config, "config", "", "config file")
+	configFlag(c.Flags(), &o.config)
 	c.Flags().BoolVar(&o.json, "json", false, "print JSON")
 }
 
@@ -156,9 +155,7 @@ func runGroup(ctx context.Context, o groupOptions, name, action string, w io.Wri
 		}
 	}
 	if o.json {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return writeJSON(w, out)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"tandem/internal/config"
 	"tandem/internal/lease"
+	"tandem/internal/state"
 )
 
 type leaseOptions struct {
@@ -19,6 +20,7 @@ type leaseOptions struct {
 	region  string
 	standby string
 	json    bool
+	yes     bool
 }
 
 func newLeaseCommand() *cobra.Command {
@@ -28,7 +30,9 @@ func newLeaseCommand() *cobra.Command {
 		Long: `Each protection group has one region lease in the witness location: the
 region that holds it is the only one that acts as primary, and every change
 of holder increments the fencing epoch. A region takes the lease when it is
-free, released, or expired; the holder renews it by acquiring again.`,
+free, released, or expired; the holder renews it by acquiring again. Taking
+a lease another region had asks for confirmation (a typed yes) unless --yes
+is given; without a terminal, --yes is required.`,
 	}
 	var o leaseOptions
 	for _, action := range []string{"show", "acquire", "release"} {
@@ -40,13 +44,14 @@ free, released, or expired; the holder renews it by acquiring again.`,
 				return runLease(c.Context(), o, action, args[0], os.Stdout)
 			},
 		}
-		sub.Flags().StringVar(&o.config, "config", "", "config file")
+		configFlag(sub.Flags(), &o.config)
 		sub.Flags().BoolVar(&o.json, "json", false, "print JSON")
 		if action != "show" {
 			sub.Flags().StringVar(&o.region, "region", os.Getenv("TANDEM_REGION"), "the region this tandem acts for (default $TANDEM_REGION)")
 		}
 		if action == "acquire" {
 			sub.Flags().StringVar(&o.standby, "standby", "", "when taking the lease: the region to replicate into, or none (default: the other region)")
+			yesFlag(sub.Flags(), &o.yes)
 		}
 		c.AddCommand(sub)
 	}
@@ -90,6 +95,9 @@ func runLease(ctx context.Context, o leaseOptions, action, name string, w io.Wri
 			err = fmt.Errorf("the lease of %s was never taken", pg.Name)
 		}
 	case "acquire":
+		if err := confirmTakeover(ctx, w, o, pg, st); err != nil {
+			return err
+		}
 		rec, err = ls.Acquire(ctx)
 	case "release":
 		rec, err = ls.Release(ctx)
@@ -109,6 +117,26 @@ func runLease(ctx context.Context, o leaseOptions, action, name string, w io.Wri
 	}
 	fmt.Fprintf(w, "%s: %s\n", pg.Name, rec.Describe(now))
 	return nil
+}
+
+// confirmTakeover asks before o.region takes a lease another region held
+// and no longer holds (it expired, or it was released): that region stops
+// acting as primary. Renewing, a first acquisition and a lease still held
+// (which acquire refuses) ask nothing.
+func confirmTakeover(ctx context.Context, w io.Writer, o leaseOptions, pg *config.ProtectionGroup, st state.Store) error {
+	rec, ok, err := lease.Show(ctx, st, pg.Name)
+	if err != nil || !ok {
+		return nil
+	}
+	last := rec.Holder
+	if last == "" {
+		last = other(pg, rec.Standby) // released: the last holder
+	}
+	if last == o.region || !rec.Expired(time.Now()) {
+		return nil
+	}
+	return confirm(w, o.yes, fmt.Sprintf("This makes %s the primary of %s, taking the lease %s had (%s).",
+		o.region, pg.Name, last, rec.Describe(time.Now())))
 }
 
 // other is the region of pg that is not region.

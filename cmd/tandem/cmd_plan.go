@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -61,7 +60,7 @@ goes; a run that was killed is continued with 'plan resume'.`,
 }
 
 func planFlags(c *cobra.Command, o *planOptions) {
-	c.Flags().StringVar(&o.config, "config", "", "config file")
+	configFlag(c.Flags(), &o.config)
 	c.Flags().StringVar(&o.pg, "protection-group", "", "the protection group (default: the only one)")
 	c.Flags().BoolVar(&o.json, "json", false, "print JSON")
 }
@@ -183,12 +182,6 @@ func newPlanShowCommand() *cobra.Command {
 	}
 	planFlags(c, &o)
 	return c
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // checkResult is one precheck's outcome.

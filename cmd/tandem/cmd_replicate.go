@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -43,17 +43,17 @@ with its state kept in the standby region.
 Exit status: 0 done, 1 failed, 2 bad arguments or config, 3 finished with
 objects that failed (listed in the summary and kept for retry).`,
 		Args: func(c *cobra.Command, args []string) error {
-			if o.config != "" && len(args) == 1 || o.config == "" && len(args) == 2 {
+			if len(args) == 1 || o.config == "" && len(args) == 2 {
 				return nil
 			}
-			return usageError{fmt.Errorf("give SRC and DST, or --config FILE and a replication name")}
+			return usageError{fmt.Errorf("give SRC and DST, or a replication name (with --config FILE)")}
 		},
 		RunE: func(c *cobra.Command, args []string) error {
 			return runReplicate(c.Context(), o, args, os.Stdout)
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&o.config, "config", "", "config file: run the named replication once")
+	configFlag(f, &o.config)
 	f.BoolVar(&o.delete, "delete", false, "delete objects that are only in DST")
 	f.StringArrayVar(&o.exclude, "exclude", nil, "leave keys with this prefix alone (repeatable)")
 	f.BoolVar(&o.json, "json", false, "print one JSON summary")
@@ -66,7 +66,7 @@ objects that failed (listed in the summary and kept for retry).`,
 func runReplicate(ctx context.Context, o replicateOptions, args []string, out io.Writer) error {
 	log := newLogger(slog.LevelWarn)
 	var p *replicate.Pair
-	if o.config != "" {
+	if len(args) == 1 {
 		env, err := loadEnv(o.config, log)
 		if err != nil {
 			return err
@@ -93,9 +93,7 @@ func runReplicate(ctx context.Context, o replicateOptions, args []string, out io
 	stop()
 	switch {
 	case o.json:
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		enc.Encode(sum)
+		writeJSON(out, sum)
 	case !errors.Is(err, replicate.ErrPromoted):
 		printSummary(out, sum)
 	}
@@ -112,7 +110,12 @@ func adHocPair(ctx context.Context, o replicateOptions, srcURL, dstURL string, l
 	if o.transfers < 1 {
 		return nil, usageError{fmt.Errorf("--transfers must be at least 1")}
 	}
-	e, err := openEnds(ctx, o.ends, srcURL, dstURL, false)
+	for _, x := range o.exclude {
+		if x == "" || strings.HasPrefix(x, "/") {
+			return nil, usageError{fmt.Errorf("--exclude %q: give a non-empty key prefix relative to SRC (an empty one would exclude everything)", x)}
+		}
+	}
+	e, err := openEnds(ctx, o.ends, srcURL, dstURL, true)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"time"
 
@@ -56,7 +57,7 @@ The token is serve.token.`,
 			return runServe(c.Context(), o, nil)
 		},
 	}
-	c.Flags().StringVar(&o.config, "config", "", "config file")
+	configFlag(c.Flags(), &o.config)
 	c.Flags().StringVar(&o.listen, "listen", "", "metrics and health address (default from config, 127.0.0.1:9750)")
 	c.Flags().StringVar(&o.region, "region", os.Getenv("TANDEM_REGION"), "the region this serve runs in: it does that region's part only (default $TANDEM_REGION)")
 	return c
@@ -90,12 +91,15 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 		}
 	}
 	if len(s.Tasks) == 0 {
-		return usageError{fmt.Errorf("%s configures nothing to serve: no replication, group or protection group of --region", o.config)}
+		return usageError{fmt.Errorf("%s configures nothing to serve: no replication, group or protection group of --region", cfg.Path())}
 	}
 	d := &daemon.Daemon{Tasks: s.Tasks, Listen: cfg.Serve.Listen, Log: log, Registry: reg, Handlers: s.Handlers,
 		Status: func(ctx context.Context) (any, error) { return member.CollectStatus(ctx, env), nil }}
 	if o.listen != "" {
 		d.Listen = o.listen
+	}
+	if !loopback(d.Listen) && cfg.Serve.Token == "" {
+		return usageError{fmt.Errorf("listen address %s is reachable from other hosts, and POST /groups/{group}/complete changes state: set serve.token in %s (e.g. token: ${TANDEM_SERVE_TOKEN}), or listen on 127.0.0.1", d.Listen, cfg.Path())}
 	}
 	if err := d.Open(ctx); err != nil {
 		return err
@@ -107,4 +111,18 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	return d.Close(sctx)
+}
+
+// loopback reports whether a listen address accepts connections from this
+// host only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

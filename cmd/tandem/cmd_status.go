@@ -41,7 +41,7 @@ status itself fails; 2 for bad arguments or configuration.`,
 			return runStatus(c.Context(), o, os.Stdout)
 		},
 	}
-	c.Flags().StringVar(&o.config, "config", "", "config file")
+	configFlag(c.Flags(), &o.config)
 	c.Flags().BoolVar(&o.json, "json", false, "print JSON")
 	return c
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"tandem/internal/delta"
 	"tandem/internal/tablesync"
 )
 
@@ -63,6 +63,9 @@ Exit status: 0 done, 1 failed, 2 bad arguments.`,
 }
 
 func runTableSync(ctx context.Context, o tableSyncOptions, srcURL, dstURL string, w io.Writer) error {
+	if o.version < -1 {
+		return usageError{fmt.Errorf("--version %d: give a table version (0 or more), or leave it out for the latest", o.version)}
+	}
 	e, err := openEnds(ctx, o.ends, srcURL, dstURL, true)
 	if err != nil {
 		return err
@@ -78,6 +81,9 @@ func runTableSync(ctx context.Context, o tableSyncOptions, srcURL, dstURL string
 	}
 	s := &tablesync.Sync{Source: e.src, Target: e.dst, Transfers: o.transfers, Log: newLogger(0)}
 	res, err := s.Run(ctx, o.version)
+	if errors.Is(err, delta.ErrNoVersion) {
+		return usageError{fmt.Errorf("--version %d: %w", o.version, err)}
+	}
 	if errors.Is(err, tablesync.ErrDiverged) || errors.Is(err, tablesync.ErrResyncNeeded) {
 		return fmt.Errorf("%w\nrun again with --full-resync to move the target's log aside and copy the table afresh", err)
 	}
@@ -85,9 +91,7 @@ func runTableSync(ctx context.Context, o tableSyncOptions, srcURL, dstURL string
 		return err
 	}
 	if o.json {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		return writeJSON(w, res)
 	}
 	from := "an empty target"
 	if res.FromVersion >= 0 {

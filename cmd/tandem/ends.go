@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/pflag"
@@ -43,6 +44,11 @@ type ends struct {
 // a missing destination folder.
 func openEnds(ctx context.Context, f endsFlags, srcURL, dstURL string, createDst bool) (*ends, error) {
 	e := &ends{srcOpts: f.options(f.fromEndpoint), dstOpts: f.options(f.toEndpoint)}
+	for _, ep := range []string{e.srcOpts.Endpoint, e.dstOpts.Endpoint} {
+		if err := s3store.CheckEndpoint(ep); err != nil {
+			return nil, usageError{err}
+		}
+	}
 	var err error
 	if e.srcLoc, err = location.Parse(srcURL); err != nil {
 		return nil, usageError{fmt.Errorf("SRC: %w", err)}
@@ -54,6 +60,9 @@ func openEnds(ctx context.Context, f endsFlags, srcURL, dstURL string, createDst
 		return nil, usageError{fmt.Errorf("SRC %s and DST %s overlap: a replica cannot be inside its source or hold it", e.srcLoc, e.dstLoc)}
 	}
 	if e.src, err = location.Open(ctx, e.srcLoc, e.srcOpts, false); err != nil {
+		if errors.Is(err, objstore.ErrNotExist) {
+			return nil, usageError{fmt.Errorf("SRC: %w", err)}
+		}
 		return nil, fmt.Errorf("SRC: %w", err)
 	}
 	if e.dst, err = location.Open(ctx, e.dstLoc, e.dstOpts, createDst); err != nil {

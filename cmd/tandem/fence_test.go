@@ -243,25 +243,41 @@ func TestFencingUnderRandomLeaseMoves(t *testing.T) {
 				if what == "group" {
 					args = []string{"group", "sync", "--config", cfg, "sales"}
 				}
-				cmd := exec.Command(os.Args[0], append([]string{"-test.run=^$", "--"}, args...)...)
-				cmd.Env = append(append(os.Environ(), "TANDEM_MAIN=1"), r.env...)
+				var cmd *exec.Cmd
 				var out bytes.Buffer
-				cmd.Stdout, cmd.Stderr = &out, &out
-				start := time.Now()
-				if err := cmd.Start(); err != nil {
-					t.Fatal(err)
+				var done chan error
+				start := func() time.Time {
+					cmd = exec.Command(os.Args[0], append([]string{"-test.run=^$", "--"}, args...)...)
+					cmd.Env = append(append(os.Environ(), "TANDEM_MAIN=1"), r.env...)
+					out.Reset()
+					cmd.Stdout, cmd.Stderr = &out, &out
+					if err := cmd.Start(); err != nil {
+						t.Fatal(err)
+					}
+					done = make(chan error, 1)
+					go func() { done <- cmd.Wait() }()
+					return time.Now()
 				}
-				done := make(chan error, 1)
-				go func() { done <- cmd.Wait() }()
 				if n < 2 {
 					// The first pass and sync run whole: how long they take
-					// tells where "during" is.
-					if err := <-done; err != nil {
-						t.Fatalf("%s: %v\n%s", what, err, out.String())
+					// tells where "during" is. On a machine loaded enough
+					// that a write outlives its grant, the writer stops (as
+					// it must) and a rerun converges.
+					for attempt := 1; ; attempt++ {
+						began := start()
+						err := <-done
+						if err == nil {
+							passTime[n] = time.Since(began)
+							break
+						}
+						if attempt == 3 || !refusal(out.String()) {
+							t.Fatalf("%s: %v\n%s", what, err, out.String())
+						}
+						t.Logf("%s, attempt %d, refused by its guard on a loaded machine; running it again:\n%s", what, attempt, out.String())
 					}
-					passTime[n] = time.Since(start)
 					continue
 				}
+				start()
 				mode := modes[rng.IntN(len(modes))]
 				time.Sleep(time.Duration(rng.Int64N(int64(passTime[n%2]) * 7 / 10)))
 				switch mode {
@@ -289,8 +305,7 @@ func TestFencingUnderRandomLeaseMoves(t *testing.T) {
 				if exit != nil && mode != "kill" {
 					o := out.String()
 					switch {
-					case strings.Contains(o, "fenced") || strings.Contains(o, "cannot confirm") ||
-						strings.Contains(o, "may have landed after its grant ran out") || strings.Contains(o, "was revoked before it landed"):
+					case strings.Contains(o, "fenced") || refusal(o):
 						stopped[mode]++
 					case strings.Contains(o, "source: folder "+r.west[n]), strings.Contains(o, "source: "+r.westURL[n]):
 						// Paused before it read the lease: it woke up acting
@@ -312,4 +327,11 @@ func TestFencingUnderRandomLeaseMoves(t *testing.T) {
 			}
 		})
 	}
+}
+
+// refusal reports whether a writer's output says its guard or its store
+// refused a write: unconfirmed, late or revoked.
+func refusal(out string) bool {
+	return strings.Contains(out, "cannot confirm") || strings.Contains(out, "may have landed after its grant ran out") ||
+		strings.Contains(out, "was revoked before it landed")
 }

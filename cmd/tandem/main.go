@@ -4,11 +4,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -51,6 +54,16 @@ func newRootCommand() *cobra.Command {
 	root.PersistentFlags().StringVar(&global.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&global.logFormat, "log-format", "text", "log format: text or json")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	root.PersistentPreRunE = func(c *cobra.Command, args []string) error {
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(global.logLevel)); err != nil {
+			return usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", global.logLevel)}
+		}
+		if global.logFormat != "text" && global.logFormat != "json" {
+			return usageError{fmt.Errorf("--log-format %q: use text or json", global.logFormat)}
+		}
+		return nil
+	}
 	root.AddCommand(
 		newReplicateCommand(),
 		newServeCommand(),
@@ -73,14 +86,14 @@ func usageArgs(c *cobra.Command) {
 	if args := c.Args; args != nil {
 		c.Args = func(cmd *cobra.Command, a []string) error {
 			if err := args(cmd, a); err != nil {
-				return usageError{fmt.Errorf("%s: %w (usage: %s)", cmd.CommandPath(), err, cmd.UseLine())}
+				return usageError{fmt.Errorf("%s%w (usage: %s)", subPath(cmd), err, cmd.UseLine())}
 			}
 			return nil
 		}
 	} else if c.HasSubCommands() && c.RunE == nil && c.Run == nil {
 		c.Args = func(cmd *cobra.Command, a []string) error {
 			if len(a) > 0 {
-				return usageError{fmt.Errorf("%s: unknown command %q (see %s --help)", cmd.CommandPath(), a[0], cmd.CommandPath())}
+				return usageError{fmt.Errorf("%sunknown command %q (see %s --help)", subPath(cmd), a[0], cmd.CommandPath())}
 			}
 			return nil
 		}
@@ -89,6 +102,15 @@ func usageArgs(c *cobra.Command) {
 	for _, sub := range c.Commands() {
 		usageArgs(sub)
 	}
+}
+
+// subPath is the command's path after "tandem" with ": " (errors are
+// printed after "tandem: " already), or "" for the root.
+func subPath(c *cobra.Command) string {
+	if !c.HasParent() {
+		return ""
+	}
+	return strings.TrimPrefix(c.CommandPath(), c.Root().Name()+" ") + ": "
 }
 
 func newLogger(defaultLevel slog.Level) *slog.Logger {
@@ -101,6 +123,15 @@ func newLogger(defaultLevel slog.Level) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// writeJSON prints v as indented JSON, as written (no HTML escaping of
+// URLs and templates): every --json output goes through it.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
 }
 
 func main() {

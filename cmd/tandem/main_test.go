@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -111,6 +112,18 @@ func TestBadInput(t *testing.T) {
 	writeFile(t, filepath.Join(src, "k"), "v")
 	writeFile(t, filepath.Join(dst, "keep"), "must survive")
 	writeFile(t, filepath.Join(dir, "bad.yaml"), "regions:\n  - name: a\n    state: /tmp/x\n    colour: blue\n")
+	writeFile(t, filepath.Join(dir, "endpoint.yaml"), "regions:\n  - {name: a, state: /tmp/x, s3: {endpoint: \"http://admin:hunter2@127.0.0.1:9000\"}}\n")
+	writeFile(t, filepath.Join(dir, "webhook.yaml"), strings.ReplaceAll(`regions:
+  - {name: a, state: DIR/a/.tandem}
+  - {name: b, state: DIR/b/.tandem}
+groups:
+  - name: g
+    from: a
+    to: b
+    tables: [{name: t, from: DIR/a/t, to: DIR/b/t}]
+    notify: {webhook: "https://hooks.example/T%zz/hunter2"}
+`, "DIR", dir))
+	writeFile(t, filepath.Join(dir, "open.yaml"), strings.ReplaceAll("regions:\n  - {name: a, state: DIR/a/.tandem}\n  - {name: b, state: DIR/b/.tandem}\nreplication:\n  - {name: r, from: {region: a, url: DIR/src}, to: {region: b, url: DIR/dst}}\n", "DIR", dir))
 	creds := []string{"AWS_ACCESS_KEY_ID=" + s3test.Access, "AWS_SECRET_ACCESS_KEY=" + s3test.Secret, "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"}
 	wrong := []string{"AWS_ACCESS_KEY_ID=" + s3test.Access, "AWS_SECRET_ACCESS_KEY=not-the-secret-xyz", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"}
 	for _, tc := range []struct {
@@ -120,25 +133,38 @@ func TestBadInput(t *testing.T) {
 		code int
 		want string
 	}{
-		{"malformed config", nil, []string{"status", "--config", filepath.Join(dir, "bad.yaml")}, 2, "line 4: unknown key colour"},
+		{"malformed config", nil, []string{"status", "--config", filepath.Join(dir, "bad.yaml")}, 2, "line 4: regions[0].colour: unknown key"},
+		{"credentials in an endpoint", nil, []string{"config", "check", "--config", filepath.Join(dir, "endpoint.yaml")}, 2, "regions[0].s3.endpoint: endpoint http://admin@127.0.0.1:9000: credentials do not belong in the endpoint URL"},
+		{"webhook that does not parse", nil, []string{"config", "check", "--config", filepath.Join(dir, "webhook.yaml")}, 2, "groups[0].notify.webhook: https://(a URL that does not parse, not shown) is not a valid URL"},
+		{"credentials in a URL that does not parse", nil, []string{"replicate", "s3://AKIA:hun/ter2@bucket/x", dst}, 2, "location s3://(a URL that does not parse, not shown) is not a valid URL"},
+		{"credentials in a flag endpoint", nil, []string{"replicate", "--endpoint", "http://admin:hunter2@127.0.0.1:1", "s3://bucket/x", dst}, 2, "credentials do not belong in the endpoint URL"},
+		{"serve open to the network without a token", nil, []string{"serve", "--config", filepath.Join(dir, "open.yaml"), "--listen", "0.0.0.0:0"}, 2, "set serve.token"},
+		{"negative table version", nil, []string{"table", "sync", "--version", "-5", src, dst}, 2, "--version -5: give a table version"},
+		{"empty exclude", nil, []string{"replicate", "--exclude", "", src, dst}, 2, `--exclude "": give a non-empty key prefix`},
+		{"bad log level", nil, []string{"--log-level", "chatty", "status", "--config", filepath.Join(dir, "open.yaml")}, 2, `--log-level "chatty": use debug, info, warn or error`},
 		{"missing config", nil, []string{"status", "--config", filepath.Join(dir, "none.yaml")}, 2, "none.yaml: no such file"},
 		{"unknown scheme", nil, []string{"replicate", "gs://b/x", dst, "--delete"}, 2, `unknown scheme "gs"`},
-		{"missing folder", nil, []string{"replicate", "--delete", filepath.Join(dir, "nope"), dst}, 1, "nope does not exist"},
+		{"missing source folder", nil, []string{"replicate", "--delete", filepath.Join(dir, "nope"), dst}, 2, "nope does not exist"},
 		{"overlap", nil, []string{"replicate", "--delete", dir, dst}, 2, "overlap"},
-		{"missing bucket", creds, []string{"replicate", "--delete", "--endpoint", srv.Endpoint, "--path-style", "s3://no-such-bucket/x", dst}, 1, `bucket "no-such-bucket" does not exist`},
+		{"missing source bucket", creds, []string{"replicate", "--delete", "--endpoint", srv.Endpoint, "--path-style", "s3://no-such-bucket/x", dst}, 2, `bucket "no-such-bucket" does not exist`},
 		{"wrong credentials", wrong, []string{"replicate", "--delete", "--endpoint", srv.Endpoint, "--path-style", "s3://" + bucket + "/x", dst}, 1, "refused the credentials"},
 		{"unreachable endpoint", creds, []string{"replicate", "--delete", "--endpoint", "http://127.0.0.1:1", "--path-style", "s3://" + bucket + "/x", dst}, 1, "cannot reach endpoint http://127.0.0.1:1"},
 		{"bad flag", nil, []string{"replicate", "--transfers", "zero", src, dst}, 2, "invalid argument"},
-		{"missing argument", nil, []string{"plan", "run", "--config", filepath.Join(dir, "bad.yaml")}, 2, "tandem plan run: accepts 1 arg(s), received 0 (usage: tandem plan run --config FILE TYPE"},
-		{"unknown command", nil, []string{"plan", "teleport"}, 2, `tandem plan: unknown command "teleport"`},
+		{"missing argument", nil, []string{"plan", "run", "--config", filepath.Join(dir, "bad.yaml")}, 2, "tandem: plan run: accepts 1 arg(s), received 0 (usage: tandem plan run --config FILE TYPE"},
+		{"unknown command", nil, []string{"plan", "teleport"}, 2, `tandem: plan: unknown command "teleport"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out := tandem(t, tc.env, tc.args...)
 			if code != tc.code || !strings.Contains(out, tc.want) {
 				t.Fatalf("exit %d, want %d; output does not say %q:\n%s", code, tc.code, tc.want, out)
 			}
-			if strings.Contains(out, "not-the-secret-xyz") || strings.Contains(out, s3test.Secret) {
-				t.Fatalf("a secret was printed:\n%s", out)
+			for _, secret := range []string{"not-the-secret-xyz", s3test.Secret, "hunter2", "hun/", "ter2"} {
+				if strings.Contains(out, secret) {
+					t.Fatalf("a secret (%s) was printed:\n%s", secret, out)
+				}
+			}
+			if strings.Contains(out, "tandem: tandem") {
+				t.Fatalf("the error prefix is doubled:\n%s", out)
 			}
 			if data, err := os.ReadFile(filepath.Join(dst, "keep")); err != nil || string(data) != "must survive" {
 				t.Fatalf("the target was changed: %q, %v", data, err)
@@ -201,7 +227,10 @@ func TestServePromoteStatus(t *testing.T) {
 	// Promote while serve runs: its next pass writes nothing into the
 	// target, and serve stays up for status and metrics.
 	var out bytes.Buffer
-	if err := runPromote(ctx, promoteOptions{config: cfg}, filepath.Join(dir, "standby/lake"), &out); err != nil {
+	if err := runPromote(ctx, promoteOptions{config: cfg}, filepath.Join(dir, "standby/lake"), &out); !strings.Contains(fmt.Sprint(err), "add --yes to confirm") {
+		t.Fatalf("promote without --yes and no terminal: %v", err)
+	}
+	if err := runPromote(ctx, promoteOptions{config: cfg, yes: true}, filepath.Join(dir, "standby/lake"), &out); err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(dir, "primary/lake/after.csv"), "after")
@@ -495,7 +524,11 @@ protection_groups:
 		{[]string{"lease", "acquire", "--config", cfg, "lakehouse", "--region", "mars"}, 2, `--region "mars" is neither`},
 		{[]string{"lease", "release", "--config", cfg, "lakehouse", "--region", "west"}, 1, "west does not hold lakehouse"},
 		{[]string{"lease", "release", "--config", cfg, "lakehouse", "--region", "east"}, 0, "held by nobody (RELEASED at"},
-		{[]string{"lease", "acquire", "--config", cfg, "lakehouse", "--region", "west"}, 0, "held by west, epoch 2"},
+		// Taking the lease east had asks first; without a terminal,
+		// --yes is required and nothing changes.
+		{[]string{"lease", "acquire", "--config", cfg, "lakehouse", "--region", "west"}, 2, "This makes west the primary of lakehouse, taking the lease east had"},
+		{[]string{"lease", "show", "--config", cfg, "lakehouse"}, 0, "held by nobody (RELEASED at"},
+		{[]string{"lease", "acquire", "--config", cfg, "lakehouse", "--region", "west", "-y"}, 0, "held by west, epoch 2"},
 		{[]string{"lease", "show", "--config", cfg, "lakehouse"}, 0, "held by west, epoch 2"},
 	}
 	for _, s := range steps {
@@ -556,7 +589,7 @@ protection_groups:
 	run(0, "manifest written", "group", "sync", "--config", cfg, "sales")
 	// Failover: east releases (or its lease expires), west takes over.
 	run(0, "epoch 1", "lease", "release", "--config", cfg, "lakehouse", "--region", "east")
-	run(0, "held by west, epoch 2, standby none", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "west", "--standby", "none")
+	run(0, "held by west, epoch 2, standby none", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "west", "--standby", "none", "--yes")
 	writeFile(t, filepath.Join(dir, "east/lake/b.csv"), "b")
 	run(1, "fenced", "replicate", "--config", cfg, "lake")
 	run(1, "west holds the lease of lakehouse (epoch 2), not east", "group", "sync", "--config", cfg, "sales")

@@ -538,7 +538,7 @@ protection_groups:
 	}()
 	run := expecter(t)
 	run(0, "epoch 1", "lease", "release", "--config", cfg, "lakehouse", "--region", "east")
-	run(0, "held by west, epoch 2, standby east", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "west")
+	run(0, "held by west, epoch 2, standby east", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "west", "--yes")
 	writeFile(t, filepath.Join(dir, "west/lake/b.csv"), "b")
 	waitFor(t, "west's serve did not copy into east", func() bool {
 		data, err := os.ReadFile(filepath.Join(dir, "east/lake/b.csv"))
@@ -715,6 +715,12 @@ protection_groups:
 			t.Errorf("cancel output lacks %q:\n%s", want, got)
 		}
 	}
+	// The resume comes after west's lease ran out with nobody renewing it:
+	// resuming is the decision that west acts, so it renews it.
+	waitFor(t, "west's lease to expire", func() bool {
+		_, out := tandem(t, nil, "lease", "show", "--config", cfg, "lakehouse")
+		return strings.Contains(out, "EXPIRED")
+	})
 	writeFile(t, filepath.Join(dir, "fixed"), "")
 	run(0, "succeeded: RTO", "plan", "resume", "--config", cfg, id)
 	run(0, "held by west", "lease", "show", "--config", cfg, "lakehouse")

@@ -8,10 +8,13 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,7 +38,9 @@ type Config struct {
 	Serve            Serve             `yaml:"serve" json:"serve"`
 
 	path     string
-	sections map[string]any // section key -> *[]T
+	sections map[string]any    // section key -> *[]T
+	lines    map[string]int    // path -> line, from the file (keys)
+	values   map[[2]int]string // line, column -> path (keys)
 }
 
 // Region is one cloud region (or, on a laptop, one folder).
@@ -43,7 +48,7 @@ type Region struct {
 	Name string `yaml:"name" json:"name"`
 	// State is where tandem keeps its records for the work whose target is
 	// in this region: a folder or s3://bucket/prefix in this region.
-	State string `yaml:"state" json:"state"`
+	State string `yaml:"state" json:"state" tandem:"path"`
 	S3    S3     `yaml:"s3" json:"s3"`
 }
 
@@ -101,7 +106,7 @@ type EmailNotify struct {
 
 // Witness is the location of the region leases.
 type Witness struct {
-	URL string `yaml:"url" json:"url"`
+	URL string `yaml:"url" json:"url" tandem:"path"`
 	S3  S3     `yaml:"s3" json:"s3"`
 }
 
@@ -144,13 +149,23 @@ func (s Secret) String() string {
 func (s Secret) MarshalJSON() ([]byte, error) { return []byte(strconv.Quote(s.String())), nil }
 func (s Secret) MarshalYAML() (any, error)    { return s.String(), nil }
 
+// valueError is a value that does not parse, named by its line and column
+// (for the path). It is a yaml.TypeError, so that decoding goes on and
+// every such error is reported at once.
+func valueError(n *yaml.Node, format string, args ...any) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d column %d: ", n.Line, n.Column) + fmt.Sprintf(format, args...)}}
+}
+
 // Duration is a time.Duration written as "30s", "5m".
 type Duration time.Duration
 
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (use 30s, 5m, 1h)", n.Line, n.Value)
+	switch {
+	case err != nil:
+		return valueError(n, "%q is not a duration (use 30s, 5m, 1h)", n.Value)
+	case v < 0:
+		return valueError(n, "%q is negative", n.Value)
 	}
 	*d = Duration(v)
 	return nil
@@ -166,14 +181,20 @@ type Size int64
 
 var sizeRe = regexp.MustCompile(`^([0-9]+)\s*([KMGT]i?B|B)?$`)
 
+// MaxSize is the largest size a setting takes: 5TiB, S3's largest object.
+const MaxSize = 5 << 40
+
 func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 	m := sizeRe.FindStringSubmatch(strings.TrimSpace(n.Value))
 	if m == nil {
-		return fmt.Errorf("line %d: %q is not a size (use 64MiB, 5MB or bytes)", n.Line, n.Value)
+		return valueError(n, "%q is not a size (use 64MiB, 5MB or bytes)", n.Value)
 	}
-	v, _ := strconv.ParseInt(m[1], 10, 64)
 	mult := map[string]int64{"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
 		"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}[m[2]]
+	v, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil || v > MaxSize/mult {
+		return valueError(n, "%q is too large (at most 5TiB)", n.Value)
+	}
 	*s = Size(v * mult)
 	return nil
 }
@@ -219,38 +240,91 @@ func commentStart(line []byte) int {
 	return len(line)
 }
 
-// Load reads, expands, decodes, defaults and validates a file.
+// Load reads, expands, decodes, defaults and validates a file. Its error
+// lists every problem found, each with its line and path.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	c, err := Parse(data)
+	abs, err := filepath.Abs(path)
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, err
+	}
+	c, err := parse(data, filepath.Dir(abs))
+	if err != nil {
+		var msgs []string
+		for _, e := range flatten(err) {
+			msgs = append(msgs, e.Error())
+		}
+		if len(msgs) == 1 {
+			return nil, fmt.Errorf("config %s: %s", path, msgs[0])
+		}
+		return nil, fmt.Errorf("config %s: %d problems:\n  %s", path, len(msgs), strings.Join(msgs, "\n  "))
 	}
 	c.path = path
 	return c, nil
 }
 
+// flatten lists the errors joined in err.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
 // Path is the file the configuration was loaded from.
 func (c *Config) Path() string { return c.path }
 
-// Parse decodes a configuration from YAML text.
-func Parse(data []byte) (*Config, error) {
+// Parse decodes a configuration from YAML text. It reports every problem
+// at once: unknown keys, values that do not parse and what validation
+// finds, in the order of their lines.
+// Relative folder paths are taken as they are (Load makes them relative to
+// the file).
+func Parse(data []byte) (*Config, error) { return parse(data, "") }
+
+func parse(data []byte, dir string) (*Config, error) {
 	data, err := expand(data)
 	if err != nil {
 		return nil, err
 	}
 	c := &Config{}
-	if err := c.decode(data); err != nil {
-		return nil, err
+	derr := c.decode(data, dir)
+	if derr != nil && c.lines == nil {
+		return nil, derr // not YAML
 	}
 	c.defaults()
-	if err := c.Validate(); err != nil {
-		return nil, err
+	var errs []error
+	if derr != nil {
+		for _, e := range flatten(derr) {
+			if _, ok := e.(placed); !ok {
+				e = errors.New(c.withPath(e.Error()))
+			}
+			errs = append(errs, e)
+		}
+	}
+	if verr := c.Validate(); verr != nil {
+		errs = append(errs, flatten(verr)...)
+	}
+	if len(errs) > 0 {
+		slices.SortStableFunc(errs, func(a, b error) int { return cmp.Compare(lineNumber(a), lineNumber(b)) })
+		return nil, errors.Join(errs...)
 	}
 	return c, nil
+}
+
+// lineNumber is the line an error names first, or a large number.
+func lineNumber(err error) int {
+	if m := lineRe.FindStringSubmatch(err.Error()); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	return 1 << 30
 }
 
 func (c *Config) defaults() {
@@ -297,10 +371,10 @@ func (c *Config) Validate() error {
 		} else if l, err := location.Parse(r.State); err != nil {
 			ck.Bad(f+".state", "%v", err)
 		} else {
-			ck.states = append(ck.states, Placed{"regions[" + r.Name + "].state", l, r.S3.Endpoint})
+			ck.states = append(ck.states, Placed{Field: "regions[" + r.Name + "].state", Loc: l, Endpoint: r.S3.Endpoint})
 		}
-		if r.S3.Endpoint != "" && !strings.HasPrefix(r.S3.Endpoint, "http://") && !strings.HasPrefix(r.S3.Endpoint, "https://") {
-			ck.Bad(f+".s3.endpoint", "%q must start with http:// or https://", r.S3.Endpoint)
+		if err := s3store.CheckEndpoint(r.S3.Endpoint); err != nil {
+			ck.Bad(f+".s3.endpoint", "%v", err)
 		}
 		if (r.S3.AccessKeyID == "") != (r.S3.SecretAccessKey == "") {
 			ck.Bad(f+".s3", "access_key_id and secret_access_key go together")
@@ -312,8 +386,34 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateProtection(ck)
-	return errors.Join(ck.errs...)
+	for _, check := range checks {
+		check(ck)
+	}
+	var errs []error
+	for _, e := range ck.errs {
+		errs = append(errs, c.atLine(e))
+	}
+	return errors.Join(errs...)
 }
+
+// atLine prefixes a validation error "field: msg" with the field's line,
+// when the configuration came from a file.
+func (c *Config) atLine(err error) error {
+	field, _, ok := strings.Cut(err.Error(), ": ")
+	if !ok || strings.HasPrefix(field, "line ") {
+		return err
+	}
+	if n := c.lineOf(field); n > 0 {
+		return fmt.Errorf("line %d: %w", n, err)
+	}
+	return err
+}
+
+var checks []func(*Check)
+
+// RegisterCheck adds a validation that needs more than the sections (the
+// step ids a protection group tunes, which only the generated plans know).
+func RegisterCheck(f func(*Check)) { checks = append(checks, f) }
 
 // FindProtectionGroup finds a protection group by name.
 func (c *Config) FindProtectionGroup(name string) (*ProtectionGroup, error) {

@@ -29,7 +29,7 @@ protection_groups:
 		t.Fatalf("%+v %v", c, err)
 	}
 	_, err = Parse([]byte("regions:\n  - {name: east, state: /tmp/e}\nreplicaton: []\n"))
-	if err == nil || err.Error() != "line 3: unknown key replicaton" {
+	if err == nil || err.Error() != "line 3: replicaton: unknown key" {
 		t.Fatalf("unknown section: %v", err)
 	}
 }

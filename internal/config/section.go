@@ -3,10 +3,10 @@ package config
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"reflect"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"tandem/internal/location"
+	"tandem/internal/redact"
 )
 
 // Section is a top-level part of the configuration file that one kind of
@@ -164,7 +165,7 @@ func (pg *ProtectionGroup) HasMembers() bool {
 
 // decode decodes the file into c: the fixed sections and every registered
 // one, strictly.
-func (c *Config) decode(data []byte) error {
+func (c *Config) decode(data []byte, dir string) error {
 	secs := Sections()
 	pgFields := []reflect.StructField{{Name: "Base", Type: reflect.TypeFor[ProtectionGroup](), Tag: `yaml:",inline"`}}
 	for i, s := range secs {
@@ -179,10 +180,17 @@ func (c *Config) decode(data []byte) error {
 		fields = append(fields, reflect.StructField{Name: fmt.Sprintf("S%d", i), Type: reflect.TypeOf(s.New()).Elem(), Tag: reflect.StructTag(fmt.Sprintf(`yaml:%q`, s.Key))})
 	}
 	v := reflect.New(reflect.StructOf(fields)).Elem()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(v.Addr().Interface()); err != nil && err.Error() != "EOF" {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return decodeError(err)
+	}
+	k := &keys{dir: dir, lines: map[string]int{}, values: map[[2]int]string{}}
+	k.walk(&doc, v.Type(), "")
+	errs := k.errs
+	if len(doc.Content) > 0 {
+		if err := doc.Decode(v.Addr().Interface()); err != nil {
+			errs = append(errs, decodeError(err))
+		}
 	}
 	*c = v.Field(0).Interface().(Config)
 	c.sections = map[string]any{}
@@ -202,24 +210,22 @@ func (c *Config) decode(data []byte) error {
 		}
 		c.ProtectionGroups[i] = pg
 	}
-	return nil
+	c.lines, c.values = k.lines, k.values
+	return errors.Join(errs...)
 }
-
-var fieldNotFound = regexp.MustCompile(`(?m)field (\S+) not found in type .*$`)
 
 // decodeError turns the YAML decoder's errors into tandem's: one per line,
 // without Go type names.
 func decodeError(err error) error {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	msg = strings.TrimPrefix(msg, "unmarshal errors:\n")
-	msg = fieldNotFound.ReplaceAllString(msg, "unknown key $1")
-	var lines []string
+	var errs []error
 	for _, l := range strings.Split(msg, "\n") {
 		if l = strings.TrimSpace(l); l != "" {
-			lines = append(lines, l)
+			errs = append(errs, errors.New(l))
 		}
 	}
-	return fmt.Errorf("%s", strings.Join(lines, "\n"))
+	return errors.Join(errs...)
 }
 
 // MarshalJSON prints the configuration in file order, every section
@@ -367,6 +373,7 @@ type Placed struct {
 	Field    string
 	Loc      location.Location
 	Endpoint string
+	Unit     bool // a unit of its own inside another target (Target)
 }
 
 // Config is the configuration being checked.
@@ -416,16 +423,24 @@ func (ck *Check) Location(field, url string) (location.Location, bool) {
 
 // Target records that owner (a member's field) writes into loc, in
 // region, and reports at field an overlap with a target recorded before.
-// inside allows loc inside an earlier target (a group table in a
-// replicated bucket, which the replication leaves alone).
-func (ck *Check) Target(field, owner string, loc location.Location, region string, inside bool) {
+// A unit (a group's table) may lie inside a target that is not one (a
+// replicated bucket, which leaves the units in it alone); two units never
+// overlap, nor do two buckets.
+func (ck *Check) Target(field, owner string, loc location.Location, region string, unit bool) {
 	ep := ck.Endpoint(region)
 	for _, t := range ck.targets {
-		if location.Overlaps(t.Loc, t.Endpoint, loc, ep) && !(inside && strings.HasPrefix(loc.String(), t.Loc.String())) {
-			ck.Bad(field, "%s overlaps the target of %s", loc, t.Field)
+		if !location.Overlaps(t.Loc, t.Endpoint, loc, ep) {
+			continue
+		}
+		inner, outer := loc, t.Loc
+		if t.Unit {
+			inner, outer = t.Loc, loc
+		}
+		if unit == t.Unit || inner.String() == outer.String() || !strings.HasPrefix(inner.String(), outer.String()) {
+			ck.Bad(field, "%s overlaps the target of %s: two members would write the same objects", loc, t.Field)
 		}
 	}
-	ck.targets = append(ck.targets, Placed{owner, loc, ep})
+	ck.targets = append(ck.targets, Placed{Field: owner, Loc: loc, Endpoint: ep, Unit: unit})
 }
 
 // States are the regions' state locations.
@@ -441,8 +456,12 @@ func (ck *Check) Notify(field string, n *Notify) {
 			ck.Bad(fmt.Sprintf("%s.on[%d]", field, j), "%q is not success or failure", on)
 		}
 	}
-	if n.Webhook != "" && !strings.HasPrefix(string(n.Webhook), "http://") && !strings.HasPrefix(string(n.Webhook), "https://") {
-		ck.Bad(field+".webhook", "must be an http:// or https:// URL")
+	if n.Webhook != "" {
+		if u, err := redact.Parse(string(n.Webhook)); err != nil {
+			ck.Bad(field+".webhook", "%v", err)
+		} else if u.Scheme != "http" && u.Scheme != "https" {
+			ck.Bad(field+".webhook", "must be an http:// or https:// URL")
+		}
 	}
 	if e := n.Email; e != nil {
 		if _, _, err := net.SplitHostPort(e.SMTP); err != nil {

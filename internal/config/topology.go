@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"tandem/internal/location"
+	s3store "tandem/internal/objstore/s3"
 )
 
 // Action is one thing a step does: an HTTP request, SQL statements, a
@@ -40,7 +41,7 @@ type SQLAction struct {
 // ScriptAction runs a program; a non-zero exit fails.
 type ScriptAction struct {
 	Command []string          `yaml:"command" json:"command"`
-	Dir     string            `yaml:"dir" json:"dir,omitempty"`
+	Dir     string            `yaml:"dir" json:"dir,omitempty" tandem:"path"`
 	Env     map[string]Secret `yaml:"env" json:"env,omitempty"`
 }
 
@@ -90,6 +91,9 @@ func (c *Config) validateProtection(ck *Check) {
 	if c.Witness != nil {
 		if _, err := location.Parse(c.Witness.URL); err != nil {
 			ck.Bad("witness.url", "%v", err)
+		}
+		if err := s3store.CheckEndpoint(c.Witness.S3.Endpoint); err != nil {
+			ck.Bad("witness.s3.endpoint", "%v", err)
 		}
 	}
 	if len(c.ProtectionGroups) > 0 && c.Witness == nil {
@@ -175,7 +179,9 @@ func (c *Config) validateUserGroups(ck *Check, f string, pg *ProtectionGroup) {
 	}
 }
 
-// suggest is ", did you mean X?" when one of known is close to name.
+// Suggest is " (did you mean X?)" when one of known is close to name.
+func Suggest(name string, known []string) string { return suggest(name, known) }
+
 func suggest(name string, known []string) string {
 	best, bestD := "", 3
 	for _, k := range known {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"tandem/internal/tablegroup"
+
+	"tandem/internal/redact"
 )
 
 // Client lists the runs of one job.
@@ -61,15 +63,12 @@ func (c *Client) Runs(ctx context.Context) ([]tablegroup.Run, error) {
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(c.Host, "/")+"/api/2.1/jobs/runs/list?"+q.Encode(), nil)
 		if err != nil {
-			return nil, fmt.Errorf("databricks %s: %w", c.Host, err)
+			return nil, fmt.Errorf("databricks %s: %w", redact.Host(c.Host), redact.Err(err))
 		}
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 		resp, err := hc.Do(req)
 		if err != nil {
-			if ue, ok := err.(*url.Error); ok {
-				err = ue.Err
-			}
-			return nil, fmt.Errorf("databricks %s: %w", c.Host, err)
+			return nil, fmt.Errorf("databricks %s: %w", redact.Host(c.Host), redact.Err(err))
 		}
 		var page runsPage
 		switch {

@@ -24,6 +24,8 @@ var (
 	// ErrNotReconstructable: the version cannot be rebuilt from the log
 	// that is left (vacuumed, gaps, missing checkpoint parts).
 	ErrNotReconstructable = errors.New("version cannot be reconstructed")
+	// ErrNoVersion: the version asked for is past the table's latest.
+	ErrNoVersion = errors.New("no such version")
 	// ErrUnsupported: a protocol or feature tandem must not copy blindly.
 	ErrUnsupported = errors.New("unsupported table")
 	// ErrOutsideTable: a file referenced by an absolute path outside the
@@ -187,7 +189,7 @@ func (l *Log) Commit(v int64) (LogFile, bool) {
 // below v whose following commits are all present, else commits from 0.
 func (l *Log) plan(v int64) (*checkpoint, []LogFile, error) {
 	if v < 0 || v > l.Latest {
-		return nil, nil, fmt.Errorf("version %d: %w: the log ends at %d", v, ErrNotReconstructable, l.Latest)
+		return nil, nil, fmt.Errorf("version %d: %w: the table's latest version is %d", v, ErrNoVersion, l.Latest)
 	}
 	commitsFrom := func(from int64) ([]LogFile, int64) {
 		var out []LogFile

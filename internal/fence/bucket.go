@@ -92,7 +92,7 @@ func (b *bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 	if err != nil {
 		return info, err
 	}
-	return info, b.g.landed(b.URL()+"/"+key, until())
+	return info, b.g.landed(b.URL()+"/"+key, until(), objstore.LateBound(b.Bucket))
 }
 
 func (b *bucket) Delete(ctx context.Context, key string) error {
@@ -111,7 +111,7 @@ func (b *bucket) Delete(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	return b.g.landed("the delete of "+b.URL()+"/"+key, until)
+	return b.g.landed("the delete of "+b.URL()+"/"+key, until, objstore.LateBound(b.Bucket))
 }
 
 // Revoke passes through: the revoker of a store is not its writer.
@@ -132,5 +132,5 @@ func (b *partBucket) PutParts(ctx context.Context, key string, size, partSize in
 	if err != nil {
 		return info, err
 	}
-	return info, b.g.landed(b.URL()+"/"+key, until())
+	return info, b.g.landed(b.URL()+"/"+key, until(), objstore.LateBound(b.Bucket))
 }

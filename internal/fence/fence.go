@@ -31,9 +31,11 @@
 // reached its store in time, is refused by the store (expired, or its
 // staging revoked), or was already visible before the change took effect.
 // A paused writer that resumes after the change is fenced at its next gate.
-// The Guard also reports a write that returned later than its grant plus a
-// grace (ErrLate), with its key: it may not have landed, but nothing is
-// claimed that cannot be proven.
+// The Guard also reports a write that returned later than the store's own
+// bound allows (ErrLate), with its key: an S3 request stalled after it
+// arrived may have landed after the takeover; nothing is claimed that
+// cannot be proven. (A folder's staged write that succeeded always landed
+// before the revocation.)
 //
 // Monotonic clocks carry the argument across processes: durations, not wall
 // times, except for a lease's expiry, which the lease's margin covers.
@@ -70,7 +72,7 @@ const DefaultGrace = time.Second
 // land in a store that enforces the grant's end itself (S3 counts a
 // presigned request's expiry in whole seconds), with room for the store's
 // clock to be a little behind.
-const StoreSlack = 1250 * time.Millisecond
+const StoreSlack = objstore.StoreSlack
 
 // Takeover is how long a change that stops writers (a lease changing
 // hands, a promotion, a drill) waits, after the moment the old authority
@@ -280,15 +282,18 @@ func (g *Guard) confirm(ctx context.Context) (Grant, error) {
 }
 
 // landed checks a write that passed its gate with a grant valid until
-// until: it must have returned within one grace of it.
-func (g *Guard) landed(key string, until time.Time) error {
+// until: it must have returned within one grace of it, or within bound
+// (objstore.LateBound: the store itself kept it from landing later than a
+// takeover), whichever is longer. Any takeover waits at least that long
+// after the grant ran out (Takeover), so such a write is no stale write.
+func (g *Guard) landed(key string, until time.Time, bound time.Duration) error {
 	if g == nil || until.IsZero() {
 		return nil
 	}
 	g.mu.Lock()
 	grace := g.grace
 	g.mu.Unlock()
-	if late := time.Since(until); late > grace {
+	if late := time.Since(until); late > max(grace, bound) {
 		return fmt.Errorf("%s: %w: %s returned %s after its grant ran out (paused?); treat it as written by a stale writer",
 			g.what, ErrLate, key, late.Round(time.Millisecond))
 	}

@@ -23,6 +23,8 @@ import (
 	"tandem/internal/catalog"
 	"tandem/internal/config"
 	"tandem/internal/notify"
+
+	"tandem/internal/redact"
 )
 
 // Data is what templates see.
@@ -89,7 +91,7 @@ func runHTTP(ctx context.Context, h *config.HTTPAction, d Data, log io.Writer) e
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, strings.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("http %s: %w", notify.Host(u), err)
+		return fmt.Errorf("http %s: %w", notify.Host(u), redact.Err(err))
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
@@ -103,11 +105,7 @@ func runHTTP(ctx context.Context, h *config.HTTPAction, d Data, log io.Writer) e
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // the URL may carry a token
-		}
-		return fmt.Errorf("http %s %s: %w", method, notify.Host(u), err)
+		return fmt.Errorf("http %s %s: %w", method, notify.Host(u), redact.Err(err))
 	}
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))

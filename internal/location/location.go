@@ -6,13 +6,14 @@ package location
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"path/filepath"
 	"strings"
 
 	"tandem/internal/objstore"
 	"tandem/internal/objstore/local"
 	s3store "tandem/internal/objstore/s3"
+
+	"tandem/internal/redact"
 )
 
 // Location is a parsed location URL.
@@ -35,25 +36,25 @@ func Parse(raw string) (Location, error) {
 		}
 		return Location{Scheme: "file", Path: abs}, nil
 	}
-	u, err := url.Parse(raw)
+	u, err := redact.Parse(raw)
 	if err != nil {
-		return Location{}, fmt.Errorf("location %q is not a valid URL: %w", raw, err)
+		return Location{}, fmt.Errorf("location %w", err)
 	}
 	if u.User != nil {
-		return Location{}, fmt.Errorf("location %q: credentials do not belong in the URL: put them in the region's s3 settings or the AWS environment", redact(u))
+		return Location{}, fmt.Errorf("location %q: credentials do not belong in the URL: put them in the region's s3 settings or the AWS environment", redact.URL(raw))
 	}
 	switch u.Scheme {
 	case "file":
 		if u.Host != "" && u.Host != "localhost" {
-			return Location{}, fmt.Errorf("location %q: a file URL has three slashes: file:///path", raw)
+			return Location{}, fmt.Errorf("location %q: a file URL has three slashes: file:///path", redact.URL(raw))
 		}
 		if u.Path == "" {
-			return Location{}, fmt.Errorf("location %q names no folder", raw)
+			return Location{}, fmt.Errorf("location %q names no folder", redact.URL(raw))
 		}
 		return Location{Scheme: "file", Path: filepath.Clean(u.Path)}, nil
 	case "s3":
 		if u.Host == "" {
-			return Location{}, fmt.Errorf("location %q names no bucket: use s3://bucket/prefix", raw)
+			return Location{}, fmt.Errorf("location %q names no bucket: use s3://bucket/prefix", redact.URL(raw))
 		}
 		prefix := strings.TrimPrefix(u.Path, "/")
 		if prefix != "" && !strings.HasSuffix(prefix, "/") {
@@ -61,13 +62,7 @@ func Parse(raw string) (Location, error) {
 		}
 		return Location{Scheme: "s3", Bucket: u.Host, Prefix: prefix}, nil
 	}
-	return Location{}, fmt.Errorf("location %q has unknown scheme %q: use a folder path, file:///path or s3://bucket/prefix", raw, u.Scheme)
-}
-
-func redact(u *url.URL) string {
-	c := *u
-	c.User = nil
-	return c.String()
+	return Location{}, fmt.Errorf("location %q has unknown scheme %q: use a folder path, file:///path or s3://bucket/prefix", redact.URL(raw), u.Scheme)
 }
 
 // String is the canonical URL.

@@ -79,9 +79,9 @@ func (e *Env) Holds(ctx context.Context, pg *config.ProtectionGroup, region stri
 }
 
 // Begin keeps, while a run of p goes on in this process, the lease of the
-// region the run acts for, as long as that region holds it and it has not
-// expired: a plan at work for a region is that region at work, whether or
-// not its serve runs. A failover keeps only the new primary's (never the
+// region the run acts for, as long as that region holds it (see keep): a
+// plan at work for a region is that region at work, whether or not its
+// serve runs. A failover keeps only the new primary's (never the
 // lost one's); a switchover the old primary's until the handover, then the
 // new one's; failbacks and drills the primary's.
 func (s *Steps) Begin(ctx context.Context, p *plan.Plan) (end func()) {
@@ -96,25 +96,32 @@ func (s *Steps) Begin(ctx context.Context, p *plan.Plan) (end func()) {
 	case plan.Switchover:
 		regions = []string{p.From, p.To}
 	}
+	keep := func(ctx context.Context, renew func(*lease.Lease, context.Context) (lease.Record, error)) {
+		for _, region := range regions {
+			rec, ok, err := s.Env.Lease(ctx, pg.Name)
+			if err != nil || !ok || rec.Holder != region {
+				continue
+			}
+			if l, err := s.Env.NewLease(ctx, pg, region, ""); err == nil {
+				renew(l, ctx)
+			}
+		}
+	}
+	// Starting (or resuming) the run is the decision that the region acts:
+	// its own lease is renewed even if it expired meanwhile (nobody else
+	// took it); from then on, only while it has not expired.
+	keep(ctx, (*lease.Lease).Renew)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
-			for _, region := range regions {
-				rec, ok, err := s.Env.Lease(ctx, pg.Name)
-				if err != nil || !ok || rec.Holder != region {
-					continue
-				}
-				if l, err := s.Env.NewLease(ctx, pg, region, ""); err == nil {
-					l.Extend(ctx)
-				}
-			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(time.Duration(pg.LeaseTTL) / 3):
 			}
+			keep(ctx, (*lease.Lease).Extend)
 		}
 	}()
 	return func() { cancel(); <-done }

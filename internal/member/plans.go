@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,6 +39,55 @@ func Build(env *Env, pg *config.ProtectionGroup, typ, from, to string) (*plan.Pl
 		}
 		return out
 	})
+}
+
+func init() { config.RegisterCheck(checkStepIDs) }
+
+// checkStepIDs reports a protection group's step settings whose id is no
+// step of any of its plans, in either direction: a mistyped id would
+// otherwise be ignored.
+func checkStepIDs(ck *config.Check) {
+	cfg := ck.Config()
+	env := NewEnv(cfg, nil)
+	for i := range cfg.ProtectionGroups {
+		pg := &cfg.ProtectionGroups[i]
+		if len(pg.Steps) == 0 {
+			continue
+		}
+		ids, ok := stepIDs(env, pg)
+		if !ok {
+			continue // the group has other errors, reported already
+		}
+		for id := range pg.Steps {
+			if !slices.Contains(ids, id) {
+				ck.Bad(fmt.Sprintf("protection_groups[%d].steps.%s", i, id), "no plan of %s has a step with this id%s (tandem plan show lists them)",
+					pg.Name, config.Suggest(id, ids))
+			}
+		}
+	}
+}
+
+// stepIDs lists the ids of every step of pg's plans.
+func stepIDs(env *Env, pg *config.ProtectionGroup) (ids []string, ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	for _, typ := range config.PlanTypes {
+		for _, dir := range [][2]string{{pg.Primary, pg.Standby}, {pg.Standby, pg.Primary}} {
+			p, err := Build(env, pg, typ, dir[0], dir[1])
+			if err != nil {
+				return nil, false
+			}
+			for _, g := range p.Groups {
+				for _, st := range g.Steps {
+					ids = append(ids, st.ID)
+				}
+			}
+		}
+	}
+	return ids, true
 }
 
 // Steps performs the steps of plans: it implements plan.Actions, handing

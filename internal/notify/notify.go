@@ -12,11 +12,12 @@ import (
 	"net"
 	"net/http"
 	"net/smtp"
-	"net/url"
 	"strings"
 	"time"
 
 	"tandem/internal/config"
+
+	"tandem/internal/redact"
 )
 
 // Event is one thing worth telling.
@@ -51,7 +52,7 @@ func (w *Webhook) Notify(ctx context.Context, e Event) error {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("webhook %s: %w", Host(w.URL), err)
+		return fmt.Errorf("webhook %s: %w", Host(w.URL), redact.Err(err))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	c := w.Client
@@ -60,11 +61,7 @@ func (w *Webhook) Notify(ctx context.Context, e Event) error {
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // the URL may carry a token
-		}
-		return fmt.Errorf("webhook %s: %w", Host(w.URL), err)
+		return fmt.Errorf("webhook %s: %w", Host(w.URL), redact.Err(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
@@ -75,13 +72,7 @@ func (w *Webhook) Notify(ctx context.Context, e Event) error {
 
 // Host is a URL's scheme and host: how endpoints whose paths may carry
 // secrets are named in messages.
-func Host(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return "(invalid URL)"
-	}
-	return u.Scheme + "://" + u.Host
-}
+func Host(raw string) string { return redact.Host(raw) }
 
 // Email sends each event as a plain-text message. With Username set it
 // authenticates (PLAIN), which Go allows only over TLS or to localhost;

@@ -90,6 +90,36 @@ type Gated interface {
 	GatesWrites() bool
 }
 
+// StoreSlack bounds how long after its grant ends a gated write may still
+// land in a store that enforces the grant's end itself (S3 counts a
+// presigned request's expiry in whole seconds), with room for the store's
+// clock to be a little behind.
+const StoreSlack = 1250 * time.Millisecond
+
+// Bounded is implemented by buckets that bound, themselves, when a gated
+// write can become visible: one that succeeded and returned at most
+// LateBound after its grant ran out became visible before any takeover
+// took effect (the takeover waits that long, then revokes), so it is no
+// stale write (see package fence).
+type Bounded interface {
+	LateBound() time.Duration
+}
+
+// LateBound is b's LateBound, or 0 for a bucket that bounds nothing.
+func LateBound(b Bucket) time.Duration {
+	for b != nil {
+		if l, ok := b.(Bounded); ok {
+			return l.LateBound()
+		}
+		u, ok := b.(Unwrapper)
+		if !ok {
+			return 0
+		}
+		b = u.Unwrap()
+	}
+	return 0
+}
+
 // GatesWrites reports whether b calls PutOptions.Gate.
 func GatesWrites(b Bucket) bool {
 	g, ok := b.(Gated)

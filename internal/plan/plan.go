@@ -11,6 +11,7 @@
 package plan
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -99,6 +100,45 @@ const (
 type Placed struct {
 	Group string
 	Step  *Step
+}
+
+// MarshalJSON writes the timeout as a duration string ("10m0s").
+func (s Step) MarshalJSON() ([]byte, error) {
+	type plain Step
+	return json.Marshal(struct {
+		plain
+		Timeout string `json:"timeout"`
+	}{plain(s), s.Timeout.String()})
+}
+
+// UnmarshalJSON reads a timeout written as a string or in nanoseconds.
+func (s *Step) UnmarshalJSON(data []byte) error {
+	type plain Step
+	var v struct {
+		*plain
+		Timeout json.RawMessage `json:"timeout"`
+	}
+	v.plain = (*plain)(s)
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	var text string
+	switch {
+	case len(v.Timeout) == 0:
+	case json.Unmarshal(v.Timeout, &text) == nil:
+		d, err := time.ParseDuration(text)
+		if err != nil {
+			return fmt.Errorf("step %s: timeout: %w", s.ID, err)
+		}
+		s.Timeout = d
+	default:
+		var ns int64
+		if err := json.Unmarshal(v.Timeout, &ns); err != nil {
+			return fmt.Errorf("step %s: timeout: %w", s.ID, err)
+		}
+		s.Timeout = time.Duration(ns)
+	}
+	return nil
 }
 
 // NewStep is a built-in step with the default timeout.

@@ -2,6 +2,7 @@ package plan_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -383,5 +384,22 @@ func TestCancelAndSkip(t *testing.T) {
 	}
 	if _, err := e.Run(ctx, p, time.Now()); err != nil && !errors.Is(err, ErrStepFailed) {
 		t.Fatalf("a new run after cancel: %v", err)
+	}
+}
+
+// TestStepJSON: a step's timeout reads as a duration in JSON, and both
+// that and nanoseconds read back.
+func TestStepJSON(t *testing.T) {
+	s := NewStep(CheckLease, "", "west", "t", "stop")
+	data, err := json.Marshal(s)
+	if err != nil || !strings.Contains(string(data), `"timeout":"10m0s"`) {
+		t.Fatalf("%s %v", data, err)
+	}
+	var back Step
+	if err := json.Unmarshal(data, &back); err != nil || back.Timeout != DefaultTimeout || back.ID != s.ID {
+		t.Fatalf("%+v %v", back, err)
+	}
+	if err := json.Unmarshal([]byte(`{"id":"x","timeout":5000000000}`), &back); err != nil || back.Timeout != 5*time.Second {
+		t.Fatalf("nanoseconds: %+v %v", back, err)
 	}
 }

@@ -50,7 +50,7 @@ func TestGood(t *testing.T) {
 
 func TestBad(t *testing.T) {
 	for file, wants := range map[string][]string{
-		"unknown-key.bad.yaml": {"line 4: unknown key colour"},
+		"unknown-key.bad.yaml": {"line 4: regions[0].colour: unknown key"},
 		"unset-env.bad.yaml":   {"line 5", "TANDEM_UNSET_VARIABLE is not set"},
 		"duration.bad.yaml":    {"line 6", `"often" is not a duration`},
 		"refs.bad.yaml": {
@@ -58,7 +58,7 @@ func TestBad(t *testing.T) {
 			`regions[1].state: location "gs://nope" has unknown scheme "gs"`,
 			`replication[0].to.region: unknown region "mars"`,
 			"replication[0]: from file:///tmp/p/lake and to file:///tmp/p/lake/replica overlap",
-			"replication[0].part_size: 1048576 bytes is below S3's minimum part of 5MiB",
+			"replication[0].part_size: 1048576 bytes is outside S3's part sizes (5MiB to 5GiB)",
 			"replication[0].interval: 10ms is too short",
 			`replication[1].name: "Bad Name" is not a valid name`,
 			`replication[1].from.url: location "ftp://x" has unknown scheme "ftp"`,
@@ -85,6 +85,15 @@ func TestBad(t *testing.T) {
 			`protection_groups[0].user_groups[1].steps[0].on_error: "shrug" is not stop or continue`,
 			`protection_groups[0].user_groups[1].steps[0].retries: -1 is out of range`,
 			`protection_groups[0].user_groups[1].steps[0].timeout: 10ms is too short`,
+		},
+		"all-at-once.bad.yaml": {
+			`config testdata/all-at-once.bad.yaml: 6 problems:`,
+			`line 8: replication[0].intervall: unknown key (did you mean "interval"?)`,
+			`line 9: replication[0].retry_backoff: "-5s" is negative`,
+			`line 10: replication[0].part_size: "99999999TiB" is too large (at most 5TiB)`,
+			`line 19: groups[1].tables[0].to: file:///tmp/aao/west/t/orders overlaps the target of groups[0].tables[0]`,
+			`line 26: protection_groups[0].lease_ttl: 1ms is too short`,
+			`line 28: protection_groups[0].steps.replicaton.promote:lake: no plan of lakehouse has a step with this id (did you mean "replication.promote:lake"?)`,
 		},
 		"state-inside.bad.yaml": {
 			"replication[0].from.url: file:///tmp/p/lake overlaps regions[primary].state",

@@ -39,7 +39,7 @@ func (r Replication) MemberName() string { return r.Name }
 // Side is one end of a replication.
 type Side struct {
 	Region string `yaml:"region" json:"region"`
-	URL    string `yaml:"url" json:"url"`
+	URL    string `yaml:"url" json:"url" tandem:"path"`
 }
 
 const (
@@ -186,8 +186,8 @@ func validate(ck *config.Check, all []Replication) {
 		if r.Retries < 1 {
 			ck.Bad(f+".retries", "%d is out of range (at least 1)", r.Retries)
 		}
-		if r.PartSize < 5<<20 {
-			ck.Bad(f+".part_size", "%d bytes is below S3's minimum part of 5MiB", r.PartSize)
+		if r.PartSize < 5<<20 || r.PartSize > 5<<30 {
+			ck.Bad(f+".part_size", "%d bytes is outside S3's part sizes (5MiB to 5GiB)", r.PartSize)
 		}
 		if time.Duration(r.Interval) < time.Second {
 			ck.Bad(f+".interval", "%s is too short (at least 1s)", time.Duration(r.Interval))

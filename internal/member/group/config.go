@@ -114,8 +114,8 @@ func (w *Workflow) Job(region string) *Databricks {
 // Table is one table of a group: its location in each region.
 type Table struct {
 	Name string `yaml:"name" json:"name"`
-	From string `yaml:"from" json:"from"`
-	To   string `yaml:"to" json:"to"`
+	From string `yaml:"from" json:"from" tandem:"path"`
+	To   string `yaml:"to" json:"to" tandem:"path"`
 }
 
 const (

@@ -13,6 +13,7 @@ import (
 	"io"
 	"io/fs"
 	"iter"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -108,6 +109,11 @@ func (b *Bucket) KeepsModTime() bool { return true }
 // GatesWrites: PutOptions.Gate is called just before the rename or link
 // that makes a file visible.
 func (b *Bucket) GatesWrites() bool { return true }
+
+// LateBound: a gated write or delete becomes visible by a rename out of a
+// staging folder that Revoke takes away, so one that succeeded did so
+// before any revocation, however late it returned.
+func (b *Bucket) LateBound() time.Duration { return math.MaxInt64 }
 
 // InFlight is the number of Puts worth running at once: a group commit costs
 // one filesystem sync whatever its size, so more waiting Puts mean fewer

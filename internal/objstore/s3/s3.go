@@ -29,6 +29,8 @@ import (
 	"github.com/aws/smithy-go"
 
 	"tandem/internal/objstore"
+
+	"tandem/internal/redact"
 )
 
 // Options say how to reach the service. Empty credentials mean the standard
@@ -71,6 +73,9 @@ func Open(ctx context.Context, bucket, prefix string, o Options) (*Bucket, error
 		prefix += "/"
 	}
 	b := &Bucket{bucket: bucket, prefix: prefix, url: "s3://" + bucket + "/" + prefix, http: httpClient()}
+	if err := CheckEndpoint(o.Endpoint); err != nil {
+		return nil, fmt.Errorf("%s: %w", b.url, err)
+	}
 	region := o.Region
 	if region == "" {
 		region = "us-east-1"
@@ -115,6 +120,25 @@ func Open(ctx context.Context, bucket, prefix string, o Options) (*Bucket, error
 		return nil, b.openErr(o.Endpoint, err)
 	}
 	return b, nil
+}
+
+// CheckEndpoint refuses an endpoint that is not an http(s) URL or that
+// carries credentials (they go in the access key settings); its message
+// never shows them.
+func CheckEndpoint(ep string) error {
+	if ep == "" {
+		return nil
+	}
+	u, err := redact.Parse(ep)
+	switch {
+	case err != nil:
+		return fmt.Errorf("endpoint %w", err)
+	case u.User != nil:
+		return fmt.Errorf("endpoint %s: credentials do not belong in the endpoint URL: use access_key_id and secret_access_key, or the AWS environment", redact.URL(ep))
+	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
+		return fmt.Errorf("endpoint %q must be http://host[:port] or https://host[:port]", redact.URL(ep))
+	}
+	return nil
 }
 
 func httpClient() *awshttp.BuildableClient {
@@ -271,6 +295,10 @@ func seekable(r io.Reader, size int64) (io.ReadSeeker, int64, error) {
 // and delete are sent presigned, expiring when the gate's grant ends; a
 // gated multipart upload can be taken away by Revoke.
 func (b *Bucket) GatesWrites() bool { return true }
+
+// LateBound: the server refuses a gated request that arrives after its
+// presigned expiry, within objstore.StoreSlack of the grant's end.
+func (b *Bucket) LateBound() time.Duration { return objstore.StoreSlack }
 
 // once turns off the SDK's own retries of a gated request: a retry would
 // land after its gate, perhaps long after. Callers retry with a new gate.
