@@ -9,6 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"tandem/internal/member/group"
+	"tandem/internal/progress"
+	"tandem/internal/tablegroup"
 )
 
 func newGroupCommand() *cobra.Command {
@@ -28,8 +30,9 @@ whatever an interrupted sync published beyond the manifest.`,
 
 type groupOptions struct {
 	config string
-	json   bool
+	progressOptions
 	runID  string
+	dryRun bool
 }
 
 func groupFlags(c *cobra.Command, o *groupOptions) {
@@ -63,6 +66,8 @@ func newGroupSyncCommand() *cobra.Command {
 		},
 	}
 	groupFlags(c, &o)
+	c.Flags().BoolVar(&o.dryRun, "dry-run", false, "copy and record nothing: say what the sync would copy")
+	progressFlag(c.Flags(), &o.progress)
 	return c
 }
 
@@ -89,6 +94,7 @@ func runGroup(ctx context.Context, o groupOptions, name, action string, w io.Wri
 	if err != nil {
 		return err
 	}
+	env.ReadOnly = o.dryRun
 	gc, err := group.Find(env.Cfg, name)
 	if err != nil {
 		return usageError{err}
@@ -121,7 +127,21 @@ func runGroup(ctx context.Context, o groupOptions, name, action string, w io.Wri
 			fmt.Fprintf(w, "group %s: run %s completed at versions %s\n", name, cut.RunID, versions(cut.Versions))
 		}
 	case "sync":
+		if o.dryRun {
+			pl, err := g.Plan(ctx)
+			if err != nil {
+				return err
+			}
+			out = pl
+			if !o.json {
+				printGroupPlan(w, gc, pl)
+			}
+			break
+		}
+		g.Progress = &progress.Counters{}
+		stop := o.start(g.Progress, "group sync", "files", w)
 		_, res, err := g.SyncRecorded(ctx, "manual")
+		stop()
 		if err != nil {
 			return err
 		}
@@ -155,9 +175,26 @@ func runGroup(ctx context.Context, o groupOptions, name, action string, w io.Wri
 		}
 	}
 	if o.json {
-		return writeJSON(w, out)
+		return o.result(w, out)
 	}
 	return nil
+}
+
+func printGroupPlan(w io.Writer, gc *group.Group, pl tablegroup.Planned) {
+	if pl.Unchanged {
+		fmt.Fprintf(w, "group %s: dry run: the standby already holds run %s (%s); a sync would copy nothing\n", pl.Group, pl.Cut.RunID, versions(pl.Cut.Versions))
+		return
+	}
+	fmt.Fprintf(w, "group %s: dry run: a sync would copy run %q (%s)", pl.Group, pl.Cut.RunID, versions(pl.Cut.Versions))
+	if pl.Manifest != nil {
+		fmt.Fprintf(w, "; the standby holds run %q (%s)", pl.Manifest.RunID, versions(pl.Manifest.Versions))
+	}
+	fmt.Fprintln(w)
+	for _, t := range gc.Tables {
+		p := pl.Tables[t.Name]
+		fmt.Fprintf(w, "  %-10s version %d: would copy %d files (%s) and %d commits, %d files already there\n", t.Name, p.Version, p.Files, humanBytes(p.Bytes), p.Commits, p.Existing)
+	}
+	fmt.Fprintln(w, "  nothing was written")
 }
 
 // versions prints table versions: bronze@4, gold@3.

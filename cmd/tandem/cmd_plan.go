@@ -23,6 +23,10 @@ type planOptions struct {
 	config string
 	pg     string
 	json   bool
+	dryRun bool
+	// readOnly: the command changes nothing (show, precheck, --dry-run),
+	// so it creates no folder either (member.Env.ReadOnly).
+	readOnly bool
 }
 
 func newPlanCommand() *cobra.Command {
@@ -77,6 +81,7 @@ func loadPlanEnv(o planOptions) (*planEnv, error) {
 	if err != nil {
 		return nil, err
 	}
+	env.ReadOnly = o.readOnly || o.dryRun
 	cfg := env.Cfg
 	var pg *config.ProtectionGroup
 	switch {
@@ -93,6 +98,10 @@ func loadPlanEnv(o planOptions) (*planEnv, error) {
 	}
 	return &planEnv{cfg: cfg, env: env, pg: pg}, nil
 }
+
+// hint is what a printed plan command needs to run as pasted: --config,
+// and --protection-group when the file has more than one.
+func (e *planEnv) hint() string { return e.env.Hint(e.pg) }
 
 // build generates a plan of typ in the direction the lease says now. With
 // lenient, a witness that does not answer gives the plan from the
@@ -144,7 +153,7 @@ func (e *planEnv) executor(ctx context.Context, home string) (*plan.Executor, er
 		Lock:    w.Sub("plans").Sub(e.pg.Name),
 		Actions: &member.Steps{Env: e.env},
 		Log:     newLogger(0),
-		Hint:    "--config " + e.cfg.Path(),
+		Hint:    e.hint(),
 	}, nil
 }
 
@@ -173,6 +182,7 @@ func newPlanShowCommand() *cobra.Command {
 		Short: "Print the plan the configuration gives now",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
+			o.readOnly = true
 			_, p, err := loadPlan(c.Context(), o, args[0], true)
 			if err != nil {
 				return err
@@ -207,6 +217,7 @@ check that would stop the plan fails; warnings (for example the RPO a
 failover would lose) do not.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
+			o.readOnly = true
 			return runPrecheck(c.Context(), o, args[0], os.Stdout)
 		},
 	}
@@ -219,6 +230,29 @@ func runPrecheck(ctx context.Context, o planOptions, typ string, w io.Writer) er
 	if err != nil {
 		return err
 	}
+	pc := runPrechecks(ctx, env, p)
+	if o.json {
+		if err := writeJSON(w, pc); err != nil {
+			return err
+		}
+	} else {
+		pc.print(w)
+	}
+	return pc.err()
+}
+
+// prechecks are the outcomes of a plan's prechecks.
+type prechecks struct {
+	Plan   string        `json:"plan"`
+	From   string        `json:"from"`
+	To     string        `json:"to"`
+	OK     bool          `json:"ok"`
+	Checks []checkResult `json:"checks"`
+	failed int
+}
+
+// runPrechecks runs the prechecks of p at once, changing nothing.
+func runPrechecks(ctx context.Context, env *planEnv, p *plan.Plan) prechecks {
 	steps := &member.Steps{Env: env.env}
 	var checks []*plan.Step
 	for _, g := range p.Groups {
@@ -242,39 +276,41 @@ func runPrecheck(ctx context.Context, o planOptions, typ string, w io.Writer) er
 		})
 	}
 	wg.Wait()
-	failed := 0
+	pc := prechecks{Plan: p.Type, From: p.From, To: p.To, Checks: results}
 	for _, r := range results {
 		if !r.OK && !r.Warning {
-			failed++
+			pc.failed++
 		}
 	}
-	if o.json {
-		if err := writeJSON(w, map[string]any{"plan": p.Type, "from": p.From, "to": p.To, "ok": failed == 0, "checks": results}); err != nil {
-			return err
+	pc.OK = pc.failed == 0
+	return pc
+}
+
+func (pc prechecks) print(w io.Writer) {
+	fmt.Fprintf(w, "prechecks of %s %s -> %s\n", pc.Plan, pc.From, pc.To)
+	for _, r := range pc.Checks {
+		mark := "ok  "
+		switch {
+		case r.Warning:
+			mark = "WARN"
+		case !r.OK:
+			mark = "FAIL"
 		}
-	} else {
-		fmt.Fprintf(w, "prechecks of %s %s -> %s\n", p.Type, p.From, p.To)
-		for _, r := range results {
-			mark := "ok  "
-			switch {
-			case r.Warning:
-				mark = "WARN"
-			case !r.OK:
-				mark = "FAIL"
+		fmt.Fprintf(w, "  %s %s\n", mark, r.ID)
+		for _, line := range strings.Split(r.Output, "\n") {
+			if line != "" {
+				fmt.Fprintf(w, "         %s\n", line)
 			}
-			fmt.Fprintf(w, "  %s %s\n", mark, r.ID)
-			for _, line := range strings.Split(r.Output, "\n") {
-				if line != "" {
-					fmt.Fprintf(w, "         %s\n", line)
-				}
-			}
-			if r.Error != "" {
-				fmt.Fprintf(w, "         %s\n", r.Error)
-			}
+		}
+		if r.Error != "" {
+			fmt.Fprintf(w, "         %s\n", r.Error)
 		}
 	}
-	if failed > 0 {
-		return fmt.Errorf("%d of %d prechecks of %s failed", failed, len(results), p.Type)
+}
+
+func (pc prechecks) err() error {
+	if pc.failed > 0 {
+		return fmt.Errorf("%d of %d prechecks of %s failed", pc.failed, len(pc.Checks), pc.Plan)
 	}
 	return nil
 }
@@ -290,6 +326,7 @@ func newPlanRunCommand() *cobra.Command {
 		},
 	}
 	planFlags(c, &o)
+	c.Flags().BoolVar(&o.dryRun, "dry-run", false, "change nothing: print the plan and run its prechecks")
 	return c
 }
 
@@ -298,6 +335,9 @@ func runPlan(ctx context.Context, o planOptions, typ string, w io.Writer) error 
 	env, p, err := loadPlan(ctx, o, typ, false)
 	if err != nil {
 		return err
+	}
+	if o.dryRun {
+		return dryRunPlan(ctx, env, p, o.json, w)
 	}
 	ex, err := env.executor(ctx, p.Home)
 	if err != nil {
@@ -312,6 +352,29 @@ func runPlan(ctx context.Context, o planOptions, typ string, w io.Writer) error 
 	}
 	x, err := ex.Run(ctx, p, decided)
 	return reportExecution(w, x, err, o.json)
+}
+
+// dryRunPlan prints the plan a run would follow and its prechecks' outcome,
+// changing nothing and recording no execution.
+func dryRunPlan(ctx context.Context, env *planEnv, p *plan.Plan, asJSON bool, w io.Writer) error {
+	pc := runPrechecks(ctx, env, p)
+	if asJSON {
+		if err := writeJSON(w, map[string]any{"dry_run": true, "plan": p, "prechecks": pc}); err != nil {
+			return err
+		}
+		return pc.err()
+	}
+	if err := printPlan(w, p, false); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	pc.print(w)
+	if err := pc.err(); err != nil {
+		fmt.Fprintf(w, "dry run: nothing was changed; the run would stop at its prechecks\n")
+		return err
+	}
+	fmt.Fprintf(w, "dry run: nothing was changed; to run it: tandem plan run %s %s\n", env.hint(), p.Type)
+	return nil
 }
 
 // warnLivePrimary says at once when a failover will wait for a primary
@@ -331,8 +394,8 @@ func warnLivePrimary(ctx context.Context, env *planEnv, p *plan.Plan, w io.Write
 		fmt.Fprintln(w, ".")
 	}
 	fmt.Fprintf(w, "  The failover takes the lease only once it expires, so that %s has stopped first.\n", p.From)
-	fmt.Fprintf(w, "  If %s is healthy, cancel this (Ctrl-C, then tandem plan cancel --config %s ID) and run a switchover instead:\n", p.From, env.cfg.Path())
-	fmt.Fprintf(w, "    tandem plan run --config %s switchover\n", env.cfg.Path())
+	fmt.Fprintf(w, "  If %s is healthy, cancel this (Ctrl-C, then tandem plan cancel %s ID) and run a switchover instead:\n", p.From, env.hint())
+	fmt.Fprintf(w, "    tandem plan run %s switchover\n", env.hint())
 	fmt.Fprintf(w, "  If it is not, stop %s's serve (or cut it off from the witness): the failover goes on by itself when the lease runs out.\n", p.From)
 }
 
@@ -384,7 +447,7 @@ func runPlanAct(ctx context.Context, o planOptions, action string, args []string
 		x, err = ex.Cancel(ctx, id)
 		if err == nil && !o.json {
 			if x.State != plan.Canceled {
-				fmt.Fprintf(w, "%s: cancel requested; the running tandem stops at its next poll (then: tandem plan executions --config %s %s)\n", id, env.cfg.Path(), id)
+				fmt.Fprintf(w, "%s: cancel requested; the running tandem stops at its next poll (then: tandem plan executions %s %s)\n", id, env.hint(), id)
 			} else {
 				fmt.Fprintf(w, "%s: cancel done\n", id)
 				printLeftBehind(w, ex, x)

@@ -19,12 +19,13 @@ import (
 )
 
 type replicateOptions struct {
-	config    string
-	delete    bool
-	exclude   []string
-	json      bool
+	config  string
+	delete  bool
+	exclude []string
+	progressOptions
 	transfers int
 	state     string
+	dryRun    bool
 	ends      endsFlags
 }
 
@@ -56,7 +57,8 @@ objects that failed (listed in the summary and kept for retry).`,
 	configFlag(f, &o.config)
 	f.BoolVar(&o.delete, "delete", false, "delete objects that are only in DST")
 	f.StringArrayVar(&o.exclude, "exclude", nil, "leave keys with this prefix alone (repeatable)")
-	f.BoolVar(&o.json, "json", false, "print one JSON summary")
+	o.progressOptions.register(f)
+	f.BoolVar(&o.dryRun, "dry-run", false, "copy, delete and record nothing: list what a pass would copy and delete")
 	f.IntVar(&o.transfers, "transfers", 16, "objects copied at once")
 	f.StringVar(&o.state, "state", "", "keep the replication index and status here (a folder or s3:// URL)")
 	o.ends.register(f)
@@ -71,6 +73,7 @@ func runReplicate(ctx context.Context, o replicateOptions, args []string, out io
 		if err != nil {
 			return err
 		}
+		env.ReadOnly = o.dryRun
 		r, err := bucket.Find(env.Cfg, args[0])
 		if err != nil {
 			return usageError{err}
@@ -87,13 +90,13 @@ func runReplicate(ctx context.Context, o replicateOptions, args []string, out io
 			return err
 		}
 	}
-	p.Stats = &replicate.Stats{}
-	stop := startProgress(p.Stats, o.json)
+	p.Stats, p.DryRun = &replicate.Stats{}, o.dryRun
+	stop := o.start(p.Stats, "replicate", "objects", out)
 	sum, err := p.RunOnce(ctx)
 	stop()
 	switch {
 	case o.json:
-		writeJSON(out, sum)
+		o.result(out, sum)
 	case !errors.Is(err, replicate.ErrPromoted):
 		printSummary(out, sum)
 	}
@@ -115,7 +118,7 @@ func adHocPair(ctx context.Context, o replicateOptions, srcURL, dstURL string, l
 			return nil, usageError{fmt.Errorf("--exclude %q: give a non-empty key prefix relative to SRC (an empty one would exclude everything)", x)}
 		}
 	}
-	e, err := openEnds(ctx, o.ends, srcURL, dstURL, true)
+	e, err := openEnds(ctx, o.ends, srcURL, dstURL, o.dryRun)
 	if err != nil {
 		return nil, err
 	}
@@ -141,6 +144,20 @@ func adHocPair(ctx context.Context, o replicateOptions, srcURL, dstURL string, l
 
 func printSummary(w io.Writer, s replicate.Summary) {
 	fmt.Fprintf(w, "%s -> %s\n", s.Source, s.Target)
+	if s.DryRun {
+		for _, k := range s.WouldCopy {
+			fmt.Fprintf(w, "  would copy   %s\n", k)
+		}
+		for _, k := range s.WouldDelete {
+			fmt.Fprintf(w, "  would delete %s\n", k)
+		}
+		fmt.Fprintf(w, "  dry run: would copy %d objects (%s) and delete %d; unchanged %d; nothing was written\n",
+			len(s.WouldCopy), humanBytes(s.WouldCopyBytes), len(s.WouldDelete), s.Unchanged+s.Adopted)
+		if s.DeletesPending > 0 {
+			fmt.Fprintf(w, "  %d objects tandem copied are gone from the source and stay (add --delete to remove them)\n", s.DeletesPending)
+		}
+		return
+	}
 	fmt.Fprintf(w, "  copied    %d objects, %s in %.1fs (%s/s)\n", s.Objects, humanBytes(s.Bytes), s.Seconds, humanBytes(int64(float64(s.Bytes)/max(s.Seconds, 0.001))))
 	fmt.Fprintf(w, "  unchanged %d   already there %d   deleted %d\n", s.Unchanged, s.Adopted, s.Deleted)
 	if s.Failed+s.Pending > 0 {

@@ -54,13 +54,14 @@ func runStatus(ctx context.Context, o statusOptions, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	env.ReadOnly = true // status looks, it changes nothing
 	s := member.CollectStatus(ctx, env)
 	if o.json {
 		if err := writeJSON(w, s); err != nil {
 			return err
 		}
 	} else {
-		s.Print(w, o.config)
+		s.Print(w)
 	}
 	if s.Attention {
 		return attentionError{errAttention}

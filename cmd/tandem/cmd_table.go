@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tandem/internal/delta"
+	"tandem/internal/progress"
 	"tandem/internal/tablesync"
 )
 
@@ -20,10 +21,11 @@ func newTableCommand() *cobra.Command {
 }
 
 type tableSyncOptions struct {
-	version    int64
-	json       bool
+	version int64
+	progressOptions
 	transfers  int
 	fullResync bool
+	dryRun     bool
 	ends       endsFlags
 }
 
@@ -55,9 +57,10 @@ Exit status: 0 done, 1 failed, 2 bad arguments.`,
 	}
 	f := c.Flags()
 	f.Int64Var(&o.version, "version", -1, "version to sync to (default: the latest)")
-	f.BoolVar(&o.json, "json", false, "print one JSON summary")
+	o.progressOptions.register(f)
 	f.IntVar(&o.transfers, "transfers", 16, "files copied at once")
 	f.BoolVar(&o.fullResync, "full-resync", false, "move DST_TABLE's log aside and sync from scratch")
+	f.BoolVar(&o.dryRun, "dry-run", false, "copy nothing: say what the sync would copy")
 	o.ends.register(f)
 	return c
 }
@@ -66,9 +69,24 @@ func runTableSync(ctx context.Context, o tableSyncOptions, srcURL, dstURL string
 	if o.version < -1 {
 		return usageError{fmt.Errorf("--version %d: give a table version (0 or more), or leave it out for the latest", o.version)}
 	}
-	e, err := openEnds(ctx, o.ends, srcURL, dstURL, true)
+	e, err := openEnds(ctx, o.ends, srcURL, dstURL, o.dryRun)
 	if err != nil {
 		return err
+	}
+	if o.dryRun {
+		if o.fullResync {
+			return usageError{fmt.Errorf("--dry-run and --full-resync: a dry run moves nothing aside; run --dry-run alone to see what the sync would copy")}
+		}
+		ps, err := tablesync.Plan(ctx, e.src, e.dst, o.version)
+		if err := tableSyncError(o, err); err != nil {
+			return err
+		}
+		if o.json {
+			return writeJSON(w, ps)
+		}
+		fmt.Fprintf(w, "%s -> %s\n  dry run: to version %d, would copy %d files (%s) and %d commits; %d files already there; nothing was written\n",
+			e.src.URL(), e.dst.URL(), ps.Version, ps.Files, humanBytes(ps.Bytes), ps.Commits, ps.Existing)
+		return nil
 	}
 	if o.fullResync {
 		dir, n, err := tablesync.MoveLogAside(ctx, e.dst)
@@ -79,19 +97,15 @@ func runTableSync(ctx context.Context, o tableSyncOptions, srcURL, dstURL string
 			fmt.Fprintf(os.Stderr, "moved %d log files of %s aside to %s\n", n, e.dst.URL(), dir)
 		}
 	}
-	s := &tablesync.Sync{Source: e.src, Target: e.dst, Transfers: o.transfers, Log: newLogger(0)}
+	s := &tablesync.Sync{Source: e.src, Target: e.dst, Transfers: o.transfers, Log: newLogger(0), Progress: &progress.Counters{}}
+	stop := o.start(s.Progress, "table sync", "files", w)
 	res, err := s.Run(ctx, o.version)
-	if errors.Is(err, delta.ErrNoVersion) {
-		return usageError{fmt.Errorf("--version %d: %w", o.version, err)}
-	}
-	if errors.Is(err, tablesync.ErrDiverged) || errors.Is(err, tablesync.ErrResyncNeeded) {
-		return fmt.Errorf("%w\nrun again with --full-resync to move the target's log aside and copy the table afresh", err)
-	}
-	if err != nil {
+	stop()
+	if err := tableSyncError(o, err); err != nil {
 		return err
 	}
 	if o.json {
-		return writeJSON(w, res)
+		return o.result(w, res)
 	}
 	from := "an empty target"
 	if res.FromVersion >= 0 {
@@ -103,4 +117,15 @@ func runTableSync(ctx context.Context, o tableSyncOptions, srcURL, dstURL string
 	fmt.Fprintf(w, "  log       %d files copied (%s)\n", res.LogFiles, humanBytes(res.LogBytes))
 	fmt.Fprintf(w, "  seconds   %.2f (plan %.2f, data %.2f, log %.2f)\n", res.Seconds, res.PlanSeconds, res.DataSeconds, res.LogSeconds)
 	return nil
+}
+
+// tableSyncError says what to do about a sync's error.
+func tableSyncError(o tableSyncOptions, err error) error {
+	switch {
+	case errors.Is(err, delta.ErrNoVersion):
+		return usageError{fmt.Errorf("--version %d: %w", o.version, err)}
+	case errors.Is(err, tablesync.ErrDiverged) || errors.Is(err, tablesync.ErrResyncNeeded):
+		return fmt.Errorf("%w\nrun again with --full-resync to move the target's log aside and copy the table afresh", err)
+	}
+	return err
 }

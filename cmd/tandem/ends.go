@@ -40,9 +40,10 @@ type ends struct {
 	srcOpts, dstOpts s3store.Options
 }
 
-// openEnds parses, checks for overlap and opens SRC and DST. createDst makes
-// a missing destination folder.
-func openEnds(ctx context.Context, f endsFlags, srcURL, dstURL string, createDst bool) (*ends, error) {
+// openEnds parses, checks for overlap and opens SRC and DST, creating a
+// missing destination folder; a dry run creates nothing and sees a missing
+// folder as empty.
+func openEnds(ctx context.Context, f endsFlags, srcURL, dstURL string, dryRun bool) (*ends, error) {
 	e := &ends{srcOpts: f.options(f.fromEndpoint), dstOpts: f.options(f.toEndpoint)}
 	for _, ep := range []string{e.srcOpts.Endpoint, e.dstOpts.Endpoint} {
 		if err := s3store.CheckEndpoint(ep); err != nil {
@@ -65,7 +66,11 @@ func openEnds(ctx context.Context, f endsFlags, srcURL, dstURL string, createDst
 		}
 		return nil, fmt.Errorf("SRC: %w", err)
 	}
-	if e.dst, err = location.Open(ctx, e.dstLoc, e.dstOpts, createDst); err != nil {
+	if e.dst, err = location.Open(ctx, e.dstLoc, e.dstOpts, !dryRun); err != nil {
+		if dryRun && e.dstLoc.Scheme == "file" && errors.Is(err, objstore.ErrNotExist) {
+			e.dst = objstore.Empty(e.dstLoc.String()) // a real run creates it
+			return e, nil
+		}
 		return nil, fmt.Errorf("DST: %w", err)
 	}
 	return e, nil

@@ -75,7 +75,10 @@ func newRootCommand() *cobra.Command {
 		newLeaseCommand(),
 		newPlanCommand(),
 		newDemoCommand(),
+		newVersionCommand(),
 	)
+	root.Version = readBuildInfo().String()
+	root.SetVersionTemplate("{{.Version}}\n")
 	usageArgs(root)
 	return root
 }

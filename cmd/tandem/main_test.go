@@ -40,8 +40,15 @@ func TestMain(m *testing.M) {
 // tandem runs the command and returns its exit code and combined output.
 func tandem(t *testing.T, env []string, args ...string) (int, string) {
 	t.Helper()
+	return tandemIn(t, "", env, args...)
+}
+
+// tandemIn runs the command in folder dir ("": this one).
+func tandemIn(t *testing.T, dir string, env []string, args ...string) (int, string) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^$", "--"}, args...)...)
 	cmd.Env = append(append(os.Environ(), "TANDEM_MAIN=1"), env...)
+	cmd.Dir = dir
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

@@ -22,6 +22,10 @@ import (
 type Env struct {
 	Cfg *config.Config
 	Log *slog.Logger
+	// ReadOnly makes the Env create nothing: a folder a write would create
+	// (a region's state, a replica) opens as an empty bucket that takes no
+	// writes. Dry runs use it.
+	ReadOnly bool
 
 	mu     sync.Mutex
 	stores map[string]state.Store // region name, or "" for the witness
@@ -42,7 +46,7 @@ func (e *Env) RegionState(ctx context.Context, region string) (state.Store, erro
 		if reg == nil {
 			return state.Store{}, fmt.Errorf("unknown region %q", region)
 		}
-		b, err := openURL(ctx, reg.State, reg.S3, true)
+		b, err := e.openURL(ctx, reg.State, reg.S3, true)
 		if err != nil {
 			return state.Store{}, fmt.Errorf("region %s state: %w", reg.Name, err)
 		}
@@ -68,7 +72,7 @@ func (e *Env) witness(ctx context.Context, create bool) (state.Store, error) {
 		if e.Cfg.Witness == nil {
 			return state.Store{}, fmt.Errorf("no witness is configured")
 		}
-		b, err := openURL(ctx, e.Cfg.Witness.URL, e.Cfg.Witness.S3, create)
+		b, err := e.openURL(ctx, e.Cfg.Witness.URL, e.Cfg.Witness.S3, create)
 		if err != nil {
 			return state.Store{}, fmt.Errorf("the witness, which holds the region leases, cannot be opened (tandem lease acquire creates a witness folder): %w", err)
 		}
@@ -90,12 +94,16 @@ func (e *Env) store(ctx context.Context, key string, open func() (state.Store, e
 	return st, nil
 }
 
-func openURL(ctx context.Context, url string, s3 config.S3, create bool) (objstore.Bucket, error) {
+func (e *Env) openURL(ctx context.Context, url string, s3 config.S3, create bool) (objstore.Bucket, error) {
 	l, err := location.Parse(url)
 	if err != nil {
 		return nil, err
 	}
-	return location.Open(ctx, l, s3.Options(), create)
+	b, err := location.Open(ctx, l, s3.Options(), create && !e.ReadOnly)
+	if err != nil && create && e.ReadOnly && l.Scheme == "file" && errors.Is(err, objstore.ErrNotExist) {
+		return objstore.Empty(l.String()), nil
+	}
+	return b, err
 }
 
 // Leases is the witness folder of the region leases.
@@ -121,7 +129,7 @@ func (e *Env) Open(ctx context.Context, region, url string, create bool) (objsto
 	if reg == nil {
 		return nil, fmt.Errorf("unknown region %q", region)
 	}
-	return openURL(ctx, url, reg.S3, create)
+	return e.openURL(ctx, url, reg.S3, create)
 }
 
 // ProtectionGroupOf returns the protection group that lists member under
@@ -224,6 +232,16 @@ func (e *Env) notDrilling(pg *config.ProtectionGroup, region string) fence.Condi
 	}
 }
 
+// Hint is what a plan command tandem prints for pg needs to run as pasted:
+// --config, and --protection-group when the file has more than one.
+func (e *Env) Hint(pg *config.ProtectionGroup) string {
+	h := "--config " + e.Cfg.Path()
+	if len(e.Cfg.ProtectionGroups) > 1 {
+		h += " --protection-group " + pg.Name
+	}
+	return h
+}
+
 // Drill is the record of a drill in progress in the standby.
 type Drill struct {
 	Execution string    `json:"execution"`
@@ -251,6 +269,6 @@ func (e *Env) Drilling(ctx context.Context, pg *config.ProtectionGroup, region s
 	if err != nil {
 		return err
 	}
-	return fmt.Errorf("%w: a drill of %s is in progress in %s since %s (execution %s); `tandem plan run drill-stop --config %s` ends it",
-		fence.ErrFenced, pg.Name, region, d.Started.Format(time.RFC3339), d.Execution, e.Cfg.Path())
+	return fmt.Errorf("%w: a drill of %s is in progress in %s since %s (execution %s); `tandem plan run %s drill-stop` ends it",
+		fence.ErrFenced, pg.Name, region, d.Started.Format(time.RFC3339), d.Execution, e.Hint(pg))
 }

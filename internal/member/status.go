@@ -30,6 +30,7 @@ type Role struct {
 	LastRun *LastRun    `json:"last_run,omitempty"`
 	Passive []Passivity `json:"passive,omitempty"`
 	Health  string      `json:"health"`
+	hint    string      // --config (and --protection-group) for printed commands
 }
 
 // LastRun is a plan run that did not succeed.
@@ -94,7 +95,7 @@ func CollectStatus(ctx context.Context, env *Env) Status {
 
 func role(ctx context.Context, env *Env, i int) Role {
 	pg := &env.Cfg.ProtectionGroups[i]
-	r := Role{ProtectionGroup: pg.Name, Health: "ok"}
+	r := Role{ProtectionGroup: pg.Name, Health: "ok", hint: env.Hint(pg)}
 	rec, ok, err := env.Lease(ctx, pg.Name)
 	switch {
 	case err != nil:
@@ -157,7 +158,7 @@ func lastRun(ctx context.Context, env *Env, pg *config.ProtectionGroup) *LastRun
 	}
 	x := newest
 	lr := &LastRun{Execution: x.ID, Type: x.Type, State: x.State, Decided: x.Decided, Error: x.Error}
-	hint := &plan.Executor{Hint: "--config " + env.Cfg.Path()}
+	hint := &plan.Executor{Hint: env.Hint(pg)}
 	lr.Changed, lr.NotDone = Undone(x)
 	switch {
 	case x.State == plan.Running && !runner.Live(x.Runner):
@@ -190,7 +191,7 @@ func Undone(x *plan.Execution) (changed bool, notDone []string) {
 }
 
 // Print writes the human form of s.
-func (s Status) Print(w io.Writer, configPath string) {
+func (s Status) Print(w io.Writer) {
 	for _, r := range s.ProtectionGroups {
 		switch {
 		case r.Error != "":
@@ -201,11 +202,11 @@ func (s Status) Print(w io.Writer, configPath string) {
 			l := r.Lease
 			fmt.Fprintf(w, "protection group %s: lease %s\n", r.ProtectionGroup, l.Describe(time.Now()))
 			if l.Holder != "" && l.Standby == "" {
-				fmt.Fprintf(w, "  no standby: nothing is replicated until a failback (tandem plan run failback --config %s)\n", configPath)
+				fmt.Fprintf(w, "  no standby: nothing is replicated until a failback (tandem plan run %s failback)\n", r.hint)
 			}
 		}
 		if r.Unfinished != "" {
-			fmt.Fprintf(w, "  plan execution %s is not finished: tandem plan executions --config %s %s\n", r.Unfinished, configPath, r.Unfinished)
+			fmt.Fprintf(w, "  plan execution %s is not finished: tandem plan executions %s %s\n", r.Unfinished, r.hint, r.Unfinished)
 		}
 		if lr := r.LastRun; lr != nil && (lr.Changed || lr.State == "interrupted") {
 			fmt.Fprintf(w, "  the last plan run, %s (%s), is %s after it changed things; not done: %s\n", lr.Execution, lr.Type, strings.ToUpper(lr.State), join(lr.NotDone))

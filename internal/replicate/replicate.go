@@ -21,6 +21,7 @@ import (
 
 	"tandem/internal/fence"
 	"tandem/internal/objstore"
+	"tandem/internal/progress"
 	"tandem/internal/state"
 )
 
@@ -68,26 +69,16 @@ type Pair struct {
 	// Stats, when set, is reset at the start of a pass and updated as it
 	// goes, for progress displays.
 	Stats *Stats
+	// DryRun makes a pass decide without writing: nothing is copied,
+	// deleted or recorded, and the summary lists what it would copy and
+	// delete (WouldCopy, WouldDelete).
+	DryRun bool
 }
 
-// Stats are live counters of a pass.
-type Stats struct {
-	Copied       atomic.Int64
-	CopiedBytes  atomic.Int64
-	QueuedBytes  atomic.Int64 // bytes decided to copy so far
-	Unchanged    atomic.Int64
-	Deleted      atomic.Int64
-	Failed       atomic.Int64
-	ObjectsTotal atomic.Int64 // objects decided to copy so far
-	ListingDone  atomic.Bool
-}
-
-func (s *Stats) reset() {
-	for _, c := range []*atomic.Int64{&s.Copied, &s.CopiedBytes, &s.QueuedBytes, &s.Unchanged, &s.Deleted, &s.Failed, &s.ObjectsTotal} {
-		c.Store(0)
-	}
-	s.ListingDone.Store(false)
-}
+// Stats are live counters of a pass: objects copied (Done), to copy
+// (Total, found so far; TotalKnown once the listing ended), unchanged
+// (Skipped), deleted and failed.
+type Stats = progress.Counters
 
 // Summary is the result of one pass.
 type Summary struct {
@@ -118,6 +109,12 @@ type Summary struct {
 	// Epoch is the region lease epoch the pass wrote under (0 without one).
 	Epoch int64  `json:"epoch,omitempty"`
 	Error string `json:"error,omitempty"`
+	// DryRun: the pass wrote nothing; WouldCopy and WouldDelete are every
+	// key it would have copied (WouldCopyBytes in all) and deleted.
+	DryRun         bool     `json:"dry_run,omitempty"`
+	WouldCopy      []string `json:"would_copy,omitempty"`
+	WouldCopyBytes int64    `json:"would_copy_bytes,omitempty"`
+	WouldDelete    []string `json:"would_delete,omitempty"`
 }
 
 // Failure is an object that could not be copied; the retry queue keeps them
@@ -178,8 +175,8 @@ type slot struct {
 // kept in the retry queue, and the watermark does not advance past them.
 func (p *Pair) RunOnce(ctx context.Context) (Summary, error) {
 	p.defaults()
-	p.Stats.reset()
-	sum := Summary{Pair: p.Name, Source: p.Source.URL(), Target: p.Target.URL(), Started: time.Now().UTC()}
+	p.Stats.Reset()
+	sum := Summary{Pair: p.Name, Source: p.Source.URL(), Target: p.Target.URL(), Started: time.Now().UTC(), DryRun: p.DryRun}
 	// The pass writes through its guard only.
 	guard := p.guard()
 	q := *p
@@ -197,7 +194,7 @@ func (p *Pair) RunOnce(ctx context.Context) (Summary, error) {
 		}
 	}
 	stop := func() {}
-	if err == nil && p.State != nil {
+	if err == nil && p.State != nil && !p.DryRun {
 		stop, err = q.startStatus(ctx, sum)
 	}
 	if err == nil {
@@ -211,7 +208,7 @@ func (p *Pair) RunOnce(ctx context.Context) (Summary, error) {
 		sum.Error = err.Error()
 		sum.Watermark = nil
 	}
-	if p.State != nil && !errors.Is(err, ErrPromoted) && !fence.Fenced(err) {
+	if p.State != nil && !p.DryRun && !errors.Is(err, ErrPromoted) && !fence.Fenced(err) {
 		if serr := q.saveStatus(context.WithoutCancel(ctx), sum); serr != nil && err == nil {
 			err = serr
 		}
@@ -255,7 +252,7 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 	defer idx.stop()
 
 	var w *indexWriter
-	if p.State != nil {
+	if p.State != nil && !p.DryRun {
 		w = ix.create()
 	}
 	keepMtime := objstore.KeepsModTime(p.Target)
@@ -294,8 +291,7 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 				if err == nil {
 					j.slot.e = entry{Key: j.src.Key, Src: identOf(j.src), Dst: identOf(info)}
 					j.slot.write = true
-					p.Stats.Copied.Add(1)
-					p.Stats.CopiedBytes.Add(info.Size)
+					p.Stats.Copied(info.Size)
 				} else if ctx.Err() == nil {
 					p.Stats.Failed.Add(1)
 					p.Log.Warn("copy failed", "pair", p.Name, "key", j.src.Key, "err", err)
@@ -335,7 +331,7 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 			switch {
 			case d != nil && x != nil && x.Src.matches(*s) && x.Dst.matches(*d):
 				sl.e, sl.write = *x, true
-				p.Stats.Unchanged.Add(1)
+				p.Stats.Skipped.Add(1)
 				sum.Unchanged++
 			case d != nil && x == nil && sameContent(*s, *d, keepMtime):
 				// Already there (an earlier tool, or a pass that crashed
@@ -359,13 +355,18 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 					sum.Pending++
 					break
 				}
+				if p.DryRun {
+					sum.WouldCopy = append(sum.WouldCopy, k)
+					sum.WouldCopyBytes += s.Size
+					p.Stats.Add(1, s.Size)
+					break
+				}
 				job := copyJob{src: *s, slot: sl}
 				if d != nil && x == nil && canVerify(*s, *d) {
 					job.verify = d
 				}
 				sl.done = make(chan struct{})
-				p.Stats.ObjectsTotal.Add(1)
-				p.Stats.QueuedBytes.Add(s.Size)
+				p.Stats.Add(1, s.Size)
 				select {
 				case jobs <- job:
 				case <-ctx.Done():
@@ -389,6 +390,10 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 				}
 				break
 			}
+			if p.DryRun {
+				sum.WouldDelete = append(sum.WouldDelete, k)
+				break
+			}
 			if err := p.Target.Delete(ctx, k); err != nil {
 				deciding = fmt.Errorf("delete %s: %w", k, err)
 				break
@@ -404,7 +409,7 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 			}
 		}
 	}
-	p.Stats.ListingDone.Store(true)
+	p.Stats.TotalKnown.Store(true)
 	close(jobs)
 	workers.Wait()
 	close(order)
@@ -417,8 +422,8 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 	}
 
 	sum.Adopted += adopted.Load()
-	sum.Objects = p.Stats.Copied.Load()
-	sum.Bytes = p.Stats.CopiedBytes.Load()
+	sum.Objects = p.Stats.Done.Load()
+	sum.Bytes = p.Stats.DoneBytes.Load()
 	sum.Failed = int64(len(failures)) - sum.Pending
 	for _, f := range failures {
 		if len(sum.FailedObjects) < sampleSize {
@@ -431,6 +436,9 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 			w.flush(context.WithoutCancel(ctx))
 		}
 		return deciding
+	}
+	if p.DryRun {
+		return nil // no watermark: nothing was copied
 	}
 	// Make every copy durable before the index or the watermark says so.
 	if err := objstore.Sync(ctx, p.Target); err != nil {

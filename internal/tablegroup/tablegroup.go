@@ -19,6 +19,7 @@ import (
 	"tandem/internal/delta"
 	"tandem/internal/fence"
 	"tandem/internal/objstore"
+	"tandem/internal/progress"
 	"tandem/internal/state"
 	"tandem/internal/tablesync"
 )
@@ -64,6 +65,8 @@ type Group struct {
 	State     state.Store
 	Transfers int
 	Log       *slog.Logger
+	// Progress, when set, counts a sync's files across its tables.
+	Progress *progress.Counters
 }
 
 // Cut is a version per table that together form one consistent state.
@@ -166,12 +169,16 @@ func (g *Group) sync(ctx context.Context, guard *fence.Guard) (Result, error) {
 		res.Manifest, res.Unchanged = prev, true
 		return res, nil
 	}
-	for _, t := range g.Tables {
+	if g.Progress != nil {
+		g.Progress.Reset()
+	}
+	for i, t := range g.Tables {
 		v, ok := cut.Versions[t.Name]
 		if !ok {
 			return res, fmt.Errorf("group %s: the cut of run %s has no version for table %s (was it added to the group after the run?)", g.Name, cut.RunID, t.Name)
 		}
-		s := &tablesync.Sync{Source: t.Source, Target: guard.Bucket(t.Target), Transfers: g.Transfers, Log: g.Log}
+		s := &tablesync.Sync{Source: t.Source, Target: guard.Bucket(t.Target), Transfers: g.Transfers, Log: g.Log,
+			Progress: g.Progress, More: i < len(g.Tables)-1}
 		r, err := s.Run(ctx, v)
 		if err != nil {
 			return res, fmt.Errorf("group %s, table %s: %w", g.Name, t.Name, err)
@@ -192,6 +199,51 @@ func (g *Group) sync(ctx context.Context, guard *fence.Guard) (Result, error) {
 	res.Manifest = m
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
+}
+
+// Planned is what a group sync would do now (a dry run): the cut it would
+// copy, the manifest in force, and per table what it would copy.
+type Planned struct {
+	Group     string                           `json:"group"`
+	Cut       Cut                              `json:"cut"`
+	Manifest  *Manifest                        `json:"manifest,omitempty"`
+	Unchanged bool                             `json:"unchanged"`
+	Tables    map[string]tablesync.PlanSummary `json:"tables,omitempty"`
+}
+
+// Plan reports what Sync would copy now, reading both regions and writing
+// nothing.
+func (g *Group) Plan(ctx context.Context) (Planned, error) {
+	out := Planned{Group: g.Name}
+	cut, err := g.CurrentCut(ctx)
+	if err != nil {
+		return out, err
+	}
+	out.Cut = cut
+	prev, _, ok, err := LoadManifest(ctx, g.State)
+	if err != nil {
+		return out, err
+	}
+	if ok {
+		out.Manifest = &prev
+		if prev.RunID == cut.RunID && maps.Equal(prev.Versions, cut.Versions) {
+			out.Unchanged = true
+			return out, nil
+		}
+	}
+	out.Tables = map[string]tablesync.PlanSummary{}
+	for _, t := range g.Tables {
+		v, ok := cut.Versions[t.Name]
+		if !ok {
+			return out, fmt.Errorf("group %s: the cut of run %s has no version for table %s", g.Name, cut.RunID, t.Name)
+		}
+		ps, err := tablesync.Plan(ctx, t.Source, t.Target, v)
+		if err != nil {
+			return out, fmt.Errorf("group %s, table %s: %w", g.Name, t.Name, err)
+		}
+		out.Tables[t.Name] = ps
+	}
+	return out, nil
 }
 
 // Seed makes m the group's manifest and last completed run, replacing what

@@ -21,6 +21,7 @@ import (
 
 	"tandem/internal/delta"
 	"tandem/internal/objstore"
+	"tandem/internal/progress"
 	"tandem/internal/replicate"
 )
 
@@ -42,6 +43,11 @@ type Sync struct {
 	Log            *slog.Logger
 	// Copier settings (part sizes, retries); Source and Target are set here.
 	Copier replicate.Copier
+	// Progress, when set, counts the files as they are copied: its total
+	// grows by this sync's plan, and is known after it unless More (a
+	// group's syncs share one, the last one completes it).
+	Progress *progress.Counters
+	More     bool
 }
 
 // Result says what a sync did.
@@ -72,11 +78,11 @@ type plan struct {
 
 // PlanSummary is what a sync would copy.
 type PlanSummary struct {
-	Version  int64
-	Files    int   // data and deletion vector files to copy
-	Bytes    int64 // their bytes, where the log says (deletion vector files are not counted)
-	Commits  int
-	Existing int64 // files already at the target
+	Version  int64 `json:"version"`
+	Files    int   `json:"files_to_copy"` // data and deletion vector files
+	Bytes    int64 `json:"bytes_to_copy"` // their bytes, where the log says (deletion vector files are not counted)
+	Commits  int   `json:"commits_to_copy"`
+	Existing int64 `json:"files_already_there"`
 }
 
 // Plan reports what a sync to version would copy, without copying.
@@ -143,6 +149,27 @@ func (s *Sync) Run(ctx context.Context, version int64) (Result, error) {
 		return res, err
 	}
 	res.PlanSeconds = time.Since(start).Seconds()
+	var cp []objstore.Info
+	for _, f := range p.snap.Checkpoint {
+		if p.tgtLog == nil || !hasFile(p.tgtLog, f.Key) {
+			cp = append(cp, objstore.Info{Key: f.Key, Size: f.Size})
+		}
+	}
+	if s.Progress != nil {
+		n, bytes := int64(len(p.data)+len(cp)+len(p.commits)), int64(0)
+		for _, files := range [][]objstore.Info{p.data, cp} {
+			for _, f := range files {
+				bytes += max(f.Size, 0) // a deletion vector's size is not in the log
+			}
+		}
+		for _, f := range p.commits {
+			bytes += f.Size
+		}
+		s.Progress.Add(n, bytes)
+		if !s.More {
+			s.Progress.TotalKnown.Store(true)
+		}
+	}
 
 	// 1. Data files and deletion vectors.
 	t := time.Now()
@@ -157,12 +184,6 @@ func (s *Sync) Run(ctx context.Context, version int64) (Result, error) {
 	// 2. The checkpoint and its sidecars, if the target lacks them; 3. the
 	// commits, ascending, each created only if absent.
 	t = time.Now()
-	var cp []objstore.Info
-	for _, f := range p.snap.Checkpoint {
-		if p.tgtLog == nil || !hasFile(p.tgtLog, f.Key) {
-			cp = append(cp, objstore.Info{Key: f.Key, Size: f.Size})
-		}
-	}
 	var cpFiles int64
 	if err := s.copyAll(ctx, cp, &cpFiles, &res.LogBytes); err != nil {
 		return res, err
@@ -173,6 +194,7 @@ func (s *Sync) Run(ctx context.Context, version int64) (Result, error) {
 		if err != nil {
 			return res, err
 		}
+		s.copied(f.Size)
 		if n > 0 {
 			res.LogFiles++
 			res.LogBytes += n
@@ -295,6 +317,13 @@ func dataFiles(snap *delta.Snapshot, root string, existing map[string]int64, res
 }
 
 // copyAll copies files in parallel.
+// copied counts one file copied (or found published) in Progress.
+func (s *Sync) copied(size int64) {
+	if s.Progress != nil {
+		s.Progress.Copied(size)
+	}
+}
+
 func (s *Sync) copyAll(ctx context.Context, files []objstore.Info, count, bytes *int64) error {
 	c := &s.Copier
 	c.Source, c.Target = s.Source, s.Target
@@ -325,6 +354,7 @@ func (s *Sync) copyAll(ctx context.Context, files []objstore.Info, count, bytes 
 				*count++
 				*bytes += info.Size
 				mu.Unlock()
+				s.copied(info.Size)
 			}
 		}()
 	}
