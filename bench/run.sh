@@ -5,7 +5,10 @@
 #   bash bench/run.sh            all cases, 3 rounds each
 #   ROUNDS=1 CASES="small noop" bash bench/run.sh
 #
-# Cases: small (10,000 x 4 KiB, folder to folder), big (one 1 GiB file,
+# Cases: small (10,000 x 4 KiB, folder to folder), files10k and files100k
+# (10,000 and 100,000 x 4 KiB folder to folder: rclone, rclone followed by
+# sync, cp -r followed by sync as the machine's floor, tandem), s3files10k and
+# s3files100k (the same S3 to S3), big (one 1 GiB file,
 # folder to folder, next to cp), s3small and s3big (the same between two S3
 # servers on loopback), noop (reruns over unchanged objects, folders and S3),
 # mem (1,000,000 objects listed and compared: peak RSS), tablecopy (table sync
@@ -67,6 +70,13 @@ start_s3() {
 }
 
 gen_small() { [ -d "$WORK/small" ] || "$WORK/bin/genfiles" -n 10000 -size 4096 "$WORK/small"; }
+gen_files() { [ -d "$WORK/files$1" ] || "$WORK/bin/genfiles" -n "$1" -size 4096 "$WORK/files$1"; }
+# upload_files N: the N files into the source S3 server, once.
+upload_files() {
+	[ -f "$WORK/up$1" ] && return
+	"${TS3[@]}" --to-endpoint "$SRC_EP" "$WORK/files$1" "s3://src/files$1" >/dev/null
+	touch "$WORK/up$1"
+}
 gen_big() { [ -f "$WORK/big/one.bin" ] || { mkdir -p "$WORK/big"; head -c 1073741824 /dev/urandom >"$WORK/big/one.bin"; }; }
 
 for c in $CASES; do
@@ -79,6 +89,36 @@ for c in $CASES; do
 			fresh; measure small tandem "$T" replicate --state "$DST.state" "$WORK/small" "$DST"
 		done
 		cleanup ;;
+	files10k | files100k)
+		n=${c#files}; n=${n%k}000; gen_files "$n"
+		rounds=$ROUNDS; [ "$n" -ge 100000 ] && rounds=${ROUNDS100:-1}
+		# Which tool goes first turns round by round: a run is slower on a
+		# disk still busy with the runs before it.
+		tools=(cp+sync rclone rclone+sync tandem)
+		for r in $(seq "$rounds"); do
+			for k in 0 1 2 3; do
+				tool=${tools[$(((k + r) % 4))]}; fresh
+				case $tool in
+				cp+sync) measure "$c" cp+sync sh -c "cp -r '$WORK/files$n' '$DST/c' && sync" ;;
+				rclone) measure "$c" rclone "${RCLONE[@]}" "$WORK/files$n" "$DST" ;;
+				rclone+sync) measure "$c" rclone+sync sh -c "$(printf '%q ' "${RCLONE[@]}") '$WORK/files$n' '$DST' && sync" ;;
+				tandem) measure "$c" tandem "$T" replicate --state "$DST.state" "$WORK/files$n" "$DST" ;;
+				esac
+			done
+			cleanup
+		done ;;
+	s3files10k | s3files100k)
+		n=${c#s3files}; n=${n%k}000; gen_files "$n"; start_s3; upload_files "$n"
+		rounds=$ROUNDS; [ "$n" -ge 100000 ] && rounds=${ROUNDS100:-1}
+		for r in $(seq "$rounds"); do
+			for k in 0 1; do
+				if [ $(((k + r) % 2)) = 0 ]; then
+					rclone mkdir "B:fr$n-$r"; measure "$c" rclone "${RCLONE[@]}" "A:src/files$n" "B:fr$n-$r"
+				else
+					rclone mkdir "B:ft$n-$r"; measure "$c" tandem "${TS3[@]}" --state "$WORK/state-$c-$r" "s3://src/files$n" "s3://ft$n-$r"
+				fi
+			done
+		done ;;
 	noop)
 		gen_small
 		fresh; DR=$DST; "${RCLONE[@]}" "$WORK/small" "$DR"

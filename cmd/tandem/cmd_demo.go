@@ -191,16 +191,25 @@ primary is gone. The lag is how much data a failover now would lose, at most.`)
 	fmt.Fprintf(w, `
 == Done
 The regions are in %[1]s; the primary is the primary again. Try:
-  go run ./cmd/tandem status --config %[2]s
-  go run ./cmd/tandem plan executions --config %[2]s
-  go run ./cmd/tandem plan show --config %[2]s switchover
-  go run ./cmd/tandem plan precheck --config %[2]s switchover
-  go run ./cmd/tandem serve --config %[2]s     (metrics on http://127.0.0.1:9750/metrics)
-  mkdir %[4]s && go run ./cmd/tandem replicate --json %[3]s %[4]s
+  %[5]s status --config %[2]s
+  %[5]s plan executions --config %[2]s
+  %[5]s plan show --config %[2]s switchover
+  %[5]s plan run --dry-run --config %[2]s switchover
+  %[5]s serve --config %[2]s --region primary     (metrics on http://127.0.0.1:9750/metrics)
+  %[5]s replicate --json %[3]s %[4]s
 (The workflow steps call a scheduler that lived inside the demo process: by
 hand they fail to connect, which is what a precheck is for.)
-`, dir, cfgPath, primary, filepath.Join(dir, "copy"))
+`, dir, cfgPath, primary, filepath.Join(dir, "copy"), invocation())
 	return nil
+}
+
+// invocation is how this tandem was started, for commands printed to be
+// pasted: "go run ./cmd/tandem" under go run, else the program as invoked.
+func invocation() string {
+	if strings.Contains(os.Args[0], string(filepath.Separator)+"go-build") {
+		return "go run ./cmd/tandem"
+	}
+	return os.Args[0]
 }
 
 // demoETL runs a workflow over three Delta tables and syncs the group at

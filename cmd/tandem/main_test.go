@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -308,6 +309,26 @@ func TestDemo(t *testing.T) {
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q", want)
+		}
+	}
+	// The commands it suggests run as printed.
+	try := out.String()[strings.Index(out.String(), "Try:"):]
+	for _, cmd := range []string{"status", "plan executions", "plan show", "serve"} {
+		line := invocation() + " " + cmd + " --config " + filepath.Join(dir, "tandem.yaml")
+		i := strings.Index(try, line)
+		if i < 0 {
+			t.Errorf("the demo does not suggest %q:\n%s", line, try)
+			continue
+		}
+		args := strings.Fields(strings.TrimPrefix(try[i:strings.Index(try[i:], "\n")+i], invocation()))
+		if cmd == "serve" {
+			if !slices.Contains(args, "--region") {
+				t.Errorf("the serve it suggests has no --region: %v", args)
+			}
+			continue
+		}
+		if code, out := tandem(t, nil, args...); code != 0 && code != exitAttend {
+			t.Errorf("%v, as the demo prints it: exit %d\n%s", args, code, out)
 		}
 	}
 	if err := runDemo(context.Background(), demoOptions{dir: dir}, io.Discard); err == nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"tandem/internal/daemon"
 )
 
 // TestRecordsSayWhatHappened: a pass killed with -9 shows as interrupted
@@ -192,5 +195,56 @@ protection_groups:
 	}
 	if !h.called("/west/activate") {
 		t.Fatal("the resumed failover did not activate the workflow in west")
+	}
+}
+
+// TestServeWithPrimaryGone: after a failover, with the old primary's
+// folders gone altogether, serve in the new primary starts, keeps its lease,
+// and answers metrics and status; what it cannot reach, it reports.
+func TestServeWithPrimaryGone(t *testing.T) {
+	dir, cfg := eastWest(t, `
+protection_groups:
+  - {name: lakehouse, primary: east, standby: west, replications: [lake], lease_ttl: 2s}
+`)
+	run := expecter(t)
+	run(0, "copied    1 objects", "replicate", "--config", cfg, "lake")
+	run(0, "succeeded: RTO", "plan", "run", "--config", cfg, "failover")
+	if err := os.RemoveAll(filepath.Join(dir, "east")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan *daemon.Daemon, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- runServe(ctx, serveOptions{config: cfg, listen: "127.0.0.1:0", region: "west"}, started)
+	}()
+	var d *daemon.Daemon
+	select {
+	case d = <-started:
+	case err := <-done:
+		t.Fatalf("serve in the new primary did not start with the old one gone: %v", err)
+	}
+	base := "http://" + d.Addr()
+	renewed := func() time.Time {
+		var rec struct {
+			Holder  string
+			Renewed time.Time
+		}
+		data, _ := os.ReadFile(filepath.Join(dir, "witness/leases/lakehouse.json"))
+		json.Unmarshal(data, &rec)
+		return rec.Renewed
+	}
+	first := renewed()
+	waitFor(t, "serve did not renew west's lease", func() bool { return renewed().After(first) })
+	if m := get(t, base+"/metrics"); !strings.Contains(m, `tandem_lease_primary{group="lakehouse",region="west"} 1`) {
+		t.Fatalf("metrics:\n%s", m)
+	}
+	if st := get(t, base+"/status"); !strings.Contains(st, `"protection_group":"lakehouse"`) {
+		t.Fatalf("status: %s", st)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -66,6 +66,7 @@ func Run(ctx context.Context, root, addr string, ready chan<- string) error {
 		MaxConnections:    1000,
 		MaxRequests:       1000,
 		MultipartMaxParts: 10000,
+		KeepAlive:         true, // as S3 does: one connection serves many requests
 		Quiet:             true,
 	}
 	errc := make(chan error, 1)
