@@ -65,15 +65,19 @@ replication:
 	}
 }
 
-// TestDryRun: --dry-run on replicate, table sync, group sync and plan run
-// says what would happen and changes nothing, in the data or the records.
-func TestDryRun(t *testing.T) {
-	dir, cfg := eastWest(t, `
+// salesGroup is a group of one table, bronze, from east to west.
+const salesGroup = `
 groups:
   - name: sales
     from: east
     to: west
     tables: [{name: bronze, from: DIR/east/tables/bronze, to: DIR/west/tables/bronze}]
+`
+
+// TestDryRun: --dry-run on replicate, table sync, group sync and plan run
+// says what would happen and changes nothing, in the data or the records.
+func TestDryRun(t *testing.T) {
+	dir, cfg := eastWest(t, salesGroup+`
 protection_groups:
   - {name: lakehouse, primary: east, standby: west, replications: [lake], groups: [sales]}
 `)
@@ -138,13 +142,7 @@ func tree(t *testing.T, dir string) string {
 // group sync print progress events as JSON lines, the last of them at the
 // totals, and then the summary as the last line.
 func TestProgressEvents(t *testing.T) {
-	dir, cfg := eastWest(t, `
-groups:
-  - name: sales
-    from: east
-    to: west
-    tables: [{name: bronze, from: DIR/east/tables/bronze, to: DIR/west/tables/bronze}]
-`)
+	dir, cfg := eastWest(t, salesGroup)
 	deltatest.CopyTo(t, "snapshot-data3", filepath.Join(dir, "east/tables/bronze"))
 	for i := range 50 {
 		writeFile(t, filepath.Join(dir, "east/lake", strings.Repeat("x", i%7+1), "f"+string(rune('a'+i%26))+".csv"), strings.Repeat("y", i))
