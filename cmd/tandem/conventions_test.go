@@ -225,3 +225,17 @@ func pasted(t *testing.T, out, marker string) []string {
 	}
 	return f[1:]
 }
+
+// TestDebugLogs: --log-level debug says what a pass decides, object by
+// object; the default says nothing of it.
+func TestDebugLogs(t *testing.T) {
+	dir, cfg := eastWest(t, "")
+	run := expecter(t)
+	out := run(0, `level=DEBUG msg=copy pair=lake key=a.csv size=1 why="not in the target"`, "--log-level", "debug", "replicate", "--config", cfg, "--dry-run", "lake")
+	if !strings.Contains(out, "configuration loaded") {
+		t.Errorf("no debug line about the configuration:\n%s", out)
+	}
+	if out := run(0, "copied    1 objects", "replicate", filepath.Join(dir, "east/lake"), filepath.Join(dir, "west/lake")); strings.Contains(out, "DEBUG") {
+		t.Errorf("debug lines without --log-level debug:\n%s", out)
+	}
+}

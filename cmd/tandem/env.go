@@ -61,5 +61,8 @@ func loadEnv(path string, log *slog.Logger) (*member.Env, error) {
 	if err != nil {
 		return nil, err
 	}
+	if log != nil {
+		log.Debug("configuration loaded", "file", cfg.Path(), "regions", len(cfg.Regions), "protection_groups", len(cfg.ProtectionGroups))
+	}
 	return member.NewEnv(cfg, log), nil
 }

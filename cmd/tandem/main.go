@@ -51,12 +51,12 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&global.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&global.logLevel, "log-level", "", "log level: debug, info, warn, error (default info; warn for replicate)")
 	root.PersistentFlags().StringVar(&global.logFormat, "log-format", "text", "log format: text or json")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentPreRunE = func(c *cobra.Command, args []string) error {
 		var l slog.Level
-		if err := l.UnmarshalText([]byte(global.logLevel)); err != nil {
+		if err := l.UnmarshalText([]byte(global.logLevel)); global.logLevel != "" && err != nil {
 			return usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", global.logLevel)}
 		}
 		if global.logFormat != "text" && global.logFormat != "json" {

@@ -244,6 +244,8 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 		}
 	}
 
+	p.Log.Debug("pass starts", "pair", p.Name, "source", p.Source.URL(), "target", p.Target.URL(),
+		"indexed", p.State != nil, "retry_queue", len(retryQ), "delete", p.Delete, "dry_run", p.DryRun)
 	src := pull(ctx, "source "+p.Source.URL(), p.Source.List(ctx, ""), infoKey, p.excluded)
 	defer src.stop()
 	dst := pull(ctx, "target "+p.Target.URL(), p.Target.List(ctx, ""), infoKey, p.excluded)
@@ -334,6 +336,7 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 				p.Stats.Skipped.Add(1)
 				sum.Unchanged++
 			case d != nil && x == nil && sameContent(*s, *d, keepMtime):
+				p.Log.Debug("already in the target: recorded", "pair", p.Name, "key", k)
 				// Already there (an earlier tool, or a pass that crashed
 				// before recording it): record without copying.
 				sl.e, sl.write = entry{Key: k, Src: identOf(*s), Dst: identOf(*d)}, true
@@ -355,6 +358,7 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 					sum.Pending++
 					break
 				}
+				p.Log.Debug("copy", "pair", p.Name, "key", k, "size", s.Size, "why", copyReason(d, x))
 				if p.DryRun {
 					sum.WouldCopy = append(sum.WouldCopy, k)
 					sum.WouldCopyBytes += s.Size
@@ -390,6 +394,7 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 				}
 				break
 			}
+			p.Log.Debug("delete: gone from the source", "pair", p.Name, "key", k, "dry_run", p.DryRun)
 			if p.DryRun {
 				sum.WouldDelete = append(sum.WouldDelete, k)
 				break
@@ -462,6 +467,17 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 		sum.Watermark = &wm
 	}
 	return nil
+}
+
+// copyReason says why a key the source has is copied, for debug logs.
+func copyReason(d *objstore.Info, x *entry) string {
+	switch {
+	case d == nil:
+		return "not in the target"
+	case x == nil:
+		return "differs from the target, not recorded"
+	}
+	return "changed since the last pass"
 }
 
 type copyJob struct {

@@ -149,6 +149,8 @@ func (s *Sync) Run(ctx context.Context, version int64) (Result, error) {
 		return res, err
 	}
 	res.PlanSeconds = time.Since(start).Seconds()
+	s.Log.Debug("table sync planned", "source", s.Source.URL(), "target", s.Target.URL(), "version", p.snap.Version,
+		"from_version", res.FromVersion, "data_files", len(p.data), "commits", len(p.commits), "already_there", res.FilesThere)
 	var cp []objstore.Info
 	for _, f := range p.snap.Checkpoint {
 		if p.tgtLog == nil || !hasFile(p.tgtLog, f.Key) {
