@@ -98,8 +98,13 @@ func runDemo(ctx context.Context, o demoOptions, w io.Writer) error {
 		return err
 	}
 	defer sched.srv.Close()
+	ds, err := startDemoStreams(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer ds.stopAll()
 	cfgPath := filepath.Join(dir, "tandem.yaml")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(demoConfig, dir)+fmt.Sprintf(demoTopology, dir, sched.addr)), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(demoConfig, dir)+fmt.Sprintf(demoTopology, dir, sched.addr)+ds.topology()), 0o644); err != nil {
 		return err
 	}
 	step := func(n int, title, explain string) {
@@ -184,7 +189,7 @@ primary is gone. The lag is how much data a failover now would lose, at most.`)
 	if err != nil {
 		return err
 	}
-	if err := demoDR(ctx, dir, cfgPath, tables, sched, step, w); err != nil {
+	if err := demoDR(ctx, dir, cfgPath, tables, sched, ds, step, w); err != nil {
 		return err
 	}
 

@@ -23,6 +23,7 @@ import (
 	"tandem/internal/etl"
 	"tandem/internal/member"
 	"tandem/internal/member/alias"
+	"tandem/internal/member/streams"
 	"tandem/internal/objstore/local"
 	"tandem/internal/plan"
 	"tandem/internal/tablegroup"
@@ -122,6 +123,7 @@ protection_groups:
     groups: [sales]
     aliases: [catalog]
     workflows: [sales_etl]
+    streams: [orders]
     steps:
       "workflow.deactivate:sales_etl": {timeout: 5s}
 `
@@ -130,7 +132,7 @@ protection_groups:
 // the middle of an ETL run, the failover plan runs from the standby, a query
 // through the aliases is answered there, and a failback makes the old
 // primary the standby.
-func demoDR(ctx context.Context, dir, cfgPath string, tables map[string]*etl.Table, sched *demoScheduler, step func(int, string, string), w io.Writer) error {
+func demoDR(ctx context.Context, dir, cfgPath string, tables map[string]*etl.Table, sched *demoScheduler, ds *demoStreams, step func(int, string, string), w io.Writer) error {
 	po := planOptions{config: cfgPath}
 	cfg, err := loadConfig(cfgPath)
 	if err != nil {
@@ -143,11 +145,15 @@ func demoDR(ctx context.Context, dir, cfgPath string, tables map[string]*etl.Tab
 	step(9, "The DR topology: a lease, aliases, a scheduler",
 		`The protection group lakehouse holds the bucket replication, the table group,
 the catalog aliases (logical table names readers use, in a SQLite catalog in
-each region) and the sales_etl workflow's schedule (paused in the standby).
-Each region runs its part of 'tandem serve --region': here, inside the demo.
-The primary's takes the region lease in the witness (the only region that may
-act as primary, with a fencing epoch) and renews it; the standby's keeps the
-standby passive. Then the failover plan, generated from the topology, and the
+each region), the sales_etl workflow's schedule (paused in the standby) and
+the orders stream: a NATS JetStream server in each region, every order
+produced to both, processed only in the region holding the lease into a sink
+database (outside both regions here) that records each order's id and the
+fencing epoch with its effect. Each region runs its part of 'tandem serve
+--region': here, inside the demo. The primary's takes the region lease in the
+witness (the only region that may act as primary, with a fencing epoch) and
+renews it; the standby's keeps the standby passive and the position it would
+resume the stream from. Then the failover plan, generated from the topology, and the
 switchover prechecks, which say whether a switchover would work right now.`)
 	env := member.NewEnv(cfg, nil)
 	regions := map[string]*demoRegion{}
@@ -165,6 +171,10 @@ switchover prechecks, which say whether a switchover would work right now.`)
 	if err := runLease(ctx, leaseOptions{config: cfgPath}, "show", "lakehouse", w); err != nil {
 		return err
 	}
+	if err := ds.produceAll(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "orders: one produced to both regions every 20 ms from now on")
 	a := alias.Find(cfg, "catalog")
 	for _, region := range []string{"primary", "standby"} {
 		var list []catalog.Alias
@@ -241,6 +251,7 @@ manifest says run 2.`)
 	sched.setDown(true)
 	regions["primary"].stop() // its serve is gone with it: the lease is not renewed
 	delete(regions, "primary")
+	ds.goDark() // and its broker: orders reach the standby only
 	dark := filepath.Join(dir, "primary.dark")
 	if err := os.Rename(filepath.Join(dir, "primary"), dark); err != nil {
 		return err
@@ -269,6 +280,9 @@ failover lost is known exactly: the runs after the manifest's.`)
 	if err := demoRPORTO(ctx, cfgPath, w); err != nil {
 		return err
 	}
+	if err := ds.report(ctx, w); err != nil {
+		return err
+	}
 
 	step(14, "The old primary comes back; fail back",
 		`The primary region returns, stale: its scheduler still runs sales_etl (the
@@ -285,12 +299,18 @@ the standby. From there, a 'tandem plan run switchover' moves the work back.`)
 	}
 	sched.setDown(false)
 	sched.show(w)
+	if err := ds.comeBack(); err != nil {
+		return err
+	}
 	regions["primary"] = startRegion(ctx, env, "primary")
 	p, err := waitPassive(ctx, env, "primary")
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "the primary's serve: another region holds the lease (epoch %d): %s\n", p.Epoch, strings.Join(p.Log, "; "))
+	if err := ds.waitCaughtUp(ctx, env, w); err != nil {
+		return err
+	}
 	sched.show(w)
 	err = runReplicate(ctx, replicateOptions{config: cfgPath}, []string{"lake"}, io.Discard)
 	fmt.Fprintf(w, "the old primary's pass: %v\n\n", err)
@@ -409,15 +429,17 @@ func demoStatus(ctx context.Context, cfgPath string, w io.Writer) error {
 	return err
 }
 
-// demoRegion is the lease part of one region's 'tandem serve --region': it
-// keeps the lease while the region holds it, and keeps the region passive
-// while another region holds it.
+// demoRegion is the lease and stream part of one region's 'tandem serve
+// --region': it keeps the lease while the region holds it, keeps the region
+// passive while another region holds it, and runs the region's part of the
+// stream.
 type demoRegion struct{ stop func() }
 
 func startRegion(ctx context.Context, env *member.Env, region string) *demoRegion {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &member.Serving{Env: env, Region: region, Reg: prometheus.NewRegistry()}
 	s.KeepPassive(region, s.KeepLeases(ctx, region))
+	streams.Kind{}.Serve(ctx, s) // the stream's processing, following and catch-up
 	wait := daemon.RunTasks(ctx, s.Tasks)
 	return &demoRegion{stop: func() { cancel(); wait() }}
 }
@@ -446,6 +468,8 @@ func waitPassive(ctx context.Context, env *member.Env, region string) (member.Pa
 	return p, err
 }
 
+var errGaveUp = errors.New("gave up waiting")
+
 func poll(ctx context.Context, limit time.Duration, done func() (bool, error)) error {
 	deadline := time.Now().Add(limit)
 	for {
@@ -454,7 +478,7 @@ func poll(ctx context.Context, limit time.Duration, done func() (bool, error)) e
 			return err
 		}
 		if time.Now().After(deadline) {
-			return errors.New("gave up waiting")
+			return errGaveUp
 		}
 		select {
 		case <-ctx.Done():

@@ -72,6 +72,7 @@ func newRootCommand() *cobra.Command {
 		newConfigCommand(),
 		newTableCommand(),
 		newGroupCommand(),
+		newStreamCommand(),
 		newLeaseCommand(),
 		newPlanCommand(),
 		newDemoCommand(),

@@ -7,5 +7,6 @@ import (
 	_ "tandem/internal/member/bucket"
 	_ "tandem/internal/member/database"
 	_ "tandem/internal/member/group"
+	_ "tandem/internal/member/streams"
 	_ "tandem/internal/member/workflow"
 )

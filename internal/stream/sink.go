@@ -1,0 +1,293 @@
+package stream
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"tandem/internal/catalog"
+	"tandem/internal/fence"
+)
+
+// ErrStale: the sink has seen a newer epoch than the delivery's; the
+// delivering region lost the lease. It wraps fence.ErrFenced.
+var ErrStale = fmt.Errorf("the sink has seen a newer epoch: %w", fence.ErrFenced)
+
+// SQLSink applies events with the user's statements, in a transaction
+// that also records the event's id (an id applied before is skipped: a
+// duplicate absorbed), the position reached in the delivering region's
+// log, and the highest epoch seen, refusing a delivery under a lower one
+// (the fencing token kept at the sink). Tables:
+//
+//	tandem_stream_fence    (stream, epoch, region, applied, duplicates)
+//	tandem_stream_applied  (stream, id, epoch, region, position)
+//	tandem_stream_position (stream, consumer, position)
+//
+// Statements get the event as parameters: $1 id, $2 data (text), $3
+// epoch, $4 region, $5 position (SQLite too: tandem rewrites $N as ?N).
+type SQLSink struct {
+	db     *sql.DB
+	driver string
+	stream string
+	stmts  []stmt
+	// Grace bounds how long a transaction may stall between statements
+	// on PostgreSQL (idle_in_transaction_session_timeout): a paused
+	// delivery's transaction is ended by the server.
+	Grace time.Duration
+}
+
+type stmt struct {
+	text string
+	args int // highest $N
+}
+
+var paramRe = regexp.MustCompile(`\$([1-5])\b`)
+
+// OpenSQL opens the sink of stream in a database (driver sqlite or
+// postgres) and creates tandem's tables when missing.
+func OpenSQL(ctx context.Context, driver, dsn, stream string, statements []string) (*SQLSink, error) {
+	if driver == "sqlite" && !strings.Contains(dsn, "busy_timeout") {
+		sep := "?"
+		if strings.Contains(dsn, "?") {
+			sep = "&"
+		}
+		dsn += sep + "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)"
+	}
+	db, err := catalog.Open(driver, dsn)
+	if err != nil {
+		return nil, err
+	}
+	if driver == "sqlite" {
+		db.SetMaxOpenConns(1)
+	}
+	s := &SQLSink{db: db, driver: driver, stream: stream, Grace: time.Second}
+	for _, t := range statements {
+		st := stmt{text: t}
+		for _, m := range paramRe.FindAllStringSubmatch(t, -1) {
+			n, _ := strconv.Atoi(m[1])
+			st.args = max(st.args, n)
+		}
+		if driver == "sqlite" {
+			st.text = paramRe.ReplaceAllString(t, "?$1")
+		}
+		s.stmts = append(s.stmts, st)
+	}
+	for _, ddl := range []string{
+		`CREATE TABLE IF NOT EXISTS tandem_stream_fence (stream TEXT PRIMARY KEY, epoch BIGINT NOT NULL, region TEXT NOT NULL, applied BIGINT NOT NULL DEFAULT 0, duplicates BIGINT NOT NULL DEFAULT 0)`,
+		`CREATE TABLE IF NOT EXISTS tandem_stream_applied (stream TEXT NOT NULL, id TEXT NOT NULL, epoch BIGINT NOT NULL, region TEXT NOT NULL, position BIGINT NOT NULL, PRIMARY KEY (stream, id))`,
+		`CREATE TABLE IF NOT EXISTS tandem_stream_position (stream TEXT NOT NULL, consumer TEXT NOT NULL, position BIGINT NOT NULL, PRIMARY KEY (stream, consumer))`,
+	} {
+		if _, err := db.ExecContext(ctx, ddl); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("sink of stream %s: create tandem's tables: %w", stream, err)
+		}
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *SQLSink) Close() { s.db.Close() }
+
+func (s *SQLSink) q(text string) string {
+	if s.driver == "sqlite" {
+		return paramRe.ReplaceAllString(text, "?$1")
+	}
+	return text
+}
+
+// raise records epoch as the sink's fence in tx, adding the counts; it
+// fails with ErrStale when the sink has seen a higher epoch.
+func (s *SQLSink) raise(ctx context.Context, tx *sql.Tx, epoch int64, region string, applied, dups int) error {
+	res, err := tx.ExecContext(ctx, s.q(`INSERT INTO tandem_stream_fence (stream, epoch, region, applied, duplicates) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (stream) DO UPDATE SET epoch = excluded.epoch, region = excluded.region,
+  applied = tandem_stream_fence.applied + excluded.applied, duplicates = tandem_stream_fence.duplicates + excluded.duplicates
+WHERE tandem_stream_fence.epoch <= excluded.epoch`), s.stream, epoch, region, applied, dups)
+	if err != nil {
+		return fmt.Errorf("sink of stream %s: fence: %w", s.stream, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		var seen int64
+		var by string
+		_ = tx.QueryRowContext(ctx, s.q(`SELECT epoch, region FROM tandem_stream_fence WHERE stream = $1`), s.stream).Scan(&seen, &by)
+		return fmt.Errorf("stream %s: delivery under epoch %d from %s refused: %w (epoch %d, from %s)", s.stream, epoch, region, ErrStale, seen, by)
+	}
+	return nil
+}
+
+func (s *SQLSink) begin(ctx context.Context) (*sql.Tx, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("sink of stream %s: begin: %w", s.stream, err)
+	}
+	if s.driver == "postgres" {
+		ms := max(s.Grace, 100*time.Millisecond).Milliseconds()
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("SET LOCAL idle_in_transaction_session_timeout = %d", ms)); err != nil {
+			tx.Rollback()
+			return nil, fmt.Errorf("sink of stream %s: %w", s.stream, err)
+		}
+	}
+	return tx, nil
+}
+
+// Fence raises the sink's epoch to epoch: from now on a delivery under a
+// lower one is refused. It fails with ErrStale if the sink has seen a
+// higher one.
+func (s *SQLSink) Fence(ctx context.Context, epoch int64, region string) error {
+	tx, err := s.begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := s.raise(ctx, tx, epoch, region, 0, 0); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Position is the position a consumer's region reached (0: none yet).
+func (s *SQLSink) Position(ctx context.Context, consumer string) (int64, error) {
+	var p int64
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT position FROM tandem_stream_position WHERE stream = $1 AND consumer = $2`), s.stream, consumer).Scan(&p)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("sink of stream %s: position of %s: %w", s.stream, consumer, err)
+	}
+	return p, nil
+}
+
+func (s *SQLSink) setPosition(ctx context.Context, x interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}, consumer string, pos int64) error {
+	_, err := x.ExecContext(ctx, s.q(`INSERT INTO tandem_stream_position (stream, consumer, position) VALUES ($1, $2, $3)
+ON CONFLICT (stream, consumer) DO UPDATE SET position = excluded.position WHERE tandem_stream_position.position < excluded.position`), s.stream, consumer, pos)
+	if err != nil {
+		return fmt.Errorf("sink of stream %s: position of %s: %w", s.stream, consumer, err)
+	}
+	return nil
+}
+
+// Delivery is who delivers: the region holding the lease, its epoch, and
+// the consumer key its position is kept under.
+type Delivery struct {
+	Epoch    int64
+	Region   string
+	Consumer string
+}
+
+// Result counts one delivery's events.
+type Result struct {
+	Applied, Duplicates int
+}
+
+// Deliver applies evs (in order, all read from d.Region's log) in one
+// transaction: each event not applied before runs the statements; the
+// position moves to the last event's; the fence is checked last, and
+// check (the delivering region's lease guard) just before the commit.
+// On any error nothing of it is applied.
+func (s *SQLSink) Deliver(ctx context.Context, d Delivery, evs []Event, check func(context.Context) error) (Result, error) {
+	var r Result
+	if len(evs) == 0 {
+		return r, nil
+	}
+	tx, err := s.begin(ctx)
+	if err != nil {
+		return r, err
+	}
+	defer tx.Rollback()
+	for _, ev := range evs {
+		res, err := tx.ExecContext(ctx, s.q(`INSERT INTO tandem_stream_applied (stream, id, epoch, region, position) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (stream, id) DO NOTHING`),
+			s.stream, ev.ID, d.Epoch, d.Region, ev.Pos)
+		if err != nil {
+			return Result{}, fmt.Errorf("sink of stream %s: event %s: %w", s.stream, ev.ID, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			r.Duplicates++
+			continue
+		}
+		args := []any{ev.ID, string(ev.Data), d.Epoch, d.Region, ev.Pos}
+		for i, st := range s.stmts {
+			if _, err := tx.ExecContext(ctx, st.text, args[:st.args]...); err != nil {
+				return Result{}, fmt.Errorf("sink of stream %s: event %s (position %d in %s): statement %d: %w", s.stream, ev.ID, ev.Pos, d.Region, i+1, err)
+			}
+		}
+		r.Applied++
+	}
+	if err := s.setPosition(ctx, tx, d.Consumer, evs[len(evs)-1].Pos); err != nil {
+		return Result{}, err
+	}
+	if err := s.raise(ctx, tx, d.Epoch, d.Region, r.Applied, r.Duplicates); err != nil {
+		return Result{}, err
+	}
+	if check != nil {
+		if err := check(ctx); err != nil {
+			return Result{}, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return Result{}, fmt.Errorf("sink of stream %s: commit: %w", s.stream, err)
+	}
+	return r, nil
+}
+
+// Follow moves consumer's position over the events of evs (read in order
+// from its position on) that the sink has applied already, stopping at
+// the first it has not: the standby keeps the position it would resume
+// from close to the primary's progress. It returns the new position.
+func (s *SQLSink) Follow(ctx context.Context, consumer string, from int64, evs []Event) (int64, error) {
+	pos := from
+	for _, ev := range evs {
+		var one int
+		err := s.db.QueryRowContext(ctx, s.q(`SELECT 1 FROM tandem_stream_applied WHERE stream = $1 AND id = $2`), s.stream, ev.ID).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			break
+		}
+		if err != nil {
+			return pos, fmt.Errorf("sink of stream %s: %w", s.stream, err)
+		}
+		pos = ev.Pos
+	}
+	if pos == from {
+		return pos, nil
+	}
+	return pos, s.setPosition(ctx, s.db, consumer, pos)
+}
+
+// Stats is what the sink has recorded of a stream.
+type Stats struct {
+	Epoch      int64            `json:"epoch"`
+	Region     string           `json:"region"`
+	Applied    int64            `json:"applied"`
+	Duplicates int64            `json:"duplicates_absorbed"`
+	Positions  map[string]int64 `json:"positions"`
+}
+
+// Stats reads the sink's records of the stream.
+func (s *SQLSink) Stats(ctx context.Context) (Stats, error) {
+	st := Stats{Positions: map[string]int64{}}
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT epoch, region, applied, duplicates FROM tandem_stream_fence WHERE stream = $1`), s.stream).
+		Scan(&st.Epoch, &st.Region, &st.Applied, &st.Duplicates)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return st, fmt.Errorf("sink of stream %s: %w", s.stream, err)
+	}
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT consumer, position FROM tandem_stream_position WHERE stream = $1`), s.stream)
+	if err != nil {
+		return st, fmt.Errorf("sink of stream %s: %w", s.stream, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var c string
+		var p int64
+		if err := rows.Scan(&c, &p); err != nil {
+			return st, err
+		}
+		st.Positions[c] = p
+	}
+	return st, rows.Err()
+}

@@ -1,0 +1,250 @@
+package stream_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"tandem/internal/fence"
+	"tandem/internal/stream"
+	"tandem/internal/stream/streamtest"
+
+	_ "modernc.org/sqlite"
+)
+
+var kinds = []string{"nats", "kafka"}
+
+func open(t *testing.T, kind, name string) stream.Log {
+	t.Helper()
+	l, err := stream.Open(context.Background(), stream.Spec{Broker: streamtest.Broker(t, kind, name), Stream: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	return l
+}
+
+func readAll(t *testing.T, l stream.Log) []stream.Event {
+	t.Helper()
+	var out []stream.Event
+	for {
+		evs, err := l.Read(context.Background(), int64(len(out)), 100, 100*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) == 0 {
+			if h, _ := l.Head(context.Background()); int64(len(out)) >= h {
+				return out
+			}
+			continue
+		}
+		out = append(out, evs...)
+	}
+}
+
+func TestLog(t *testing.T) {
+	for _, kind := range kinds {
+		t.Run(kind, func(t *testing.T) {
+			ctx := context.Background()
+			l := open(t, kind, "orders")
+			for i := range 5 {
+				pos, err := l.Append(ctx, fmt.Sprintf("e%d", i), []byte(fmt.Sprint(i)))
+				if err != nil || pos != int64(i+1) {
+					t.Fatalf("append %d: %d %v", i, pos, err)
+				}
+			}
+			evs := readAll(t, l)
+			if len(evs) != 5 || evs[4].ID != "e4" || string(evs[4].Data) != "4" || evs[4].Pos != 5 {
+				t.Fatalf("read %+v", evs)
+			}
+			// A read from the middle, then a seek back.
+			evs, err := l.Read(ctx, 3, 10, time.Second)
+			if err != nil || len(evs) == 0 || evs[0].Pos != 4 {
+				t.Fatalf("read after 3: %+v %v", evs, err)
+			}
+			if evs, _ = l.Read(ctx, 1, 1, time.Second); len(evs) != 1 || evs[0].ID != "e1" {
+				t.Fatalf("read after 1: %+v", evs)
+			}
+			if h, err := l.Head(ctx); err != nil || h != 5 {
+				t.Fatalf("head %d %v", h, err)
+			}
+		})
+	}
+}
+
+func TestMissingStream(t *testing.T) {
+	for _, kind := range kinds {
+		url := streamtest.Broker(t, kind, "")
+		_, err := stream.Open(context.Background(), stream.Spec{Broker: url, Stream: "nope"})
+		if !errors.Is(err, stream.ErrNoStream) {
+			t.Fatalf("%s: %v", kind, err)
+		}
+	}
+	if _, err := stream.Open(context.Background(), stream.Spec{Broker: "amqp://x:1", Stream: "s"}); err == nil {
+		t.Fatal("an unknown scheme opened")
+	}
+}
+
+func TestMirror(t *testing.T) {
+	for _, kind := range kinds {
+		t.Run(kind, func(t *testing.T) {
+			ctx := context.Background()
+			a, b := open(t, kind, "s"), open(t, kind, "s")
+			// e0..e4 reach both, e5..e7 only a, e8 only b, e9 reaches b
+			// without an id.
+			for i := range 5 {
+				a.Append(ctx, fmt.Sprintf("e%d", i), nil)
+			}
+			for i := range 5 {
+				b.Append(ctx, fmt.Sprintf("e%d", 4-i), nil) // another order
+			}
+			for i := 5; i < 8; i++ {
+				a.Append(ctx, fmt.Sprintf("e%d", i), []byte("only a"))
+			}
+			b.Append(ctx, "e8", []byte("only b"))
+			m := &stream.Mirror{Regions: [2]string{"a", "b"}, Logs: [2]stream.Log{a, b}, After: time.Hour}
+			if n, err := m.Round(ctx); err != nil || n != 0 {
+				t.Fatalf("round before After: %d %v", n, err)
+			}
+			if m.State.Missing("a") != 3 || m.State.Missing("b") != 1 {
+				t.Fatalf("missing %+v", m.State.Pending)
+			}
+			m.After = 0
+			if n, err := m.Round(ctx); err != nil || n != 4 {
+				t.Fatalf("catch-up: %d %v", n, err)
+			}
+			waitFor(t, func() bool {
+				n, err := m.Round(ctx)
+				if err != nil || n != 0 {
+					t.Fatalf("after catch-up: %d copied again, %v", n, err)
+				}
+				return m.State.Missing("a")+m.State.Missing("b") == 0
+			})
+			ids := func(l stream.Log) map[string]int {
+				c := map[string]int{}
+				for _, ev := range readAll(t, l) {
+					c[ev.ID]++
+				}
+				return c
+			}
+			ia, ib := ids(a), ids(b)
+			if len(ia) != 9 || len(ib) != 9 {
+				t.Fatalf("a %v, b %v", ia, ib)
+			}
+		})
+	}
+}
+
+// lease is a fake authority: the epoch a region holds.
+type lease struct {
+	holder atomic.Value
+	epoch  atomic.Int64
+}
+
+func (l *lease) move(to string) { l.epoch.Add(1); l.holder.Store(to) }
+
+func (l *lease) cond(region string) fence.Condition {
+	return func(ctx context.Context) (fence.Grant, error) {
+		if l.holder.Load() != region {
+			return fence.Grant{}, fmt.Errorf("%s does not hold the lease: %w", region, fence.ErrFenced)
+		}
+		return fence.Grant{Epoch: l.epoch.Load(), For: 200 * time.Millisecond, What: "the lease"}, nil
+	}
+}
+
+func sink(t *testing.T, path string) *stream.SQLSink {
+	t.Helper()
+	s, err := stream.OpenSQL(context.Background(), "sqlite", path, "s", []string{
+		`CREATE TABLE IF NOT EXISTS effects (id TEXT, epoch INTEGER, region TEXT)`,
+		`INSERT INTO effects (id, epoch, region) VALUES ($1, $3, $4)`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// TestProcessSwitch: a is primary, processes, the lease moves to b, which
+// resumes from the position its follower kept; a stale delivery of a is
+// refused by the sink; every event takes effect once.
+func TestProcessSwitch(t *testing.T) {
+	for _, kind := range kinds {
+		t.Run(kind, func(t *testing.T) {
+			ctx := context.Background()
+			a, b := open(t, kind, "s"), open(t, kind, "s")
+			db := filepath.Join(t.TempDir(), "sink.db")
+			sk := sink(t, db)
+			const n = 300
+			for i := range n {
+				id := fmt.Sprintf("e%03d", i)
+				a.Append(ctx, id, nil)
+				b.Append(ctx, id, nil)
+			}
+			ls := &lease{}
+			ls.move("a")
+			run := func(region string, l stream.Log) chan error {
+				done := make(chan error, 1)
+				p := &stream.Processor{Region: region, Log: l, Sink: sk, Consumer: region, Batch: 32,
+					Guard: fence.New("processing in "+region, ls.cond(region))}
+				go func() { done <- p.Run(ctx) }()
+				return done
+			}
+			fctx, stopFollow := context.WithCancel(ctx)
+			followed := make(chan error, 1)
+			go func() { followed <- stream.Follow(fctx, "b", b, sk, "b", 50) }()
+			doneA := run("a", a)
+			waitFor(t, func() bool { st, _ := sk.Stats(ctx); return st.Applied >= n/2 })
+			ls.move("b")
+			if err := <-doneA; !fence.Fenced(err) {
+				t.Fatalf("a after the move: %v", err)
+			}
+			waitFor(t, func() bool { st, _ := sk.Stats(ctx); return st.Positions["b"] > 0 })
+			stopFollow()
+			if err := <-followed; err != nil {
+				t.Fatal(err)
+			}
+			doneB := run("b", b)
+			waitFor(t, func() bool { st, _ := sk.Stats(ctx); return st.Applied == n && st.Epoch == 2 })
+			// A stale delivery under a's epoch changes nothing.
+			_, err := sk.Deliver(ctx, stream.Delivery{Epoch: 1, Region: "a", Consumer: "a"}, []stream.Event{{ID: "late", Pos: 999}}, nil)
+			if !errors.Is(err, stream.ErrStale) {
+				t.Fatalf("stale delivery: %v", err)
+			}
+			ls.move("nobody")
+			<-doneB
+			once(t, db, n)
+		})
+	}
+}
+
+func waitFor(t *testing.T, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !ok(); {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// once checks that the effects table holds n distinct ids, each once.
+func once(t *testing.T, path string, n int) {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var total, distinct int
+	if err := db.QueryRow(`SELECT count(*), count(DISTINCT id) FROM effects`).Scan(&total, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if total != n || distinct != n {
+		t.Fatalf("effects: %d rows, %d distinct ids, want %d once each", total, distinct, n)
+	}
+}
