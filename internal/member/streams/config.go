@@ -16,8 +16,8 @@ import (
 
 	"tandem/internal/config"
 	"tandem/internal/member"
-	"tandem/produce"
 	"tandem/internal/stream"
+	"tandem/produce"
 )
 
 // Stream is one event stream with an end in each region and one sink.
