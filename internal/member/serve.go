@@ -209,7 +209,17 @@ func (s *Serving) LockRegion(ctx context.Context, region string) error {
 		}
 	}
 	go l.Keep(ctx, false, s.Env.Log)
-	s.Conditions = append(s.Conditions, lease.Want{Group: region, Holder: self, TTL: lockTTL}.Condition(st))
+	// The lock names this process as its holder: a lock another serve took
+	// fences on the holder. Its epoch is dropped from the grant, for the
+	// epoch a Guard pins is the protection group's lease's (with it, a
+	// writer would carry the lock's epoch and miss a lease that went away
+	// and came back while it was paused).
+	lock := lease.Want{Group: region, Holder: self, TTL: lockTTL}.Condition(st)
+	s.Conditions = append(s.Conditions, func(ctx context.Context) (fence.Grant, error) {
+		g, err := lock(ctx)
+		g.Epoch = 0
+		return g, err
+	})
 	return nil
 }
 

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -417,4 +421,170 @@ func head(s []string) []string { return s[:min(len(s), 10)] }
 func tail(s string) string {
 	lines := strings.Split(s, "\n")
 	return strings.Join(lines[max(0, len(lines)-30):], "\n")
+}
+
+// runIn runs tandem with stdin.
+func runIn(t *testing.T, stdin string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), out.String()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return 0, out.String()
+}
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// waitEffects waits until the sink has n distinct effects and returns them.
+func waitEffects(t *testing.T, sink string, n int) (ids []string, epochs []int64) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ids, epochs = effects(t, sink)
+		distinct := map[string]bool{}
+		for _, id := range ids {
+			distinct[id] = true
+		}
+		if len(distinct) >= n {
+			if len(ids) != len(distinct) {
+				t.Fatalf("%d effects for %d events: some took effect twice", len(ids), len(distinct))
+			}
+			return ids, epochs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d events took effect", len(distinct), n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestStreamCommands: events in through `tandem stream produce` and the
+// HTTP endpoint, status, a switchover (drain, then the sink fenced at the
+// new epoch) and a failover, each event taking effect once.
+func TestStreamCommands(t *testing.T) {
+	r := newRig(t, "nats", 1)
+	cfg, sink := r.config(0)
+	listen := freePort(t)
+	east := &serve{t: t, cfg: cfg, region: "east", out: &syncBuffer{}}
+	east.cmd = nil
+	eastArgs := func() {
+		east.cmd = exec.Command(bin, "serve", "--config", cfg, "--region", "east", "--listen", listen)
+		east.cmd.Stdout, east.cmd.Stderr = east.out, east.out
+		east.done = make(chan struct{})
+		if err := east.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func(c *exec.Cmd, done chan struct{}) { c.Wait(); close(done) }(east.cmd, east.done)
+	}
+	eastArgs()
+	t.Cleanup(east.stop)
+	west := startServe(t, cfg, "west")
+	waitLease(t, cfg, "east")
+
+	var lines strings.Builder
+	for i := range 50 {
+		fmt.Fprintf(&lines, "cli-%02d {\"n\": %d}\n", i, i)
+	}
+	code, out := runIn(t, lines.String(), "stream", "produce", "--config", cfg, "--lines", "orders0")
+	if code != 0 || !strings.Contains(out, "event cli-49: east@50, west@50") {
+		t.Fatalf("stream produce: exit %d\n%s", code, out)
+	}
+	if code, out := run(t, "stream", "produce", "--config", cfg, "nope", "x"); code != 2 || !strings.Contains(out, `no stream named "nope"`) {
+		t.Fatalf("unknown stream: exit %d\n%s", code, out)
+	}
+	post := func(key string) int {
+		req, _ := http.NewRequest("POST", "http://"+listen+"/streams/orders0/events", strings.NewReader(`{"via": "http"}`))
+		if key != "" {
+			req.Header.Set("Idempotency-Key", key)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			if time.Now().After(deadline) {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond)
+			req.Body = io.NopCloser(strings.NewReader(`{"via": "http"}`))
+		}
+	}
+	if c := post("http-1"); c != 200 {
+		t.Fatalf("POST: %d", c)
+	}
+	if c := post("http-1"); c != 200 { // a retry: the same event
+		t.Fatalf("POST again: %d", c)
+	}
+	if c := post(""); c != 400 {
+		t.Fatalf("POST without an id: %d, want 400", c)
+	}
+	waitEffects(t, sink, 51)
+
+	out = must(t, "status", "--config", cfg, "--json")
+	var st struct {
+		Streams []struct {
+			Stream     string `json:"stream"`
+			Health     string `json:"health"`
+			Processing string `json:"processing_region"`
+			Sink       struct {
+				Applied int64 `json:"applied"`
+			} `json:"sink"`
+			Regions map[string]struct {
+				Produced int64 `json:"produced"`
+			} `json:"regions"`
+		} `json:"streams"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil || len(st.Streams) != 1 {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	if s := st.Streams[0]; s.Processing != "east" || s.Sink.Applied != 51 || s.Regions["west"].Produced < 51 {
+		t.Fatalf("status: %+v", s)
+	}
+
+	// A switchover: east drains, west resumes where east stopped.
+	out = must(t, "plan", "run", "--config", cfg, "switchover")
+	for _, want := range []string{"succeeded      stream.drain:orders0", "succeeded      stream.start:orders0", "the sink takes deliveries from west under epoch"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("switchover output lacks %q:\n%s", want, out)
+		}
+	}
+	for i := range 10 {
+		must(t, "stream", "produce", "--config", cfg, "--id", fmt.Sprintf("after-switch-%d", i), "orders0", "x")
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("east:\n%s\nwest:\n%s", tail(east.out.String()), tail(west.out.String()))
+		}
+	})
+	ids, epochs := waitEffects(t, sink, 61)
+	if epochs[len(epochs)-1] <= epochs[0] {
+		t.Fatalf("the events after the switchover took effect under epoch %d, as before it (%d)", epochs[len(epochs)-1], epochs[0])
+	}
+	_ = ids
+
+	// A failover back to east with west gone dark.
+	west.kill()
+	out = must(t, "plan", "run", "--config", cfg, "failover")
+	if !strings.Contains(out, "east resumes after position") {
+		t.Fatalf("failover output:\n%s", out)
+	}
+	for i := range 10 {
+		must(t, "stream", "produce", "--config", cfg, "--id", fmt.Sprintf("after-failover-%d", i), "orders0", "x")
+	}
+	waitEffects(t, sink, 71)
 }
