@@ -42,8 +42,17 @@ type SQLSink struct {
 }
 
 type stmt struct {
-	text string
-	args int // highest $N
+	text  string
+	order []int // the parameter (1 to 5) of each placeholder, in order
+}
+
+// bind returns the statement's arguments from the event's parameters.
+func (st stmt) bind(params []any) []any {
+	args := make([]any, len(st.order))
+	for i, n := range st.order {
+		args[i] = params[n-1]
+	}
+	return args
 }
 
 var paramRe = regexp.MustCompile(`\$([1-5])\b`)
@@ -68,12 +77,23 @@ func OpenSQL(ctx context.Context, driver, dsn, stream string, statements []strin
 	s := &SQLSink{db: db, driver: driver, stream: stream, Grace: time.Second}
 	for _, t := range statements {
 		st := stmt{text: t}
-		for _, m := range paramRe.FindAllStringSubmatch(t, -1) {
-			n, _ := strconv.Atoi(m[1])
-			st.args = max(st.args, n)
-		}
 		if driver == "sqlite" {
-			st.text = paramRe.ReplaceAllString(t, "?$1")
+			// Plain ? placeholders, bound in order: SQLite looks numbered
+			// ones up by name, one by one.
+			for _, m := range paramRe.FindAllStringSubmatch(t, -1) {
+				n, _ := strconv.Atoi(m[1])
+				st.order = append(st.order, n)
+			}
+			st.text = paramRe.ReplaceAllString(t, "?")
+		} else {
+			highest := 0
+			for _, m := range paramRe.FindAllStringSubmatch(t, -1) {
+				n, _ := strconv.Atoi(m[1])
+				highest = max(highest, n)
+			}
+			for n := 1; n <= highest; n++ {
+				st.order = append(st.order, n)
+			}
 		}
 		s.stmts = append(s.stmts, st)
 	}
@@ -201,19 +221,19 @@ func (s *SQLSink) Deliver(ctx context.Context, d Delivery, evs []Event, check fu
 		return r, err
 	}
 	defer tx.Rollback()
+	fresh, err := s.record(ctx, tx, d, evs)
+	if err != nil {
+		return Result{}, err
+	}
 	for _, ev := range evs {
-		res, err := tx.ExecContext(ctx, s.q(`INSERT INTO tandem_stream_applied (stream, id, epoch, region, position) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (stream, id) DO NOTHING`),
-			s.stream, ev.ID, d.Epoch, d.Region, ev.Pos)
-		if err != nil {
-			return Result{}, fmt.Errorf("sink of stream %s: event %s: %w", s.stream, ev.ID, err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
+		if !fresh[ev.ID] {
 			r.Duplicates++
 			continue
 		}
-		args := []any{ev.ID, string(ev.Data), d.Epoch, d.Region, ev.Pos}
+		delete(fresh, ev.ID) // an id twice in one batch applies once
+		params := []any{ev.ID, string(ev.Data), d.Epoch, d.Region, ev.Pos}
 		for i, st := range s.stmts {
-			if _, err := tx.ExecContext(ctx, st.text, args[:st.args]...); err != nil {
+			if _, err := tx.ExecContext(ctx, st.text, st.bind(params)...); err != nil {
 				return Result{}, fmt.Errorf("sink of stream %s: event %s (position %d in %s): statement %d: %w", s.stream, ev.ID, ev.Pos, d.Region, i+1, err)
 			}
 		}
@@ -234,6 +254,49 @@ func (s *SQLSink) Deliver(ctx context.Context, d Delivery, evs []Event, check fu
 		return Result{}, fmt.Errorf("sink of stream %s: commit: %w", s.stream, err)
 	}
 	return r, nil
+}
+
+// record inserts the ids of evs into tandem_stream_applied in one
+// statement and returns those that were not there.
+func (s *SQLSink) record(ctx context.Context, tx *sql.Tx, d Delivery, evs []Event) (map[string]bool, error) {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO tandem_stream_applied (stream, id, epoch, region, position) VALUES `)
+	var args []any
+	for i, ev := range evs {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if s.driver == "sqlite" {
+			// Plain ? binds in order; numbered ones cost SQLite a lookup
+			// each.
+			b.WriteString("(?, ?, ?, ?, ?)")
+			args = append(args, s.stream, ev.ID, d.Epoch, d.Region, ev.Pos)
+			continue
+		}
+		if i == 0 {
+			args = append(args, s.stream, d.Epoch, d.Region)
+		}
+		fmt.Fprintf(&b, "($1, $%d, $2, $3, $%d)", 4+2*i, 5+2*i)
+		args = append(args, ev.ID, ev.Pos)
+	}
+	b.WriteString(` ON CONFLICT (stream, id) DO NOTHING RETURNING id`)
+	rows, err := tx.QueryContext(ctx, b.String(), args...)
+	if err != nil {
+		return nil, fmt.Errorf("sink of stream %s: record %d events: %w", s.stream, len(evs), err)
+	}
+	defer rows.Close()
+	fresh := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		fresh[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sink of stream %s: record %d events: %w", s.stream, len(evs), err)
+	}
+	return fresh, nil
 }
 
 // Follow moves consumer's position over the events of evs (read in order
