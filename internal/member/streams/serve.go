@@ -114,6 +114,8 @@ func (p *processing) round(ctx context.Context) time.Duration {
 	}
 	defer sk.Close()
 	labels := prometheus.Labels{"stream": st.Name, "region": r}
+	stopLag := p.watchLag(ctx, l, sk)
+	defer stopLag()
 	if h != r {
 		p.m.processing.With(labels).Set(0)
 		p.say("following: " + h + " processes the stream")
@@ -141,6 +143,30 @@ func (p *processing) round(ctx context.Context) time.Duration {
 		return time.Second
 	}
 	return 0
+}
+
+// watchLag sets the region's lag gauge every second, from its stream's
+// head and its position in the sink, until the returned func is called.
+func (p *processing) watchLag(ctx context.Context, l stream.Log, sk *stream.SQLSink) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	lag := p.m.lag.With(prometheus.Labels{"stream": p.st.Name, "region": p.region})
+	go func() {
+		defer close(done)
+		for {
+			h, err := l.Head(ctx)
+			pos, err2 := sk.Position(ctx, p.st.Consumer(p.region))
+			if err == nil && err2 == nil {
+				lag.Set(float64(max(h-pos, 0)))
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // follow keeps the region's position until the lease changes hands.
