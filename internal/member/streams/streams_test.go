@@ -46,7 +46,7 @@ func TestMain(m *testing.M) {
 }
 
 // run runs tandem and returns its exit code and output.
-func run(t *testing.T, args ...string) (int, string) {
+func run(t testing.TB, args ...string) (int, string) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	var out bytes.Buffer
@@ -60,7 +60,7 @@ func run(t *testing.T, args ...string) (int, string) {
 	return 0, out.String()
 }
 
-func must(t *testing.T, args ...string) string {
+func must(t testing.TB, args ...string) string {
 	t.Helper()
 	code, out := run(t, args...)
 	if code != 0 {
@@ -71,7 +71,7 @@ func must(t *testing.T, args ...string) string {
 
 // serve is a `tandem serve --region R` process.
 type serve struct {
-	t      *testing.T
+	t      testing.TB
 	cfg    string
 	region string
 	cmd    *exec.Cmd
@@ -91,7 +91,7 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 }
 func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
 
-func startServe(t *testing.T, cfg, region string) *serve {
+func startServe(t testing.TB, cfg, region string) *serve {
 	s := &serve{t: t, cfg: cfg, region: region, out: &syncBuffer{}}
 	s.start()
 	t.Cleanup(s.stop)
@@ -139,13 +139,13 @@ const ttl = 500 * time.Millisecond
 
 // rig is two regions' brokers of one kind, and what a trial needs.
 type rig struct {
-	t    *testing.T
+	t    testing.TB
 	kind string
 	urls map[string]string
 	dir  string
 }
 
-func newRig(t *testing.T, kind string, trials int) *rig {
+func newRig(t testing.TB, kind string, trials int) *rig {
 	r := &rig{t: t, kind: kind, urls: map[string]string{}, dir: t.TempDir()}
 	var topics []string
 	for n := range trials {
@@ -205,7 +205,7 @@ protection_groups:
 }
 
 // effects reads the sink's effects in commit order.
-func effects(t *testing.T, path string) (ids []string, epochs []int64) {
+func effects(t testing.TB, path string) (ids []string, epochs []int64) {
 	t.Helper()
 	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(10000)")
 	if err != nil {
@@ -385,7 +385,7 @@ func chaosTrial(t *testing.T, r *rig, n int) {
 
 // takeLease takes the lease of dr for region, once the holder's has run
 // out (or was released).
-func takeLease(t *testing.T, cfg, region string) {
+func takeLease(t testing.TB, cfg, region string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -401,7 +401,7 @@ func takeLease(t *testing.T, cfg, region string) {
 }
 
 // waitLease waits until region holds the lease of dr.
-func waitLease(t *testing.T, cfg, region string) {
+func waitLease(t testing.TB, cfg, region string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -424,7 +424,7 @@ func tail(s string) string {
 }
 
 // runIn runs tandem with stdin.
-func runIn(t *testing.T, stdin string, args ...string) (int, string) {
+func runIn(t testing.TB, stdin string, args ...string) (int, string) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdin = strings.NewReader(stdin)
@@ -439,7 +439,7 @@ func runIn(t *testing.T, stdin string, args ...string) (int, string) {
 	return 0, out.String()
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -449,7 +449,7 @@ func freePort(t *testing.T) string {
 }
 
 // waitEffects waits until the sink has n distinct effects and returns them.
-func waitEffects(t *testing.T, sink string, n int) (ids []string, epochs []int64) {
+func waitEffects(t testing.TB, sink string, n int) (ids []string, epochs []int64) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
