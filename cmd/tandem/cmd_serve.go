@@ -51,7 +51,14 @@ says (a laptop, or one machine for both regions).
 A workflow's last task can report a completed run over HTTP instead of
 running 'tandem group complete':
   curl -X POST -H "Authorization: Bearer $TOKEN" http://LISTEN/groups/GROUP/complete?run_id=ID
-The token is serve.token.`,
+The token is serve.token.
+
+It runs its region's part of every stream: while R holds the lease it
+delivers R's events to the sink; otherwise it keeps the position R would
+resume from; the lease holder's serve catches each region's stream up with
+the events it lacks. An application can produce an event to both regions
+through it:
+  curl -X POST -H "Idempotency-Key: ID" --data-binary @event.json http://LISTEN/streams/STREAM/events`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			return runServe(c.Context(), o, nil)
@@ -91,7 +98,7 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 		}
 	}
 	if len(s.Tasks) == 0 {
-		return usageError{fmt.Errorf("%s configures nothing to serve: no replication, group or protection group of --region", cfg.Path())}
+		return usageError{fmt.Errorf("%s configures nothing to serve: no replication, group, stream or protection group of --region", cfg.Path())}
 	}
 	d := &daemon.Daemon{Tasks: s.Tasks, Listen: cfg.Serve.Listen, Log: log, Registry: reg, Handlers: s.Handlers,
 		Status: func(ctx context.Context) (any, error) { return member.CollectStatus(ctx, env), nil }}

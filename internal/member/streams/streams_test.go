@@ -48,16 +48,7 @@ func TestMain(m *testing.M) {
 // run runs tandem and returns its exit code and output.
 func run(t testing.TB, args ...string) (int, string) {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return ee.ExitCode(), out.String()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return 0, out.String()
+	return runIn(t, "", args...)
 }
 
 func must(t testing.TB, args ...string) string {
@@ -74,6 +65,7 @@ type serve struct {
 	t      testing.TB
 	cfg    string
 	region string
+	extra  []string
 	cmd    *exec.Cmd
 	out    *syncBuffer
 	done   chan struct{}
@@ -91,15 +83,15 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 }
 func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
 
-func startServe(t testing.TB, cfg, region string) *serve {
-	s := &serve{t: t, cfg: cfg, region: region, out: &syncBuffer{}}
+func startServe(t testing.TB, cfg, region string, extra ...string) *serve {
+	s := &serve{t: t, cfg: cfg, region: region, extra: extra, out: &syncBuffer{}}
 	s.start()
 	t.Cleanup(s.stop)
 	return s
 }
 
 func (s *serve) start() {
-	s.cmd = exec.Command(bin, "serve", "--config", s.cfg, "--region", s.region, "--listen", "127.0.0.1:0")
+	s.cmd = exec.Command(bin, append([]string{"serve", "--config", s.cfg, "--region", s.region, "--listen", "127.0.0.1:0"}, s.extra...)...)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	s.done = make(chan struct{})
 	if err := s.cmd.Start(); err != nil {
@@ -478,19 +470,7 @@ func TestStreamCommands(t *testing.T) {
 	r := newRig(t, "nats", 1)
 	cfg, sink := r.config(0)
 	listen := freePort(t)
-	east := &serve{t: t, cfg: cfg, region: "east", out: &syncBuffer{}}
-	east.cmd = nil
-	eastArgs := func() {
-		east.cmd = exec.Command(bin, "serve", "--config", cfg, "--region", "east", "--listen", listen)
-		east.cmd.Stdout, east.cmd.Stderr = east.out, east.out
-		east.done = make(chan struct{})
-		if err := east.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func(c *exec.Cmd, done chan struct{}) { c.Wait(); close(done) }(east.cmd, east.done)
-	}
-	eastArgs()
-	t.Cleanup(east.stop)
+	east := startServe(t, cfg, "east", "--listen", listen)
 	west := startServe(t, cfg, "west")
 	waitLease(t, cfg, "east")
 
