@@ -17,7 +17,7 @@ import (
 type Processor struct {
 	Region   string
 	Log      Log
-	Sink     *SQLSink
+	Sink     *Sink
 	Consumer string
 	Guard    *fence.Guard
 	// Batch is the most events delivered in one transaction.
@@ -90,7 +90,7 @@ func (p *Processor) Run(ctx context.Context) error {
 // Follow keeps, while ctx lasts, the sink's position of a region that
 // does not process (the standby) over the events of its log that the sink
 // has applied already: the position it resumes from when it takes over.
-func Follow(ctx context.Context, region string, l Log, sink *SQLSink, consumer string, batch int) error {
+func Follow(ctx context.Context, region string, l Log, sink *Sink, consumer string, batch int) error {
 	_, err := FollowTo(ctx, region, l, sink, consumer, batch, 0)
 	if ctx.Err() != nil {
 		return nil
@@ -100,7 +100,7 @@ func Follow(ctx context.Context, region string, l Log, sink *SQLSink, consumer s
 
 // FollowTo follows until the position reaches upto (0: until ctx ends)
 // and returns the position.
-func FollowTo(ctx context.Context, region string, l Log, sink *SQLSink, consumer string, batch int, upto int64) (int64, error) {
+func FollowTo(ctx context.Context, region string, l Log, sink *Sink, consumer string, batch int, upto int64) (int64, error) {
 	pos, err := sink.Position(ctx, consumer)
 	if err != nil {
 		return pos, err

@@ -18,7 +18,8 @@ import (
 // delivering region lost the lease. It wraps fence.ErrFenced.
 var ErrStale = fmt.Errorf("the sink has seen a newer epoch: %w", fence.ErrFenced)
 
-// SQLSink applies events with the user's statements, in a transaction
+// Sink applies events with the user's statements (or HTTP calls: see
+// HTTPCall), in a transaction
 // that also records the event's id (an id applied before is skipped: a
 // duplicate absorbed), the position reached in the delivering region's
 // log, and the highest epoch seen, refusing a delivery under a lower one
@@ -30,11 +31,12 @@ var ErrStale = fmt.Errorf("the sink has seen a newer epoch: %w", fence.ErrFenced
 //
 // Statements get the event as parameters: $1 id, $2 data (text), $3
 // epoch, $4 region, $5 position (SQLite too: tandem rewrites $N as ?N).
-type SQLSink struct {
+type Sink struct {
 	db     *sql.DB
 	driver string
 	stream string
 	stmts  []stmt
+	call   *HTTPCall // instead of stmts: an HTTP sink with its ledger here
 	// Grace bounds how long a transaction may stall between statements
 	// on PostgreSQL (idle_in_transaction_session_timeout): a paused
 	// delivery's transaction is ended by the server.
@@ -59,7 +61,7 @@ var paramRe = regexp.MustCompile(`\$([1-5])\b`)
 
 // OpenSQL opens the sink of stream in a database (driver sqlite or
 // postgres) and creates tandem's tables when missing.
-func OpenSQL(ctx context.Context, driver, dsn, stream string, statements []string) (*SQLSink, error) {
+func OpenSQL(ctx context.Context, driver, dsn, stream string, statements []string) (*Sink, error) {
 	if driver == "sqlite" && !strings.Contains(dsn, "busy_timeout") {
 		sep := "?"
 		if strings.Contains(dsn, "?") {
@@ -74,7 +76,7 @@ func OpenSQL(ctx context.Context, driver, dsn, stream string, statements []strin
 	if driver == "sqlite" {
 		db.SetMaxOpenConns(1)
 	}
-	s := &SQLSink{db: db, driver: driver, stream: stream, Grace: time.Second}
+	s := &Sink{db: db, driver: driver, stream: stream, Grace: time.Second}
 	for _, t := range statements {
 		st := stmt{text: t}
 		if driver == "sqlite" {
@@ -111,9 +113,9 @@ func OpenSQL(ctx context.Context, driver, dsn, stream string, statements []strin
 }
 
 // Close closes the database.
-func (s *SQLSink) Close() { s.db.Close() }
+func (s *Sink) Close() { s.db.Close() }
 
-func (s *SQLSink) q(text string) string {
+func (s *Sink) q(text string) string {
 	if s.driver == "sqlite" {
 		return paramRe.ReplaceAllString(text, "?$1")
 	}
@@ -122,7 +124,7 @@ func (s *SQLSink) q(text string) string {
 
 // raise records epoch as the sink's fence in tx, adding the counts; it
 // fails with ErrStale when the sink has seen a higher epoch.
-func (s *SQLSink) raise(ctx context.Context, tx *sql.Tx, epoch int64, region string, applied, dups int) error {
+func (s *Sink) raise(ctx context.Context, tx *sql.Tx, epoch int64, region string, applied, dups int) error {
 	res, err := tx.ExecContext(ctx, s.q(`INSERT INTO tandem_stream_fence (stream, epoch, region, applied, duplicates) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (stream) DO UPDATE SET epoch = excluded.epoch, region = excluded.region,
   applied = tandem_stream_fence.applied + excluded.applied, duplicates = tandem_stream_fence.duplicates + excluded.duplicates
@@ -139,13 +141,17 @@ WHERE tandem_stream_fence.epoch <= excluded.epoch`), s.stream, epoch, region, ap
 	return nil
 }
 
-func (s *SQLSink) begin(ctx context.Context) (*sql.Tx, error) {
+func (s *Sink) begin(ctx context.Context) (*sql.Tx, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("sink of stream %s: begin: %w", s.stream, err)
 	}
 	if s.driver == "postgres" {
-		ms := max(s.Grace, 100*time.Millisecond).Milliseconds()
+		idle := s.Grace
+		if s.call != nil {
+			idle += s.call.Timeout // the ledger's transaction waits for each call
+		}
+		ms := max(idle, 100*time.Millisecond).Milliseconds()
 		if _, err := tx.ExecContext(ctx, fmt.Sprintf("SET LOCAL idle_in_transaction_session_timeout = %d", ms)); err != nil {
 			tx.Rollback()
 			return nil, fmt.Errorf("sink of stream %s: %w", s.stream, err)
@@ -157,7 +163,7 @@ func (s *SQLSink) begin(ctx context.Context) (*sql.Tx, error) {
 // Fence raises the sink's epoch to epoch: from now on a delivery under a
 // lower one is refused. It fails with ErrStale if the sink has seen a
 // higher one.
-func (s *SQLSink) Fence(ctx context.Context, epoch int64, region string) error {
+func (s *Sink) Fence(ctx context.Context, epoch int64, region string) error {
 	tx, err := s.begin(ctx)
 	if err != nil {
 		return err
@@ -170,7 +176,7 @@ func (s *SQLSink) Fence(ctx context.Context, epoch int64, region string) error {
 }
 
 // Position is the position a consumer's region reached (0: none yet).
-func (s *SQLSink) Position(ctx context.Context, consumer string) (int64, error) {
+func (s *Sink) Position(ctx context.Context, consumer string) (int64, error) {
 	var p int64
 	err := s.db.QueryRowContext(ctx, s.q(`SELECT position FROM tandem_stream_position WHERE stream = $1 AND consumer = $2`), s.stream, consumer).Scan(&p)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -182,7 +188,7 @@ func (s *SQLSink) Position(ctx context.Context, consumer string) (int64, error) 
 	return p, nil
 }
 
-func (s *SQLSink) setPosition(ctx context.Context, x interface {
+func (s *Sink) setPosition(ctx context.Context, x interface {
 	ExecContext(context.Context, string, ...any) (sql.Result, error)
 }, consumer string, pos int64) error {
 	_, err := x.ExecContext(ctx, s.q(`INSERT INTO tandem_stream_position (stream, consumer, position) VALUES ($1, $2, $3)
@@ -211,7 +217,7 @@ type Result struct {
 // position moves to the last event's; the fence is checked last, and
 // check (the delivering region's lease guard) just before the commit.
 // On any error nothing of it is applied.
-func (s *SQLSink) Deliver(ctx context.Context, d Delivery, evs []Event, check func(context.Context) error) (Result, error) {
+func (s *Sink) Deliver(ctx context.Context, d Delivery, evs []Event, check func(context.Context) error) (Result, error) {
 	var r Result
 	if len(evs) == 0 {
 		return r, nil
@@ -221,6 +227,18 @@ func (s *SQLSink) Deliver(ctx context.Context, d Delivery, evs []Event, check fu
 		return r, err
 	}
 	defer tx.Rollback()
+	if s.call != nil {
+		// A call cannot be taken back: the fence is checked (and held,
+		// until the commit) before any is made.
+		if err := s.raise(ctx, tx, d.Epoch, d.Region, 0, 0); err != nil {
+			return Result{}, err
+		}
+		if check != nil {
+			if err := check(ctx); err != nil {
+				return Result{}, err
+			}
+		}
+	}
 	fresh, err := s.record(ctx, tx, d, evs)
 	if err != nil {
 		return Result{}, err
@@ -231,6 +249,13 @@ func (s *SQLSink) Deliver(ctx context.Context, d Delivery, evs []Event, check fu
 			continue
 		}
 		delete(fresh, ev.ID) // an id twice in one batch applies once
+		if s.call != nil {
+			if err := s.call.do(ctx, ev, d); err != nil {
+				return Result{}, fmt.Errorf("sink of stream %s: event %s (position %d in %s): %w", s.stream, ev.ID, ev.Pos, d.Region, err)
+			}
+			r.Applied++
+			continue
+		}
 		params := []any{ev.ID, string(ev.Data), d.Epoch, d.Region, ev.Pos}
 		for i, st := range s.stmts {
 			if _, err := tx.ExecContext(ctx, st.text, st.bind(params)...); err != nil {
@@ -258,7 +283,7 @@ func (s *SQLSink) Deliver(ctx context.Context, d Delivery, evs []Event, check fu
 
 // record inserts the ids of evs into tandem_stream_applied in one
 // statement and returns those that were not there.
-func (s *SQLSink) record(ctx context.Context, tx *sql.Tx, d Delivery, evs []Event) (map[string]bool, error) {
+func (s *Sink) record(ctx context.Context, tx *sql.Tx, d Delivery, evs []Event) (map[string]bool, error) {
 	var b strings.Builder
 	b.WriteString(`INSERT INTO tandem_stream_applied (stream, id, epoch, region, position) VALUES `)
 	var args []any
@@ -303,7 +328,7 @@ func (s *SQLSink) record(ctx context.Context, tx *sql.Tx, d Delivery, evs []Even
 // from its position on) that the sink has applied already, stopping at
 // the first it has not: the standby keeps the position it would resume
 // from close to the primary's progress. It returns the new position.
-func (s *SQLSink) Follow(ctx context.Context, consumer string, from int64, evs []Event) (int64, error) {
+func (s *Sink) Follow(ctx context.Context, consumer string, from int64, evs []Event) (int64, error) {
 	pos := from
 	for _, ev := range evs {
 		var one int
@@ -332,7 +357,7 @@ type Stats struct {
 }
 
 // Stats reads the sink's records of the stream.
-func (s *SQLSink) Stats(ctx context.Context) (Stats, error) {
+func (s *Sink) Stats(ctx context.Context) (Stats, error) {
 	st := Stats{Positions: map[string]int64{}}
 	err := s.db.QueryRowContext(ctx, s.q(`SELECT epoch, region, applied, duplicates FROM tandem_stream_fence WHERE stream = $1`), s.stream).
 		Scan(&st.Epoch, &st.Region, &st.Applied, &st.Duplicates)

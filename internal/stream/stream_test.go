@@ -157,7 +157,7 @@ func (l *lease) cond(region string) fence.Condition {
 	}
 }
 
-func sink(t *testing.T, path string) *stream.SQLSink {
+func sink(t *testing.T, path string) *stream.Sink {
 	t.Helper()
 	s, err := stream.OpenSQL(context.Background(), "sqlite", path, "s", []string{
 		`CREATE TABLE IF NOT EXISTS effects (id TEXT, epoch INTEGER, region TEXT)`,

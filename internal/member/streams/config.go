@@ -51,19 +51,38 @@ type End struct {
 	Consumer string `yaml:"consumer" json:"consumer,omitempty"`
 }
 
-// Sink is where events take effect.
+// Sink is where events take effect: SQL statements, or an HTTP call with
+// tandem's records in a ledger database.
 type Sink struct {
-	SQL *SQLSink `yaml:"sql" json:"sql,omitempty"`
+	SQL  *SQLSink  `yaml:"sql" json:"sql,omitempty"`
+	HTTP *HTTPSink `yaml:"http" json:"http,omitempty"`
+	// Ledger is the database of an HTTP sink's records (ids, positions,
+	// the epoch fence).
+	Ledger *Database `yaml:"ledger" json:"ledger,omitempty"`
 }
 
-// SQLSink applies each event with statements in one transaction.
-type SQLSink struct {
+// Database is a database tandem keeps a stream's records in.
+type Database struct {
 	// Driver is sqlite or postgres.
 	Driver string        `yaml:"driver" json:"driver"`
 	DSN    config.Secret `yaml:"dsn" json:"dsn"`
+}
+
+// SQLSink applies each event with statements in one transaction, beside
+// tandem's records.
+type SQLSink struct {
+	Database `yaml:",inline"`
 	// Statements run for each event not applied before: $1 id, $2 data,
 	// $3 epoch, $4 region, $5 position.
 	Statements []string `yaml:"statements" json:"statements"`
+}
+
+// HTTPSink sends each event in a request with an Idempotency-Key.
+type HTTPSink struct {
+	URL     config.Secret            `yaml:"url" json:"url"`
+	Method  string                   `yaml:"method" json:"method,omitempty"`
+	Headers map[string]config.Secret `yaml:"headers" json:"headers,omitempty"`
+	Timeout config.Duration          `yaml:"timeout" json:"timeout,omitempty"`
 }
 
 const (
@@ -114,6 +133,15 @@ func (s *Stream) regionNames() []string {
 	return rs
 }
 
+func checkDatabase(ck *config.Check, f string, d Database) {
+	if d.Driver != "sqlite" && d.Driver != "postgres" {
+		ck.Bad(f+".driver", "want sqlite or postgres, got %q", d.Driver)
+	}
+	if d.DSN == "" {
+		ck.Bad(f+".dsn", "required: the database's connection string (a file for sqlite)")
+	}
+}
+
 func init() { member.Register(Kind{}) }
 
 func section() config.Section {
@@ -156,19 +184,26 @@ func section() config.Section {
 						ck.Bad(rf+".subject", "a Kafka topic has no subject: remove it")
 					}
 				}
-				switch {
-				case s.Sink.SQL == nil:
-					ck.Bad(f+".sink.sql", "required: the SQL sink events take effect in (driver, dsn, statements)")
+				sf := f + ".sink"
+				switch sk := s.Sink; {
+				case (sk.SQL == nil) == (sk.HTTP == nil):
+					ck.Bad(sf, "set exactly one of sql (statements in a database) or http (a call with an Idempotency-Key, and a ledger)")
+				case sk.SQL != nil:
+					checkDatabase(ck, sf+".sql", sk.SQL.Database)
+					if len(sk.SQL.Statements) == 0 {
+						ck.Bad(sf+".sql.statements", "required: the statements that apply one event ($1 id, $2 data, $3 epoch, $4 region, $5 position)")
+					}
+					if sk.Ledger != nil {
+						ck.Bad(sf+".ledger", "an SQL sink keeps tandem's records in its own database: remove the ledger")
+					}
 				default:
-					q := s.Sink.SQL
-					if q.Driver != "sqlite" && q.Driver != "postgres" {
-						ck.Bad(f+".sink.sql.driver", "want sqlite or postgres, got %q", q.Driver)
+					if u := string(sk.HTTP.URL); !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+						ck.Bad(sf+".http.url", "must start with http:// or https://")
 					}
-					if q.DSN == "" {
-						ck.Bad(f+".sink.sql.dsn", "required: the sink database")
-					}
-					if len(q.Statements) == 0 {
-						ck.Bad(f+".sink.sql.statements", "required: the statements that apply one event ($1 id, $2 data, $3 epoch, $4 region, $5 position)")
+					if sk.Ledger == nil {
+						ck.Bad(sf+".ledger", "required: the database tandem keeps the ids, positions and epoch of an HTTP sink in (driver, dsn)")
+					} else {
+						checkDatabase(ck, sf+".ledger", *sk.Ledger)
 					}
 				}
 				if s.Batch < 0 || s.Batch > 10000 {

@@ -147,7 +147,7 @@ func (p *processing) round(ctx context.Context) time.Duration {
 
 // watchLag sets the region's lag gauge every second, from its stream's
 // head and its position in the sink, until the returned func is called.
-func (p *processing) watchLag(ctx context.Context, l stream.Log, sk *stream.SQLSink) func() {
+func (p *processing) watchLag(ctx context.Context, l stream.Log, sk *stream.Sink) func() {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	lag := p.m.lag.With(prometheus.Labels{"stream": p.st.Name, "region": p.region})
@@ -170,7 +170,7 @@ func (p *processing) watchLag(ctx context.Context, l stream.Log, sk *stream.SQLS
 }
 
 // follow keeps the region's position until the lease changes hands.
-func (p *processing) follow(ctx context.Context, l stream.Log, sk *stream.SQLSink, h string) time.Duration {
+func (p *processing) follow(ctx context.Context, l stream.Log, sk *stream.Sink, h string) time.Duration {
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)

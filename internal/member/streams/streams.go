@@ -62,9 +62,19 @@ func openLog(ctx context.Context, s *Stream, region string) (stream.Log, error) 
 }
 
 // OpenSink opens the stream's sink; grace bounds a stalled transaction.
-func OpenSink(ctx context.Context, s *Stream, grace time.Duration) (*stream.SQLSink, error) {
-	q := s.Sink.SQL
-	sk, err := stream.OpenSQL(ctx, q.Driver, string(q.DSN), s.Name, q.Statements)
+func OpenSink(ctx context.Context, s *Stream, grace time.Duration) (*stream.Sink, error) {
+	var sk *stream.Sink
+	var err error
+	if q := s.Sink.SQL; q != nil {
+		sk, err = stream.OpenSQL(ctx, q.Driver, string(q.DSN), s.Name, q.Statements)
+	} else {
+		h, l := s.Sink.HTTP, s.Sink.Ledger
+		headers := map[string]string{}
+		for k, v := range h.Headers {
+			headers[k] = string(v)
+		}
+		sk, err = stream.OpenHTTP(ctx, l.Driver, string(l.DSN), s.Name, stream.HTTPCall{URL: string(h.URL), Method: h.Method, Headers: headers, Timeout: time.Duration(h.Timeout)})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", s.Name, err)
 	}
@@ -101,7 +111,7 @@ func (Kind) Do(ctx context.Context, x *member.Exec) error {
 	return nil
 }
 
-func check(ctx context.Context, x *member.Exec, s *Stream, sk *stream.SQLSink) error {
+func check(ctx context.Context, x *member.Exec, s *Stream, sk *stream.Sink) error {
 	var errs []error
 	regions := []string{x.Plan.From, x.Plan.To}
 	if x.Plan.Type == plan.Failover {
@@ -145,7 +155,7 @@ func check(ctx context.Context, x *member.Exec, s *Stream, sk *stream.SQLSink) e
 // held when the step started, then follows the new primary's log until its
 // position covers every event its log held then: the new primary resumes
 // where the old one stopped, with nothing skipped.
-func drain(ctx context.Context, x *member.Exec, s *Stream, sk *stream.SQLSink) error {
+func drain(ctx context.Context, x *member.Exec, s *Stream, sk *stream.Sink) error {
 	from, to := x.Plan.From, x.Plan.To
 	lf, err := openLog(ctx, s, from)
 	if err != nil {

@@ -2,6 +2,7 @@ package streams_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -156,6 +158,12 @@ func newRig(t testing.TB, kind string, trials int) *rig {
 // config writes trial n's configuration: stream ordersN in both regions,
 // its own witness and sink.
 func (r *rig) config(n int) (cfg, sink string) {
+	return r.configSink(n, "")
+}
+
+// configSink is config with the given sink section (YAML at its indent),
+// or the SQL sink of effects when "".
+func (r *rig) configSink(n int, sinkYAML string) (cfg, sink string) {
 	name := fmt.Sprintf("orders%d", n)
 	if r.kind == "nats" {
 		for _, u := range r.urls {
@@ -180,16 +188,16 @@ streams:
       west: {broker: "%[4]s", stream: %[2]s}
     catch_up_after: 300ms
     batch: 50
-    sink:
-      sql:
-        driver: sqlite
-        dsn: %[5]s
-        statements:
-          - CREATE TABLE IF NOT EXISTS effects (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT, epoch INTEGER, region TEXT)
-          - INSERT INTO effects (id, epoch, region) VALUES ($1, $3, $4)
+%[7]s
 protection_groups:
   - {name: dr, primary: east, standby: west, streams: [%[2]s], lease_ttl: %[6]s}
-`, dir, name, r.urls["east"], r.urls["west"], sink, ttl)
+`, dir, name, r.urls["east"], r.urls["west"], sink, ttl, cmp.Or(sinkYAML, fmt.Sprintf(`    sink:
+      sql:
+        driver: sqlite
+        dsn: %s
+        statements:
+          - CREATE TABLE IF NOT EXISTS effects (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT, epoch INTEGER, region TEXT)
+          - INSERT INTO effects (id, epoch, region) VALUES ($1, $3, $4)`, sink)))
 	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 		r.t.Fatal(err)
 	}
@@ -567,4 +575,63 @@ func TestStreamCommands(t *testing.T) {
 		must(t, "stream", "produce", "--config", cfg, "--id", fmt.Sprintf("after-failover-%d", i), "orders0", "x")
 	}
 	waitEffects(t, sink, 71)
+}
+
+// TestHTTPSinkServe: an HTTP sink under serve, through a switchover: every
+// event reaches the receiver with its id as Idempotency-Key, and the
+// deliveries after the switch carry the new epoch.
+func TestHTTPSinkServe(t *testing.T) {
+	var mu sync.Mutex
+	epochs := map[string]string{}
+	calls := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if k := r.Header.Get("Idempotency-Key"); epochs[k] == "" {
+			epochs[k] = r.Header.Get("Tandem-Epoch")
+		}
+	}))
+	defer srv.Close()
+	r := newRig(t, "nats", 1)
+	cfg, _ := r.configSink(0, fmt.Sprintf(`    sink:
+      http: {url: "%s/events"}
+      ledger: {driver: sqlite, dsn: %s}`, srv.URL, filepath.Join(r.dir, "ledger.db")))
+	startServe(t, cfg, "east")
+	startServe(t, cfg, "west")
+	waitLease(t, cfg, "east")
+	send := func(prefix string) {
+		var lines strings.Builder
+		for i := range 50 {
+			fmt.Fprintf(&lines, "%s-%02d x\n", prefix, i)
+		}
+		if code, out := runIn(t, lines.String(), "stream", "produce", "--config", cfg, "--lines", "orders0"); code != 0 {
+			t.Fatalf("produce: %s", out)
+		}
+	}
+	waitCalls := func(n int) {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			mu.Lock()
+			got := len(epochs)
+			mu.Unlock()
+			if got >= n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of %d events reached the receiver", got, n)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	send("before")
+	waitCalls(50)
+	must(t, "plan", "run", "--config", cfg, "switchover")
+	send("after")
+	waitCalls(100)
+	mu.Lock()
+	defer mu.Unlock()
+	if epochs["before-00"] == epochs["after-00"] || calls != 100 {
+		t.Fatalf("epochs %s then %s, %d calls for 100 events", epochs["before-00"], epochs["after-00"], calls)
+	}
 }
