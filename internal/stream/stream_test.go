@@ -12,7 +12,9 @@ import (
 
 	"tandem/internal/fence"
 	"tandem/internal/stream"
+	"tandem/internal/stream/embed"
 	"tandem/internal/stream/streamtest"
+	"tandem/produce"
 
 	_ "modernc.org/sqlite"
 )
@@ -107,15 +109,16 @@ func TestMirror(t *testing.T) {
 				a.Append(ctx, fmt.Sprintf("e%d", i), []byte("only a"))
 			}
 			b.Append(ctx, "e8", []byte("only b"))
+			b.Append(ctx, "", []byte("no id")) // a producer that is not tandem's
 			m := &stream.Mirror{Regions: [2]string{"a", "b"}, Logs: [2]stream.Log{a, b}, After: time.Hour}
 			if n, err := m.Round(ctx); err != nil || n != 0 {
 				t.Fatalf("round before After: %d %v", n, err)
 			}
-			if m.State.Missing("a") != 3 || m.State.Missing("b") != 1 {
+			if m.State.Missing("a") != 3 || m.State.Missing("b") != 2 {
 				t.Fatalf("missing %+v", m.State.Pending)
 			}
 			m.After = 0
-			if n, err := m.Round(ctx); err != nil || n != 4 {
+			if n, err := m.Round(ctx); err != nil || n != 5 {
 				t.Fatalf("catch-up: %d %v", n, err)
 			}
 			waitFor(t, func() bool {
@@ -133,7 +136,7 @@ func TestMirror(t *testing.T) {
 				return c
 			}
 			ia, ib := ids(a), ids(b)
-			if len(ia) != 9 || len(ib) != 9 {
+			if len(ia) != 10 || len(ib) != 10 || ia["tandem:b:7"] != 1 || ib[""] != 1 {
 				t.Fatalf("a %v, b %v", ia, ib)
 			}
 		})
@@ -246,5 +249,50 @@ func once(t *testing.T, path string, n int) {
 	}
 	if total != n || distinct != n {
 		t.Fatalf("effects: %d rows, %d distinct ids, want %d once each", total, distinct, n)
+	}
+}
+
+// TestProduceRegionDown: with one region's broker down, dual produce goes
+// on into the other and says which region missed the event; the catch-up
+// brings it there once the broker is back.
+func TestProduceRegionDown(t *testing.T) {
+	ctx := context.Background()
+	na, err := embed.StartNATS(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { na.Stop() })
+	urlB := streamtest.NATS(t, "s")
+	if err := embed.CreateStream(ctx, na.URL, "s", "s.events"); err != nil {
+		t.Fatal(err)
+	}
+	p, err := produce.Open(ctx, []produce.Target{{Region: "a", Broker: na.URL, Stream: "s"}, {Region: "b", Broker: urlB, Stream: "s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	p.Timeout = time.Second
+	if _, err := p.Send(ctx, "e0", nil); err != nil {
+		t.Fatal(err)
+	}
+	dirA, port := na.Dir, na.Port
+	na.Stop()
+	res, err := p.Send(ctx, "e1", nil)
+	if err != nil || res.Failed["a"] == "" || res.Positions["b"] != 2 {
+		t.Fatalf("with a down: %+v %v", res, err)
+	}
+	if na, err = embed.StartNATS(dirA, port); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := stream.Open(ctx, stream.Spec{Broker: na.URL, Stream: "s"})
+	b, _ := stream.Open(ctx, stream.Spec{Broker: urlB, Stream: "s"})
+	defer a.Close()
+	defer b.Close()
+	m := &stream.Mirror{Regions: [2]string{"a", "b"}, Logs: [2]stream.Log{a, b}}
+	if n, err := m.Round(ctx); err != nil || n != 1 {
+		t.Fatalf("catch-up: %d %v", n, err)
+	}
+	if evs := readAll(t, a); len(evs) != 2 || evs[1].ID != "e1" {
+		t.Fatalf("a after the catch-up: %+v", evs)
 	}
 }

@@ -6,6 +6,7 @@ package embed
 import (
 	"context"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -15,8 +16,10 @@ import (
 
 // NATS is a running server.
 type NATS struct {
-	srv *server.Server
-	URL string
+	srv  *server.Server
+	URL  string
+	Dir  string
+	Port int
 }
 
 // StartNATS starts a JetStream server keeping its streams in dir, on
@@ -34,7 +37,7 @@ func StartNATS(dir string, port int) (*NATS, error) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("the embedded NATS server did not start")
 	}
-	return &NATS{srv: srv, URL: srv.ClientURL()}, nil
+	return &NATS{srv: srv, URL: srv.ClientURL(), Dir: dir, Port: srv.Addr().(*net.TCPAddr).Port}, nil
 }
 
 // Stop shuts the server down.
