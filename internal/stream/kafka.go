@@ -26,7 +26,10 @@ type kafkaLog struct {
 }
 
 func openKafka(ctx context.Context, spec Spec, seeds []string) (Log, error) {
-	where := fmt.Sprintf("kafka topic %s at %s", spec.Stream, strings.Join(seeds, ","))
+	if strings.Contains(spec.Broker, "@") {
+		return nil, fmt.Errorf("broker %s: tandem does not speak SASL to Kafka yet: give the brokers without credentials", Redact(spec.Broker))
+	}
+	where := fmt.Sprintf("kafka topic %s at %s", spec.Stream, Redact(spec.Broker))
 	prod, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.DefaultProduceTopic(spec.Stream),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.RequestRetries(2),
 		kgo.RecordDeliveryTimeout(5*time.Second), kgo.DialTimeout(3*time.Second))

@@ -26,7 +26,7 @@ type natsLog struct {
 }
 
 func openNATS(ctx context.Context, spec Spec) (Log, error) {
-	where := fmt.Sprintf("nats stream %s at %s", spec.Stream, redact.Host(spec.Broker))
+	where := fmt.Sprintf("nats stream %s at %s", spec.Stream, Redact(spec.Broker))
 	nc, err := nats.Connect(spec.Broker, nats.Timeout(3*time.Second), nats.MaxReconnects(-1),
 		nats.ReconnectWait(200*time.Millisecond), nats.Name("tandem"))
 	if err != nil {

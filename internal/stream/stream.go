@@ -14,8 +14,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"tandem/internal/redact"
 )
 
 // IDHeader is the header that carries an event's id on Kafka; on NATS the
@@ -57,6 +55,24 @@ type Spec struct {
 	Subject string
 }
 
+// Redact is a broker URL fit to print: credentials removed from every host.
+func Redact(broker string) string {
+	scheme, hosts, ok := strings.Cut(broker, "://")
+	if !ok {
+		return "(not a broker URL)"
+	}
+	list := strings.Split(hosts, ",")
+	for i, h := range list {
+		if at := strings.LastIndex(h, "@"); at >= 0 {
+			list[i] = h[at+1:]
+		}
+		if q := strings.IndexAny(list[i], "/?#"); q >= 0 {
+			list[i] = list[i][:q]
+		}
+	}
+	return scheme + "://" + strings.Join(list, ",")
+}
+
 // ErrNoStream: the stream or topic does not exist in the broker.
 var ErrNoStream = errors.New("no such stream")
 
@@ -64,7 +80,7 @@ var ErrNoStream = errors.New("no such stream")
 func Open(ctx context.Context, spec Spec) (Log, error) {
 	scheme, hosts, ok := strings.Cut(spec.Broker, "://")
 	if !ok || hosts == "" {
-		return nil, fmt.Errorf("broker %s: want nats://host:port or kafka://host:port", redact.URL(spec.Broker))
+		return nil, fmt.Errorf("broker %s: want nats://host:port or kafka://host:port", Redact(spec.Broker))
 	}
 	switch scheme {
 	case "nats":
@@ -72,7 +88,7 @@ func Open(ctx context.Context, spec Spec) (Log, error) {
 	case "kafka":
 		return openKafka(ctx, spec, strings.Split(hosts, ","))
 	}
-	return nil, fmt.Errorf("broker %s: unknown scheme %q (nats or kafka)", redact.URL(spec.Broker), scheme)
+	return nil, fmt.Errorf("broker %s: unknown scheme %q (nats or kafka)", Redact(spec.Broker), scheme)
 }
 
 // Named gives every event read from region's log that arrived without an

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -294,5 +295,18 @@ func TestProduceRegionDown(t *testing.T) {
 	}
 	if evs := readAll(t, a); len(evs) != 2 || evs[1].ID != "e1" {
 		t.Fatalf("a after the catch-up: %+v", evs)
+	}
+}
+
+func TestRedact(t *testing.T) {
+	for in, want := range map[string]string{
+		"nats://user:hunter2@n1:4222":      "nats://n1:4222",
+		"kafka://a:9092,b:9092":            "kafka://a:9092,b:9092",
+		"nats://tok@n1:4222,x:y@n2:4222/p": "nats://n1:4222,n2:4222",
+		"not a url hunter2":                "",
+	} {
+		if got := stream.Redact(in); got != want && !(want == "" && !strings.Contains(got, "hunter2")) {
+			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -9,6 +9,7 @@
 package streams
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -38,9 +39,9 @@ type Stream struct {
 
 // End is a stream in one region.
 type End struct {
-	// Broker is nats://host:port or kafka://host:port[,host:port]; it may
-	// hold credentials.
-	Broker config.Secret `yaml:"broker" json:"broker"`
+	// Broker is nats://host:port or kafka://host:port[,host:port]; a NATS
+	// URL may hold credentials (user:password@), which never print.
+	Broker Broker `yaml:"broker" json:"broker"`
 	// Stream is the JetStream stream or the Kafka topic (one partition).
 	Stream string `yaml:"stream" json:"stream"`
 	// Subject is the NATS subject events are published on (default: the
@@ -50,6 +51,14 @@ type End struct {
 	// sink (default: the stream's name).
 	Consumer string `yaml:"consumer" json:"consumer,omitempty"`
 }
+
+// Broker is a broker URL that prints without its credentials.
+type Broker string
+
+func (b Broker) String() string { return stream.Redact(string(b)) }
+
+// MarshalJSON prints it without credentials.
+func (b Broker) MarshalJSON() ([]byte, error) { return json.Marshal(b.String()) }
 
 // Sink is where events take effect: SQL statements, or an HTTP call with
 // tandem's records in a ledger database.
@@ -179,6 +188,9 @@ func section() config.Section {
 					}
 					if e.Stream == "" {
 						ck.Bad(rf+".stream", "required: the JetStream stream or the Kafka topic")
+					}
+					if scheme == "kafka" && strings.Contains(hosts, "@") {
+						ck.Bad(rf+".broker", "tandem does not speak SASL to Kafka yet: give the brokers without credentials")
 					}
 					if e.Subject != "" && scheme == "kafka" {
 						ck.Bad(rf+".subject", "a Kafka topic has no subject: remove it")
