@@ -166,10 +166,15 @@ func drain(ctx context.Context, x *member.Exec, s *Stream, sk *stream.Sink) erro
 	if err != nil {
 		return err
 	}
+	said := time.Now().Add(5 * time.Second)
 	for {
 		pos, err := sk.Position(ctx, s.Consumer(from))
 		if err != nil {
 			return err
+		}
+		if time.Now().After(said) {
+			x.Printf("stream %s: waiting for %s to process up to position %d (it is at %d): is 'tandem serve --region %s' running?", s.Name, from, hf, pos, from)
+			said = time.Now().Add(time.Minute)
 		}
 		if pos >= hf {
 			x.Printf("stream %s: %s processed every event up to position %d", s.Name, from, hf)
