@@ -142,7 +142,7 @@ func demoDR(ctx context.Context, dir, cfgPath string, tables map[string]*etl.Tab
 		return runGroup(ctx, groupOptions{config: cfgPath, runID: runID}, "sales", action, w)
 	}
 
-	step(9, "The DR topology: a lease, aliases, a scheduler",
+	step(9, "The DR topology: a lease, aliases, a scheduler, a stream",
 		`The protection group lakehouse holds the bucket replication, the table group,
 the catalog aliases (logical table names readers use, in a SQLite catalog in
 each region), the sales_etl workflow's schedule (paused in the standby) and
@@ -264,8 +264,10 @@ the primary: it takes the lease once the primary's has expired (the primary
 stops acting before that), tries to pause the workflow in the primary (which
 does not answer: that step's error mode is continue), finalizes the group to
 its manifest, makes the bucket writable, points the aliases at the standby's
-tables and unpauses the workflow there. Every step is recorded in the standby
-as it goes; a killed run is continued with 'tandem plan resume'.`)
+tables, raises the orders sink's epoch to its own (the standby's serve then
+delivers from the position it kept) and unpauses the workflow there. Every
+step is recorded in the standby as it goes; a killed run is continued with
+'tandem plan resume'.`)
 	if err := runPlan(ctx, po, plan.Failover, w); err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -221,8 +222,8 @@ func (d *demoStreams) report(ctx context.Context, w io.Writer) error {
 		byRegion = append(byRegion, fmt.Sprintf("%d in %s (epoch %d)", n, region, epoch))
 	}
 	r.Close()
-	fmt.Fprintf(w, "orders stream: %d produced (%d while the primary was dark), %d processed once (%v), %d lost, %d duplicated\n",
-		len(acked), inDark, distinct, byRegion, lost, rows-distinct)
+	fmt.Fprintf(w, "orders stream: %d produced (%d while the primary was dark), %d processed once (%s), %d lost, %d duplicated\n",
+		len(acked), inDark, distinct, strings.Join(byRegion, ", "), lost, rows-distinct)
 	if lost > 0 || rows != distinct {
 		return fmt.Errorf("the orders stream lost %d events and applied %d twice", lost, rows-distinct)
 	}

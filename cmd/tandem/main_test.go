@@ -306,6 +306,8 @@ func TestDemo(t *testing.T) {
 		"standby is passive since",
 		"group sales: the standby already holds run run-5",
 		"replication lake: ok", "group sales: ok",
+		"0 lost, 0 duplicated", "orders: the standby's serve caught the primary's stream up", "stream orders: ok",
+		"the sink takes deliveries from standby under epoch 2 only",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q", want)
