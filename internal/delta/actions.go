@@ -159,12 +159,37 @@ type Action struct {
 }
 
 // decodePath turns a log path (an RFC 2396 URI, relative or absolute) into
-// an object key relative to the table root. Absolute URIs are accepted only
-// when they point inside the table (root is the table's URL).
+// an object key relative to the table root, for a data file or a deletion
+// vector. Absolute URIs are accepted only when they point inside the table
+// (root is the table's URL), and every key must stay inside it and out of
+// its _delta_log/ (inside).
 func decodePath(p, root string) (string, error) {
+	rel, err := resolve(p, root)
+	if err == nil && (rel+"/" == LogDir || strings.HasPrefix(rel, LogDir)) {
+		return "", fmt.Errorf("%w: %s is inside %s, where only the log's files go", ErrOutsideTable, p, LogDir)
+	}
+	return rel, err
+}
+
+// sidecarKey is the key of a checkpoint's sidecar file: a name in
+// _delta_log/_sidecars/, or a path that resolves there.
+func sidecarKey(p, root string) (string, error) {
+	const dir = LogDir + "_sidecars/"
+	if !strings.Contains(p, "/") {
+		return inside(dir+p, p)
+	}
+	rel, err := resolve(p, root)
+	if err == nil && !strings.HasPrefix(rel, dir) {
+		return "", fmt.Errorf("%w: sidecar %s is not in %s", ErrOutsideTable, p, dir)
+	}
+	return rel, err
+}
+
+// resolve turns a log path into a clean key inside the table.
+func resolve(p, root string) (string, error) {
 	// Most paths are plain relative names: skip URI parsing for them.
 	if p != "" && !strings.ContainsAny(p, "%:?#") && p[0] != '/' && !strings.Contains(p, "..") && !strings.Contains(p, "//") && !strings.HasPrefix(p, "./") && !strings.Contains(p, "/./") && !strings.HasSuffix(p, "/.") && p != "." {
-		return p, nil
+		return inside(p, p)
 	}
 	u, err := url.Parse(p)
 	if err != nil {
@@ -175,11 +200,7 @@ func decodePath(p, root string) (string, error) {
 		return "", err
 	}
 	if u.Scheme == "" && !strings.HasPrefix(u.Path, "/") {
-		rel := path.Clean(u.Path)
-		if rel == ".." || strings.HasPrefix(rel, "../") || rel == "." {
-			return "", fmt.Errorf("%w: %s", ErrOutsideTable, p)
-		}
-		return rel, nil
+		return inside(u.Path, p)
 	}
 	if u.Scheme == "" {
 		// An absolute path without a scheme lives on the table's own
@@ -190,10 +211,27 @@ func decodePath(p, root string) (string, error) {
 	if normScheme(u.Scheme) == normScheme(r.Scheme) && u.Host == r.Host {
 		base := strings.TrimSuffix(r.Path, "/") + "/"
 		if rel, ok := strings.CutPrefix(u.Path, base); ok && rel != "" {
-			return rel, nil
+			return inside(rel, p)
 		}
 	}
 	return "", fmt.Errorf("%w: %s", ErrOutsideTable, p)
+}
+
+// inside returns rel, the key a log path p resolved to, if it names a file
+// of the table: a clean relative path that does not climb out of the table
+// (no "..", no leading "/", no empty or "." segment) and holds no NUL or
+// line break.
+func inside(rel, p string) (string, error) {
+	c := path.Clean(rel)
+	switch {
+	case c == "." || c == ".." || strings.HasPrefix(c, "../") || strings.HasPrefix(c, "/"):
+		return "", fmt.Errorf("%w: %s", ErrOutsideTable, p)
+	case c != rel:
+		return "", fmt.Errorf("%w: %s is not a clean path (it resolves to %s)", ErrOutsideTable, p, c)
+	case strings.ContainsAny(c, "\x00\n\r"):
+		return "", fmt.Errorf("%w: %q holds a NUL or a line break", ErrOutsideTable, p)
+	}
+	return c, nil
 }
 
 func normScheme(s string) string {

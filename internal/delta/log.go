@@ -275,7 +275,7 @@ func (dv *DeletionVector) File(root string) (string, error) {
 		if prefix != "" {
 			name = prefix + "/" + name
 		}
-		return name, nil
+		return decodePath(name, root)
 	}
 	return "", fmt.Errorf("deletion vector storage type %q: %w", dv.StorageType, ErrUnsupported)
 }

@@ -235,13 +235,9 @@ func (t *Table) readCheckpoint(ctx context.Context, cp *checkpoint, fn func(*Act
 		}
 	}
 	for _, sc := range sidecars {
-		key := LogDir + "_sidecars/" + sc.Path
-		if strings.Contains(sc.Path, "/") {
-			rel, err := decodePath(sc.Path, t.Bucket.URL())
-			if err != nil {
-				return nil, fmt.Errorf("checkpoint %d: sidecar: %w", cp.Version, err)
-			}
-			key = rel
+		key, err := sidecarKey(sc.Path, t.Bucket.URL())
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint %d: sidecar: %w", cp.Version, err)
 		}
 		if err := t.readParquet(ctx, key, fn); err != nil {
 			return nil, fmt.Errorf("checkpoint %d: sidecar %s: %w", cp.Version, sc.Path, err)

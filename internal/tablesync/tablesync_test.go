@@ -337,3 +337,81 @@ func TestS3(t *testing.T) {
 	}
 	same(t, src, back, st.Log.Latest)
 }
+
+// TestHostileLogPaths: a source log whose add, remove or deletion vector
+// paths climb out of the table, or point into its _delta_log/, fails the
+// sync with the commit and the path named, and nothing is written outside
+// the target table, on folders and on S3.
+func TestHostileLogPaths(t *testing.T) {
+	srv := s3test.Shared(t)
+	hostile := []string{
+		`{"add":{"path":"ROOT/../../outside/x.parquet","partitionValues":{},"size":1,"modificationTime":1,"dataChange":true}}`,
+		`{"add":{"path":"../outside/x.parquet","partitionValues":{},"size":1,"modificationTime":1,"dataChange":true}}`,
+		`{"add":{"path":"_delta_log/00000000000000000099.json","partitionValues":{},"size":1,"modificationTime":1,"dataChange":true}}`,
+		`{"add":{"path":"%2e%2e/%2e%2e/outside/y.parquet","partitionValues":{},"size":1,"modificationTime":1,"dataChange":true}}`,
+		`{"add":{"path":"ok.parquet","partitionValues":{},"size":1,"modificationTime":1,"dataChange":true,"deletionVector":{"storageType":"p","pathOrInlineDv":"ROOT/../../outside/dv.bin","offset":1,"sizeInBytes":10,"cardinality":1}}}`,
+	}
+	for _, backend := range []string{"file", "s3"} {
+		for i, line := range hostile {
+			t.Run(fmt.Sprintf("%s/%d", backend, i), func(t *testing.T) {
+				var src, dst, outside objstore.Bucket
+				var root string
+				switch backend {
+				case "file":
+					dir := t.TempDir()
+					open := func(p string) objstore.Bucket {
+						b, err := local.Open(filepath.Join(dir, p), true)
+						if err != nil {
+							t.Fatal(err)
+						}
+						return b
+					}
+					src, dst, outside = open("src/tables/t2"), open("dst/tables/t2"), open("")
+					root = "file://" + filepath.Join(dir, "src/tables/t2")
+				default:
+					b := srv.NewBucket(t)
+					var err error
+					if src, err = s3store.Open(ctx, b, "src/tables/t2", srv.Options()); err != nil {
+						t.Fatal(err)
+					}
+					if dst, err = s3store.Open(ctx, b, "dst/tables/t2", srv.Options()); err != nil {
+						t.Fatal(err)
+					}
+					if outside, err = s3store.Open(ctx, b, "", srv.Options()); err != nil {
+						t.Fatal(err)
+					}
+					root = "s3://" + b + "/src/tables/t2"
+				}
+				base := bucket(t, filepath.Join(testdata(t), "basic-with-inserts-updates"))
+				if _, err := (&Sync{Source: base, Target: src}).Run(ctx, -1); err != nil {
+					t.Fatal(err)
+				}
+				v := latest(t, src)
+				commit := strings.ReplaceAll(line, "ROOT", root) + "\n"
+				key := fmt.Sprintf("_delta_log/%020d.json", v+1)
+				if _, err := src.Put(ctx, key, strings.NewReader(commit), int64(len(commit)), objstore.PutOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				before := map[string]bool{}
+				for info, err := range outside.List(ctx, "") {
+					if err != nil {
+						t.Fatal(err)
+					}
+					before[info.Key] = true
+				}
+				_, err := (&Sync{Source: src, Target: dst}).Run(ctx, -1)
+				if !errors.Is(err, delta.ErrOutsideTable) || !(strings.Contains(err.Error(), key) || strings.Contains(err.Error(), fmt.Sprintf("at version %d", v+1))) {
+					t.Fatalf("sync: %v; want it refused, naming %s or version %d", err, key, v+1)
+				}
+				for info, err := range outside.List(ctx, "") {
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !before[info.Key] && !strings.HasPrefix(info.Key, "dst/tables/t2/") {
+						t.Errorf("written outside the target table: %s", info.Key)
+					}
+				}
+			})
+		}
+	}
+}
