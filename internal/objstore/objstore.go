@@ -7,9 +7,11 @@ package objstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"iter"
+	"strings"
 	"time"
 )
 
@@ -24,6 +26,36 @@ var ErrPrecondition = errors.New("precondition failed")
 // time ran out before it landed, or its staging was revoked (Revoke):
 // another region took over while the writer was held up.
 var ErrRevoked = errors.New("the write was revoked before it landed")
+
+// ErrBadKey is wrapped by a write or delete of a key that CheckKey refuses.
+var ErrBadKey = errors.New("not a key tandem writes")
+
+// CheckKey is the one rule of the keys tandem writes and deletes, on every
+// backend, checked by the backends themselves: a relative path (no leading
+// "/") none of whose segments is "." or ".." (a store that maps keys to
+// files, as S3 servers over a file system do, would resolve them out of
+// the bucket's root), without NUL or line breaks, at most 1024 bytes (S3's
+// limit). Backends may refuse more (a folder: empty segments, a trailing
+// "/").
+func CheckKey(key string) error {
+	bad := func(why string) error { return fmt.Errorf("key %q: %w: %s", key, ErrBadKey, why) }
+	switch {
+	case key == "":
+		return bad("it is empty")
+	case strings.HasPrefix(key, "/"):
+		return bad("it starts with /")
+	case len(key) > 1024:
+		return bad("it is longer than 1024 bytes")
+	case strings.ContainsAny(key, "\x00\n\r"):
+		return bad("it holds a NUL or a line break")
+	}
+	for seg := range strings.SplitSeq(key, "/") {
+		if seg == "." || seg == ".." {
+			return bad("a segment is . or ..")
+		}
+	}
+	return nil
+}
 
 // Info describes one object.
 type Info struct {

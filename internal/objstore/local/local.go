@@ -124,12 +124,15 @@ func (b *Bucket) InFlight() int { return 256 }
 // path maps a key to a file path, refusing keys that cannot be a file below
 // the root.
 func (b *Bucket) path(key string) (string, error) {
+	if err := objstore.CheckKey(key); err != nil {
+		return "", err
+	}
 	if key == "" || strings.HasPrefix(key, "/") || strings.HasSuffix(key, "/") {
-		return "", fmt.Errorf("key %q cannot be stored as a file in a local folder", key)
+		return "", fmt.Errorf("key %q: %w: it cannot be stored as a file in a local folder", key, objstore.ErrBadKey)
 	}
 	for _, seg := range strings.Split(key, "/") {
 		if seg == "" || seg == "." || seg == ".." || strings.HasPrefix(seg, Reserved) || strings.ContainsRune(seg, 0) {
-			return "", fmt.Errorf("key %q cannot be stored as a file in a local folder", key)
+			return "", fmt.Errorf("key %q: %w: it cannot be stored as a file in a local folder", key, objstore.ErrBadKey)
 		}
 	}
 	return filepath.Join(b.root, filepath.FromSlash(key)), nil

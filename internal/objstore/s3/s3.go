@@ -321,6 +321,9 @@ func conditions(opts objstore.PutOptions) (ifNoneMatch, ifMatch *string) {
 }
 
 func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, opts objstore.PutOptions) (objstore.Info, error) {
+	if err := objstore.CheckKey(key); err != nil {
+		return objstore.Info{}, err
+	}
 	body, n, err := seekable(r, size)
 	if err != nil {
 		return objstore.Info{}, fmt.Errorf("put %s in %s: read source: %w", key, b.url, err)
@@ -487,6 +490,9 @@ func (b *Bucket) sendPresigned(ctx context.Context, method, url string, header h
 // partial object is ever visible.
 func (b *Bucket) PutParts(ctx context.Context, key string, size, partSize int64, concurrency int,
 	open func(ctx context.Context, off, n int64) (io.ReadCloser, error), opts objstore.PutOptions) (objstore.Info, error) {
+	if err := objstore.CheckKey(key); err != nil {
+		return objstore.Info{}, err
+	}
 	if partSize < 5<<20 {
 		partSize = 5 << 20
 	}
@@ -591,6 +597,9 @@ func (b *Bucket) uploadPart(ctx context.Context, key, uploadID *string, num int3
 // DeleteGated sends the delete presigned, expiring when the gate's grant
 // ends.
 func (b *Bucket) DeleteGated(ctx context.Context, key string, gate objstore.Gate) error {
+	if err := objstore.CheckKey(key); err != nil {
+		return err
+	}
 	if gate == nil {
 		return b.Delete(ctx, key)
 	}
@@ -639,6 +648,9 @@ func (b *Bucket) Revoke(ctx context.Context) (int, error) {
 }
 
 func (b *Bucket) Delete(ctx context.Context, key string) error {
+	if err := objstore.CheckKey(key); err != nil {
+		return err
+	}
 	_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &b.bucket, Key: aws.String(b.prefix + key)})
 	if err != nil && !errors.Is(b.wrap("delete", key, err), objstore.ErrNotExist) {
 		return b.wrap("delete", key, err)

@@ -70,6 +70,44 @@ func Run(t *testing.T, newBucket func(t *testing.T) objstore.Bucket) {
 		}
 	})
 
+	t.Run("HostileKeys", func(t *testing.T) {
+		// Keys that climb out of the root, however spelled, are refused
+		// by every write and delete, and nothing lands anywhere.
+		b := newBucket(t)
+		for _, key := range []string{"../outside", "a/../../outside", "a/./b", "/abs", "a/..", "..", ".", "nul\x00", "line\nbreak",
+			strings.Repeat("k", 1025)} {
+			if _, err := b.Put(ctx, key, strings.NewReader("x"), 1, objstore.PutOptions{}); !errors.Is(err, objstore.ErrBadKey) {
+				t.Errorf("Put(%q): %v, want ErrBadKey", key, err)
+			}
+			if err := b.Delete(ctx, key); !errors.Is(err, objstore.ErrBadKey) {
+				t.Errorf("Delete(%q): %v, want ErrBadKey", key, err)
+			}
+			if pp, ok := b.(objstore.PartPutter); ok {
+				_, err := pp.PutParts(ctx, key, 1, 5<<20, 1, func(context.Context, int64, int64) (io.ReadCloser, error) {
+					return io.NopCloser(strings.NewReader("x")), nil
+				}, objstore.PutOptions{})
+				if !errors.Is(err, objstore.ErrBadKey) {
+					t.Errorf("PutParts(%q): %v, want ErrBadKey", key, err)
+				}
+			}
+		}
+		// Names that only look like traversal are plain keys.
+		for _, key := range []string{"%2e%2e/x", "a..b", "...", "a\\..\\b", "‥/x"} {
+			if _, err := b.Put(ctx, key, strings.NewReader("x"), 1, objstore.PutOptions{}); err != nil {
+				t.Errorf("Put(%q): %v", key, err)
+			}
+		}
+		n := 0
+		for _, err := range b.List(ctx, "") {
+			if err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+		if n != 5 {
+			t.Errorf("%d objects listed, want the 5 plain keys", n)
+		}
+	})
 	t.Run("Missing", func(t *testing.T) {
 		b := newBucket(t)
 		if _, err := b.Stat(ctx, "nope"); !errors.Is(err, objstore.ErrNotExist) {
