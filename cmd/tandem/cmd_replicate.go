@@ -160,6 +160,9 @@ func printSummary(w io.Writer, s replicate.Summary) {
 	}
 	fmt.Fprintf(w, "  copied    %d objects, %s in %.1fs (%s/s)\n", s.Objects, humanBytes(s.Bytes), s.Seconds, humanBytes(int64(float64(s.Bytes)/max(s.Seconds, 0.001))))
 	fmt.Fprintf(w, "  unchanged %d   already there %d   deleted %d\n", s.Unchanged, s.Adopted, s.Deleted)
+	if s.LeftoversRemoved > 0 {
+		fmt.Fprintf(w, "  removed   %d files an interrupted pass had left\n", s.LeftoversRemoved)
+	}
 	if s.Failed+s.Pending > 0 {
 		fmt.Fprintf(w, "  FAILED    %d objects, %d waiting for retry\n", s.Failed, s.Pending)
 		for _, f := range s.FailedObjects {

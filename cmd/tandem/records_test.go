@@ -50,6 +50,12 @@ func TestRecordsSayWhatHappened(t *testing.T) {
 	}
 	run(0, "copied", "replicate", "--config", cfg, "lake") // the next pass converges
 	run(0, "replication lake: ok", "status", "--config", cfg)
+	// ... and removes what the killed one had staged.
+	stages, _ := filepath.Glob(filepath.Join(dir, "west/lake/.tandem-stage-*"))
+	staged, _ := filepath.Glob(filepath.Join(dir, "west/lake/.tandem-stage-*/*"))
+	if len(stages) > 1 || len(staged) > 0 {
+		t.Fatalf("after the next pass: staging folders %v holding %v", stages, staged)
+	}
 
 	// Deletes in the source are not applied (delete is off): counted.
 	for i := range 5 {

@@ -166,6 +166,30 @@ type Unwrapper interface {
 
 // Revoke revokes b's writes under way (see Revoker); a bucket that cannot
 // revokes nothing.
+// Sweeper is a bucket that removes what interrupted writers left in it
+// (staged files of processes that are gone, multipart uploads started
+// before a time and never finished): a rerun after a crash cleans up.
+type Sweeper interface {
+	Sweep(ctx context.Context, before time.Time) (int, error)
+}
+
+// Sweep removes what interrupted writers left in b before the time given
+// (the start of the pass that sweeps), looking through decorators, and
+// returns how many it removed.
+func Sweep(ctx context.Context, b Bucket, before time.Time) (int, error) {
+	for b != nil {
+		if s, ok := b.(Sweeper); ok {
+			return s.Sweep(ctx, before)
+		}
+		u, ok := b.(Unwrapper)
+		if !ok {
+			break
+		}
+		b = u.Unwrap()
+	}
+	return 0, nil
+}
+
 func Revoke(ctx context.Context, b Bucket) (int, error) {
 	for b != nil {
 		if r, ok := b.(Revoker); ok {

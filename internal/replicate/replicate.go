@@ -106,6 +106,9 @@ type Summary struct {
 	// covers creations and changes only while it is not zero.
 	DeletesPending int64    `json:"deletes_pending,omitempty"`
 	DeletesSample  []string `json:"deletes_pending_sample,omitempty"`
+	// LeftoversRemoved counts what interrupted passes had left in the
+	// target (staged files, unfinished uploads), removed by this one.
+	LeftoversRemoved int `json:"leftovers_removed,omitempty"`
 	// Epoch is the region lease epoch the pass wrote under (0 without one).
 	Epoch int64  `json:"epoch,omitempty"`
 	Error string `json:"error,omitempty"`
@@ -233,6 +236,13 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 		ix       index
 		retryQ   = map[string]Failure{}
 	)
+	if !p.DryRun {
+		n, err := objstore.Sweep(ctx, p.Target, sum.Started)
+		if err != nil {
+			return err
+		}
+		sum.LeftoversRemoved = n
+	}
 	if p.State != nil {
 		ix = index{st: p.State.Sub("index")}
 		var err error

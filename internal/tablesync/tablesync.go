@@ -52,16 +52,19 @@ type Sync struct {
 
 // Result says what a sync did.
 type Result struct {
-	Source      string  `json:"source"`
-	Target      string  `json:"target"`
-	Version     int64   `json:"version"`
-	FromVersion int64   `json:"from_version"` // the target's latest before, -1 if empty
-	Files       int64   `json:"files_copied"`
-	Bytes       int64   `json:"bytes_copied"`
-	FilesThere  int64   `json:"files_already_there"`
-	LogFiles    int     `json:"log_files_copied"`
-	LogBytes    int64   `json:"log_bytes_copied"`
-	Seconds     float64 `json:"seconds"`
+	Source      string `json:"source"`
+	Target      string `json:"target"`
+	Version     int64  `json:"version"`
+	FromVersion int64  `json:"from_version"` // the target's latest before, -1 if empty
+	Files       int64  `json:"files_copied"`
+	Bytes       int64  `json:"bytes_copied"`
+	FilesThere  int64  `json:"files_already_there"`
+	LogFiles    int    `json:"log_files_copied"`
+	LogBytes    int64  `json:"log_bytes_copied"`
+	// LeftoversRemoved counts what interrupted syncs had left in the
+	// target (staged files, unfinished uploads), removed by this one.
+	LeftoversRemoved int     `json:"leftovers_removed,omitempty"`
+	Seconds          float64 `json:"seconds"`
 	// Phase durations, seconds.
 	PlanSeconds float64 `json:"plan_seconds"`
 	DataSeconds float64 `json:"data_seconds"`
@@ -149,6 +152,9 @@ func (s *Sync) Run(ctx context.Context, version int64) (Result, error) {
 		return res, err
 	}
 	res.PlanSeconds = time.Since(start).Seconds()
+	if res.LeftoversRemoved, err = objstore.Sweep(ctx, s.Target, start); err != nil {
+		return res, err
+	}
 	s.Log.Debug("table sync planned", "source", s.Source.URL(), "target", s.Target.URL(), "version", p.snap.Version,
 		"from_version", res.FromVersion, "data_files", len(p.data), "commits", len(p.commits), "already_there", res.FilesThere)
 	var cp []objstore.Info

@@ -680,6 +680,51 @@ func (b *Bucket) Revoke(ctx context.Context) (int, error) {
 	return n, syncDir(b.root)
 }
 
+// Sweep removes the staging folders that interrupted writers left, with
+// what they held: those of a process on this host that is gone, those
+// of a Revoke that did not finish, and those of other hosts not touched
+// for an hour before before. It returns how many staged files it removed.
+func (b *Bucket) Sweep(ctx context.Context, before time.Time) (int, error) {
+	ents, err := os.ReadDir(b.root)
+	if err != nil {
+		return 0, fmt.Errorf("clean up after interrupted writers in %s: %w", b.URL(), err)
+	}
+	b.stageMu.Lock()
+	own := filepath.Base(b.stage)
+	b.stageMu.Unlock()
+	host, _ := os.Hostname()
+	n := 0
+	for _, e := range ents {
+		name := e.Name()
+		if !e.IsDir() || name == own || !(strings.HasPrefix(name, stagePrefix) || strings.HasPrefix(name, Reserved+"revoked-")) {
+			continue
+		}
+		if strings.HasPrefix(name, stagePrefix) && !leftOver(strings.TrimPrefix(name, stagePrefix), sanitize(host), e, before) {
+			continue
+		}
+		dir := filepath.Join(b.root, name)
+		if staged, err := os.ReadDir(dir); err == nil {
+			n += len(staged)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return n, fmt.Errorf("clean up after interrupted writers in %s: %w", b.URL(), err)
+		}
+	}
+	return n, nil
+}
+
+// leftOver reports whether a staging folder named HOST-PID-N belongs to a
+// writer that is gone.
+func leftOver(id, host string, e fs.DirEntry, before time.Time) bool {
+	parts := strings.Split(id, "-")
+	if len(parts) >= 3 && parts[0] == host {
+		pid, err := strconv.Atoi(parts[1])
+		return err == nil && pid != os.Getpid() && unix.Kill(pid, 0) == unix.ESRCH
+	}
+	fi, err := e.Info()
+	return err == nil && fi.ModTime().Before(before.Add(-time.Hour))
+}
+
 // contextReader stops a long copy when the context is canceled.
 type contextReader struct {
 	ctx context.Context

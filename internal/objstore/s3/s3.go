@@ -624,19 +624,32 @@ func (b *Bucket) DeleteGated(ctx context.Context, key string, gate objstore.Gate
 // Revoke aborts every multipart upload under the prefix but this handle's
 // own: a gated upload held up past it cannot complete.
 func (b *Bucket) Revoke(ctx context.Context) (int, error) {
+	return b.abortUploads(ctx, "revoke", func(time.Time) bool { return true })
+}
+
+// Sweep aborts the multipart uploads under the prefix that were started
+// before before and are not this Bucket's own: an interrupted writer's
+// parts, which S3 keeps (and bills) until they are aborted.
+func (b *Bucket) Sweep(ctx context.Context, before time.Time) (int, error) {
+	return b.abortUploads(ctx, "clean up", func(initiated time.Time) bool { return initiated.Before(before) })
+}
+
+// abortUploads aborts the uploads under the prefix that are not this
+// Bucket's own and that abort says to, by their start.
+func (b *Bucket) abortUploads(ctx context.Context, what string, abort func(initiated time.Time) bool) (int, error) {
 	n := 0
 	in := &s3.ListMultipartUploadsInput{Bucket: &b.bucket, Prefix: aws.String(b.prefix)}
 	for {
 		out, err := b.client.ListMultipartUploads(ctx, in)
 		if err != nil {
-			return n, fmt.Errorf("revoke uploads in %s: %w", b.url, err)
+			return n, fmt.Errorf("%s uploads in %s: %w", what, b.url, err)
 		}
 		for _, u := range out.Uploads {
-			if _, own := b.uploads.Load(aws.ToString(u.UploadId)); own {
+			if _, own := b.uploads.Load(aws.ToString(u.UploadId)); own || !abort(aws.ToTime(u.Initiated)) {
 				continue
 			}
 			if _, err := b.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &b.bucket, Key: u.Key, UploadId: u.UploadId}); err != nil && code(err) != "NoSuchUpload" {
-				return n, fmt.Errorf("revoke upload of %s in %s: %w", aws.ToString(u.Key), b.url, err)
+				return n, fmt.Errorf("%s the upload of %s in %s: %w", what, aws.ToString(u.Key), b.url, err)
 			}
 			n++
 		}

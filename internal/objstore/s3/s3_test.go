@@ -3,6 +3,7 @@ package s3_test
 import (
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -76,5 +77,42 @@ func TestGatedRequestExpires(t *testing.T) {
 	}
 	if _, err := b.Stat(ctx, "k"); err != nil {
 		t.Fatalf("a late delete removed the object: %v", err)
+	}
+}
+
+// TestSweep: an upload another writer started and never finished (it is
+// held up here, as a killed process's would be) is aborted by a sweep of
+// everything started before the sweeping pass, and only then.
+func TestSweep(t *testing.T) {
+	ctx := context.Background()
+	srv := s3test.Shared(t)
+	name := srv.NewBucket(t)
+	w, _ := s3store.Open(ctx, name, "p", srv.Options())
+	r, _ := s3store.Open(ctx, name, "p", srv.Options())
+	started, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.PutParts(ctx, "big", 10<<20, 5<<20, 1, func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+			if off > 0 {
+				close(started)
+				<-release
+			}
+			return io.NopCloser(strings.NewReader(strings.Repeat("x", int(n)))), nil
+		}, objstore.PutOptions{})
+		done <- err
+	}()
+	<-started
+	if n, err := r.Sweep(ctx, time.Now().Add(-time.Hour)); err != nil || n != 0 {
+		t.Fatalf("a sweep of what was started an hour ago: %d, %v", n, err)
+	}
+	if n, err := r.Sweep(ctx, time.Now().Add(time.Second)); err != nil || n != 1 {
+		t.Fatalf("a sweep of what was started before now: %d, %v", n, err)
+	}
+	close(release)
+	if err := <-done; err == nil {
+		t.Fatal("the swept upload completed")
+	}
+	if _, err := r.Stat(ctx, "big"); !errors.Is(err, objstore.ErrNotExist) {
+		t.Fatalf("big: %v", err)
 	}
 }
