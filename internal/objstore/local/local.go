@@ -418,7 +418,10 @@ var tempSeq atomic.Uint64
 func createExcl(dir string) (*os.File, error) {
 	for {
 		name := filepath.Join(dir, "tmp-"+strconv.FormatUint(tempSeq.Add(1), 36)+"-"+strconv.FormatUint(uint64(rand.Uint32()), 36))
-		f, err := openFile(name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o600)
+		// Readable by others once in place (a replica serves the region's
+		// readers after a failover), writable by tandem's user only; the
+		// staging folder (0700) keeps it private until then.
+		f, err := openFile(name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o644)
 		if !errors.Is(err, fs.ErrExist) {
 			return f, err
 		}

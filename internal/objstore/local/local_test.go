@@ -3,11 +3,13 @@ package local_test
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -134,5 +136,27 @@ func TestBadKeysAndFolders(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "nope")
 	if _, err := local.Open(missing, false); !errors.Is(err, objstore.ErrNotExist) || !strings.Contains(err.Error(), missing) {
 		t.Errorf("Open(missing) = %v", err)
+	}
+}
+
+// TestReplicaReadable: an object written into a folder is readable by the
+// region's other users (0644 less the umask), writable by tandem's only.
+func TestReplicaReadable(t *testing.T) {
+	dir := t.TempDir()
+	b, err := local.Open(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Put(context.Background(), "a/b.csv", strings.NewReader("x"), 1, objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "a/b.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	umask := syscall.Umask(0)
+	syscall.Umask(umask)
+	if want := fs.FileMode(0o644 &^ umask); fi.Mode().Perm() != want {
+		t.Fatalf("mode %v, want %v", fi.Mode().Perm(), want)
 	}
 }
