@@ -106,7 +106,7 @@ func Plan(ctx context.Context, source, target objstore.Bucket, version int64) (P
 func (s *Sync) plan(ctx context.Context, version int64, res *Result) (*plan, error) {
 	src, err := delta.Open(ctx, s.Source)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("source: %w", err)
 	}
 	if version < 0 {
 		version = src.Log.Latest
