@@ -288,23 +288,39 @@ func (l *Lease) Deadline() time.Time {
 // holder's is higher.
 func (l *Lease) Release(ctx context.Context) (Record, error) {
 	l.defaults()
-	var cur Record
-	etag, err := l.Store.Load(ctx, l.name(), &cur)
-	if err != nil {
-		return Record{}, err
-	}
-	if cur.Holder != l.Region {
-		return cur, fmt.Errorf("%s does not hold %s (holder %q, epoch %d)", l.Region, l.Group, cur.Holder, cur.Epoch)
-	}
-	l.set(time.Time{}, 0) // stop acting first
-	cur.Holder, cur.Expires, cur.By = "", l.Now().UTC(), self()
-	if _, err := l.Store.Save(ctx, l.name(), cur, objstore.PutOptions{IfMatch: etag}); err != nil {
-		if errors.Is(err, objstore.ErrPrecondition) {
-			return cur, fmt.Errorf("%s changed while releasing: %w", l.Group, ErrFenced)
+	for {
+		var cur Record
+		etag, err := l.Store.Load(ctx, l.name(), &cur)
+		if err != nil {
+			return Record{}, err
 		}
-		return Record{}, err
+		if cur.Holder != l.Region {
+			return cur, fmt.Errorf("%s does not hold %s (holder %q, epoch %d)", l.Region, l.Group, cur.Holder, cur.Epoch)
+		}
+		l.set(time.Time{}, 0) // stop acting first
+		epoch := cur.Epoch
+		cur.Holder, cur.Expires, cur.By = "", l.Now().UTC(), self()
+		_, err = l.Store.Save(ctx, l.name(), cur, objstore.PutOptions{IfMatch: etag})
+		if err == nil {
+			return cur, nil
+		}
+		if !errors.Is(err, objstore.ErrPrecondition) {
+			return Record{}, err
+		}
+		// The record changed meanwhile: a renewal by the holder's serve
+		// (same holder, same epoch) is tried again; anything else means
+		// the lease moved.
+		var now Record
+		if _, err := l.Store.Load(ctx, l.name(), &now); err != nil {
+			return Record{}, err
+		}
+		if now.Holder != l.Region || now.Epoch != epoch {
+			return now, fmt.Errorf("%s changed while releasing: %w", l.Group, ErrFenced)
+		}
+		if err := ctx.Err(); err != nil {
+			return Record{}, err
+		}
 	}
-	return cur, nil
 }
 
 // Check is the fencing check a writer makes before it publishes: it fails

@@ -243,3 +243,40 @@ func TestKeep(t *testing.T) {
 	stop()
 	<-done
 }
+
+// TestReleaseDuringRenewals: a release by another process of the holder's
+// region (a plan, `tandem lease release`) succeeds while the holder's serve
+// keeps renewing: a renewal is not a change of holder.
+func TestReleaseDuringRenewals(t *testing.T) {
+	st := witness(t, t.TempDir())
+	serve := &Lease{Store: st, Group: "lakehouse", Region: "east", TTL: time.Second}
+	if _, err := serve.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+				serve.Renew(ctx)
+			}
+		}
+	}()
+	cli := &Lease{Store: st, Group: "lakehouse", Region: "east", TTL: time.Second}
+	for range 10 {
+		if _, err := cli.Release(ctx); err != nil {
+			close(stop)
+			<-done
+			t.Fatalf("release while the holder renews: %v", err)
+		}
+		if _, err := cli.Acquire(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	<-done
+}
