@@ -56,6 +56,8 @@ type Bucket struct {
 	queueMu sync.Mutex
 	queue   []*commit  // temporary files waiting for the next group sync
 	leader  sync.Mutex // held by the Put that syncs a group
+
+	realDirs sync.Map // folders below the root found to be no symbolic link
 }
 
 // commit is a plain Put waiting for its group's sync and rename.
@@ -136,6 +138,44 @@ func (b *Bucket) path(key string) (string, error) {
 		}
 	}
 	return filepath.Join(b.root, filepath.FromSlash(key)), nil
+}
+
+// writePath is path for a write or a delete: no folder on the way from the
+// root to the key may be a symbolic link, which would take the write out
+// of the root. Each folder is looked at once per Bucket.
+func (b *Bucket) writePath(key string) (string, error) {
+	p, err := b.path(key)
+	if err != nil {
+		return "", err
+	}
+	for i := strings.IndexByte(key, '/'); i >= 0; i = next(key, i) {
+		dir := key[:i]
+		if _, ok := b.realDirs.Load(dir); ok {
+			continue
+		}
+		fi, err := os.Lstat(filepath.Join(b.root, filepath.FromSlash(dir)))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return p, nil // made as a real folder when the write lands
+		case err != nil:
+			return "", err
+		case fi.Mode()&fs.ModeSymlink != 0:
+			return "", fmt.Errorf("key %q: %w: %s in %s is a symbolic link, and tandem does not write through one (it could lead out of the folder)", key, objstore.ErrBadKey, dir, b.URL())
+		case !fi.IsDir():
+			return "", fmt.Errorf("key %q: %w: %s in %s is a file, not a folder", key, objstore.ErrBadKey, dir, b.URL())
+		}
+		b.realDirs.Store(dir, true)
+	}
+	return p, nil
+}
+
+// next is the index of the next "/" in key after i, or -1.
+func next(key string, i int) int {
+	j := strings.IndexByte(key[i+1:], '/')
+	if j < 0 {
+		return -1
+	}
+	return i + 1 + j
 }
 
 func info(key string, fi fs.FileInfo) objstore.Info {
@@ -301,7 +341,7 @@ func (b *Bucket) GetRange(ctx context.Context, key string, off, n int64, etag st
 }
 
 func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, opts objstore.PutOptions) (objstore.Info, error) {
-	p, err := b.path(key)
+	p, err := b.writePath(key)
 	if err != nil {
 		return objstore.Info{}, err
 	}
@@ -554,7 +594,7 @@ func (b *Bucket) Delete(ctx context.Context, key string) error {
 // staging folder after the gate passed, then removed, so a delete held up
 // past a Revoke removes nothing.
 func (b *Bucket) DeleteGated(ctx context.Context, key string, gate objstore.Gate) error {
-	p, err := b.path(key)
+	p, err := b.writePath(key)
 	if err != nil {
 		return err
 	}

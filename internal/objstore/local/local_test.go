@@ -160,3 +160,38 @@ func TestReplicaReadable(t *testing.T) {
 		t.Fatalf("mode %v, want %v", fi.Mode().Perm(), want)
 	}
 }
+
+// TestNoWriteThroughSymlinks: a folder below the root that is a symbolic
+// link (here to a folder outside) is never written or deleted through.
+func TestNoWriteThroughSymlinks(t *testing.T) {
+	dir, outside := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(outside, "victim"), []byte("keep"), 0o644)
+	if err := os.Symlink(outside, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(dir, "real/sub"), 0o755)
+	if err := os.Symlink(outside, filepath.Join(dir, "real/sub/deeper")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := local.Open(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"link/x", "link/victim", "real/sub/deeper/x"} {
+		if _, err := b.Put(context.Background(), key, strings.NewReader("x"), 1, objstore.PutOptions{}); !errors.Is(err, objstore.ErrBadKey) || !strings.Contains(err.Error(), "symbolic link") {
+			t.Errorf("Put(%q): %v", key, err)
+		}
+		if err := b.Delete(context.Background(), key); !errors.Is(err, objstore.ErrBadKey) {
+			t.Errorf("Delete(%q): %v", key, err)
+		}
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 1 {
+		t.Fatalf("outside the root: %v", ents)
+	}
+	if data, _ := os.ReadFile(filepath.Join(outside, "victim")); string(data) != "keep" {
+		t.Fatal("a file outside the root was changed")
+	}
+	if _, err := b.Put(context.Background(), "real/sub/ok", strings.NewReader("x"), 1, objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
