@@ -35,7 +35,7 @@ type fenceRig struct {
 	east   string         // url of east's data (folder or s3://bucket)
 	env    []string       // for child processes
 	leases state.Store
-	keeper context.CancelFunc
+	keeper func()
 	// west is each trial's target: its folder (the bucket's folder on the
 	// S3 server's disk), and its URL.
 	west, westURL map[int]string
@@ -93,6 +93,8 @@ func newFenceRig(t *testing.T, useS3 bool) *fenceRig {
 	}
 	r.leases = state.Store{Bucket: wb}.Sub("leases")
 	r.holdEast()
+	// Before the folders go: the keeper writes into the witness.
+	t.Cleanup(func() { r.keeper() })
 	return r
 }
 
@@ -141,8 +143,12 @@ func (r *fenceRig) holdEast() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	kctx, cancel := context.WithCancel(ctx)
-	r.keeper = cancel
-	go l.Keep(kctx, false, slog.New(slog.DiscardHandler))
+	done := make(chan struct{})
+	r.keeper = func() { cancel(); <-done } // returns once it writes no more
+	go func() {
+		defer close(done)
+		l.Keep(kctx, false, slog.New(slog.DiscardHandler))
+	}()
 }
 
 // takeover moves the lease to west in one of the ways it moves, as
