@@ -177,9 +177,17 @@ type Sweeper interface {
 // (the start of the pass that sweeps), looking through decorators, and
 // returns how many it removed.
 func Sweep(ctx context.Context, b Bucket, before time.Time) (int, error) {
+	if s, ok := find[Sweeper](b); ok {
+		return s.Sweep(ctx, before)
+	}
+	return 0, nil
+}
+
+// find returns the first of b and the buckets it decorates that is a T.
+func find[T any](b Bucket) (T, bool) {
 	for b != nil {
-		if s, ok := b.(Sweeper); ok {
-			return s.Sweep(ctx, before)
+		if t, ok := b.(T); ok {
+			return t, true
 		}
 		u, ok := b.(Unwrapper)
 		if !ok {
@@ -187,19 +195,13 @@ func Sweep(ctx context.Context, b Bucket, before time.Time) (int, error) {
 		}
 		b = u.Unwrap()
 	}
-	return 0, nil
+	var zero T
+	return zero, false
 }
 
 func Revoke(ctx context.Context, b Bucket) (int, error) {
-	for b != nil {
-		if r, ok := b.(Revoker); ok {
-			return r.Revoke(ctx)
-		}
-		u, ok := b.(Unwrapper)
-		if !ok {
-			break
-		}
-		b = u.Unwrap()
+	if r, ok := find[Revoker](b); ok {
+		return r.Revoke(ctx)
 	}
 	return 0, nil
 }

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"tandem/internal/catalog"
@@ -37,6 +38,8 @@ type Sink struct {
 	stream string
 	stmts  []stmt
 	call   *HTTPCall // instead of stmts: an HTTP sink with its ledger here
+	// rewritten holds tandem's statements in SQLite's placeholders (q).
+	rewritten sync.Map
 	// Grace bounds how long a transaction may stall between statements
 	// on PostgreSQL (idle_in_transaction_session_timeout): a paused
 	// delivery's transaction is ended by the server.
@@ -115,11 +118,18 @@ func OpenSQL(ctx context.Context, driver, dsn, stream string, statements []strin
 // Close closes the database.
 func (s *Sink) Close() { s.db.Close() }
 
+// q is one of tandem's own statements in the driver's placeholders,
+// rewritten once per statement: they run per batch and per event.
 func (s *Sink) q(text string) string {
-	if s.driver == "sqlite" {
-		return paramRe.ReplaceAllString(text, "?$1")
+	if s.driver != "sqlite" {
+		return text
 	}
-	return text
+	if r, ok := s.rewritten.Load(text); ok {
+		return r.(string)
+	}
+	r := paramRe.ReplaceAllString(text, "?$1")
+	s.rewritten.Store(text, r)
+	return r
 }
 
 // raise records epoch as the sink's fence in tx, adding the counts; it
