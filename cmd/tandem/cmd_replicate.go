@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -23,10 +25,12 @@ type replicateOptions struct {
 	delete  bool
 	exclude []string
 	progressOptions
-	transfers int
-	state     string
-	dryRun    bool
-	ends      endsFlags
+	transfers         int
+	state             string
+	dryRun            bool
+	fileMode          string
+	ignoreUnsupported bool
+	ends              endsFlags
 }
 
 func newReplicateCommand() *cobra.Command {
@@ -61,6 +65,8 @@ objects that failed (listed in the summary and kept for retry).`,
 	f.BoolVar(&o.dryRun, "dry-run", false, "copy, delete and record nothing: list what a pass would copy and delete")
 	f.IntVar(&o.transfers, "transfers", 16, "objects copied at once")
 	f.StringVar(&o.state, "state", "", "keep the replication index and status here (a folder or s3:// URL)")
+	f.StringVar(&o.fileMode, "file-mode", "", "permission bits (octal) of every file written into a folder DST; default: the source file's, less group and other write")
+	f.BoolVar(&o.ignoreUnsupported, "ignore-unsupported", false, "claim the watermark even when symbolic links or special files in SRC were passed over")
 	o.ends.register(f)
 	return c
 }
@@ -122,7 +128,19 @@ func adHocPair(ctx context.Context, o replicateOptions, srcURL, dstURL string, l
 	if err != nil {
 		return nil, err
 	}
-	p := &replicate.Pair{Source: e.src, Target: e.dst, Delete: o.delete, Exclude: o.exclude, Transfers: o.transfers, Log: log}
+	p := &replicate.Pair{Source: e.src, Target: e.dst, Delete: o.delete, Exclude: o.exclude, Transfers: o.transfers, Log: log, IgnoreUnsupported: o.ignoreUnsupported}
+	if o.fileMode != "" {
+		m, err := strconv.ParseUint(strings.TrimPrefix(o.fileMode, "0o"), 8, 32)
+		if err != nil {
+			err = fmt.Errorf("not octal permission bits, such as 0640")
+		} else {
+			err = replicate.CheckMode(fs.FileMode(m))
+		}
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--file-mode %q: %w", o.fileMode, err)}
+		}
+		p.Mode = fs.FileMode(m)
+	}
 	if o.state != "" {
 		l, err := location.Parse(o.state)
 		if err != nil {
@@ -168,6 +186,16 @@ func printSummary(w io.Writer, s replicate.Summary) {
 		for _, f := range s.FailedObjects {
 			fmt.Fprintf(w, "    %s: %s\n", f.Key, f.Error)
 		}
+	}
+	if s.Unsupported > 0 {
+		fmt.Fprintf(w, "  SKIPPED   %d entries of SRC are no regular files and were not copied:", s.Unsupported)
+		for _, u := range s.UnsupportedSample {
+			fmt.Fprintf(w, " %s (%s)", u.Key, u.Kind)
+		}
+		if s.Watermark == nil {
+			fmt.Fprintf(w, "; no watermark (add --ignore-unsupported to accept them)")
+		}
+		fmt.Fprintln(w)
 	}
 	if s.Foreign > 0 {
 		fmt.Fprintf(w, "  FOREIGN   %d objects in the target did not come from the source: %v\n", s.Foreign, s.ForeignKeys)

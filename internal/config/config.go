@@ -11,6 +11,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -197,6 +198,23 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*s = Size(v * mult)
 	return nil
+}
+
+// FileMode is a file's permission bits, written in octal: 0640, "0o640".
+type FileMode fs.FileMode
+
+func (m *FileMode) UnmarshalYAML(n *yaml.Node) error {
+	v := strings.TrimPrefix(strings.TrimSpace(n.Value), "0o")
+	u, err := strconv.ParseUint(v, 8, 32)
+	if err != nil || u > 0o777 {
+		return valueError(n, "%q is not a file mode (use octal permission bits, such as 0640)", n.Value)
+	}
+	*m = FileMode(u)
+	return nil
+}
+
+func (m FileMode) MarshalJSON() ([]byte, error) {
+	return []byte(fmt.Sprintf(`"%04o"`, uint32(m))), nil
 }
 
 var envRe = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)

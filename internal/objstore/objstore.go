@@ -66,6 +66,33 @@ type Info struct {
 	// local files. Equal ETags within one backend mean equal content.
 	ETag    string
 	ModTime time.Time
+	// Changed is the object's status change time (a file's ctime), zero
+	// for stores without one. A rewrite that restores the modification
+	// time still changes it.
+	Changed time.Time
+	// Mode is the permission bits of a file, zero for stores without them.
+	Mode fs.FileMode
+}
+
+// SameVersion reports whether two Infos of one key describe one version:
+// equal sizes and ETags, and equal change times where both are known.
+func SameVersion(a, b Info) bool {
+	return a.Size == b.Size && a.ETag == b.ETag && (a.Changed.IsZero() || b.Changed.IsZero() || a.Changed.Equal(b.Changed))
+}
+
+// InPlacer is implemented by buckets whose objects can be rewritten in
+// place while they are read (files in a folder), so that what a reader got
+// may mix two versions: a copy from one checks, after reading and before
+// publishing, that the object did not change (package replicate). Objects
+// of other stores (S3) are read whole from one version.
+type InPlacer interface {
+	ChangesInPlace() bool
+}
+
+// ChangesInPlace reports whether b's objects can change while read.
+func ChangesInPlace(b Bucket) bool {
+	i, ok := find[InPlacer](b)
+	return ok && i.ChangesInPlace()
 }
 
 // PutOptions make a Put conditional or carry attributes.
@@ -78,6 +105,10 @@ type PutOptions struct {
 	// ModTime is kept as the object's modification time by backends that
 	// implement ModTimeKeeper; others ignore it.
 	ModTime time.Time
+	// Mode is the permission bits of the new object on stores that have
+	// them (a folder's file mode, whatever the umask); zero leaves the
+	// store's default (0644 less the umask). Others ignore it.
+	Mode fs.FileMode
 	// Gate, when set, is called once, as late as the backend can: after the
 	// bytes are stored where no reader sees them and just before the one
 	// step that makes the object visible (a rename, the single PUT request,
@@ -164,8 +195,6 @@ type Unwrapper interface {
 	Unwrap() Bucket
 }
 
-// Revoke revokes b's writes under way (see Revoker); a bucket that cannot
-// revokes nothing.
 // Sweeper is a bucket that removes what interrupted writers left in it
 // (staged files of processes that are gone, multipart uploads started
 // before a time and never finished): a rerun after a crash cleans up.
@@ -199,11 +228,52 @@ func find[T any](b Bucket) (T, bool) {
 	return zero, false
 }
 
+// Revoke revokes b's writes under way (see Revoker); a bucket that cannot
+// revokes nothing.
 func Revoke(ctx context.Context, b Bucket) (int, error) {
 	if r, ok := find[Revoker](b); ok {
 		return r.Revoke(ctx)
 	}
 	return 0, nil
+}
+
+// Unsupported is an entry of a store that is no object tandem can copy: a
+// symbolic link, a device, a named pipe or a socket in a folder.
+type Unsupported struct {
+	Key  string `json:"key"`
+	Kind string `json:"kind"`
+}
+
+// Reporter is implemented by buckets whose listings can pass over entries
+// that are no objects (Unsupported): ListReporting lists like List and
+// calls skipped for each entry it passes over.
+type Reporter interface {
+	ListReporting(ctx context.Context, prefix string, skipped func(Unsupported)) iter.Seq2[Info, error]
+}
+
+// ListReporting lists b, calling skipped for what the listing passes over
+// when b can tell (see Reporter).
+func ListReporting(ctx context.Context, b Bucket, prefix string, skipped func(Unsupported)) iter.Seq2[Info, error] {
+	if r, ok := find[Reporter](b); ok {
+		return r.ListReporting(ctx, prefix, skipped)
+	}
+	return b.List(ctx, prefix)
+}
+
+// Identifier is implemented by buckets that can name the store they are
+// more exactly than their URL: a folder by its path with symbolic links
+// resolved, an S3 bucket with its service's endpoint and its region.
+type Identifier interface {
+	Identity() string
+}
+
+// Identity names the store b is (see Identifier), looking through
+// decorators; a bucket that cannot is named by its URL.
+func Identity(b Bucket) string {
+	if i, ok := find[Identifier](b); ok {
+		return i.Identity()
+	}
+	return b.URL()
 }
 
 // Bucket is an object store rooted at a bucket and prefix.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +30,11 @@ type Copier struct {
 	PartSize           int64
 	// Retries is the number of attempts per object (default 3).
 	Retries int
+	// Mode is the permission bits of every file written into a folder;
+	// zero keeps the source's, less the group and other write bits (a
+	// replica only tandem's user changes), and 0644 for a source without
+	// them (S3).
+	Mode fs.FileMode
 
 	once sync.Once
 	big  chan struct{} // large objects in flight
@@ -85,19 +91,73 @@ func (c *Copier) Copy(ctx context.Context, src objstore.Info) (objstore.Info, er
 	return objstore.Info{}, err
 }
 
+// inPlaceSingleMax is the largest object from a store that changes in place
+// sent to a store that takes parts in one request.
+const inPlaceSingleMax = 8 << 20
+
+// CheckMode refuses a configured file mode that would let others than
+// tandem's user change a replica, or keep tandem from its own copies.
+func CheckMode(m fs.FileMode) error {
+	switch {
+	case m&^0o777 != 0:
+		return fmt.Errorf("%o is not a file mode (octal permission bits, such as 0640)", uint32(m))
+	case m&0o022 != 0:
+		return fmt.Errorf("%04o lets the group or others write: a replica is changed by tandem alone until it is promoted; use a mode without write bits for them, such as 0644 or 0640", uint32(m))
+	case m&0o600 != 0o600:
+		return fmt.Errorf("%04o keeps tandem's own user from reading or writing its copies; the owner needs read and write (0600 at least)", uint32(m))
+	}
+	return nil
+}
+
+// mode is the permission bits a copy of src gets.
+func (c *Copier) mode(src objstore.Info) fs.FileMode {
+	switch {
+	case c.Mode != 0:
+		return c.Mode
+	case src.Mode != 0:
+		return src.Mode &^ 0o022
+	}
+	return 0o644
+}
+
+// A copy is of one version of the source or it fails: the source's
+// identity is taken when the copy starts and checked again after the last
+// byte was read and before anything is published (objstore.SameVersion:
+// size, ETag, which for a file holds its modification time and inode, and
+// its change time). A source that changed fails the copy with
+// ErrPrecondition; the object is tried again (and, failing, waits in the
+// retry queue). Only stores whose objects change in place need the second
+// look: an S3 GET, and each ranged GET under If-Match, reads one version.
 func (c *Copier) copyOnce(ctx context.Context, src objstore.Info) (objstore.Info, error) {
-	opts := objstore.PutOptions{ModTime: src.ModTime}
-	if pp, ok := c.Target.(objstore.PartPutter); ok && src.Size >= c.MultipartThreshold {
+	opts := objstore.PutOptions{ModTime: src.ModTime, Mode: c.mode(src)}
+	inPlace := objstore.ChangesInPlace(c.Source)
+	threshold := c.MultipartThreshold
+	if inPlace {
+		// A single PUT of a file is read into memory first, to check it
+		// before the last byte goes out: keep those small.
+		threshold = min(threshold, inPlaceSingleMax)
+	}
+	if pp, ok := c.Target.(objstore.PartPutter); ok && src.Size >= threshold {
 		select {
 		case c.big <- struct{}{}:
 		case <-ctx.Done():
 			return objstore.Info{}, ctx.Err()
 		}
 		defer func() { <-c.big }()
-		// Every part is read with the known ETag, so a source that
-		// changes mid-copy fails the copy instead of mixing versions.
+		start := src
+		if inPlace {
+			var err error
+			if start, err = c.Source.Stat(ctx, src.Key); err != nil {
+				return objstore.Info{}, fmt.Errorf("copy %s: %w", src.Key, err)
+			}
+			if err := sameAsListed(src, start); err != nil {
+				return objstore.Info{}, err
+			}
+			opts.Gate = func() (time.Time, error) { return time.Time{}, c.unchanged(ctx, start) }
+		}
+		// Every part is read under the ETag the copy started with.
 		open := func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
-			return c.Source.GetRange(ctx, src.Key, off, n, src.ETag)
+			return c.Source.GetRange(ctx, src.Key, off, n, start.ETag)
 		}
 		info, err := pp.PutParts(ctx, src.Key, src.Size, c.PartSize, 4, open, opts)
 		if err != nil {
@@ -110,17 +170,98 @@ func (c *Copier) copyOnce(ctx context.Context, src objstore.Info) (objstore.Info
 		return objstore.Info{}, fmt.Errorf("copy %s: %w", src.Key, err)
 	}
 	defer rc.Close()
-	if got.Size != src.Size || (src.ETag != "" && got.ETag != src.ETag) {
-		// Changed since it was listed (or not what the log says): copy
-		// nothing now.
-		return objstore.Info{}, fmt.Errorf("copy %s: the source has %d bytes, expected %d (changed since it was listed)", src.Key, got.Size, src.Size)
+	if err := sameAsListed(src, got); err != nil {
+		return objstore.Info{}, err
 	}
-	info, err := c.Target.Put(ctx, src.Key, rc, src.Size, opts)
+	var body io.Reader = rc
+	if inPlace {
+		body = &checkAtEnd{r: rc, left: src.Size, check: func() error { return c.unchanged(ctx, got) }}
+	}
+	info, err := c.Target.Put(ctx, src.Key, body, src.Size, opts)
 	if err != nil {
 		return objstore.Info{}, fmt.Errorf("copy %s: %w", src.Key, err)
 	}
 	return info, nil
 }
+
+// sameAsListed fails a copy whose source is no longer what the listing
+// (or a log) described: copy nothing now.
+func sameAsListed(src, got objstore.Info) error {
+	if got.Size != src.Size || (src.ETag != "" && got.ETag != src.ETag) {
+		return fmt.Errorf("copy %s: the source has %d bytes, expected %d (changed since it was listed): %w", src.Key, got.Size, src.Size, objstore.ErrPrecondition)
+	}
+	return nil
+}
+
+// unchanged fails when the source object is no longer the version was.
+func (c *Copier) unchanged(ctx context.Context, was objstore.Info) error {
+	cur, err := c.Source.Stat(ctx, was.Key)
+	if err != nil {
+		return fmt.Errorf("the source object is gone or unreadable after its copy was read: %w", err)
+	}
+	if !objstore.SameVersion(was, cur) {
+		return fmt.Errorf("the source object changed while it was copied (its size, times or inode differ from when the copy started): nothing of it was published, it is copied again: %w", objstore.ErrPrecondition)
+	}
+	return nil
+}
+
+// checkAtEnd reads an object of a known size and runs check before it
+// hands over the last bytes: a check that fails turns the read into an
+// error, so a store that publishes on the last byte (an HTTP PUT) never
+// gets it. WriteTo, which io.Copy prefers (a file's copy_file_range),
+// checks after writing everything out: only for a writer whose bytes
+// nobody sees before a later step, such as a folder's staged file.
+type checkAtEnd struct {
+	r     io.Reader
+	left  int64
+	check func() error
+}
+
+func (c *checkAtEnd) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		if err := c.check(); err != nil {
+			return 0, err
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := io.ReadFull(c.r, p)
+	c.left -= int64(n)
+	if err == io.ErrUnexpectedEOF || (err == io.EOF && c.left > 0) {
+		return 0, fmt.Errorf("the source object ended %d bytes early (it changed while it was copied): %w", c.left, objstore.ErrPrecondition)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if c.left == 0 {
+		if err := c.check(); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+func (c *checkAtEnd) WriteTo(w io.Writer) (int64, error) {
+	wt, ok := c.r.(io.WriterTo)
+	if !ok {
+		return io.Copy(w, onlyReader{c})
+	}
+	n, err := wt.WriteTo(w)
+	if err == nil && n != c.left {
+		err = fmt.Errorf("the source object gave %d bytes, expected %d (it changed while it was copied): %w", n, c.left, objstore.ErrPrecondition)
+	}
+	if err == nil {
+		err = c.check()
+	}
+	return n, err
+}
+
+// onlyReader hides a reader's WriteTo.
+type onlyReader struct{ r io.Reader }
+
+func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
 
 // canVerify tells whether hashing the source can prove that an unrecorded
 // target object already holds its bytes: the sizes agree, the target's ETag

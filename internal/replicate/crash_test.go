@@ -35,6 +35,8 @@ func (d *dying) Put(ctx context.Context, key string, r io.Reader, size int64, o 
 	return d.Bucket.Put(ctx, key, r, size, o)
 }
 
+func (d *dying) Unwrap() objstore.Bucket { return d.Bucket }
+
 const crashObjects = 120
 
 // TestCrashChild is the process that dies; TestCrashRerun starts it.

@@ -137,6 +137,43 @@ type index struct {
 	st state.Store // the pair's index folder
 }
 
+// pairRecord (pair.json in the index folder) binds an index to the pair
+// whose copies it records: the stores' identities (objstore.Identity).
+type pairRecord struct {
+	Source  string    `json:"source"`
+	Target  string    `json:"target"`
+	Created time.Time `json:"created"`
+}
+
+// bind checks that the index belongs to the pair source -> target, and,
+// with write, records that it does when it names no pair yet (a new index,
+// or one written before indexes were bound). An index of another pair is
+// refused: trusting its entries, a delete could remove what tandem never
+// wrote into this target.
+func (ix index) bind(ctx context.Context, source, target string, write bool) error {
+	var rec pairRecord
+	_, err := ix.st.Load(ctx, "pair.json", &rec)
+	if errors.Is(err, objstore.ErrNotExist) {
+		if !write {
+			return nil
+		}
+		rec = pairRecord{Source: source, Target: target, Created: time.Now().UTC()}
+		_, err = ix.st.Save(ctx, "pair.json", rec, objstore.PutOptions{IfAbsent: true})
+		if errors.Is(err, objstore.ErrPrecondition) {
+			return ix.bind(ctx, source, target, false) // bound meanwhile
+		}
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if rec.Source != source || rec.Target != target {
+		return fmt.Errorf("the replication index in %s belongs to %s -> %s, not to %s -> %s: tandem does not use another pair's records (a delete could remove what it never wrote). Give this pair a state folder of its own, or, to start it fresh, remove %s (the next pass records what the target already holds and copies the rest)",
+			ix.st.URL(""), rec.Source, rec.Target, source, target, ix.st.URL(""))
+	}
+	return nil
+}
+
 func chunkKey(gen string, n int) string { return fmt.Sprintf("%s/%06d.gz", gen, n) }
 
 // generations lists the generation folders present, oldest first.

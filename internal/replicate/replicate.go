@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"iter"
 	"log/slog"
 	"regexp"
@@ -51,6 +52,14 @@ type Pair struct {
 	PartSize           int64
 	// Retries is the number of attempts per object within a pass (default 3).
 	Retries int
+	// Mode is the permission bits of every file copied into a folder;
+	// zero keeps the source's less the group and other write bits (see
+	// Copier.Mode).
+	Mode fs.FileMode
+	// IgnoreUnsupported lets a pass that passed over source entries it
+	// cannot copy (symbolic links, devices, pipes, sockets; counted in the
+	// summary either way) still claim its watermark.
+	IgnoreUnsupported bool
 	// RetryBackoff is the first wait of the persisted retry queue between
 	// passes for an object that keeps failing (default 30s), doubled per
 	// failure up to an hour.
@@ -106,6 +115,11 @@ type Summary struct {
 	// covers creations and changes only while it is not zero.
 	DeletesPending int64    `json:"deletes_pending,omitempty"`
 	DeletesSample  []string `json:"deletes_pending_sample,omitempty"`
+	// Unsupported counts source entries that are no objects tandem copies
+	// (symbolic links, devices, pipes, sockets), passed over; unless the
+	// pair ignores them, the pass claims no watermark.
+	Unsupported       int64                  `json:"objects_unsupported,omitempty"`
+	UnsupportedSample []objstore.Unsupported `json:"unsupported_sample,omitempty"`
 	// LeftoversRemoved counts what interrupted passes had left in the
 	// target (staged files, unfinished uploads), removed by this one.
 	LeftoversRemoved int `json:"leftovers_removed,omitempty"`
@@ -245,6 +259,9 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 	}
 	if p.State != nil {
 		ix = index{st: p.State.Sub("index")}
+		if err := ix.bind(ctx, objstore.Identity(p.Source), objstore.Identity(p.Target), !p.DryRun); err != nil {
+			return err
+		}
 		var err error
 		if prev, headETag, err = ix.open(ctx); err != nil {
 			return err
@@ -256,7 +273,17 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 
 	p.Log.Debug("pass starts", "pair", p.Name, "source", p.Source.URL(), "target", p.Target.URL(),
 		"indexed", p.State != nil, "retry_queue", len(retryQ), "delete", p.Delete, "dry_run", p.DryRun)
-	src := pull(ctx, "source "+p.Source.URL(), p.Source.List(ctx, ""), infoKey, p.excluded)
+	skipped := func(u objstore.Unsupported) {
+		if p.excluded(u.Key) {
+			return
+		}
+		sum.Unsupported++
+		if len(sum.UnsupportedSample) < sampleSize {
+			sum.UnsupportedSample = append(sum.UnsupportedSample, u)
+		}
+		p.Log.Warn("not copied: not a regular file", "pair", p.Name, "key", u.Key, "kind", u.Kind)
+	}
+	src := pull(ctx, "source "+p.Source.URL(), objstore.ListReporting(ctx, p.Source, "", skipped), infoKey, p.excluded)
 	defer src.stop()
 	dst := pull(ctx, "target "+p.Target.URL(), p.Target.List(ctx, ""), infoKey, p.excluded)
 	defer dst.stop()
@@ -281,7 +308,7 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 		writeErr = make(chan error, 1)
 		adopted  atomic.Int64 // by hash, in workers
 	)
-	copier := &Copier{Source: p.Source, Target: p.Target, MultipartThreshold: p.MultipartThreshold, PartSize: p.PartSize, Retries: p.Retries}
+	copier := &Copier{Source: p.Source, Target: p.Target, MultipartThreshold: p.MultipartThreshold, PartSize: p.PartSize, Retries: p.Retries, Mode: p.Mode}
 	for range objstore.Writers(p.Target, p.Transfers) {
 		workers.Add(1)
 		go func() {
@@ -404,10 +431,23 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 				}
 				break
 			}
+			if x != nil && !x.Dst.matches(*d) {
+				// Not what tandem wrote: someone else's, kept.
+				p.foreign(sum, k, "gone from the source, but changed in the target since tandem wrote it: kept")
+				break
+			}
 			p.Log.Debug("delete: gone from the source", "pair", p.Name, "key", k, "dry_run", p.DryRun)
 			if p.DryRun {
 				sum.WouldDelete = append(sum.WouldDelete, k)
 				break
+			}
+			if x != nil {
+				// Listed a moment ago; look again just before deleting.
+				cur, err := p.Target.Stat(ctx, k)
+				if err == nil && !x.Dst.matches(cur) {
+					p.foreign(sum, k, "gone from the source, but changed in the target since tandem wrote it: kept")
+					break
+				}
 			}
 			if err := p.Target.Delete(ctx, k); err != nil {
 				deciding = fmt.Errorf("delete %s: %w", k, err)
@@ -472,7 +512,7 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 			return err
 		}
 	}
-	if len(failures) == 0 {
+	if len(failures) == 0 && (sum.Unsupported == 0 || p.IgnoreUnsupported) {
 		wm := sum.Started
 		sum.Watermark = &wm
 	}

@@ -9,7 +9,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"strings"
 	"time"
 
 	"tandem/internal/config"
@@ -17,6 +19,7 @@ import (
 	"tandem/internal/fence"
 	"tandem/internal/location"
 	"tandem/internal/member"
+	"tandem/internal/objstore"
 	"tandem/internal/plan"
 	"tandem/internal/replicate"
 	"tandem/internal/runner"
@@ -118,6 +121,7 @@ func Open(ctx context.Context, env *member.Env, r *Replication, log *slog.Logger
 		Delete: r.Delete, Exclude: Exclusions(env.Cfg, r),
 		Transfers: r.Transfers, Retries: r.Retries, RetryBackoff: time.Duration(r.RetryBackoff),
 		MultipartThreshold: int64(r.MultipartThreshold), PartSize: int64(r.PartSize),
+		Mode: fs.FileMode(r.FileMode), IgnoreUnsupported: r.IgnoreUnsupported,
 		State: &st, Log: log,
 		Conditions: env.Conditions(refKey, r.Name, r.From.Region, r.To.Region),
 	}, nil
@@ -422,6 +426,15 @@ func statusDirection(ctx context.Context, env *member.Env, r *Replication) (*Rep
 	return d, note
 }
 
+// unsupportedList names skipped entries for a line of output.
+func unsupportedList(us []objstore.Unsupported) string {
+	parts := make([]string, len(us))
+	for i, u := range us {
+		parts[i] = u.Key + ": " + u.Kind
+	}
+	return strings.Join(parts, ", ")
+}
+
 func statusLines(s Status, interrupted bool) []string {
 	var out []string
 	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
@@ -447,6 +460,13 @@ func statusLines(s Status, interrupted bool) []string {
 		}
 		if p.Foreign > 0 {
 			add("foreign    %d objects in the target did not come from the source (writes to a read-only replica): %v", p.Foreign, p.ForeignKeys)
+		}
+		if p.Unsupported > 0 {
+			why := ""
+			if p.Watermark == nil {
+				why = ": no watermark while they are there (set ignore_unsupported to accept them)"
+			}
+			add("skipped    %d source entries are no regular files and were not copied (%s)%s", p.Unsupported, unsupportedList(p.UnsupportedSample), why)
 		}
 		if p.DeletesPending > 0 {
 			add("deletes    %d objects deleted in the source are still in the target (delete: false), for example %v", p.DeletesPending, p.DeletesSample)

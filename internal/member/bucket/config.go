@@ -2,12 +2,14 @@ package bucket
 
 import (
 	"fmt"
+	"io/fs"
 	"slices"
 	"strings"
 	"time"
 
 	"tandem/internal/config"
 	"tandem/internal/location"
+	"tandem/internal/replicate"
 )
 
 // Replication keeps a target bucket equal to a source bucket (the file's
@@ -31,6 +33,13 @@ type Replication struct {
 	// RPO is the most the watermark may lag before status calls the pair
 	// late (default 15m).
 	RPO config.Duration `yaml:"rpo" json:"rpo"`
+	// FileMode is the permission bits of every file written into a
+	// folder target; unset, each keeps its source file's bits less the
+	// group and other write bits.
+	FileMode config.FileMode `yaml:"file_mode" json:"file_mode,omitempty"`
+	// IgnoreUnsupported lets a pass that passed over symbolic links and
+	// special files in the source still claim its watermark.
+	IgnoreUnsupported bool `yaml:"ignore_unsupported" json:"ignore_unsupported,omitempty"`
 }
 
 // MemberName is its name.
@@ -188,6 +197,11 @@ func validate(ck *config.Check, all []Replication) {
 		}
 		if r.PartSize < 5<<20 || r.PartSize > 5<<30 {
 			ck.Bad(f+".part_size", "%d bytes is outside S3's part sizes (5MiB to 5GiB)", r.PartSize)
+		}
+		if r.FileMode != 0 {
+			if err := replicate.CheckMode(fs.FileMode(r.FileMode)); err != nil {
+				ck.Bad(f+".file_mode", "%v", err)
+			}
 		}
 		if time.Duration(r.Interval) < time.Second {
 			ck.Bad(f+".interval", "%s is too short (at least 1s)", time.Duration(r.Interval))

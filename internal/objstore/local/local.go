@@ -107,6 +107,15 @@ func (b *Bucket) Root() string { return b.root }
 
 func (b *Bucket) URL() string { return "file://" + b.root }
 
+// Identity is the folder's URL with symbolic links resolved: two paths to
+// one folder name one store.
+func (b *Bucket) Identity() string {
+	if real, err := filepath.EvalSymlinks(b.root); err == nil {
+		return "file://" + real
+	}
+	return b.URL()
+}
+
 func (b *Bucket) KeepsModTime() bool { return true }
 
 // GatesWrites: PutOptions.Gate is called just before the rename or link
@@ -178,16 +187,25 @@ func next(key string, i int) int {
 	return i + 1 + j
 }
 
+// ChangesInPlace: a file can be rewritten while tandem reads it.
+func (b *Bucket) ChangesInPlace() bool { return true }
+
 func info(key string, fi fs.FileInfo) objstore.Info {
-	var ino uint64
+	var (
+		ino     uint64
+		changed time.Time
+	)
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		ino = st.Ino
+		changed = time.Unix(st.Ctim.Unix())
 	}
 	mt := fi.ModTime()
 	return objstore.Info{
 		Key:     key,
 		Size:    fi.Size(),
 		ModTime: mt,
+		Changed: changed,
+		Mode:    fi.Mode().Perm(),
 		// A synthetic identity: a rename of a new file changes the inode,
 		// an in-place write changes the time.
 		ETag: fmt.Sprintf("%x-%x-%x", mt.UnixNano(), fi.Size(), ino),
@@ -197,14 +215,36 @@ func info(key string, fi fs.FileInfo) objstore.Info {
 // List walks the folder so that keys come out in byte order: within a
 // directory a subdirectory "a" sorts as "a/", so "a-b" comes before "a/c".
 func (b *Bucket) List(ctx context.Context, prefix string) iter.Seq2[objstore.Info, error] {
+	return b.ListReporting(ctx, prefix, nil)
+}
+
+// ListReporting lists like List and calls skipped, when not nil, for each
+// symbolic link, device, named pipe or socket it passes over: tandem copies
+// regular files only, and never follows a link out of the folder.
+func (b *Bucket) ListReporting(ctx context.Context, prefix string, skipped func(objstore.Unsupported)) iter.Seq2[objstore.Info, error] {
 	return func(yield func(objstore.Info, error) bool) {
 		// Start at the deepest directory the prefix names.
 		dir := ""
 		if i := strings.LastIndex(prefix, "/"); i >= 0 {
 			dir = prefix[:i+1]
 		}
-		b.walk(ctx, dir, prefix, yield)
+		b.walk(ctx, dir, prefix, skipped, yield)
 	}
+}
+
+// kind names a directory entry that is no regular file nor folder.
+func kind(t fs.FileMode) string {
+	switch {
+	case t&fs.ModeSymlink != 0:
+		return "symbolic link"
+	case t&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case t&fs.ModeSocket != 0:
+		return "socket"
+	case t&fs.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
 }
 
 type dirent struct {
@@ -215,7 +255,7 @@ type dirent struct {
 
 // walk lists dir (a key prefix ending in "/" or empty) and returns false when
 // the consumer stopped or an error was yielded.
-func (b *Bucket) walk(ctx context.Context, dir, prefix string, yield func(objstore.Info, error) bool) bool {
+func (b *Bucket) walk(ctx context.Context, dir, prefix string, skipped func(objstore.Unsupported), yield func(objstore.Info, error) bool) bool {
 	if err := ctx.Err(); err != nil {
 		yield(objstore.Info{}, err)
 		return false
@@ -243,12 +283,16 @@ func (b *Bucket) walk(ctx context.Context, dir, prefix string, yield func(objsto
 		d := dirent{sortKey: name, name: name, isDir: e.IsDir()}
 		if d.isDir {
 			d.sortKey += "/"
-		} else if !e.Type().IsRegular() {
-			continue
 		}
 		full := dir + d.sortKey
 		// Keep entries that are under the prefix or lead to it.
 		if !strings.HasPrefix(full, prefix) && !(d.isDir && strings.HasPrefix(prefix, full)) {
+			continue
+		}
+		if !d.isDir && !e.Type().IsRegular() {
+			if skipped != nil {
+				skipped(objstore.Unsupported{Key: full, Kind: kind(e.Type())})
+			}
 			continue
 		}
 		list = append(list, d)
@@ -256,7 +300,7 @@ func (b *Bucket) walk(ctx context.Context, dir, prefix string, yield func(objsto
 	slices.SortFunc(list, func(a, b dirent) int { return strings.Compare(a.sortKey, b.sortKey) })
 	for _, d := range list {
 		if d.isDir {
-			if !b.walk(ctx, dir+d.sortKey, prefix, yield) {
+			if !b.walk(ctx, dir+d.sortKey, prefix, skipped, yield) {
 				return false
 			}
 			continue
@@ -358,13 +402,17 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 		}
 	}()
 	src := r
-	if _, isFile := r.(*os.File); !isFile {
-		// A file is left bare so that io.Copy can use copy_file_range.
+	if _, bare := r.(io.WriterTo); !bare {
+		// A file (or a reader that writes itself out from one) is left
+		// bare so that io.Copy can use copy_file_range.
 		src = contextReader{ctx, r}
 	}
 	n, err := io.Copy(tmp, src)
 	if err == nil && size >= 0 && n != size {
 		err = fmt.Errorf("source gave %d bytes, expected %d", n, size)
+	}
+	if err == nil && opts.Mode != 0 {
+		err = tmp.Chmod(opts.Mode.Perm())
 	}
 	if err == nil && !opts.ModTime.IsZero() {
 		err = os.Chtimes(tmpName, opts.ModTime, opts.ModTime)

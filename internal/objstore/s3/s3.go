@@ -55,6 +55,7 @@ type Bucket struct {
 	bucket  string
 	prefix  string // "" or ending in "/"
 	url     string
+	ident   string   // the URL with the endpoint and the bucket's region
 	uploads sync.Map // upload ids of this handle's multipart uploads under way
 }
 
@@ -116,8 +117,16 @@ func Open(ctx context.Context, bucket, prefix string, o Options) (*Bucket, error
 		so.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
 	b.presign = s3.NewPresignClient(b.client)
-	if _, err := b.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &b.bucket}); err != nil {
+	head, err := b.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &b.bucket})
+	if err != nil {
 		return nil, b.openErr(o.Endpoint, err)
+	}
+	b.ident = b.url
+	if o.Endpoint != "" {
+		b.ident += " at " + strings.TrimRight(o.Endpoint, "/")
+	}
+	if r := aws.ToString(head.BucketRegion); r != "" {
+		b.ident += " in " + r
 	}
 	return b, nil
 }
@@ -208,6 +217,10 @@ func (b *Bucket) putErr(key string, opts objstore.PutOptions, err error) error {
 }
 
 func (b *Bucket) URL() string { return b.url }
+
+// Identity is the URL with the service's endpoint and, when the service
+// reports it, the bucket's region.
+func (b *Bucket) Identity() string { return b.ident }
 
 func trimETag(s *string) string { return strings.Trim(aws.ToString(s), `"`) }
 
