@@ -80,13 +80,30 @@ func Overlaps(a Location, endpointA string, b Location, endpointB string) bool {
 		return false
 	}
 	if a.Scheme == "file" {
-		pa, pb := a.Path+string(filepath.Separator), b.Path+string(filepath.Separator)
+		// Compared as they resolve: a folder reached through a symbolic
+		// link is the folder it leads to.
+		pa, pb := resolved(a.Path)+string(filepath.Separator), resolved(b.Path)+string(filepath.Separator)
 		return strings.HasPrefix(pa, pb) || strings.HasPrefix(pb, pa)
 	}
 	if strings.TrimRight(endpointA, "/") != strings.TrimRight(endpointB, "/") || a.Bucket != b.Bucket {
 		return false
 	}
 	return strings.HasPrefix(a.Prefix, b.Prefix) || strings.HasPrefix(b.Prefix, a.Prefix)
+}
+
+// resolved is path with the symbolic links of its longest existing part
+// resolved; the rest, not made yet, is kept as written.
+func resolved(path string) string {
+	rest := ""
+	for p := path; ; p = filepath.Dir(p) {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Join(real, rest)
+		}
+		if filepath.Dir(p) == p {
+			return path
+		}
+		rest = filepath.Join(filepath.Base(p), rest)
+	}
 }
 
 // Rel is the key prefix (ending in "/") of inner within outer, when inner

@@ -1,6 +1,8 @@
 package location
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -87,6 +89,31 @@ func TestRel(t *testing.T) {
 		got, ok := Rel(p(tc.outer), p(tc.inner))
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("Rel(%s, %s) = %q, %v; want %q, %v", tc.outer, tc.inner, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// Folders overlap as they resolve: a target inside its source through a
+// symbolic link, or a state folder reached through one into a target.
+func TestOverlapsThroughLinks(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(filepath.Join(src, "inner"), 0o755)
+	os.Symlink(filepath.Join(src, "inner"), filepath.Join(dir, "looks-outside"))
+	os.Symlink(src, filepath.Join(dir, "alias"))
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{src, filepath.Join(dir, "looks-outside"), true},
+		{src, filepath.Join(dir, "looks-outside", "not-made-yet", "state"), true},
+		{filepath.Join(dir, "alias"), filepath.Join(src, "inner"), true},
+		{src, filepath.Join(dir, "elsewhere"), false},
+	} {
+		a, _ := Parse(tc.a)
+		b, _ := Parse(tc.b)
+		if got := Overlaps(a, "", b, ""); got != tc.want {
+			t.Errorf("Overlaps(%s, %s) = %v, want %v", tc.a, tc.b, got, tc.want)
 		}
 	}
 }

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -257,5 +259,35 @@ func TestCopiedModes(t *testing.T) {
 				t.Fatalf("mode %v: %s is %v, want %v (%v)", configured, k, fi.Mode().Perm(), m, err)
 			}
 		}
+	}
+}
+
+// Symbolic links and special files in a source are passed over, listed in
+// the summary, and keep the pass from claiming a watermark unless the pair
+// ignores them.
+func TestUnsupportedEntries(t *testing.T) {
+	srcDir, outside := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(outside, "secret"), []byte("not for the replica"), 0o644)
+	os.WriteFile(filepath.Join(srcDir, "a"), []byte("a"), 0o644)
+	os.Symlink(filepath.Join(outside, "secret"), filepath.Join(srcDir, "link"))
+	os.Symlink(outside, filepath.Join(srcDir, "dirlink"))
+	if err := syscall.Mkfifo(filepath.Join(srcDir, "pipe"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src, _ := local.Open(srcDir, false)
+	for _, ignore := range []bool{false, true} {
+		dst := localBucket(t)
+		p := newPair(src, dst, true, t)
+		p.IgnoreUnsupported = ignore
+		sum := run(t, p)
+		kinds := map[string]string{}
+		for _, u := range sum.UnsupportedSample {
+			kinds[u.Key] = u.Kind
+		}
+		want := map[string]string{"link": "symbolic link", "dirlink": "symbolic link", "pipe": "named pipe"}
+		if sum.Unsupported != 3 || !maps.Equal(kinds, want) || (sum.Watermark != nil) != ignore {
+			t.Fatalf("ignore %v: %+v", ignore, sum)
+		}
+		expectTree(t, dst, map[string]string{"a": "a"})
 	}
 }

@@ -784,6 +784,9 @@ func (b *Bucket) Sweep(ctx context.Context, before time.Time) (int, error) {
 	own := filepath.Base(b.stage)
 	b.stageMu.Unlock()
 	host, _ := os.Hostname()
+	// A pass starts with a sweep: folders found real before are looked at
+	// again, in case one was replaced by a symbolic link since.
+	b.realDirs.Clear()
 	n := 0
 	for _, e := range ents {
 		name := e.Name()
