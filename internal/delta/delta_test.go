@@ -1,6 +1,7 @@
 package delta
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io/fs"
@@ -15,7 +16,7 @@ import (
 	"tandem/internal/objstore/local"
 )
 
-func testdata(t *testing.T) string { return deltatest.Dir(t) }
+func testdata(t testing.TB) string { return deltatest.Dir(t) }
 
 // tables finds every Delta table (a folder holding _delta_log) below dir,
 // and the top-level folders that hold none.
@@ -307,4 +308,37 @@ func TestIncompleteMultiPartCheckpoint(t *testing.T) {
 	if len(want.Checkpoint) != 2 || !sameSnapshot(s, want) {
 		t.Fatalf("snapshot without the checkpoint differs: %d files vs %d", len(s.Files), len(want.Files))
 	}
+}
+
+// The checkpoint reader takes whatever bytes a checkpoint holds: a corrupt
+// file is an error naming it, never a crash, and its paths are resolved as
+// a log's are.
+func FuzzCheckpoint(f *testing.F) {
+	for _, name := range []string{
+		"deltalog-state-reconstruction-from-checkpoint-missing-protocol/_delta_log/00000000000000000010.checkpoint.parquet",
+		"multi-part-checkpoint/_delta_log/00000000000000000001.checkpoint.0000000001.0000000002.parquet",
+	} {
+		data, err := os.ReadFile(filepath.Join(testdata(f), name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		err := readParquetActions(bytes.NewReader(data), int64(len(data)), "fuzz.checkpoint.parquet", func(a *Action) error {
+			if a.Add != nil {
+				decodePath(a.Add.Path, "file:///table")
+				if a.Add.DeletionVector != nil {
+					a.Add.DeletionVector.File("file:///table")
+				}
+			}
+			if a.Sidecar != nil {
+				sidecarKey(a.Sidecar.Path, "file:///table")
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("an unreadable checkpoint is not reported corrupt: %v", err)
+		}
+	})
 }

@@ -255,9 +255,22 @@ func (t *Table) readParquet(ctx context.Context, key string, fn func(*Action) er
 		return err
 	}
 	defer cleanup()
+	return readParquetActions(f, size, t.Bucket.URL()+"/"+key, fn)
+}
+
+// readParquetActions reads the actions of a Parquet file of size bytes,
+// named name in errors. A file the Parquet reader cannot make sense of
+// (its panics included: it trusts the file's metadata) is ErrCorrupt.
+func readParquetActions(f io.ReaderAt, size int64, name string, fn func(*Action) error) (err error) {
+	corrupt := func(cause any) error { return fmt.Errorf("%s: %w: %v", name, ErrCorrupt, cause) }
+	defer func() {
+		if p := recover(); p != nil {
+			err = corrupt(p)
+		}
+	}()
 	pf, err := parquet.OpenFile(f, size)
 	if err != nil {
-		return fmt.Errorf("%s/%s: %w: %v", t.Bucket.URL(), key, ErrCorrupt, err)
+		return corrupt(err)
 	}
 	r := parquet.NewGenericReader[Action](pf)
 	defer r.Close()
@@ -275,7 +288,7 @@ func (t *Table) readParquet(ctx context.Context, key string, fn func(*Action) er
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("%s/%s: %w: %v", t.Bucket.URL(), key, ErrCorrupt, err)
+			return corrupt(err)
 		}
 	}
 }

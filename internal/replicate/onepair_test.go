@@ -2,6 +2,7 @@ package replicate
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"io"
@@ -290,4 +291,23 @@ func TestUnsupportedEntries(t *testing.T) {
 		}
 		expectTree(t, dst, map[string]string{"a": "a"})
 	}
+}
+
+// An index chunk is read from the state folder, where anything may be
+// written: a corrupt one is an error naming it, never a crash.
+func FuzzIndexChunk(f *testing.F) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(entry{Key: "a/b", Src: ident{Size: 3, ETag: "e", MTime: 1}, Dst: ident{Size: 3, ETag: "d"}}.append(nil))
+	zw.Close()
+	f.Add(buf.Bytes())
+	f.Add([]byte{0x1f, 0x8b})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		readChunk(bytes.NewReader(data), "index/g1/000001.gz", func(e entry, err error) bool {
+			if err != nil && !strings.Contains(err.Error(), "index/g1/000001.gz") {
+				t.Fatalf("an error that does not name the chunk: %v", err)
+			}
+			return true
+		})
+	})
 }
