@@ -260,6 +260,32 @@ func ListReporting(ctx context.Context, b Bucket, prefix string, skipped func(Un
 	return b.List(ctx, prefix)
 }
 
+// Protector is implemented by buckets that can refuse object writes from
+// every principal but tandem's while they hold a replica (an S3 bucket
+// policy), and allow them again when it is promoted.
+type Protector interface {
+	Protect(ctx context.Context, principal string) error
+	Unprotect(ctx context.Context) error
+}
+
+// Protect protects b (see Protector); a bucket that cannot protect itself
+// gives an error saying so.
+func Protect(ctx context.Context, b Bucket, principal string) error {
+	p, ok := find[Protector](b)
+	if !ok {
+		return fmt.Errorf("%s cannot be protected by a policy (only S3 buckets can): remove read_only_principal", b.URL())
+	}
+	return p.Protect(ctx, principal)
+}
+
+// Unprotect removes what Protect added, if b can have it.
+func Unprotect(ctx context.Context, b Bucket) error {
+	if p, ok := find[Protector](b); ok {
+		return p.Unprotect(ctx)
+	}
+	return nil
+}
+
 // Identifier is implemented by buckets that can name the store they are
 // more exactly than their URL: a folder by its path with symbolic links
 // resolved, an S3 bucket with its service's endpoint and its region.

@@ -16,8 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"tandem/internal/objstore"
 	"tandem/internal/objstore/local"
+	s3store "tandem/internal/objstore/s3"
+	"tandem/internal/objstore/s3/s3test"
 	"tandem/internal/state"
 )
 
@@ -310,4 +314,25 @@ func FuzzIndexChunk(f *testing.F) {
 			return true
 		})
 	})
+}
+
+// A pair asked to keep its target read-only by a policy protects it at
+// every pass, and refuses a target that cannot be.
+func TestReadOnlyPrincipal(t *testing.T) {
+	src := localBucket(t)
+	put(t, src, map[string]string{"a": "1"})
+	p := newPair(src, localBucket(t), true, t)
+	p.ReadOnlyPrincipal = "arn:aws:iam::123456789012:role/tandem"
+	if _, err := p.RunOnce(ctx); err == nil || !strings.Contains(err.Error(), "cannot be protected by a policy") {
+		t.Fatalf("a folder target with a read-only principal: %v", err)
+	}
+	dst := s3Bucket(t)
+	p = newPair(src, dst, true, t)
+	p.ReadOnlyPrincipal = "arn:aws:iam::123456789012:role/tandem"
+	run(t, p)
+	bucket := strings.Split(strings.TrimPrefix(dst.URL(), "s3://"), "/")[0]
+	out, err := s3test.Shared(t).Client().GetBucketPolicy(ctx, &s3.GetBucketPolicyInput{Bucket: &bucket})
+	if err != nil || !strings.Contains(*out.Policy, s3store.PolicySid) {
+		t.Fatalf("the target's policy after a pass: %v", err)
+	}
 }

@@ -60,6 +60,11 @@ type Pair struct {
 	// cannot copy (symbolic links, devices, pipes, sockets; counted in the
 	// summary either way) still claim its watermark.
 	IgnoreUnsupported bool
+	// ReadOnlyPrincipal, for an S3 target, is tandem's principal (an ARN):
+	// every pass makes sure the bucket policy denies object writes under
+	// the target to every other principal (objstore.Protect); promoting
+	// the target removes that (package bucket).
+	ReadOnlyPrincipal string
 	// RetryBackoff is the first wait of the persisted retry queue between
 	// passes for an object that keeps failing (default 30s), doubled per
 	// failure up to an hour.
@@ -256,6 +261,11 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 			return err
 		}
 		sum.LeftoversRemoved = n
+		if p.ReadOnlyPrincipal != "" {
+			if err := objstore.Protect(ctx, p.Target, p.ReadOnlyPrincipal); err != nil {
+				return err
+			}
+		}
 	}
 	if p.State != nil {
 		ix = index{st: p.State.Sub("index")}

@@ -88,7 +88,12 @@ func PromoteTarget(ctx context.Context, env *member.Env, r *Replication, st stat
 	if afterTakeover {
 		grace, slack = 0, 0
 	}
-	return replicate.Promote(ctx, st, r.Name, target, grace, slack)
+	prom, err := replicate.Promote(ctx, st, r.Name, target, grace, slack)
+	if err == nil && r.ReadOnlyPrincipal != "" {
+		// Writable for the region's own users again.
+		err = objstore.Unprotect(ctx, target)
+	}
+	return prom, err
 }
 
 // State is a replication's folder in its target region's state: it lives
@@ -121,7 +126,7 @@ func Open(ctx context.Context, env *member.Env, r *Replication, log *slog.Logger
 		Delete: r.Delete, Exclude: Exclusions(env.Cfg, r),
 		Transfers: r.Transfers, Retries: r.Retries, RetryBackoff: time.Duration(r.RetryBackoff),
 		MultipartThreshold: int64(r.MultipartThreshold), PartSize: int64(r.PartSize),
-		Mode: fs.FileMode(r.FileMode), IgnoreUnsupported: r.IgnoreUnsupported,
+		Mode: fs.FileMode(r.FileMode), IgnoreUnsupported: r.IgnoreUnsupported, ReadOnlyPrincipal: r.ReadOnlyPrincipal,
 		State: &st, Log: log,
 		Conditions: env.Conditions(refKey, r.Name, r.From.Region, r.To.Region),
 	}, nil

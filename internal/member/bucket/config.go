@@ -40,6 +40,10 @@ type Replication struct {
 	// IgnoreUnsupported lets a pass that passed over symbolic links and
 	// special files in the source still claim its watermark.
 	IgnoreUnsupported bool `yaml:"ignore_unsupported" json:"ignore_unsupported,omitempty"`
+	// ReadOnlyPrincipal, for an S3 target, is the ARN tandem's
+	// credentials act as: the bucket policy then denies object writes
+	// under the target to every other principal until it is promoted.
+	ReadOnlyPrincipal string `yaml:"read_only_principal" json:"read_only_principal,omitempty"`
 }
 
 // MemberName is its name.
@@ -188,6 +192,9 @@ func validate(ck *config.Check, all []Replication) {
 				}
 			}
 			ck.Target(f+".to.url", f, *locs[1], r.To.Region, false)
+			if r.ReadOnlyPrincipal != "" && locs[1].Scheme != "s3" {
+				ck.Bad(f+".read_only_principal", "applies to S3 targets only (a folder replica is kept read-only by its file modes): remove it")
+			}
 		}
 		if r.Transfers < 1 || r.Transfers > 1024 {
 			ck.Bad(f+".transfers", "%d is out of range (1 to 1024)", r.Transfers)
@@ -197,6 +204,9 @@ func validate(ck *config.Check, all []Replication) {
 		}
 		if r.PartSize < 5<<20 || r.PartSize > 5<<30 {
 			ck.Bad(f+".part_size", "%d bytes is outside S3's part sizes (5MiB to 5GiB)", r.PartSize)
+		}
+		if p := r.ReadOnlyPrincipal; p != "" && !strings.HasPrefix(p, "arn:") {
+			ck.Bad(f+".read_only_principal", "%q is not an ARN: give the ARN of the role or user tandem's credentials act as, such as arn:aws:iam::123456789012:role/tandem", p)
 		}
 		if r.FileMode != 0 {
 			if err := replicate.CheckMode(fs.FileMode(r.FileMode)); err != nil {

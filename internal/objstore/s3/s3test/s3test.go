@@ -143,6 +143,9 @@ func Connect(endpoint string) *Server {
 }
 
 // Options returns client options for this server.
+// Client is an S3 client of the gateway's root user.
+func (s *Server) Client() *s3.Client { return s.client }
+
 func (s *Server) Options() s3store.Options {
 	return s3store.Options{Endpoint: s.Endpoint, Region: "us-east-1", PathStyle: true, AccessKeyID: Access, SecretAccessKey: Secret}
 }
