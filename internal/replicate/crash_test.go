@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"tandem/internal/objstore"
 	"tandem/internal/objstore/local"
 	s3store "tandem/internal/objstore/s3"
@@ -130,6 +132,22 @@ func TestCrashRerun(t *testing.T) {
 			}
 			if sum.Watermark == nil || sum.Foreign != 0 {
 				t.Fatalf("rerun %+v", sum)
+			}
+			// The rerun removed what the killed pass left: staged files
+			// in a folder, unfinished uploads in S3.
+			if kind == "s3" {
+				bucket := cfg.dstArg
+				out, err := s3test.Shared(t).Client().ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: &bucket})
+				if err != nil || len(out.Uploads) != 0 {
+					t.Fatalf("unfinished uploads after the rerun: %v %v", out, err)
+				}
+			} else {
+				ents, _ := os.ReadDir(cfg.dstArg)
+				for _, e := range ents {
+					if strings.HasPrefix(e.Name(), local.Reserved) && e.Name() != ".tandem-lock" && !strings.Contains(e.Name(), fmt.Sprintf("-%d-", os.Getpid())) {
+						t.Fatalf("left in the target after the rerun: %s (removed %d)", e.Name(), sum.LeftoversRemoved)
+					}
+				}
 			}
 		})
 	}

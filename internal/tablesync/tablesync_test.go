@@ -350,9 +350,29 @@ func TestHostileLogPaths(t *testing.T) {
 		`{"add":{"path":"_delta_log/00000000000000000099.json","partitionValues":{},"size":1,"modificationTime":1,"dataChange":true}}`,
 		`{"add":{"path":"%2e%2e/%2e%2e/outside/y.parquet","partitionValues":{},"size":1,"modificationTime":1,"dataChange":true}}`,
 		`{"add":{"path":"ok.parquet","partitionValues":{},"size":1,"modificationTime":1,"dataChange":true,"deletionVector":{"storageType":"p","pathOrInlineDv":"ROOT/../../outside/dv.bin","offset":1,"sizeInBytes":10,"cardinality":1}}}`,
+		`{"add":{"path":"%2E%2E/outside/z.parquet","partitionValues":{},"size":1,"modificationTime":1,"dataChange":true}}`,
+		`{"add":{"path":"a/%2e%2e/%2e%2e/%2e%2e/outside/w.parquet","partitionValues":{},"size":1,"modificationTime":1,"dataChange":true}}`,
+		`{"add":{"path":"file:///tmp/outside/abs.parquet","partitionValues":{},"size":1,"modificationTime":1,"dataChange":true}}`,
+		`{"remove":{"path":"ROOT/../outside/r.parquet","deletionTimestamp":1,"dataChange":true}}`,
+	}
+	// Paths that only look like a way out (no store tandem writes to
+	// resolves them as one) or that no store takes: kept inside the table
+	// when the source has them, or refused, never written outside it.
+	lookalikes := map[string]string{ // the path in the log: the key it names
+		`..\\..\\outside\\x.parquet`:           `..\..\outside\x.parquet`,
+		"．．/．．/outside/u.parquet":              "．．/．．/outside/u.parquet",
+		"‥/outside/v.parquet":                  "‥/outside/v.parquet",
+		strings.Repeat("k", 1100) + ".parquet": strings.Repeat("k", 1100) + ".parquet",
+		"a%0Ab.parquet":                        "a\nb.parquet",
+	}
+	var lookalike, keys []string
+	for path, key := range lookalikes {
+		lookalike = append(lookalike, `{"add":{"path":"`+path+`","partitionValues":{},"size":1,"modificationTime":1,"dataChange":true}}`)
+		keys = append(keys, key)
 	}
 	for _, backend := range []string{"file", "s3"} {
-		for i, line := range hostile {
+		for i, line := range append(hostile, lookalike...) {
+			refused := i < len(hostile)
 			t.Run(fmt.Sprintf("%s/%d", backend, i), func(t *testing.T) {
 				var src, dst, outside objstore.Bucket
 				var root string
@@ -386,6 +406,12 @@ func TestHostileLogPaths(t *testing.T) {
 				if _, err := (&Sync{Source: base, Target: src}).Run(ctx, -1); err != nil {
 					t.Fatal(err)
 				}
+				lookKey := ""
+				if !refused {
+					// The source has the file: a sync may copy it, inside.
+					lookKey = keys[i-len(hostile)]
+					src.Put(ctx, lookKey, strings.NewReader("x"), 1, objstore.PutOptions{})
+				}
 				v := latest(t, src)
 				commit := strings.ReplaceAll(line, "ROOT", root) + "\n"
 				key := fmt.Sprintf("_delta_log/%020d.json", v+1)
@@ -400,8 +426,13 @@ func TestHostileLogPaths(t *testing.T) {
 					before[info.Key] = true
 				}
 				_, err := (&Sync{Source: src, Target: dst}).Run(ctx, -1)
-				if !errors.Is(err, delta.ErrOutsideTable) || !(strings.Contains(err.Error(), key) || strings.Contains(err.Error(), fmt.Sprintf("at version %d", v+1))) {
+				switch {
+				case refused && (!errors.Is(err, delta.ErrOutsideTable) || !(strings.Contains(err.Error(), key) || strings.Contains(err.Error(), fmt.Sprintf("at version %d", v+1)))):
 					t.Fatalf("sync: %v; want it refused, naming %s or version %d", err, key, v+1)
+				case !refused && err == nil:
+					if _, serr := dst.Stat(ctx, lookKey); serr != nil {
+						t.Fatalf("the sync succeeded, but %q is not in the target table: %v", lookKey, serr)
+					}
 				}
 				for info, err := range outside.List(ctx, "") {
 					if err != nil {
