@@ -119,6 +119,10 @@ func TestBadInput(t *testing.T) {
 	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
 	writeFile(t, filepath.Join(src, "k"), "v")
 	writeFile(t, filepath.Join(dst, "keep"), "must survive")
+	// Links that make a way look elsewhere than it leads.
+	os.MkdirAll(filepath.Join(src, "inner"), 0o755)
+	os.Symlink(filepath.Join(src, "inner"), filepath.Join(dir, "looks-elsewhere"))
+	os.Symlink(dst, filepath.Join(dir, "dst-alias"))
 	writeFile(t, filepath.Join(dir, "bad.yaml"), "regions:\n  - name: a\n    state: /tmp/x\n    colour: blue\n")
 	writeFile(t, filepath.Join(dir, "endpoint.yaml"), "regions:\n  - {name: a, state: /tmp/x, s3: {endpoint: \"http://admin:hunter2@127.0.0.1:9000\"}}\n")
 	writeFile(t, filepath.Join(dir, "webhook.yaml"), strings.ReplaceAll(`regions:
@@ -154,6 +158,9 @@ groups:
 		{"unknown scheme", nil, []string{"replicate", "gs://b/x", dst, "--delete"}, 2, `unknown scheme "gs"`},
 		{"missing source folder", nil, []string{"replicate", "--delete", filepath.Join(dir, "nope"), dst}, 2, "nope does not exist"},
 		{"overlap", nil, []string{"replicate", "--delete", dir, dst}, 2, "overlap"},
+		{"target inside the source through a link", nil, []string{"replicate", src, filepath.Join(dir, "looks-elsewhere")}, 2, "overlap"},
+		{"state inside the target through a link", nil, []string{"replicate", "--state", filepath.Join(dir, "dst-alias", ".tandem"), src, dst}, 2, "must be outside SRC and DST"},
+		{"file mode that lets others write", nil, []string{"replicate", "--file-mode", "0664", src, dst}, 2, "--file-mode \"0664\": 0664 lets the group or others write"},
 		{"missing source bucket", creds, []string{"replicate", "--delete", "--endpoint", srv.Endpoint, "--path-style", "s3://no-such-bucket/x", dst}, 2, `bucket "no-such-bucket" does not exist`},
 		{"wrong credentials", wrong, []string{"replicate", "--delete", "--endpoint", srv.Endpoint, "--path-style", "s3://" + bucket + "/x", dst}, 1, "refused the credentials"},
 		{"unreachable endpoint", creds, []string{"replicate", "--delete", "--endpoint", "http://127.0.0.1:1", "--path-style", "s3://" + bucket + "/x", dst}, 1, "cannot reach endpoint http://127.0.0.1:1"},
