@@ -68,6 +68,7 @@ func newRootCommand() *cobra.Command {
 		newReplicateCommand(),
 		newServeCommand(),
 		newStatusCommand(),
+		newHealthCommand(),
 		newBucketCommand(),
 		newConfigCommand(),
 		newTableCommand(),

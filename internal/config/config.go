@@ -51,6 +51,8 @@ type Region struct {
 	// in this region: a folder or s3://bucket/prefix in this region.
 	State string `yaml:"state" json:"state" tandem:"path"`
 	S3    S3     `yaml:"s3" json:"s3"`
+	// Health is how the region is watched (package health).
+	Health Health `yaml:"health" json:"health,omitzero"`
 }
 
 // S3 says how to reach the region's S3-compatible service. Credentials left
@@ -346,6 +348,9 @@ func lineNumber(err error) int {
 }
 
 func (c *Config) defaults() {
+	for i := range c.Regions {
+		c.Regions[i].Health.defaults()
+	}
 	for i := range c.ProtectionGroups {
 		if c.ProtectionGroups[i].LeaseTTL == 0 {
 			c.ProtectionGroups[i].LeaseTTL = Duration(30 * time.Second)
@@ -397,6 +402,7 @@ func (c *Config) Validate() error {
 		if (r.S3.AccessKeyID == "") != (r.S3.SecretAccessKey == "") {
 			ck.Bad(f+".s3", "access_key_id and secret_access_key go together")
 		}
+		validateHealth(ck, f+".health", &r.Health)
 	}
 	for _, s := range Sections() {
 		if v, ok := c.sections[s.Key]; ok && s.Validate != nil {
