@@ -110,23 +110,13 @@ func (e *planEnv) build(ctx context.Context, typ string, lenient bool) (*plan.Pl
 	if !slices.Contains(config.PlanTypes, typ) {
 		return nil, usageError{fmt.Errorf("unknown plan type %q (%s)", typ, strings.Join(config.PlanTypes, ", "))}
 	}
-	from := e.pg.Primary
-	rec, ok, err := e.env.Lease(ctx, e.pg.Name)
-	switch {
-	case err != nil && lenient:
-		fmt.Fprintf(os.Stderr, "tandem: the witness does not answer (%v); showing the plan from the configured primary\n", err)
-	case err != nil:
-		return nil, fmt.Errorf("the witness, which says which region is primary: %w", err)
-	case ok && rec.Holder != "":
-		from = rec.Holder
-	case ok && rec.Standby != "":
-		from = other(e.pg, rec.Standby) // released: the last holder
+	if lenient {
+		if _, _, err := e.env.Lease(ctx, e.pg.Name); err != nil {
+			fmt.Fprintf(os.Stderr, "tandem: the witness does not answer (%v); showing the plan from the configured primary\n", err)
+			return member.Build(e.env, e.pg, typ, e.pg.Primary, e.pg.Standby)
+		}
 	}
-	to := e.pg.Standby
-	if from == e.pg.Standby {
-		to = e.pg.Primary
-	}
-	return member.Build(e.env, e.pg, typ, from, to)
+	return member.PlanNow(ctx, e.env, e.pg, typ)
 }
 
 // loadPlan loads the configuration and builds a plan of typ.
@@ -140,21 +130,7 @@ func loadPlan(ctx context.Context, o planOptions, typ string, lenient bool) (*pl
 }
 
 func (e *planEnv) executor(ctx context.Context, home string) (*plan.Executor, error) {
-	st, err := e.env.RegionState(ctx, home)
-	if err != nil {
-		return nil, err
-	}
-	w, err := e.env.Witness(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &plan.Executor{
-		Records: st.Sub("plans").Sub(e.pg.Name),
-		Lock:    w.Sub("plans").Sub(e.pg.Name),
-		Actions: &member.Steps{Env: e.env},
-		Log:     newLogger(0),
-		Hint:    e.hint(),
-	}, nil
+	return member.Executor(ctx, e.env, e.pg, home, newLogger(0))
 }
 
 // find looks for an execution in both regions' records.

@@ -11,14 +11,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"tandem/internal/autofail"
+	"tandem/internal/config"
 	"tandem/internal/daemon"
 	"tandem/internal/member"
 )
 
 type serveOptions struct {
-	config string
-	listen string
-	region string
+	config  string
+	listen  string
+	region  string
+	witness string // serve --witness NAME: an observer outside both regions
 }
 
 func newServeCommand() *cobra.Command {
@@ -67,6 +70,7 @@ through it:
 	configFlag(c.Flags(), &o.config)
 	c.Flags().StringVar(&o.listen, "listen", "", "metrics and health address (default from config, 127.0.0.1:9750)")
 	c.Flags().StringVar(&o.region, "region", os.Getenv("TANDEM_REGION"), "the region this serve runs in: it does that region's part only (default $TANDEM_REGION)")
+	c.Flags().StringVar(&o.witness, "witness", "", "run as the witness observer NAME, on a machine outside both regions: only watch the regions' health and record it next to the leases")
 	return c
 }
 
@@ -84,16 +88,37 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 	}
 	reg := prometheus.NewRegistry()
 	s := &member.Serving{Env: env, Region: o.region, Reg: reg, Token: string(cfg.Serve.Token)}
-	if o.region != "" {
+	switch {
+	case o.witness != "":
+		if o.region != "" {
+			return usageError{fmt.Errorf("--witness and --region go apart: the witness observer runs outside both regions")}
+		}
+		if !config.ValidName(o.witness) || cfg.Region(o.witness) != nil {
+			return usageError{fmt.Errorf("--witness %q: give the observer a name (lowercase letters, digits, - and _) that is no region's", o.witness)}
+		}
+		t, ok := autofail.Observer(env, o.witness, autofail.RoleWitness, reg)
+		if !ok {
+			return usageError{fmt.Errorf("%s configures no health checks for the witness to run (regions[].health.checks)", cfg.Path())}
+		}
+		s.Task(t)
+	case o.region != "":
 		if err := s.LockRegion(ctx, o.region); err != nil {
 			return err
 		}
 		s.KeepPassive(o.region, s.KeepLeases(ctx, o.region))
+		if t, ok := autofail.Observer(env, o.region, autofail.RoleRegion, reg); ok {
+			s.Task(t)
+		}
+		for _, t := range autofail.Decider(s, o.region) {
+			s.Task(t)
+		}
 	}
-	for _, k := range member.Kinds() {
-		if sk, ok := k.(member.Server); ok {
-			if err := sk.Serve(ctx, s); err != nil {
-				return err
+	if o.witness == "" {
+		for _, k := range member.Kinds() {
+			if sk, ok := k.(member.Server); ok {
+				if err := sk.Serve(ctx, s); err != nil {
+					return err
+				}
 			}
 		}
 	}

@@ -126,6 +126,8 @@ type ProtectionGroup struct {
 	Steps map[string]StepSettings `yaml:"steps" json:"steps,omitempty"`
 	// LeaseTTL is how long a lease lasts without renewal (default 30s).
 	LeaseTTL Duration `yaml:"lease_ttl" json:"lease_ttl"`
+	// AutoFailover is the trigger policy of automatic failover.
+	AutoFailover AutoFailover `yaml:"auto_failover" json:"auto_failover"`
 
 	members map[string][]string // section Ref -> names
 }
@@ -355,6 +357,7 @@ func (c *Config) defaults() {
 		if c.ProtectionGroups[i].LeaseTTL == 0 {
 			c.ProtectionGroups[i].LeaseTTL = Duration(30 * time.Second)
 		}
+		c.ProtectionGroups[i].AutoFailover.defaults()
 	}
 	for _, s := range Sections() {
 		if v, ok := c.sections[s.Key]; ok && s.Defaults != nil {

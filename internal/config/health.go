@@ -180,3 +180,112 @@ func validateHealth(ck *Check, f string, h *Health) {
 		}
 	}
 }
+
+// AutoFailover is a protection group's trigger policy
+// (protection_groups[].auto_failover): when the standby's serve and the
+// witness observer agree that the primary region is down, what tandem
+// does (package autofail).
+type AutoFailover struct {
+	// Mode is off (the default: nothing is watched), alert-only (the
+	// decision is taken and said, nothing runs) or failover (the failover
+	// plan runs).
+	Mode string `yaml:"mode" json:"mode"`
+	// MinDown is how long the primary must have been seen down by every
+	// observer before the failover runs (default 1m).
+	MinDown Duration `yaml:"min_down" json:"min_down"`
+	// MinInterval is the least time between two automatic runs (default
+	// 1h): after one, the next decision only alerts until it passed.
+	MinInterval Duration `yaml:"min_interval" json:"min_interval"`
+	// Blocked windows never run a failover; with Allowed windows, only
+	// those do.
+	Blocked []Window `yaml:"blocked" json:"blocked,omitempty"`
+	Allowed []Window `yaml:"allowed" json:"allowed,omitempty"`
+}
+
+// Window is a weekly time range in UTC: the days it applies to (mon ...
+// sun; all when empty) and from-to as HH:MM (to may be earlier than from:
+// across midnight).
+type Window struct {
+	Days []string `yaml:"days" json:"days,omitempty"`
+	From string   `yaml:"from" json:"from"`
+	To   string   `yaml:"to" json:"to"`
+}
+
+var weekdays = map[string]time.Weekday{"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday, "wed": time.Wednesday, "thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday}
+
+func clock(s string) (int, bool) {
+	t, err := time.Parse("15:04", s)
+	if err != nil {
+		return 0, false
+	}
+	return t.Hour()*60 + t.Minute(), true
+}
+
+// Contains reports whether t (in UTC) falls in the window.
+func (w Window) Contains(t time.Time) bool {
+	t = t.UTC()
+	from, _ := clock(w.From)
+	to, _ := clock(w.To)
+	m := t.Hour()*60 + t.Minute()
+	day := t.Weekday()
+	if from > to && m < to {
+		day = (day + 6) % 7 // after midnight: the window started the day before
+	}
+	if len(w.Days) > 0 {
+		found := false
+		for _, d := range w.Days {
+			found = found || weekdays[strings.ToLower(d)] == day
+		}
+		if !found {
+			return false
+		}
+	}
+	if from <= to {
+		return m >= from && m < to
+	}
+	return m >= from || m < to
+}
+
+func (a *AutoFailover) defaults() {
+	if a.Mode == "" {
+		a.Mode = "off"
+	}
+	if a.MinDown == 0 {
+		a.MinDown = Duration(time.Minute)
+	}
+	if a.MinInterval == 0 {
+		a.MinInterval = Duration(time.Hour)
+	}
+}
+
+func validateAutoFailover(ck *Check, f string, a *AutoFailover, pg *ProtectionGroup) {
+	switch a.Mode {
+	case "off":
+		return
+	case "alert-only", "failover":
+	default:
+		ck.Bad(f+".mode", "%q is not off, alert-only or failover", a.Mode)
+		return
+	}
+	for _, r := range []string{pg.Primary, pg.Standby} {
+		if reg := ck.regions[r]; reg != nil && len(reg.Health.Checks) == 0 {
+			ck.Bad(f, "region %s has no health checks (regions[].health.checks): nothing would tell that it is down", r)
+		}
+	}
+	for kind, ws := range map[string][]Window{"blocked": a.Blocked, "allowed": a.Allowed} {
+		for i, w := range ws {
+			wf := fmt.Sprintf("%s.%s[%d]", f, kind, i)
+			if _, ok := clock(w.From); !ok {
+				ck.Bad(wf+".from", "%q is not a time of day (HH:MM, UTC)", w.From)
+			}
+			if _, ok := clock(w.To); !ok || w.To == w.From {
+				ck.Bad(wf+".to", "%q is not a time of day (HH:MM, UTC) other than from", w.To)
+			}
+			for _, d := range w.Days {
+				if _, ok := weekdays[strings.ToLower(d)]; !ok {
+					ck.Bad(wf+".days", "%q is not a day (mon, tue, wed, thu, fri, sat, sun)", d)
+				}
+			}
+		}
+	}
+}

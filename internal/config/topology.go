@@ -116,6 +116,7 @@ func (c *Config) validateProtection(ck *Check) {
 		if time.Duration(pg.LeaseTTL) < 100*time.Millisecond {
 			ck.Bad(f+".lease_ttl", "%s is too short (at least 100ms)", time.Duration(pg.LeaseTTL))
 		}
+		validateAutoFailover(ck, f+".auto_failover", &pg.AutoFailover, pg)
 		for _, s := range Sections() {
 			var known []string
 			if v, ok := c.sections[s.Key]; ok {

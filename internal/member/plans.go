@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -215,4 +216,51 @@ func (s *Steps) checkUserStep(ctx context.Context, x *Exec) error {
 		}
 	}
 	return fmt.Errorf("no user step %s", name)
+}
+
+// PlanNow builds a plan of typ for pg in the direction the lease says now:
+// from the region that holds it (or last held it, when released), toward
+// the other. A witness that does not answer is an error.
+func PlanNow(ctx context.Context, env *Env, pg *config.ProtectionGroup, typ string) (*plan.Plan, error) {
+	from, err := PrimaryNow(ctx, env, pg)
+	if err != nil {
+		return nil, err
+	}
+	return Build(env, pg, typ, from, other(pg, from))
+}
+
+// PrimaryNow is the region the lease says is primary: its holder, the last
+// holder of a released lease, or the configured primary of a lease never
+// taken.
+func PrimaryNow(ctx context.Context, env *Env, pg *config.ProtectionGroup) (string, error) {
+	rec, ok, err := env.Lease(ctx, pg.Name)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("the witness, which says which region is primary: %w", err)
+	case ok && rec.Holder != "":
+		return rec.Holder, nil
+	case ok && rec.Standby != "":
+		return other(pg, rec.Standby), nil // released: the last holder
+	}
+	return pg.Primary, nil
+}
+
+// Executor is the plan executor of pg whose records live in home's state
+// (the region primary at the end of the plan), locked in the witness.
+func Executor(ctx context.Context, env *Env, pg *config.ProtectionGroup, home string, log *slog.Logger) (*plan.Executor, error) {
+	st, err := env.RegionState(ctx, home)
+	if err != nil {
+		return nil, err
+	}
+	w, err := env.Witness(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &plan.Executor{
+		Records: st.Sub("plans").Sub(pg.Name),
+		Lock:    w.Sub("plans").Sub(pg.Name),
+		Actions: &Steps{Env: env},
+		Log:     log,
+		Hint:    env.Hint(pg),
+	}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,6 +45,30 @@ type Serving struct {
 
 	Tasks    []daemon.Task
 	Handlers map[string]http.Handler
+
+	leases sync.Map // protection group -> *atomic.Pointer[lease.Lease] kept by KeepLeases
+}
+
+// Demote releases the lease of protection group pg if this serve holds
+// it: the region stops acting as primary at once, and a failover need not
+// wait for the lease to expire (automatic failover). It reports whether it
+// released anything.
+func (s *Serving) Demote(ctx context.Context, pg string) (bool, error) {
+	v, ok := s.leases.Load(pg)
+	if !ok {
+		return false, nil
+	}
+	l := v.(*atomic.Pointer[lease.Lease]).Load()
+	if l == nil {
+		return false, nil
+	}
+	if _, held := l.Primary(); !held {
+		return false, nil
+	}
+	if _, err := l.Release(ctx); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // Task adds a loop.
@@ -100,6 +125,7 @@ func (s *Serving) KeepLeases(ctx context.Context, region string) map[string]chan
 		ch := make(chan struct{}, 1)
 		wake[pg.Name] = ch
 		var held atomic.Pointer[lease.Lease]
+		s.leases.Store(pg.Name, &held)
 		primary := func() (int64, bool) {
 			if l := held.Load(); l != nil {
 				return l.Primary()

@@ -66,7 +66,10 @@ type Execution struct {
 	RTO    float64        `json:"rto_seconds,omitempty"`
 	Error  string         `json:"error,omitempty"`
 	Runner *runner.Runner `json:"runner,omitempty"`
-	Groups []GroupRecord  `json:"groups"`
+	// Trigger says why tandem started the run by itself (automatic
+	// failover); nil for a run a person asked for.
+	Trigger *Trigger      `json:"trigger,omitempty"`
+	Groups  []GroupRecord `json:"groups"`
 }
 
 // GroupRecord is a group's state.
@@ -164,7 +167,7 @@ func (e *Executor) Run(ctx context.Context, p *Plan, decided time.Time) (*Execut
 	x := &Execution{
 		ID:   p.Type + "-" + decided.UTC().Format("20060102T150405.000Z"),
 		Type: p.Type, ProtectionGroup: p.ProtectionGroup, From: p.From, To: p.To, Home: p.Home,
-		State: Running, Decided: decided.UTC(),
+		State: Running, Decided: decided.UTC(), Trigger: p.Trigger,
 	}
 	x.ID = strings.ReplaceAll(x.ID, ".", "")
 	for _, g := range p.Groups {

@@ -41,6 +41,21 @@ type Plan struct {
 	// region that is primary when the plan ends, or the drilled standby.
 	Home   string   `json:"home"`
 	Groups []*Group `json:"groups"`
+	// Trigger, for a run tandem started by itself, says why.
+	Trigger *Trigger `json:"trigger,omitempty"`
+}
+
+// Trigger is why tandem started a plan run by itself: what was seen down,
+// by whom, since when.
+type Trigger struct {
+	Reason string `json:"reason"`
+	// Region is the region seen down, Since when every observer agreed.
+	Region string    `json:"region"`
+	Since  time.Time `json:"since"`
+	// Observers are who saw it down (the standby's serve, the witness),
+	// Checks the failing checks each saw, with their last result.
+	Observers []string `json:"observers"`
+	Checks    []string `json:"checks"`
 }
 
 // Group is a set of steps run in parallel.

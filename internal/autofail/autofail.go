@@ -1,0 +1,441 @@
+// Package autofail fails a protection group over by itself when its
+// primary region is down, decided with a witness.
+//
+// Every `serve --region R` and every witness observer (`serve --witness`,
+// run on a machine outside both regions) runs the health checks of every
+// region and records what it saw in the witness (health/<observer>.json).
+// The standby's serve decides (Decide): the primary counts as down only
+// when the standby itself and every witness observer that reported lately
+// see it down, for min_down; a standby that loses sight of the primary
+// while a witness still sees it, or that hears from no witness, does
+// nothing but say so. The policy (protection_groups[].auto_failover) then
+// decides whether the failover runs: its mode, windows, and the least time
+// between two automatic runs. A triggered failover runs the protection
+// group's failover plan through the durable executor, with the reason in
+// its execution record. The old primary's serve, if it still runs, reads
+// the decision in the witness and releases the lease it holds (it demotes
+// itself), so the failover need not wait for the lease to expire; cut off
+// from the witness, it stops acting as primary by the lease's deadline.
+package autofail
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"tandem/internal/config"
+	"tandem/internal/daemon"
+	"tandem/internal/health"
+	"tandem/internal/member"
+	"tandem/internal/objstore"
+	"tandem/internal/plan"
+	"tandem/internal/state"
+)
+
+// Roles of observers.
+const (
+	RoleRegion  = "region"  // a region's serve
+	RoleWitness = "witness" // serve --witness, outside both regions
+)
+
+// Observation is what one observer saw of every region, kept in the
+// witness.
+type Observation struct {
+	Observer string          `json:"observer"`
+	Role     string          `json:"role"`
+	At       time.Time       `json:"at"`
+	Interval float64         `json:"interval_seconds"`
+	Regions  []health.Report `json:"regions"`
+}
+
+// stale reports whether o is too old to count at now: three of its rounds
+// missed.
+func (o Observation) stale(now time.Time) bool {
+	return now.Sub(o.At) > 3*time.Duration(o.Interval*float64(time.Second))+2*time.Second
+}
+
+// region returns o's report of region.
+func (o Observation) region(name string) (health.Report, bool) {
+	for _, r := range o.Regions {
+		if r.Region == name {
+			return r, true
+		}
+	}
+	return health.Report{}, false
+}
+
+// downSince is when a report's region went down: the earliest moment one
+// of its checks went down.
+func downSince(r health.Report) time.Time {
+	var since time.Time
+	for _, c := range r.Checks {
+		if c.Down && (since.IsZero() || c.Since.Before(since)) {
+			since = c.Since
+		}
+	}
+	return since
+}
+
+func observations(w state.Store) state.Store { return w.Sub("health") }
+func decisions(w state.Store) state.Store    { return w.Sub("auto") }
+
+// LoadObservations reads every observer's record from the witness.
+func LoadObservations(ctx context.Context, w state.Store) ([]Observation, error) {
+	st := observations(w)
+	var out []Observation
+	for info, err := range st.Bucket.List(ctx, st.Prefix) {
+		if err != nil {
+			return nil, err
+		}
+		name := strings.TrimPrefix(info.Key, st.Prefix)
+		if !strings.HasSuffix(name, ".json") || strings.Contains(name, "/") {
+			continue
+		}
+		var o Observation
+		if _, err := st.Load(ctx, name, &o); err != nil {
+			continue // written meanwhile or corrupt: the next round reads it
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+// States of a decision.
+const (
+	Healthy   = "healthy"   // the primary is up, as the standby sees it
+	Unknown   = "unknown"   // the standby has not observed yet
+	Suspect   = "suspect"   // the standby sees it down; no agreement
+	Down      = "down"      // agreed, for less than min_down
+	Withheld  = "withheld"  // agreed, and the policy does not run a failover now
+	Triggered = "triggered" // the failover runs (or ran)
+)
+
+// Decision is the standby's verdict on a protection group's primary.
+type Decision struct {
+	ProtectionGroup string    `json:"protection_group"`
+	Primary         string    `json:"primary"`
+	Standby         string    `json:"standby"`
+	State           string    `json:"state"`
+	Reason          string    `json:"reason"`
+	At              time.Time `json:"at"`
+	// Since is when every observer agreed that the primary was down.
+	Since     time.Time `json:"since,omitzero"`
+	Observers []string  `json:"observers,omitempty"`
+	Checks    []string  `json:"checks,omitempty"`
+	// Epoch is the lease epoch of the primary the decision is about.
+	Epoch int64 `json:"epoch"`
+}
+
+// Record is a protection group's automatic-failover record in the witness
+// (auto/<pg>.json): the last decision and the last automatic run.
+type Record struct {
+	Decision  Decision  `json:"decision"`
+	LastRun   time.Time `json:"last_run,omitzero"`
+	Execution string    `json:"execution,omitempty"`
+	Outcome   string    `json:"outcome,omitempty"`
+}
+
+// LoadRecord reads pg's record; a missing one is the zero Record.
+func LoadRecord(ctx context.Context, w state.Store, pg string) (Record, string, error) {
+	var r Record
+	etag, err := decisions(w).Load(ctx, pg+".json", &r)
+	if errors.Is(err, objstore.ErrNotExist) {
+		return Record{}, "", nil
+	}
+	return r, etag, err
+}
+
+// Decide is the standby's verdict at now on pg's primary, from the
+// observations in the witness and the last automatic run.
+func Decide(now time.Time, pg *config.ProtectionGroup, primary, standby string, epoch int64, obs []Observation, last Record) Decision {
+	d := Decision{ProtectionGroup: pg.Name, Primary: primary, Standby: standby, At: now.UTC(), Epoch: epoch}
+	set := func(state, format string, args ...any) Decision {
+		d.State, d.Reason = state, fmt.Sprintf(format, args...)
+		return d
+	}
+	var own *health.Report
+	var witnesses []Observation
+	for _, o := range obs {
+		switch {
+		case o.Role == RoleRegion && o.Observer == standby && !o.stale(now):
+			if r, ok := o.region(primary); ok {
+				own = &r
+			}
+		case o.Role == RoleWitness && !o.stale(now):
+			witnesses = append(witnesses, o)
+		}
+	}
+	if own == nil {
+		return set(Unknown, "%s's serve has no recent observation of %s", standby, primary)
+	}
+	if !own.Down {
+		return set(Healthy, "%s sees %s up", standby, primary)
+	}
+	d.Observers = []string{standby}
+	d.Checks = failing(standby, *own)
+	since := downSince(*own)
+	if len(witnesses) == 0 {
+		return set(Suspect, "%s sees %s down (%s), but no witness observer has reported lately: an outage cannot be told from a partition that isolates %s; no failover, alerting only",
+			standby, primary, strings.Join(d.Checks, "; "), standby)
+	}
+	for _, w := range witnesses {
+		r, ok := w.region(primary)
+		if !ok || len(r.Checks) == 0 {
+			return set(Suspect, "%s sees %s down, but the witness observer %s does not watch it: no failover", standby, primary, w.Observer)
+		}
+		if !r.Down {
+			return set(Suspect, "%s sees %s down (%s), but the witness observer %s still sees it up: %s may be cut off from it; no failover, alerting only",
+				standby, primary, strings.Join(d.Checks, "; "), w.Observer, standby)
+		}
+		d.Observers = append(d.Observers, w.Observer)
+		d.Checks = append(d.Checks, failing(w.Observer, r)...)
+		if s := downSince(r); s.After(since) {
+			since = s
+		}
+	}
+	d.Since = since.UTC()
+	a := pg.AutoFailover
+	if wait := time.Duration(a.MinDown) - now.Sub(since); wait > 0 {
+		return set(Down, "%s and %s see %s down since %s; failover after %s down (min_down), in %s",
+			standby, strings.Join(d.Observers[1:], ", "), primary, since.UTC().Format(time.RFC3339), time.Duration(a.MinDown), wait.Round(time.Second))
+	}
+	switch {
+	case a.Mode == "alert-only":
+		return set(Withheld, "%s is down (agreed by %s since %s); mode alert-only: run the failover yourself if you want it", primary, strings.Join(d.Observers, ", "), since.UTC().Format(time.RFC3339))
+	case in(a.Blocked, now):
+		return set(Withheld, "%s is down, but now (%s UTC) is in a blocked window: no automatic failover", primary, now.UTC().Format("Mon 15:04"))
+	case len(a.Allowed) > 0 && !in(a.Allowed, now):
+		return set(Withheld, "%s is down, but now (%s UTC) is in no allowed window: no automatic failover", primary, now.UTC().Format("Mon 15:04"))
+	case !last.LastRun.IsZero() && last.Decision.Epoch == epoch:
+		return set(Withheld, "%s is down, and an automatic failover against it already ran at %s (%s: %s): tandem tries once per outage; see tandem plan executions",
+			primary, last.LastRun.UTC().Format(time.RFC3339), last.Execution, last.Outcome)
+	case !last.LastRun.IsZero() && now.Sub(last.LastRun) < time.Duration(a.MinInterval):
+		return set(Withheld, "%s is down, but an automatic failover ran at %s (%s): the next may run from %s (min_interval)",
+			primary, last.LastRun.UTC().Format(time.RFC3339), last.Execution, last.LastRun.Add(time.Duration(a.MinInterval)).UTC().Format(time.RFC3339))
+	}
+	return set(Triggered, "%s is down: seen by %s since %s (%s)", primary, strings.Join(d.Observers, " and "), since.UTC().Format(time.RFC3339), strings.Join(d.Checks, "; "))
+}
+
+func in(ws []config.Window, t time.Time) bool {
+	return slices.ContainsFunc(ws, func(w config.Window) bool { return w.Contains(t) })
+}
+
+// failing names the checks down in r, as observer saw them.
+func failing(observer string, r health.Report) []string {
+	var out []string
+	for _, c := range r.Checks {
+		if c.Down && c.Last != nil {
+			out = append(out, fmt.Sprintf("%s: %s %s: %s", observer, r.Region, c.Name, c.Last.Detail))
+		}
+	}
+	return out
+}
+
+// Observer runs the health checks of every region that has them and
+// records them in the witness as observer (a region's name, or a witness
+// observer's), with metrics in reg. It returns no task when no region has
+// checks.
+func Observer(env *member.Env, observer, role string, reg prometheus.Registerer) (daemon.Task, bool) {
+	var monitors []*health.Monitor
+	interval := time.Duration(0)
+	for _, r := range env.Cfg.Regions {
+		if len(r.Health.Checks) == 0 {
+			continue
+		}
+		open := func(ctx context.Context, region, url string) (objstore.Bucket, error) { return env.Open(ctx, region, url, false) }
+		monitors = append(monitors, health.New(r.Name, r.Health, open))
+		if iv := time.Duration(r.Health.Interval); interval == 0 || iv < interval {
+			interval = iv
+		}
+	}
+	if len(monitors) == 0 {
+		return daemon.Task{}, false
+	}
+	up := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "tandem", Subsystem: "health", Name: "check_up",
+		Help: "1 while the check's last result passed, as this serve saw it."}, []string{"region", "check"})
+	down := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "tandem", Subsystem: "health", Name: "region_down",
+		Help: "1 while a check of the region failed its configured failures in a row, as this serve saw it."}, []string{"region"})
+	reg.MustRegister(up, down)
+	log := env.Log.With("observer", observer)
+	return daemon.Task{
+		Name: "health/" + observer, Interval: interval, NotReady: true,
+		Run: func(ctx context.Context) time.Duration {
+			o := Observation{Observer: observer, Role: role, Interval: interval.Seconds()}
+			for _, m := range monitors {
+				was := m.Report()
+				r := m.RunOnce(ctx)
+				o.Regions = append(o.Regions, r)
+				down.WithLabelValues(r.Region).Set(b2f(r.Down))
+				for i, c := range r.Checks {
+					up.WithLabelValues(r.Region, c.Name).Set(b2f(c.Last != nil && c.Last.OK))
+					if c.Down != was.Checks[i].Down {
+						log.Warn("health check changed", "region", r.Region, "check", c.Name, "down", c.Down, "detail", c.Last.Detail)
+					}
+				}
+			}
+			o.At = time.Now().UTC()
+			if w, err := env.Witness(ctx); err != nil {
+				log.Error("record the health observation: the witness does not answer", "err", err)
+			} else if _, err := observations(w).Save(ctx, observer+".json", o, objstore.PutOptions{}); err != nil {
+				log.Error("record the health observation in the witness", "err", err)
+			}
+			return 0
+		},
+	}, true
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Decider is the automatic failover of the protection groups region
+// belongs to whose mode is not off: as their standby it decides and runs
+// the failover; as their primary it demotes itself when the standby
+// triggered one against it.
+func Decider(s *member.Serving, region string) []daemon.Task {
+	var tasks []daemon.Task
+	for i := range s.Env.Cfg.ProtectionGroups {
+		pg := &s.Env.Cfg.ProtectionGroups[i]
+		if pg.AutoFailover.Mode == "off" || (region != pg.Primary && region != pg.Standby) {
+			continue
+		}
+		d := &decider{s: s, pg: pg, region: region, log: s.Env.Log.With("group", pg.Name, "region", region)}
+		state := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "tandem", Subsystem: "auto_failover", Name: "triggered",
+			Help: "1 while this region's last automatic-failover decision was to run the failover.", ConstLabels: prometheus.Labels{"group": pg.Name, "region": region}},
+			func() float64 { return b2f(d.last.Load() != nil && d.last.Load().State == Triggered) })
+		s.Reg.MustRegister(state)
+		interval := time.Second
+		for _, r := range s.Env.Cfg.Regions {
+			if iv := time.Duration(r.Health.Interval); len(r.Health.Checks) > 0 && iv < interval {
+				interval = iv
+			}
+		}
+		tasks = append(tasks, daemon.Task{Name: "auto-failover/" + pg.Name, Interval: interval, NotReady: true, Run: d.round})
+	}
+	return tasks
+}
+
+type decider struct {
+	s       *member.Serving
+	pg      *config.ProtectionGroup
+	region  string
+	log     *slog.Logger
+	last    atomic.Pointer[Decision]
+	running atomic.Bool
+}
+
+func (d *decider) round(ctx context.Context) time.Duration {
+	env := d.s.Env
+	w, err := env.Witness(ctx)
+	if err != nil {
+		d.log.Error("automatic failover: the witness does not answer; deciding nothing", "err", err)
+		return 0
+	}
+	rec, ok, err := env.Lease(ctx, d.pg.Name)
+	if err != nil || !ok {
+		return 0
+	}
+	last, etag, err := LoadRecord(ctx, w, d.pg.Name)
+	if err != nil {
+		d.log.Error("automatic failover: read its record in the witness", "err", err)
+		return 0
+	}
+	if rec.Holder == d.region {
+		// The standby triggered a failover against this region under
+		// this epoch: stop acting as primary now.
+		if ld := last.Decision; ld.State == Triggered && ld.Primary == d.region && ld.Epoch == rec.Epoch {
+			if done, err := d.s.Demote(ctx, d.pg.Name); err != nil {
+				d.log.Error("automatic failover: release the lease to the standby", "err", err)
+			} else if done {
+				d.log.Warn("demoted: the standby and the witness agree that this region is down, and the standby fails over; the lease is released", "reason", ld.Reason)
+			}
+		}
+		return 0
+	}
+	if rec.Holder == "" || rec.Holder == d.region || d.running.Load() {
+		return 0 // released (a plan runs), or nothing to decide
+	}
+	obs, err := LoadObservations(ctx, w)
+	if err != nil {
+		d.log.Error("automatic failover: read the observations in the witness", "err", err)
+		return 0
+	}
+	dec := Decide(time.Now(), d.pg, rec.Holder, d.region, rec.Epoch, obs, last)
+	prev := d.last.Swap(&dec)
+	if prev == nil || prev.State != dec.State {
+		lvl := slog.LevelInfo
+		if dec.State != Healthy {
+			lvl = slog.LevelWarn
+		}
+		d.log.Log(ctx, lvl, "automatic failover: "+dec.State, "reason", dec.Reason)
+	}
+	if prev != nil && prev.State == dec.State && dec.State != Triggered {
+		return 0
+	}
+	next := last
+	next.Decision = dec
+	if dec.State == Triggered {
+		next.LastRun, next.Execution, next.Outcome = dec.At, "", "running"
+	}
+	opts := objstore.PutOptions{IfMatch: etag, IfAbsent: etag == ""}
+	if _, err := decisions(w).Save(ctx, d.pg.Name+".json", next, opts); err != nil {
+		d.log.Error("automatic failover: record the decision in the witness", "err", err)
+		return 0
+	}
+	if dec.State == Triggered {
+		d.running.Store(true)
+		go d.failover(context.WithoutCancel(ctx), dec)
+	}
+	return 0
+}
+
+// failover runs the failover plan for dec and records its outcome.
+func (d *decider) failover(ctx context.Context, dec Decision) {
+	defer d.running.Store(false)
+	env := d.s.Env
+	outcome, id := "", ""
+	p, err := member.PlanNow(ctx, env, d.pg, plan.Failover)
+	if err == nil && (p.From != dec.Primary || p.To != d.region) {
+		err = fmt.Errorf("the lease moved meanwhile (%s -> %s): nothing to fail over", p.From, p.To)
+	}
+	var x *plan.Execution
+	if err == nil {
+		p.Trigger = &plan.Trigger{Reason: dec.Reason, Region: dec.Primary, Since: dec.Since, Observers: dec.Observers, Checks: dec.Checks}
+		var ex *plan.Executor
+		if ex, err = member.Executor(ctx, env, d.pg, p.Home, d.log); err == nil {
+			d.log.Warn("automatic failover: running the failover plan", "reason", dec.Reason)
+			x, err = ex.Run(ctx, p, dec.At)
+		}
+	}
+	switch {
+	case x != nil && err == nil:
+		outcome, id = "succeeded", x.ID
+		d.log.Warn("automatic failover succeeded", "execution", x.ID, "rto_seconds", x.RTO)
+	case x != nil:
+		outcome, id = "failed: "+err.Error(), x.ID
+		d.log.Error("automatic failover failed", "execution", x.ID, "err", err)
+	default:
+		outcome = "not run: " + err.Error()
+		d.log.Error("automatic failover did not run", "err", err)
+	}
+	w, werr := env.Witness(ctx)
+	if werr != nil {
+		return
+	}
+	last, etag, lerr := LoadRecord(ctx, w, d.pg.Name)
+	if lerr != nil {
+		return
+	}
+	last.Execution, last.Outcome = id, outcome
+	decisions(w).Save(ctx, d.pg.Name+".json", last, objstore.PutOptions{IfMatch: etag, IfAbsent: etag == ""})
+}
