@@ -232,7 +232,11 @@ func failing(observer string, r health.Report) []string {
 	var out []string
 	for _, c := range r.Checks {
 		if c.Down && c.Last != nil {
-			out = append(out, fmt.Sprintf("%s: %s %s: %s", observer, r.Region, c.Name, c.Last.Detail))
+			who := ""
+			if observer != "" {
+				who = observer + ": "
+			}
+			out = append(out, fmt.Sprintf("%s%s %s: %s (%d failures in a row)", who, r.Region, c.Name, c.Last.Detail, c.Failures))
 		}
 	}
 	return out

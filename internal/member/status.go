@@ -53,9 +53,28 @@ type LastRun struct {
 type Status struct {
 	ProtectionGroups []Role
 	Members          []Report
+	// Parts are what registered status parts add (RegisterStatus).
+	Parts []Part
 	// Attention: something needs a person.
 	Attention bool
 }
+
+// Part is a part of the status that no member kind owns (the regions'
+// health and the automatic-failover decisions): under Key in the JSON,
+// Lines in the human form.
+type Part struct {
+	Key       string
+	Title     string
+	Detail    any
+	Lines     []string
+	Attention bool
+}
+
+var parts []func(ctx context.Context, env *Env) (Part, bool)
+
+// RegisterStatus adds a part to every status; f reports false when it has
+// nothing to show.
+func RegisterStatus(f func(ctx context.Context, env *Env) (Part, bool)) { parts = append(parts, f) }
 
 // MarshalJSON keeps one list per kind, under its section key.
 func (s Status) MarshalJSON() ([]byte, error) {
@@ -68,6 +87,9 @@ func (s Status) MarshalJSON() ([]byte, error) {
 			}
 		}
 		doc[k.Section().Key] = list
+	}
+	for _, p := range s.Parts {
+		doc[p.Key] = p.Detail
 	}
 	doc["attention"] = s.Attention
 	return json.Marshal(doc)
@@ -88,6 +110,12 @@ func CollectStatus(ctx context.Context, env *Env) Status {
 			rep.Kind, rep.Member, rep.Noun = k.Name(), m, k.Section().Noun
 			s.Attention = s.Attention || rep.Attention
 			s.Members = append(s.Members, rep)
+		}
+	}
+	for _, f := range parts {
+		if p, ok := f(ctx, env); ok {
+			s.Attention = s.Attention || p.Attention
+			s.Parts = append(s.Parts, p)
 		}
 	}
 	return s
@@ -229,6 +257,12 @@ func (s Status) Print(w io.Writer) {
 	for _, rep := range s.Members {
 		fmt.Fprintf(w, "%s %s: %s\n", rep.Noun, rep.Member, rep.Health)
 		for _, l := range rep.Lines {
+			fmt.Fprintf(w, "  %s\n", l)
+		}
+	}
+	for _, p := range s.Parts {
+		fmt.Fprintf(w, "%s\n", p.Title)
+		for _, l := range p.Lines {
 			fmt.Fprintf(w, "  %s\n", l)
 		}
 	}

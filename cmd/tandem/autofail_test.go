@@ -1,0 +1,263 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"tandem/internal/autofail"
+	"tandem/internal/plan"
+)
+
+// autoConfig: two regions, each with one health check whose URL each
+// process reads from its environment (so a test can show one observer
+// another view than the others: a partition), and a protection group that
+// fails over by itself.
+const autoConfig = `regions:
+  - name: east
+    state: DIR/east/.tandem
+    health:
+      interval: 200ms
+      timeout: 150ms
+      failures: 2
+      checks:
+        - {name: app, http: {url: "${EAST_APP}"}}
+  - name: west
+    state: DIR/west/.tandem
+    health:
+      interval: 200ms
+      timeout: 150ms
+      failures: 2
+      checks:
+        - {name: app, http: {url: "${WEST_APP}"}}
+witness:
+  url: DIR/witness
+replication:
+  - name: lake
+    from: {region: east, url: DIR/east/lake}
+    to: {region: west, url: DIR/west/lake}
+    interval: 1s
+protection_groups:
+  - name: lakehouse
+    primary: east
+    standby: west
+    replications: [lake]
+    lease_ttl: 1s
+    auto_failover:
+      mode: MODE
+      min_down: 1s
+      min_interval: 1h
+BLOCKED`
+
+// app is a region's application endpoint the health checks look at.
+type app struct {
+	srv *httptest.Server
+}
+
+func newApp(t testing.TB) *app {
+	a := &app{srv: httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))}
+	t.Cleanup(a.srv.Close)
+	return a
+}
+
+// deadURL is a loopback URL nothing answers.
+func deadURL(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return "http://" + addr + "/"
+}
+
+type autoRig struct {
+	dir, cfg string
+	east     *app
+}
+
+func newAutoRig(t testing.TB, mode, blocked string) *autoRig {
+	dir := t.TempDir()
+	r := &autoRig{dir: dir, cfg: filepath.Join(dir, "tandem.yaml"), east: newApp(t)}
+	os.MkdirAll(filepath.Join(dir, "east/lake"), 0o755)
+	os.WriteFile(filepath.Join(dir, "east/lake/a.csv"), []byte("a"), 0o644)
+	cfg := strings.NewReplacer("DIR", dir, "MODE", mode, "BLOCKED", blocked).Replace(autoConfig)
+	if err := os.WriteFile(r.cfg, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// serve starts one role's process: a region's serve, or the witness
+// observer (region "witness"), seeing eastApp as east's endpoint.
+func (r *autoRig) serve(t testing.TB, role, eastApp string) *server {
+	args := []string{"-test.run=^$", "--", "serve", "--config", r.cfg, "--listen", "127.0.0.1:0"}
+	if role == "witness" {
+		args = append(args, "--witness", "observer")
+	} else {
+		args = append(args, "--region", role)
+	}
+	s := &server{cmd: exec.Command(os.Args[0], args...), out: &lockedBuffer{}, done: make(chan struct{})}
+	west := newApp(t)
+	s.cmd.Env = append(os.Environ(), "TANDEM_MAIN=1", "EAST_APP="+eastApp, "WEST_APP="+west.srv.URL)
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.cmd.Wait(); close(s.done) }()
+	t.Cleanup(func() { s.stop() })
+	return s
+}
+
+func (r *autoRig) holder() string {
+	var rec struct{ Holder string }
+	data, _ := os.ReadFile(filepath.Join(r.dir, "witness/leases/lakehouse.json"))
+	json.Unmarshal(data, &rec)
+	return rec.Holder
+}
+
+func (r *autoRig) decision() autofail.Record {
+	var rec autofail.Record
+	data, _ := os.ReadFile(filepath.Join(r.dir, "witness/auto/lakehouse.json"))
+	json.Unmarshal(data, &rec)
+	return rec
+}
+
+// executions are the plan runs recorded in region's state.
+func (r *autoRig) executions(region string) []plan.Execution {
+	files, _ := filepath.Glob(filepath.Join(r.dir, region, ".tandem/plans/lakehouse/executions/*.json"))
+	var out []plan.Execution
+	for _, f := range files {
+		var x plan.Execution
+		data, _ := os.ReadFile(f)
+		if json.Unmarshal(data, &x) == nil {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// waitUntil polls ok every 50ms for up to d.
+func waitUntil(t testing.TB, d time.Duration, what string, ok func() bool, logs ...*server) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			for _, s := range logs {
+				t.Log(s.out.String())
+			}
+			t.Fatal(what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// An outage of the primary's application, seen by the standby and the
+// witness observer: the standby fails over by itself, the primary's serve
+// (alive) demotes itself, and the execution says why.
+func TestAutoFailoverOutage(t *testing.T) {
+	r := newAutoRig(t, "failover", "")
+	east := r.serve(t, "east", r.east.srv.URL)
+	west := r.serve(t, "west", r.east.srv.URL)
+	wit := r.serve(t, "witness", r.east.srv.URL)
+	waitUntil(t, 30*time.Second, "east never held the lease", func() bool { return r.holder() == "east" }, east)
+	waitUntil(t, 30*time.Second, "the standby never saw east healthy", func() bool { return r.decision().Decision.State == autofail.Healthy }, west)
+
+	r.east.srv.Close() // east's application goes down
+	waitUntil(t, 60*time.Second, "no automatic failover to west", func() bool { return r.holder() == "west" }, east, west, wit)
+	waitUntil(t, 60*time.Second, "the failover did not finish", func() bool {
+		xs := r.executions("west")
+		return len(xs) == 1 && xs[0].State == plan.Succeeded
+	}, west)
+	x := r.executions("west")[0]
+	if x.Trigger == nil || x.Trigger.Region != "east" || len(x.Trigger.Observers) != 2 || !strings.Contains(x.Trigger.Reason, "seen by west and observer") {
+		t.Fatalf("the execution does not say why it ran: %+v", x.Trigger)
+	}
+	if !strings.Contains(east.out.String(), "demoted") {
+		t.Fatalf("east's serve did not say it demoted itself:\n%s", east.out.String())
+	}
+	waitUntil(t, 10*time.Second, "the decision record does not say the run succeeded", func() bool {
+		d := r.decision()
+		return d.Execution == x.ID && d.Outcome == "succeeded"
+	}, west)
+	// status shows every observer's view, with each check's last result,
+	// and the decision with the run.
+	apps := []string{"EAST_APP=" + r.east.srv.URL, "WEST_APP=" + r.east.srv.URL}
+	code, out := tandem(t, apps, "status", "--config", r.cfg)
+	for _, want := range []string{"health and automatic failover", "observer (witness, ", "west (region, ", "east DOWN (east app: ", "automatic failover of lakehouse (mode failover): TRIGGERED", "(" + x.ID + "): succeeded"} {
+		if code != 4 || !strings.Contains(out, want) {
+			t.Fatalf("status (exit %d) does not say %q:\n%s", code, want, out)
+		}
+	}
+	_, out = tandem(t, apps, "status", "--json", "--config", r.cfg)
+	var doc struct {
+		Health autofail.Status `json:"health"`
+	}
+	if err := json.NewDecoder(strings.NewReader(out)).Decode(&doc); err != nil || len(doc.Health.Observations) != 3 || doc.Health.Decisions["lakehouse"].Execution != x.ID {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	for _, o := range doc.Health.Observations {
+		if len(o.Regions) != 2 || len(o.Regions[0].Checks[0].History) == 0 || o.Regions[0].Checks[0].Last == nil {
+			t.Fatalf("observation without the checks' history: %+v", o)
+		}
+	}
+	// The new primary does not fail back by itself.
+	time.Sleep(2 * time.Second)
+	if r.holder() != "west" || len(r.executions("west"))+len(r.executions("east")) != 1 {
+		t.Fatalf("a second automatic run, or the lease moved again: holder %s", r.holder())
+	}
+}
+
+// No failover where it could make two primaries: a standby cut off from
+// the primary while the witness still sees it; no witness observer at
+// all; a blocked window; alert-only. Each says why, and the lease stays.
+func TestAutoFailoverWithheld(t *testing.T) {
+	for _, tc := range []struct {
+		name, mode, blocked string
+		witness             bool
+		westSeesDead        bool // west sees east's endpoint dead, others see it up
+		state, says         string
+	}{
+		{"partition isolates the standby", "failover", "", true, true, autofail.Suspect, "still sees it up"},
+		{"no witness observer", "failover", "", false, false, autofail.Suspect, "no witness observer has reported lately"},
+		{"blocked window", "failover", "      blocked: [{from: \"00:00\", to: \"23:59\"}]\n", true, false, autofail.Withheld, "blocked window"},
+		{"alert-only", "alert-only", "", true, false, autofail.Withheld, "mode alert-only"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newAutoRig(t, tc.mode, tc.blocked)
+			eastURL := r.east.srv.URL
+			westView := eastURL
+			if tc.westSeesDead {
+				westView = deadURL(t)
+			}
+			east := r.serve(t, "east", eastURL)
+			waitUntil(t, 30*time.Second, "east never held the lease", func() bool { return r.holder() == "east" }, east)
+			west := r.serve(t, "west", westView)
+			if tc.witness {
+				r.serve(t, "witness", eastURL)
+			}
+			if !tc.westSeesDead {
+				r.east.srv.Close() // down for everyone
+			}
+			waitUntil(t, 30*time.Second, fmt.Sprintf("no %s decision", tc.state), func() bool {
+				d := r.decision().Decision
+				return d.State == tc.state && strings.Contains(d.Reason, tc.says)
+			}, west)
+			time.Sleep(2 * time.Second) // more than min_down and the lease TTL
+			if r.holder() != "east" || len(r.executions("west")) != 0 {
+				t.Fatalf("failed over anyway: holder %s, %d executions", r.holder(), len(r.executions("west")))
+			}
+			if !strings.Contains(west.out.String(), tc.says) {
+				t.Fatalf("west's log does not say why:\n%s", west.out.String())
+			}
+		})
+	}
+}
