@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,7 +53,7 @@ protection_groups:
     standby: west
     replications: [lake]
     lease_ttl: 1s
-    auto_failover:
+NOTIFY    auto_failover:
       mode: MODE
       min_down: 1s
       min_interval: 1h
@@ -84,12 +86,16 @@ type autoRig struct {
 	east     *app
 }
 
-func newAutoRig(t testing.TB, mode, blocked string) *autoRig {
+func newAutoRig(t testing.TB, mode, blocked string, notify ...string) *autoRig {
 	dir := t.TempDir()
 	r := &autoRig{dir: dir, cfg: filepath.Join(dir, "tandem.yaml"), east: newApp(t)}
 	os.MkdirAll(filepath.Join(dir, "east/lake"), 0o755)
 	os.WriteFile(filepath.Join(dir, "east/lake/a.csv"), []byte("a"), 0o644)
-	cfg := strings.NewReplacer("DIR", dir, "MODE", mode, "BLOCKED", blocked).Replace(autoConfig)
+	n := ""
+	if len(notify) > 0 {
+		n = "    notify: {webhook: \"" + notify[0] + "\"}\n"
+	}
+	cfg := strings.NewReplacer("DIR", dir, "MODE", mode, "BLOCKED", blocked, "NOTIFY", n).Replace(autoConfig)
 	if err := os.WriteFile(r.cfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +170,8 @@ func waitUntil(t testing.TB, d time.Duration, what string, ok func() bool, logs 
 // witness observer: the standby fails over by itself, the primary's serve
 // (alive) demotes itself, and the execution says why.
 func TestAutoFailoverOutage(t *testing.T) {
-	r := newAutoRig(t, "failover", "")
+	hook, told := receiver(t)
+	r := newAutoRig(t, "failover", "", hook)
 	east := r.serve(t, "east", r.east.srv.URL)
 	west := r.serve(t, "west", r.east.srv.URL)
 	wit := r.serve(t, "witness", r.east.srv.URL)
@@ -214,6 +221,14 @@ func TestAutoFailoverOutage(t *testing.T) {
 	if r.holder() != "west" || len(r.executions("west"))+len(r.executions("east")) != 1 {
 		t.Fatalf("a second automatic run, or the lease moved again: holder %s", r.holder())
 	}
+	// A person was told each thing once: the region down, the decision,
+	// the old primary's demotion, the run and its end, the lease moving.
+	got := told()
+	for _, want := range []string{"region.down firing", "auto_failover triggered", "auto_failover demoted", "plan.failover started", "plan.failover succeeded", "lease changed"} {
+		if n := slices.Index(got, want); n < 0 || slices.Index(got[n+1:], want) >= 0 {
+			t.Fatalf("%q told %d times, want once: %v", want, count(got, want), got)
+		}
+	}
 }
 
 // No failover where it could make two primaries: a standby cut off from
@@ -232,7 +247,8 @@ func TestAutoFailoverWithheld(t *testing.T) {
 		{"alert-only", "alert-only", "", true, false, autofail.Withheld, "mode alert-only"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newAutoRig(t, tc.mode, tc.blocked)
+			hook, told := receiver(t)
+			r := newAutoRig(t, tc.mode, tc.blocked, hook)
 			eastURL := r.east.srv.URL
 			westView := eastURL
 			if tc.westSeesDead {
@@ -258,6 +274,54 @@ func TestAutoFailoverWithheld(t *testing.T) {
 			if !strings.Contains(west.out.String(), tc.says) {
 				t.Fatalf("west's log does not say why:\n%s", west.out.String())
 			}
+			// A person is told the decision once, while it lasts.
+			if want := "auto_failover." + tc.state + " firing"; count(told(), want) != 1 {
+				t.Fatalf("%q told %d times: %v", want, count(told(), want), told())
+			}
 		})
+	}
+}
+
+func count(list []string, s string) int {
+	n := 0
+	for _, x := range list {
+		if x == s {
+			n++
+		}
+	}
+	return n
+}
+
+// receiver is an HTTP endpoint for alerts; told lists "kind status" of
+// every event it received.
+func receiver(t testing.TB) (url string, told func() []string) {
+	var (
+		mu     sync.Mutex
+		events []string
+	)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var e struct{ Kind, Status string }
+		json.NewDecoder(req.Body).Decode(&e)
+		mu.Lock()
+		events = append(events, e.Kind+" "+e.Status)
+		mu.Unlock()
+	}))
+	t.Cleanup(hook.Close)
+	return hook.URL, func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(events) }
+}
+
+// A replication that fails is told once, and told again when it is back
+// to normal, by the standby's serve.
+func TestMemberAlerts(t *testing.T) {
+	hook, told := receiver(t)
+	r := newAutoRig(t, "off", "", hook)
+	os.RemoveAll(filepath.Join(r.dir, "east/lake")) // the source is missing: every pass fails
+	r.serve(t, "east", r.east.srv.URL)
+	west := r.serve(t, "west", r.east.srv.URL)
+	waitUntil(t, 30*time.Second, "the failing replication was not told", func() bool { return count(told(), "replication firing") == 1 }, west)
+	os.MkdirAll(filepath.Join(r.dir, "east/lake"), 0o755)
+	waitUntil(t, 30*time.Second, "the replication back to normal was not told", func() bool { return count(told(), "replication resolved") == 1 }, west)
+	if n := count(told(), "replication firing"); n != 1 {
+		t.Fatalf("told %d times while it lasted: %v", n, told())
 	}
 }

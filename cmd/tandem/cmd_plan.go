@@ -321,7 +321,7 @@ func runPlan(ctx context.Context, o planOptions, typ string, w io.Writer) error 
 	}
 	if !o.json {
 		fmt.Fprintf(w, "%s of %s: %s -> %s\n", p.Type, p.ProtectionGroup, p.From, p.To)
-		ex.OnChange, ex.Log = progressPrinter(w, ex), nil
+		showProgress(w, ex)
 	}
 	if p.Type == plan.Failover {
 		warnLivePrimary(ctx, env, p, w)
@@ -373,6 +373,19 @@ func warnLivePrimary(ctx context.Context, env *planEnv, p *plan.Plan, w io.Write
 	fmt.Fprintf(w, "  If %s is healthy, cancel this (Ctrl-C, then tandem plan cancel %s ID) and run a switchover instead:\n", p.From, env.hint())
 	fmt.Fprintf(w, "    tandem plan run %s switchover\n", env.hint())
 	fmt.Fprintf(w, "  If it is not, stop %s's serve (or cut it off from the witness): the failover goes on by itself when the lease runs out.\n", p.From)
+}
+
+// showProgress prints the run's progress to w instead of logging it,
+// keeping what else the executor does on each change (its alerts).
+func showProgress(w io.Writer, ex *plan.Executor) {
+	show, also := progressPrinter(w, ex), ex.OnChange
+	ex.OnChange = func(x *plan.Execution) {
+		show(x)
+		if also != nil {
+			also(x)
+		}
+	}
+	ex.Log = nil
 }
 
 func reportExecution(w io.Writer, x *plan.Execution, err error, asJSON bool) error {
@@ -446,7 +459,7 @@ func runPlanAct(ctx context.Context, o planOptions, action string, args []string
 	}
 	if !o.json {
 		fmt.Fprintf(w, "%s %s of %s: %s -> %s\n", action, x.ID, x.ProtectionGroup, x.From, x.To)
-		ex.OnChange, ex.Log = progressPrinter(w, ex), nil
+		showProgress(w, ex)
 	}
 	switch action {
 	case "retry":

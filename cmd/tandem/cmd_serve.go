@@ -112,6 +112,7 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 		for _, t := range autofail.Decider(s, o.region) {
 			s.Task(t)
 		}
+		s.AlertMembers(o.region)
 	}
 	if o.witness == "" {
 		for _, k := range member.Kinds() {

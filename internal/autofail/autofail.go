@@ -30,6 +30,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tandem/internal/alert"
 	"tandem/internal/config"
 	"tandem/internal/daemon"
 	"tandem/internal/health"
@@ -315,7 +316,7 @@ func Decider(s *member.Serving, region string) []daemon.Task {
 		if pg.AutoFailover.Mode == "off" || (region != pg.Primary && region != pg.Standby) {
 			continue
 		}
-		d := &decider{s: s, pg: pg, region: region, log: s.Env.Log.With("group", pg.Name, "region", region)}
+		d := &decider{s: s, pg: pg, region: region, log: s.Env.Log.With("group", pg.Name, "region", region), alerts: alert.New(pg, s.Env.Log)}
 		state := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "tandem", Subsystem: "auto_failover", Name: "triggered",
 			Help: "1 while this region's last automatic-failover decision was to run the failover.", ConstLabels: prometheus.Labels{"group": pg.Name, "region": region}},
 			func() float64 { return b2f(d.last.Load() != nil && d.last.Load().State == Triggered) })
@@ -336,8 +337,47 @@ type decider struct {
 	pg      *config.ProtectionGroup
 	region  string
 	log     *slog.Logger
+	alerts  *alert.Alerts
 	last    atomic.Pointer[Decision]
 	running atomic.Bool
+}
+
+// watchOther alerts while this region's serve sees the protection group's
+// other region down.
+func (d *decider) watchOther(ctx context.Context, obs []Observation) {
+	other := d.pg.Primary
+	if other == d.region {
+		other = d.pg.Standby
+	}
+	for _, o := range obs {
+		if o.Role != RoleRegion || o.Observer != d.region || o.stale(time.Now()) {
+			continue
+		}
+		r, ok := o.region(other)
+		switch {
+		case !ok:
+		case r.Down:
+			d.alerts.Raise(ctx, "region/"+other, "region.down", fmt.Sprintf("%s sees %s down: %s", d.region, other, strings.Join(failing("", r), "; ")), map[string]any{"region": other, "observer": d.region})
+		default:
+			d.alerts.Resolve(ctx, "region/"+other, fmt.Sprintf("%s sees %s up again", d.region, other))
+		}
+	}
+}
+
+// tell alerts on a change of decision: a condition while the decision is
+// suspect, down or withheld, resolved when it changes; an event when a
+// failover is triggered.
+func (d *decider) tell(ctx context.Context, prev *Decision, dec Decision) {
+	if prev != nil && prev.State != dec.State {
+		d.alerts.Resolve(ctx, "decision/"+prev.State, fmt.Sprintf("automatic failover of %s: no longer %s: %s", d.pg.Name, prev.State, dec.Reason))
+	}
+	details := map[string]any{"region": dec.Primary, "observers": dec.Observers, "checks": dec.Checks, "since": dec.Since}
+	switch dec.State {
+	case Suspect, Down, Withheld:
+		d.alerts.Raise(ctx, "decision/"+dec.State, "auto_failover."+dec.State, "automatic failover of "+d.pg.Name+": "+dec.Reason, details)
+	case Triggered:
+		d.alerts.Tell(ctx, "auto_failover", "triggered", "automatic failover of "+d.pg.Name+": "+dec.Reason, details)
+	}
 }
 
 func (d *decider) round(ctx context.Context) time.Duration {
@@ -356,6 +396,12 @@ func (d *decider) round(ctx context.Context) time.Duration {
 		d.log.Error("automatic failover: read its record in the witness", "err", err)
 		return 0
 	}
+	obs, err := LoadObservations(ctx, w)
+	if err != nil {
+		d.log.Error("automatic failover: read the observations in the witness", "err", err)
+		return 0
+	}
+	d.watchOther(ctx, obs)
 	if rec.Holder == d.region {
 		// The standby triggered a failover against this region under
 		// this epoch: stop acting as primary now.
@@ -364,17 +410,13 @@ func (d *decider) round(ctx context.Context) time.Duration {
 				d.log.Error("automatic failover: release the lease to the standby", "err", err)
 			} else if done {
 				d.log.Warn("demoted: the standby and the witness agree that this region is down, and the standby fails over; the lease is released", "reason", ld.Reason)
+				d.alerts.Tell(ctx, "auto_failover", "demoted", d.region+" released the lease of "+d.pg.Name+" to the standby, which fails over: "+ld.Reason, nil)
 			}
 		}
 		return 0
 	}
 	if rec.Holder == "" || rec.Holder == d.region || d.running.Load() {
 		return 0 // released (a plan runs), or nothing to decide
-	}
-	obs, err := LoadObservations(ctx, w)
-	if err != nil {
-		d.log.Error("automatic failover: read the observations in the witness", "err", err)
-		return 0
 	}
 	dec := Decide(time.Now(), d.pg, rec.Holder, d.region, rec.Epoch, obs, last)
 	prev := d.last.Swap(&dec)
@@ -384,6 +426,7 @@ func (d *decider) round(ctx context.Context) time.Duration {
 			lvl = slog.LevelWarn
 		}
 		d.log.Log(ctx, lvl, "automatic failover: "+dec.State, "reason", dec.Reason)
+		d.tell(ctx, prev, dec)
 	}
 	if prev != nil && prev.State == dec.State && dec.State != Triggered {
 		return 0

@@ -117,6 +117,7 @@ func (c *Config) validateProtection(ck *Check) {
 			ck.Bad(f+".lease_ttl", "%s is too short (at least 100ms)", time.Duration(pg.LeaseTTL))
 		}
 		validateAutoFailover(ck, f+".auto_failover", &pg.AutoFailover, pg)
+		ck.Notify(f+".notify", pg.Notify)
 		for _, s := range Sections() {
 			var known []string
 			if v, ok := c.sections[s.Key]; ok {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"tandem/internal/alert"
 	"tandem/internal/config"
 	"tandem/internal/fence"
 	"tandem/internal/hook"
@@ -262,5 +263,8 @@ func Executor(ctx context.Context, env *Env, pg *config.ProtectionGroup, home st
 		Actions: &Steps{Env: env},
 		Log:     log,
 		Hint:    env.Hint(pg),
+		// The protection group's alerts: a run started, waiting for
+		// approval, failed, finished.
+		OnChange: alert.New(pg, env.Log).Plan(ctx),
 	}, nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tandem/internal/alert"
 	"tandem/internal/config"
 	"tandem/internal/daemon"
 	"tandem/internal/fence"
@@ -126,6 +127,7 @@ func (s *Serving) KeepLeases(ctx context.Context, region string) map[string]chan
 		wake[pg.Name] = ch
 		var held atomic.Pointer[lease.Lease]
 		s.leases.Store(pg.Name, &held)
+		al := alert.New(pg, s.Env.Log)
 		primary := func() (int64, bool) {
 			if l := held.Load(); l != nil {
 				return l.Primary()
@@ -151,7 +153,13 @@ func (s *Serving) KeepLeases(ctx context.Context, region string) map[string]chan
 			if err != nil {
 				return false
 			}
-			l.OnChange = func(lease.Record) {
+			prev := ""
+			l.OnChange = func(rec lease.Record) {
+				if prev != "" && rec.Holder == region {
+					al.Tell(ctx, "lease", "changed", fmt.Sprintf("%s holds the lease of %s (epoch %d), after %s", region, pg.Name, rec.Epoch, prev),
+						map[string]any{"holder": region, "epoch": rec.Epoch, "before": prev})
+				}
+				prev = lease.Who(rec.Holder)
 				select {
 				case ch <- struct{}{}:
 				default:
