@@ -421,6 +421,7 @@ func (l *Lease) Keep(ctx context.Context, first bool, log *slog.Logger) {
 	holding := true
 	var renewed time.Time
 	var seen Record
+	acting := false
 	for {
 		var err error
 		sent := time.Now()
@@ -456,6 +457,14 @@ func (l *Lease) Keep(ctx context.Context, first bool, log *slog.Logger) {
 		case err != nil && !errors.Is(err, ErrFenced):
 			log.Error("read or renew the region lease", "group", l.Group, "region", l.Region, "err", err)
 		}
+		// A holder cut off from the witness stops acting as primary at
+		// its deadline, before the lease expires for anyone else: say so.
+		epoch, now := l.Primary()
+		if acting && !now && err != nil && !errors.Is(err, ErrFenced) {
+			log.Error("cut off from the witness: stopped acting as primary at the lease's local deadline, before it expires for the standby; its copies and syncs are fenced until the witness answers",
+				"group", l.Group, "region", l.Region, "deadline", l.Deadline(), "err", err)
+		}
+		acting = now && epoch != 0
 		select {
 		case <-ctx.Done():
 			return

@@ -2,17 +2,22 @@ package lease
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"tandem/internal/objstore"
 	"tandem/internal/objstore/local"
 	"tandem/internal/state"
 )
@@ -279,4 +284,82 @@ func TestReleaseDuringRenewals(t *testing.T) {
 	}
 	close(stop)
 	<-done
+}
+
+// cutOff is a witness that stops answering when cut is set.
+type cutOff struct {
+	objstore.Bucket
+	cut atomic.Bool
+}
+
+func (c *cutOff) Get(ctx context.Context, key string) (io.ReadCloser, objstore.Info, error) {
+	if c.cut.Load() {
+		return nil, objstore.Info{}, errors.New("connection refused")
+	}
+	return c.Bucket.Get(ctx, key)
+}
+
+func (c *cutOff) Put(ctx context.Context, key string, r io.Reader, size int64, o objstore.PutOptions) (objstore.Info, error) {
+	if c.cut.Load() {
+		return objstore.Info{}, errors.New("connection refused")
+	}
+	return c.Bucket.Put(ctx, key, r, size, o)
+}
+
+// A holder cut off from the witness stops acting as primary by its local
+// deadline, before the lease expires for the standby, and says so.
+func TestCutOffHolderSaysItStops(t *testing.T) {
+	b, err := local.Open(t.TempDir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &cutOff{Bucket: b}
+	st := state.Store{Bucket: w}.Sub("leases")
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	kctx, stop := context.WithCancel(ctx)
+	defer stop()
+	east := &Lease{Store: st, Group: "g", Region: "east", TTL: 400 * time.Millisecond, Standby: "west"}
+	done := make(chan struct{})
+	go func() { east.Keep(kctx, true, log); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, ok := east.Primary(); !ok; _, ok = east.Primary() {
+		if time.Now().After(deadline) {
+			t.Fatal("east never acted as primary")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	w.cut.Store(true)
+	rec, _, _ := Show(ctx, state.Store{Bucket: b}.Sub("leases"), "g")
+	for _, ok := east.Primary(); ok; _, ok = east.Primary() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if stopped := time.Now(); !stopped.Before(rec.Expires) {
+		t.Fatalf("east acted as primary until %s, after the lease expired at %s", stopped, rec.Expires)
+	}
+	for !bytes.Contains(logs.bytes(), []byte("cut off from the witness: stopped acting as primary")) {
+		if time.Now().After(deadline) {
+			t.Fatalf("east did not say it stopped:\n%s", logs.bytes())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	<-done
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.b.Bytes())
 }
