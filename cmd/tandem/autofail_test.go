@@ -53,7 +53,7 @@ protection_groups:
     standby: west
     replications: [lake]
     lease_ttl: 1s
-NOTIFY    auto_failover:
+NOTIFYPRACTICE    auto_failover:
       mode: MODE
       min_down: 1s
       min_interval: 1h
@@ -87,6 +87,10 @@ type autoRig struct {
 }
 
 func newAutoRig(t testing.TB, mode, blocked string, notify ...string) *autoRig {
+	return newAutoRigPractice(t, mode, blocked, "", notify...)
+}
+
+func newAutoRigPractice(t testing.TB, mode, blocked, practice string, notify ...string) *autoRig {
 	dir := t.TempDir()
 	r := &autoRig{dir: dir, cfg: filepath.Join(dir, "tandem.yaml"), east: newApp(t)}
 	os.MkdirAll(filepath.Join(dir, "east/lake"), 0o755)
@@ -95,7 +99,7 @@ func newAutoRig(t testing.TB, mode, blocked string, notify ...string) *autoRig {
 	if len(notify) > 0 {
 		n = "    notify: {webhook: \"" + notify[0] + "\"}\n"
 	}
-	cfg := strings.NewReplacer("DIR", dir, "MODE", mode, "BLOCKED", blocked, "NOTIFY", n).Replace(autoConfig)
+	cfg := strings.NewReplacer("DIR", dir, "MODE", mode, "BLOCKED", blocked, "NOTIFY", n, "PRACTICE", practice).Replace(autoConfig)
 	if err := os.WriteFile(r.cfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -323,5 +327,39 @@ func TestMemberAlerts(t *testing.T) {
 	waitUntil(t, 30*time.Second, "the replication back to normal was not told", func() bool { return count(told(), "replication resolved") == 1 }, west)
 	if n := count(told(), "replication firing"); n != 1 {
 		t.Fatalf("told %d times while it lasted: %v", n, told())
+	}
+}
+
+// A scheduled practice drill: the standby's serve runs drill-start, the
+// standby's health checks and drill-stop, records the outcome in the
+// witness and tells it; the primary keeps the lease throughout.
+func TestPracticeDrill(t *testing.T) {
+	hook, told := receiver(t)
+	r := newAutoRigPractice(t, "off", "", "    practice: {every: 1h}\n", hook)
+	east := r.serve(t, "east", r.east.srv.URL)
+	waitUntil(t, 30*time.Second, "east never held the lease", func() bool { return r.holder() == "east" }, east)
+	west := r.serve(t, "west", r.east.srv.URL)
+	waitUntil(t, 60*time.Second, "no practice drill was told", func() bool { return count(told(), "practice succeeded") == 1 }, west)
+	var pr autofail.PracticeRecord
+	data, _ := os.ReadFile(filepath.Join(r.dir, "witness/practice/lakehouse.json"))
+	if err := json.Unmarshal(data, &pr); err != nil || pr.Outcome != "succeeded" || !strings.HasSuffix(pr.DrillStart, " succeeded") ||
+		!strings.HasSuffix(pr.DrillStop, " succeeded") || len(pr.Checks) != 1 || !strings.HasPrefix(pr.Checks[0], "ok app") {
+		t.Fatalf("practice record: %+v (%v)", pr, err)
+	}
+	types := map[string]string{}
+	for _, x := range r.executions("west") {
+		types[x.Type] = x.State
+	}
+	if types["drill-start"] != plan.Succeeded || types["drill-stop"] != plan.Succeeded || r.holder() != "east" {
+		t.Fatalf("executions %v, holder %s", types, r.holder())
+	}
+	// Once per period: no second drill right after the first.
+	time.Sleep(2 * time.Second)
+	if n := count(told(), "practice succeeded"); n != 1 || len(r.executions("west")) != 2 {
+		t.Fatalf("%d drills told, %d executions", n, len(r.executions("west")))
+	}
+	_, out := tandem(t, []string{"EAST_APP=" + r.east.srv.URL, "WEST_APP=" + r.east.srv.URL}, "status", "--config", r.cfg)
+	if !strings.Contains(out, "practice drills of lakehouse: every 1h0m0s; the last, ") || !strings.Contains(out, "in west: succeeded") {
+		t.Fatalf("status:\n%s", out)
 	}
 }

@@ -113,6 +113,7 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 			s.Task(t)
 		}
 		s.AlertMembers(o.region)
+		autofail.Practice(s, o.region)
 	}
 	if o.witness == "" {
 		for _, k := range member.Kinds() {

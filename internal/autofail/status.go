@@ -16,14 +16,18 @@ func init() { member.RegisterStatus(status) }
 // observer saw lately, with each check's state, last result and history,
 // and each protection group's last decision.
 type Status struct {
-	Observations []Observation     `json:"observations"`
-	Decisions    map[string]Record `json:"decisions"`
+	Observations []Observation             `json:"observations"`
+	Decisions    map[string]Record         `json:"decisions"`
+	Practice     map[string]PracticeRecord `json:"practice"`
 }
 
 func status(ctx context.Context, env *member.Env) (member.Part, bool) {
 	watched := false
 	for _, r := range env.Cfg.Regions {
 		watched = watched || len(r.Health.Checks) > 0
+	}
+	for _, pg := range env.Cfg.ProtectionGroups {
+		watched = watched || pg.Practice != nil
 	}
 	if !watched {
 		return member.Part{}, false
@@ -60,8 +64,22 @@ func status(ctx context.Context, env *member.Env) (member.Part, bool) {
 		}
 		p.Lines = append(p.Lines, fmt.Sprintf("%s (%s, %s ago): %s", o.Observer, o.Role, age, strings.Join(views, ", ")))
 	}
+	st.Practice = map[string]PracticeRecord{}
 	for i := range env.Cfg.ProtectionGroups {
 		pg := &env.Cfg.ProtectionGroups[i]
+		if pg.Practice != nil {
+			pr, err := LoadPractice(ctx, env, pg.Name)
+			switch {
+			case err != nil:
+				p.Lines, p.Attention = append(p.Lines, fmt.Sprintf("practice drills of %s: the record cannot be read: %v", pg.Name, err)), true
+			case pr.At.IsZero():
+				p.Lines = append(p.Lines, fmt.Sprintf("practice drills of %s: every %s, none yet", pg.Name, time.Duration(pg.Practice.Every)))
+			default:
+				st.Practice[pg.Name] = pr
+				p.Lines = append(p.Lines, fmt.Sprintf("practice drills of %s: every %s; the last, %s in %s: %s", pg.Name, time.Duration(pg.Practice.Every), pr.At.Local().Format("2006-01-02 15:04:05"), pr.Standby, pr.Outcome))
+				p.Attention = p.Attention || strings.HasPrefix(pr.Outcome, "failed")
+			}
+		}
 		if pg.AutoFailover.Mode == "off" {
 			continue
 		}

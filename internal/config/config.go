@@ -128,6 +128,8 @@ type ProtectionGroup struct {
 	LeaseTTL Duration `yaml:"lease_ttl" json:"lease_ttl"`
 	// AutoFailover is the trigger policy of automatic failover.
 	AutoFailover AutoFailover `yaml:"auto_failover" json:"auto_failover"`
+	// Practice schedules drills (package autofail).
+	Practice *Practice `yaml:"practice" json:"practice,omitempty"`
 	// Notify receives the protection group's alerts (package alert).
 	Notify *Notify `yaml:"notify" json:"notify,omitempty"`
 

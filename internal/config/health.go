@@ -274,18 +274,42 @@ func validateAutoFailover(ck *Check, f string, a *AutoFailover, pg *ProtectionGr
 	}
 	for kind, ws := range map[string][]Window{"blocked": a.Blocked, "allowed": a.Allowed} {
 		for i, w := range ws {
-			wf := fmt.Sprintf("%s.%s[%d]", f, kind, i)
-			if _, ok := clock(w.From); !ok {
-				ck.Bad(wf+".from", "%q is not a time of day (HH:MM, UTC)", w.From)
-			}
-			if _, ok := clock(w.To); !ok || w.To == w.From {
-				ck.Bad(wf+".to", "%q is not a time of day (HH:MM, UTC) other than from", w.To)
-			}
-			for _, d := range w.Days {
-				if _, ok := weekdays[strings.ToLower(d)]; !ok {
-					ck.Bad(wf+".days", "%q is not a day (mon, tue, wed, thu, fri, sat, sun)", d)
-				}
-			}
+			validateWindow(ck, fmt.Sprintf("%s.%s[%d]", f, kind, i), w)
 		}
+	}
+}
+
+func validateWindow(ck *Check, f string, w Window) {
+	if _, ok := clock(w.From); !ok {
+		ck.Bad(f+".from", "%q is not a time of day (HH:MM, UTC)", w.From)
+	}
+	if _, ok := clock(w.To); !ok || w.To == w.From {
+		ck.Bad(f+".to", "%q is not a time of day (HH:MM, UTC) other than from", w.To)
+	}
+	for _, d := range w.Days {
+		if _, ok := weekdays[strings.ToLower(d)]; !ok {
+			ck.Bad(f+".days", "%q is not a day (mon, tue, wed, thu, fri, sat, sun)", d)
+		}
+	}
+}
+
+// Practice is a protection group's scheduled drill
+// (protection_groups[].practice): every Every, within Window when set,
+// the standby's serve runs drill-start, the standby region's health
+// checks, and drill-stop, and records and tells the outcome.
+type Practice struct {
+	Every  Duration `yaml:"every" json:"every"`
+	Window *Window  `yaml:"window" json:"window,omitempty"`
+}
+
+func validatePractice(ck *Check, f string, p *Practice) {
+	if p == nil {
+		return
+	}
+	if time.Duration(p.Every) < time.Second {
+		ck.Bad(f+".every", "%s is too short (at least 1s; a drill a week is 168h)", time.Duration(p.Every))
+	}
+	if p.Window != nil {
+		validateWindow(ck, f+".window", *p.Window)
 	}
 }

@@ -118,6 +118,7 @@ func (c *Config) validateProtection(ck *Check) {
 		}
 		validateAutoFailover(ck, f+".auto_failover", &pg.AutoFailover, pg)
 		ck.Notify(f+".notify", pg.Notify)
+		validatePractice(ck, f+".practice", pg.Practice)
 		for _, s := range Sections() {
 			var known []string
 			if v, ok := c.sections[s.Key]; ok {
