@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -361,5 +363,90 @@ func TestPracticeDrill(t *testing.T) {
 	_, out := tandem(t, []string{"EAST_APP=" + r.east.srv.URL, "WEST_APP=" + r.east.srv.URL}, "status", "--config", r.cfg)
 	if !strings.Contains(out, "practice drills of lakehouse: every 1h0m0s; the last, ") || !strings.Contains(out, "in west: succeeded") {
 		t.Fatalf("status:\n%s", out)
+	}
+}
+
+// A plan run that is unfinished when the primary goes down: no second
+// run, the old primary keeps the lease (nothing demotes it), and the
+// decision says why.
+func TestAutoFailoverDuringARun(t *testing.T) {
+	hook, told := receiver(t)
+	r := newAutoRig(t, "failover", "", hook)
+	east := r.serve(t, "east", r.east.srv.URL)
+	waitUntil(t, 30*time.Second, "east never held the lease", func() bool { return r.holder() == "east" }, east)
+	west := r.serve(t, "west", r.east.srv.URL)
+	r.serve(t, "witness", r.east.srv.URL)
+	// A switchover someone started and left unfinished holds the plan lock.
+	writeFile(t, filepath.Join(r.dir, "witness/plans/lakehouse/active.json"),
+		`{"execution":"switchover-20261201T000000000Z","type":"switchover","home":"west","started":"2026-12-01T00:00:00Z"}`)
+	r.east.srv.Close()
+	waitUntil(t, 30*time.Second, "no withheld decision", func() bool {
+		d := r.decision().Decision
+		return d.State == autofail.Withheld && strings.Contains(d.Reason, "switchover-20261201T000000000Z is unfinished")
+	}, west)
+	time.Sleep(2 * time.Second)
+	if r.holder() != "east" || len(r.executions("west")) != 0 || strings.Contains(east.out.String(), "demoted") {
+		t.Fatalf("holder %s, %d executions; east:\n%s", r.holder(), len(r.executions("west")), east.out.String())
+	}
+	if count(told(), "auto_failover.withheld firing") != 1 {
+		t.Fatalf("told %v", told())
+	}
+}
+
+// A primary whose health flaps (down, up, down within min_down) is never
+// failed over.
+func TestAutoFailoverFlapping(t *testing.T) {
+	var up atomic.Bool
+	up.Store(true)
+	flappy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer flappy.Close()
+	r := newAutoRig(t, "failover", "")
+	east := r.serve(t, "east", flappy.URL)
+	waitUntil(t, 30*time.Second, "east never held the lease", func() bool { return r.holder() == "east" }, east)
+	west := r.serve(t, "west", flappy.URL)
+	r.serve(t, "witness", flappy.URL)
+	sawDown := false
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); {
+		up.Store(!up.Load()) // 600ms down, 600ms up: down after two failures, back at once
+		for range 12 {
+			time.Sleep(50 * time.Millisecond)
+			sawDown = sawDown || r.decision().Decision.State == autofail.Down
+		}
+	}
+	if r.holder() != "east" || len(r.executions("west")) != 0 {
+		t.Fatalf("a flapping primary was failed over: holder %s", r.holder())
+	}
+	if !sawDown {
+		t.Fatalf("the standby never saw the primary down while it flapped:\n%s", west.out.String())
+	}
+}
+
+// The primary's serve paused (SIGSTOP: cut off from everything) while
+// its application is down: the standby fails over once the lease
+// expires; resumed, the old primary acts as primary no more.
+func TestAutoFailoverPausedPrimary(t *testing.T) {
+	r := newAutoRig(t, "failover", "")
+	east := r.serve(t, "east", r.east.srv.URL)
+	waitUntil(t, 30*time.Second, "east never held the lease", func() bool { return r.holder() == "east" }, east)
+	west := r.serve(t, "west", r.east.srv.URL)
+	r.serve(t, "witness", r.east.srv.URL)
+	waitUntil(t, 30*time.Second, "the standby never saw east healthy", func() bool { return r.decision().Decision.State == autofail.Healthy }, west)
+	east.cmd.Process.Signal(syscall.SIGSTOP)
+	r.east.srv.Close()
+	waitUntil(t, 60*time.Second, "no failover while the primary was paused", func() bool { return r.holder() == "west" }, west)
+	waitUntil(t, 60*time.Second, "the failover did not finish", func() bool {
+		xs := r.executions("west")
+		return len(xs) == 1 && xs[0].State == plan.Succeeded
+	}, west)
+	east.cmd.Process.Signal(syscall.SIGCONT)
+	waitUntil(t, 30*time.Second, "the old primary did not say it is passive", func() bool {
+		return strings.Contains(east.out.String(), "another region holds the lease: this region is passive")
+	}, east)
+	if r.holder() != "west" {
+		t.Fatalf("the old primary took the lease back: %s", r.holder())
 	}
 }

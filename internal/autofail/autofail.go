@@ -153,9 +153,23 @@ func LoadRecord(ctx context.Context, w state.Store, pg string) (Record, string, 
 	return r, etag, err
 }
 
-// Decide is the standby's verdict at now on pg's primary, from the
-// observations in the witness and the last automatic run.
-func Decide(now time.Time, pg *config.ProtectionGroup, primary, standby string, epoch int64, obs []Observation, last Record) Decision {
+// Decide is the standby's verdict on pg's primary, from the observations
+// in the witness, the last automatic run and the plan run under way.
+// Facts are what a decision is made of.
+type Facts struct {
+	Now              time.Time
+	Primary, Standby string
+	// Epoch is the lease epoch of the primary.
+	Epoch        int64
+	Observations []Observation
+	// Last is the protection group's automatic-failover record.
+	Last Record
+	// Busy is the plan run that is unfinished, if any.
+	Busy string
+}
+
+func Decide(pg *config.ProtectionGroup, f Facts) Decision {
+	now, primary, standby, epoch, obs, last := f.Now, f.Primary, f.Standby, f.Epoch, f.Observations, f.Last
 	d := Decision{ProtectionGroup: pg.Name, Primary: primary, Standby: standby, At: now.UTC(), Epoch: epoch}
 	set := func(state, format string, args ...any) Decision {
 		d.State, d.Reason = state, fmt.Sprintf(format, args...)
@@ -217,6 +231,8 @@ func Decide(now time.Time, pg *config.ProtectionGroup, primary, standby string, 
 	case !last.LastRun.IsZero() && last.Decision.Epoch == epoch:
 		return set(Withheld, "%s is down, and an automatic failover against it already ran at %s (%s: %s): tandem tries once per outage; see tandem plan executions",
 			primary, last.LastRun.UTC().Format(time.RFC3339), last.Execution, last.Outcome)
+	case f.Busy != "":
+		return set(Withheld, "%s is down, but the plan run %s is unfinished: one plan at a time; finish or cancel it (tandem plan executions)", primary, f.Busy)
 	case !last.LastRun.IsZero() && now.Sub(last.LastRun) < time.Duration(a.MinInterval):
 		return set(Withheld, "%s is down, but an automatic failover ran at %s (%s): the next may run from %s (min_interval)",
 			primary, last.LastRun.UTC().Format(time.RFC3339), last.Execution, last.LastRun.Add(time.Duration(a.MinInterval)).UTC().Format(time.RFC3339))
@@ -405,7 +421,10 @@ func (d *decider) round(ctx context.Context) time.Duration {
 	if rec.Holder == d.region {
 		// The standby triggered a failover against this region under
 		// this epoch: stop acting as primary now.
-		if ld := last.Decision; ld.State == Triggered && ld.Primary == d.region && ld.Epoch == rec.Epoch {
+		// Only once its failover run holds the plan lock: a run that
+		// could not start must not leave the group without a primary.
+		if ld := last.Decision; ld.State == Triggered && ld.Primary == d.region && ld.Epoch == rec.Epoch &&
+			last.Outcome == "running" && last.Execution != "" && activeRun(ctx, w, d.pg.Name) == last.Execution {
 			if done, err := d.s.Demote(ctx, d.pg.Name); err != nil {
 				d.log.Error("automatic failover: release the lease to the standby", "err", err)
 			} else if done {
@@ -418,7 +437,7 @@ func (d *decider) round(ctx context.Context) time.Duration {
 	if rec.Holder == "" || rec.Holder == d.region || d.running.Load() {
 		return 0 // released (a plan runs), or nothing to decide
 	}
-	dec := Decide(time.Now(), d.pg, rec.Holder, d.region, rec.Epoch, obs, last)
+	dec := Decide(d.pg, Facts{Now: time.Now(), Primary: rec.Holder, Standby: d.region, Epoch: rec.Epoch, Observations: obs, Last: last, Busy: activeRun(ctx, w, d.pg.Name)})
 	prev := d.last.Swap(&dec)
 	if prev == nil || prev.State != dec.State {
 		lvl := slog.LevelInfo
@@ -463,6 +482,18 @@ func (d *decider) failover(ctx context.Context, dec Decision) {
 		var ex *plan.Executor
 		if ex, err = member.Executor(ctx, env, d.pg, p.Home, d.log); err == nil {
 			d.log.Warn("automatic failover: running the failover plan", "reason", dec.Reason)
+			// Name the run in the record once it holds the plan lock:
+			// the old primary demotes itself only then.
+			tell, named := ex.OnChange, false
+			ex.OnChange = func(x *plan.Execution) {
+				if !named {
+					named = true
+					d.record(ctx, func(r *Record) { r.Execution = x.ID })
+				}
+				if tell != nil {
+					tell(x)
+				}
+			}
 			x, err = ex.Run(ctx, p, dec.At)
 		}
 	}
@@ -477,14 +508,37 @@ func (d *decider) failover(ctx context.Context, dec Decision) {
 		outcome = "not run: " + err.Error()
 		d.log.Error("automatic failover did not run", "err", err)
 	}
-	w, werr := env.Witness(ctx)
-	if werr != nil {
-		return
+	d.record(ctx, func(r *Record) { r.Execution, r.Outcome = id, outcome })
+}
+
+// record changes pg's automatic-failover record in the witness.
+func (d *decider) record(ctx context.Context, change func(*Record)) {
+	w, err := d.s.Env.Witness(ctx)
+	for attempt := 0; err == nil && attempt < 5; attempt++ {
+		var (
+			last Record
+			etag string
+		)
+		if last, etag, err = LoadRecord(ctx, w, d.pg.Name); err != nil {
+			break
+		}
+		change(&last)
+		_, err = decisions(w).Save(ctx, d.pg.Name+".json", last, objstore.PutOptions{IfMatch: etag, IfAbsent: etag == ""})
+		if !errors.Is(err, objstore.ErrPrecondition) {
+			break
+		}
 	}
-	last, etag, lerr := LoadRecord(ctx, w, d.pg.Name)
-	if lerr != nil {
-		return
+	if err != nil {
+		d.log.Error("automatic failover: record in the witness", "err", err)
 	}
-	last.Execution, last.Outcome = id, outcome
-	decisions(w).Save(ctx, d.pg.Name+".json", last, objstore.PutOptions{IfMatch: etag, IfAbsent: etag == ""})
+}
+
+// activeRun is the plan run of pg that holds the plan lock, "" when none
+// (or the witness cannot tell).
+func activeRun(ctx context.Context, w state.Store, pg string) string {
+	var a struct{ Execution string }
+	if _, err := w.Sub("plans").Sub(pg).Load(ctx, "active.json", &a); err != nil {
+		return ""
+	}
+	return a.Execution
 }

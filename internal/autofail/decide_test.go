@@ -40,34 +40,36 @@ func TestDecide(t *testing.T) {
 		pg    *config.ProtectionGroup
 		obs   []Observation
 		last  Record
+		busy  string
 		state string
 		says  string
 	}{
-		{"primary up", pg(nil), []Observation{westUp, witUp}, Record{}, Healthy, "west sees east up"},
-		{"standby has not observed", pg(nil), []Observation{witDown}, Record{}, Unknown, "no recent observation"},
-		{"standby's own view stale", pg(nil), []Observation{obs("west", RoleRegion, now.Add(-time.Minute), report("east", true, downAt)), witDown}, Record{}, Unknown, "no recent observation"},
-		{"no witness: a partition that isolates the standby looks the same", pg(nil), []Observation{westDown}, Record{}, Suspect, "no witness observer has reported lately"},
-		{"witness silent (stale)", pg(nil), []Observation{westDown, witStale}, Record{}, Suspect, "no witness observer has reported lately"},
-		{"witness still sees the primary: the standby is cut off", pg(nil), []Observation{westDown, witUp}, Record{}, Suspect, "still sees it up"},
-		{"agreed, not for min_down yet", pg(func(a *config.AutoFailover) { a.MinDown = config.Duration(5 * time.Minute) }), []Observation{westDown, witDown}, Record{}, Down, "min_down"},
-		{"alert-only", pg(func(a *config.AutoFailover) { a.Mode = "alert-only" }), []Observation{westDown, witDown}, Record{}, Withheld, "mode alert-only"},
+		{"primary up", pg(nil), []Observation{westUp, witUp}, Record{}, "", Healthy, "west sees east up"},
+		{"standby has not observed", pg(nil), []Observation{witDown}, Record{}, "", Unknown, "no recent observation"},
+		{"standby's own view stale", pg(nil), []Observation{obs("west", RoleRegion, now.Add(-time.Minute), report("east", true, downAt)), witDown}, Record{}, "", Unknown, "no recent observation"},
+		{"no witness: a partition that isolates the standby looks the same", pg(nil), []Observation{westDown}, Record{}, "", Suspect, "no witness observer has reported lately"},
+		{"witness silent (stale)", pg(nil), []Observation{westDown, witStale}, Record{}, "", Suspect, "no witness observer has reported lately"},
+		{"witness still sees the primary: the standby is cut off", pg(nil), []Observation{westDown, witUp}, Record{}, "", Suspect, "still sees it up"},
+		{"agreed, not for min_down yet", pg(func(a *config.AutoFailover) { a.MinDown = config.Duration(5 * time.Minute) }), []Observation{westDown, witDown}, Record{}, "", Down, "min_down"},
+		{"alert-only", pg(func(a *config.AutoFailover) { a.Mode = "alert-only" }), []Observation{westDown, witDown}, Record{}, "", Withheld, "mode alert-only"},
 		{"blocked window", pg(func(a *config.AutoFailover) {
 			a.Blocked = []config.Window{{Days: []string{"wed"}, From: "09:00", To: "11:00"}}
-		}), []Observation{westDown, witDown}, Record{}, Withheld, "blocked window"},
+		}), []Observation{westDown, witDown}, Record{}, "", Withheld, "blocked window"},
 		{"outside the allowed windows", pg(func(a *config.AutoFailover) {
 			a.Allowed = []config.Window{{Days: []string{"sat", "sun"}, From: "00:00", To: "23:59"}}
-		}), []Observation{westDown, witDown}, Record{}, Withheld, "no allowed window"},
+		}), []Observation{westDown, witDown}, Record{}, "", Withheld, "no allowed window"},
 		{"inside an allowed window across midnight", pg(func(a *config.AutoFailover) {
 			a.Allowed = []config.Window{{From: "22:00", To: "11:00"}}
-		}), []Observation{westDown, witDown}, Record{}, Triggered, "east is down"},
+		}), []Observation{westDown, witDown}, Record{}, "", Triggered, "east is down"},
 		{"a run against this primary already happened", pg(nil), []Observation{westDown, witDown},
-			Record{LastRun: now.Add(-30 * time.Second), Execution: "failover-1", Outcome: "failed: x", Decision: Decision{Epoch: 4}}, Withheld, "already ran"},
+			Record{LastRun: now.Add(-30 * time.Second), Execution: "failover-1", Outcome: "failed: x", Decision: Decision{Epoch: 4}}, "", Withheld, "already ran"},
 		{"min_interval since the last automatic run", pg(nil), []Observation{westDown, witDown},
-			Record{LastRun: now.Add(-30 * time.Minute), Execution: "failover-0", Decision: Decision{Epoch: 3}}, Withheld, "min_interval"},
-		{"agreed, policy allows", pg(nil), []Observation{westDown, witDown}, Record{LastRun: now.Add(-2 * time.Hour), Decision: Decision{Epoch: 2}}, Triggered, "seen by west and witness"},
+			Record{LastRun: now.Add(-30 * time.Minute), Execution: "failover-0", Decision: Decision{Epoch: 3}}, "", Withheld, "min_interval"},
+		{"a plan run is unfinished: one plan at a time", pg(nil), []Observation{westDown, witDown}, Record{}, "switchover-1", Withheld, "switchover-1 is unfinished"},
+		{"agreed, policy allows", pg(nil), []Observation{westDown, witDown}, Record{LastRun: now.Add(-2 * time.Hour), Decision: Decision{Epoch: 2}}, "", Triggered, "seen by west and witness"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := Decide(now, tc.pg, "east", "west", 4, tc.obs, tc.last)
+			d := Decide(tc.pg, Facts{Now: now, Primary: "east", Standby: "west", Epoch: 4, Observations: tc.obs, Last: tc.last, Busy: tc.busy})
 			if d.State != tc.state || !strings.Contains(d.Reason, tc.says) {
 				t.Fatalf("%s: %s; want %s saying %q", d.State, d.Reason, tc.state, tc.says)
 			}
@@ -86,10 +88,10 @@ func TestFlappingResetsTheClock(t *testing.T) {
 	// Down two minutes ago, up, and down again 20 seconds ago: the
 	// monitor's Since is the latest time the check went down.
 	again := now.Add(-20 * time.Second)
-	d := Decide(now, pg, "east", "west", 1, []Observation{
+	d := Decide(pg, Facts{Now: now, Primary: "east", Standby: "west", Epoch: 1, Observations: []Observation{
 		obs("west", RoleRegion, now, report("east", true, again)),
 		obs("witness", RoleWitness, now, report("east", true, again)),
-	}, Record{})
+	}})
 	if d.State != Down {
 		t.Fatalf("%s: %s", d.State, d.Reason)
 	}
