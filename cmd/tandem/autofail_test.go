@@ -450,3 +450,64 @@ func TestAutoFailoverPausedPrimary(t *testing.T) {
 		t.Fatalf("the old primary took the lease back: %s", r.holder())
 	}
 }
+
+// BenchmarkAutoFailover measures, from the moment the primary's
+// application goes down to the failover's last step, each part: detection
+// (until every observer agreed it was down), decision (min_down, until
+// the standby triggered), the lease (until the standby held it: released
+// by the old primary's serve, or expired when it is dark) and the rest of
+// the plan.
+//
+//	go test -run '^$' -bench AutoFailover -benchtime 3x ./cmd/tandem
+func BenchmarkAutoFailover(b *testing.B) {
+	for _, dark := range []bool{false, true} {
+		name := "primary serve alive"
+		if dark {
+			name = "primary dark (kill -9)"
+		}
+		b.Run(name, func(b *testing.B) {
+			var detect, decide, leaseT, rest, total float64
+			for range b.N {
+				r := newAutoRig(b, "failover", "")
+				east := r.serve(b, "east", r.east.srv.URL)
+				waitUntil(b, 30*time.Second, "east never held the lease", func() bool { return r.holder() == "east" }, east)
+				west := r.serve(b, "west", r.east.srv.URL)
+				r.serve(b, "witness", r.east.srv.URL)
+				waitUntil(b, 30*time.Second, "the standby never saw east healthy", func() bool { return r.decision().Decision.State == autofail.Healthy }, west)
+				if dark {
+					east.kill()
+				}
+				down := time.Now()
+				r.east.srv.Close()
+				waitUntil(b, 60*time.Second, "the failover did not finish", func() bool {
+					xs := r.executions("west")
+					return len(xs) == 1 && xs[0].State == plan.Succeeded
+				}, west)
+				x := r.executions("west")[0]
+				var leased time.Time
+				for _, g := range x.Groups {
+					for _, s := range g.Steps {
+						if s.ID == "lease.acquire" && s.Ended != nil {
+							leased = *s.Ended
+						}
+					}
+				}
+				since := x.Trigger.Since
+				detect += since.Sub(down).Seconds()
+				decide += x.Decided.Sub(since).Seconds()
+				leaseT += leased.Sub(x.Decided).Seconds()
+				rest += x.Ended.Sub(leased).Seconds()
+				total += x.Ended.Sub(down).Seconds()
+				for _, s := range []*server{east, west} {
+					s.stop()
+				}
+			}
+			n := float64(b.N)
+			b.ReportMetric(detect/n, "detect-s")
+			b.ReportMetric(decide/n, "decide-s")
+			b.ReportMetric(leaseT/n, "lease-s")
+			b.ReportMetric(rest/n, "plan-s")
+			b.ReportMetric(total/n, "total-s")
+		})
+	}
+}

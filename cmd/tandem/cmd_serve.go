@@ -51,6 +51,14 @@ its own region's part only:
 Without --region, one serve runs every copy in whatever direction the lease
 says (a laptop, or one machine for both regions).
 
+With health checks configured (regions[].health), a serve --region runs the
+checks of every region and records what it sees in the witness; with a
+protection group's auto_failover, the standby's serve fails it over when it
+and a witness observer agree that the primary is down, and the policy allows
+it. Run the witness observer on a machine outside both regions:
+  tandem serve --config FILE --witness NAME
+It only watches the regions' health and records it next to the leases.
+
 A workflow's last task can report a completed run over HTTP instead of
 running 'tandem group complete':
   curl -X POST -H "Authorization: Bearer $TOKEN" http://LISTEN/groups/GROUP/complete?run_id=ID
