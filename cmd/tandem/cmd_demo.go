@@ -51,8 +51,18 @@ const demoConfig = `# tandem demo: two folders as two regions.
 regions:
   - name: primary
     state: %[1]s/primary/.tandem
+    health:
+      interval: 250ms
+      timeout: 200ms
+      failures: 2
+      checks: [{name: app, store: {url: %[1]s/primary/app}}]
   - name: standby
     state: %[1]s/standby/.tandem
+    health:
+      interval: 250ms
+      timeout: 200ms
+      failures: 2
+      checks: [{name: app, store: {url: %[1]s/standby/app}}]
 replication:
   - name: lake
     from: {region: primary, url: %[1]s/primary/lake}
@@ -88,7 +98,7 @@ func runDemo(ctx context.Context, o demoOptions, w io.Writer) error {
 	if entries, _ := os.ReadDir(primary); len(entries) > 0 {
 		return usageError{fmt.Errorf("%s already holds a demo: give another --dir or remove it", dir)}
 	}
-	for _, d := range []string{primary, standby, filepath.Join(dir, "witness")} {
+	for _, d := range []string{primary, standby, filepath.Join(dir, "witness"), filepath.Join(dir, "primary", "app"), filepath.Join(dir, "standby", "app")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
@@ -195,11 +205,12 @@ primary is gone. The lag is how much data a failover now would lose, at most.`)
 
 	fmt.Fprintf(w, `
 == Done
-The regions are in %[1]s; the primary is the primary again. Try:
+The regions are in %[1]s; after the automatic failover the standby is the
+primary, with no standby until a failback. Try:
   %[5]s status --config %[2]s
   %[5]s plan executions --config %[2]s
-  %[5]s plan show --config %[2]s switchover
-  %[5]s plan run --dry-run --config %[2]s switchover
+  %[5]s plan show --config %[2]s failback
+  %[5]s plan run --dry-run --config %[2]s failback
   %[5]s serve --config %[2]s --region primary     (metrics on http://127.0.0.1:9750/metrics)
   %[5]s replicate --json %[3]s %[4]s
 (The workflow steps call a scheduler that lived inside the demo process: by

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tandem/internal/autofail"
 	"tandem/internal/catalog"
 	"tandem/internal/daemon"
 	"tandem/internal/delta"
@@ -119,6 +120,7 @@ protection_groups:
     primary: primary
     standby: standby
     lease_ttl: 3s
+    auto_failover: {mode: failover, min_down: 1s}
     replications: [lake]
     groups: [sales]
     aliases: [catalog]
@@ -365,6 +367,63 @@ aliases point back, and the workflow runs in the primary.`)
 	if err := demoStatus(ctx, cfgPath, w); err != nil {
 		return err
 	}
+
+	step(16, "Automatic failover, decided with a witness",
+		`Each region has a health check (here: its application's folder takes a write
+and gives it back), and the protection group a policy: auto_failover, mode
+failover, min_down 1s. Each region's serve runs the checks of both regions and
+records what it sees next to the leases; so does a witness observer ('tandem
+serve --witness NAME', on a machine outside both regions; in the demo, inside
+it). The primary's application fails while its serve keeps running. The
+standby's serve sees it down; the witness observer agrees; after min_down the
+standby runs the failover plan by itself, and the primary's serve, reading
+that decision in the witness, releases the lease rather than hold it to the
+end. A standby that saw the primary down while the witness still saw it up
+would do nothing but alert.`)
+	for _, region := range []string{"primary", "standby"} {
+		regions[region].stop()
+		regions[region] = startRegion(ctx, env, region, true)
+	}
+	regions["witness"] = startObserver(ctx, env, "witness-observer")
+	if err := poll(ctx, 30*time.Second, func() (bool, error) {
+		w, err := env.Witness(ctx)
+		if err != nil {
+			return false, err
+		}
+		r, _, err := autofail.LoadRecord(ctx, w, "lakehouse")
+		return err == nil && r.Decision.State == autofail.Healthy, err
+	}); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "both regions' serves and the witness observer see both regions up")
+	down := time.Now()
+	if err := os.RemoveAll(filepath.Join(dir, "primary", "app")); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "the primary's application fails (its folder is gone); its serve still runs")
+	var x *plan.Execution
+	if err := poll(ctx, 60*time.Second, func() (bool, error) {
+		ex, err := member.Executor(ctx, env, &cfg.ProtectionGroups[0], "standby", nil)
+		if err != nil {
+			return false, err
+		}
+		list, err := ex.List(ctx)
+		if err != nil || len(list) == 0 || list[0].Trigger == nil || list[0].State != plan.Succeeded {
+			return false, err
+		}
+		x = list[0]
+		return true, nil
+	}); err != nil {
+		return fmt.Errorf("no automatic failover: %w", err)
+	}
+	fmt.Fprintf(w, "automatic failover %s: %s\n", x.ID, x.Trigger.Reason)
+	fmt.Fprintf(w, "  %.1fs from the application's failure to the last step (RTO of the run %.1fs, from the decision)\n", x.Ended.Sub(down).Seconds(), x.RTO)
+	if err := waitLease(ctx, env, "standby"); err != nil {
+		return err
+	}
+	if err := runLease(ctx, leaseOptions{config: cfgPath}, "show", "lakehouse", w); err != nil {
+		return err
+	}
 	fmt.Fprintln(w)
 	return runExecutions(ctx, po, nil, w)
 }
@@ -437,12 +496,29 @@ func demoStatus(ctx context.Context, cfgPath string, w io.Writer) error {
 // stream.
 type demoRegion struct{ stop func() }
 
-func startRegion(ctx context.Context, env *member.Env, region string) *demoRegion {
+func startRegion(ctx context.Context, env *member.Env, region string, auto ...bool) *demoRegion {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &member.Serving{Env: env, Region: region, Reg: prometheus.NewRegistry()}
 	s.KeepPassive(region, s.KeepLeases(ctx, region))
 	streams.Kind{}.Serve(ctx, s) // the stream's processing, following and catch-up
+	if len(auto) > 0 && auto[0] {
+		// Its health view in the witness, and automatic failover.
+		if t, ok := autofail.Observer(env, region, autofail.RoleRegion, s.Reg); ok {
+			s.Task(t)
+		}
+		for _, t := range autofail.Decider(s, region) {
+			s.Task(t)
+		}
+	}
 	wait := daemon.RunTasks(ctx, s.Tasks)
+	return &demoRegion{stop: func() { cancel(); wait() }}
+}
+
+// startObserver is 'tandem serve --witness name' inside the demo.
+func startObserver(ctx context.Context, env *member.Env, name string) *demoRegion {
+	ctx, cancel := context.WithCancel(ctx)
+	t, _ := autofail.Observer(env, name, autofail.RoleWitness, prometheus.NewRegistry())
+	wait := daemon.RunTasks(ctx, []daemon.Task{t})
 	return &demoRegion{stop: func() { cancel(); wait() }}
 }
 

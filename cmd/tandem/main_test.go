@@ -315,6 +315,9 @@ func TestDemo(t *testing.T) {
 		"replication lake: ok", "group sales: ok",
 		"0 lost, 0 duplicated", "orders: the standby's serve caught the primary's stream up", "stream orders: ok",
 		"the sink takes deliveries from standby under epoch 2 only",
+		"both regions' serves and the witness observer see both regions up",
+		"primary is down: seen by standby and witness-observer since",
+		"lakehouse: held by standby, epoch 4, standby none",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q", want)
