@@ -251,6 +251,7 @@ func TestAutoFailoverWithheld(t *testing.T) {
 		{"no witness observer", "failover", "", false, false, autofail.Suspect, "no witness observer has reported lately"},
 		{"blocked window", "failover", "      blocked: [{from: \"00:00\", to: \"23:59\"}]\n", true, false, autofail.Withheld, "blocked window"},
 		{"alert-only", "alert-only", "", true, false, autofail.Withheld, "mode alert-only"},
+		{"a failover would lose more than max_lag", "failover", "      max_lag: 1ms\n", true, false, autofail.Withheld, "more than max_lag 1ms"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hook, told := receiver(t)
@@ -510,4 +511,36 @@ func BenchmarkAutoFailover(b *testing.B) {
 			b.ReportMetric(total/n, "total-s")
 		})
 	}
+}
+
+// A policy that asks for approval: the decision waits for a person; once
+// approved, the standby's serve fails over.
+func TestAutoFailoverApproval(t *testing.T) {
+	hook, told := receiver(t)
+	r := newAutoRig(t, "failover", "      approval: true\n", hook)
+	east := r.serve(t, "east", r.east.srv.URL)
+	waitUntil(t, 30*time.Second, "east never held the lease", func() bool { return r.holder() == "east" }, east)
+	west := r.serve(t, "west", r.east.srv.URL)
+	r.serve(t, "witness", r.east.srv.URL)
+	apps := []string{"EAST_APP=" + r.east.srv.URL, "WEST_APP=" + r.east.srv.URL}
+	if code, out := tandem(t, apps, "auto-failover", "approve", "--config", r.cfg); code != 1 || !strings.Contains(out, "awaits no approval") {
+		t.Fatalf("an approval with nothing to approve: exit %d\n%s", code, out)
+	}
+	r.east.srv.Close()
+	waitUntil(t, 30*time.Second, "no decision awaiting approval", func() bool { return r.decision().Decision.State == autofail.AwaitingApproval }, west)
+	time.Sleep(2 * time.Second)
+	if r.holder() != "east" || len(r.executions("west")) != 0 {
+		t.Fatalf("failed over without approval: holder %s", r.holder())
+	}
+	if count(told(), "auto_failover.awaiting-approval firing") != 1 {
+		t.Fatalf("told %v", told())
+	}
+	code, out := tandem(t, apps, "auto-failover", "approve", "--config", r.cfg)
+	if code != 0 || !strings.Contains(out, "approved by ") {
+		t.Fatalf("approve: exit %d\n%s", code, out)
+	}
+	waitUntil(t, 60*time.Second, "no failover after the approval", func() bool {
+		xs := r.executions("west")
+		return len(xs) == 1 && xs[0].State == plan.Succeeded && r.holder() == "west"
+	}, west, east)
 }

@@ -69,6 +69,7 @@ func newRootCommand() *cobra.Command {
 		newServeCommand(),
 		newStatusCommand(),
 		newHealthCommand(),
+		newAutoCommand(),
 		newBucketCommand(),
 		newConfigCommand(),
 		newTableCommand(),

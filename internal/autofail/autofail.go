@@ -116,6 +116,8 @@ const (
 	Down      = "down"      // agreed, for less than min_down
 	Withheld  = "withheld"  // agreed, and the policy does not run a failover now
 	Triggered = "triggered" // the failover runs (or ran)
+	// AwaitingApproval: agreed, the policy allows it, and asks a person.
+	AwaitingApproval = "awaiting-approval"
 )
 
 // Decision is the standby's verdict on a protection group's primary.
@@ -137,10 +139,44 @@ type Decision struct {
 // Record is a protection group's automatic-failover record in the witness
 // (auto/<pg>.json): the last decision and the last automatic run.
 type Record struct {
-	Decision  Decision  `json:"decision"`
+	Decision Decision `json:"decision"`
+	// Approval is a person's approval of failing over the primary of one
+	// lease epoch (tandem auto-failover approve).
+	Approval  *Approval `json:"approval,omitempty"`
 	LastRun   time.Time `json:"last_run,omitzero"`
 	Execution string    `json:"execution,omitempty"`
 	Outcome   string    `json:"outcome,omitempty"`
+}
+
+// Approval is who approved an automatic failover, when, of which epoch.
+type Approval struct {
+	By    string    `json:"by"`
+	At    time.Time `json:"at"`
+	Epoch int64     `json:"epoch"`
+}
+
+// Approve records a person's approval of the failover pg's standby
+// awaits: it holds for the lease epoch of the decision only, so it cannot
+// fail over a later primary. by names who approved.
+func Approve(ctx context.Context, w state.Store, pg, by string) (Record, error) {
+	for {
+		rec, etag, err := LoadRecord(ctx, w, pg)
+		if err != nil {
+			return rec, err
+		}
+		if rec.Decision.State != AwaitingApproval {
+			state := rec.Decision.State
+			if state == "" {
+				state = "no decision yet"
+			}
+			return rec, fmt.Errorf("the automatic failover of %s awaits no approval (its decision: %s)", pg, state)
+		}
+		rec.Approval = &Approval{By: by, At: time.Now().UTC(), Epoch: rec.Decision.Epoch}
+		_, err = decisions(w).Save(ctx, pg+".json", rec, objstore.PutOptions{IfMatch: etag})
+		if !errors.Is(err, objstore.ErrPrecondition) {
+			return rec, err
+		}
+	}
 }
 
 // LoadRecord reads pg's record; a missing one is the zero Record.
@@ -166,6 +202,20 @@ type Facts struct {
 	Last Record
 	// Busy is the plan run that is unfinished, if any.
 	Busy string
+	// Lags are what a failover now would lose of each member that can
+	// say (for max_lag).
+	Lags []Lag
+	// Approved: a person approved failing over this primary's epoch.
+	Approved bool
+	// Hint is what the approve command printed needs (--config).
+	Hint string
+}
+
+// Lag is what a failover would lose of one member.
+type Lag struct {
+	Member string
+	Lag    time.Duration
+	Known  bool
 }
 
 func Decide(pg *config.ProtectionGroup, f Facts) Decision {
@@ -236,6 +286,20 @@ func Decide(pg *config.ProtectionGroup, f Facts) Decision {
 	case !last.LastRun.IsZero() && now.Sub(last.LastRun) < time.Duration(a.MinInterval):
 		return set(Withheld, "%s is down, but an automatic failover ran at %s (%s): the next may run from %s (min_interval)",
 			primary, last.LastRun.UTC().Format(time.RFC3339), last.Execution, last.LastRun.Add(time.Duration(a.MinInterval)).UTC().Format(time.RFC3339))
+	}
+	if a.MaxLag > 0 {
+		for _, l := range f.Lags {
+			switch {
+			case !l.Known:
+				return set(Withheld, "%s is down, but how much %s would lose cannot be told (no watermark, or its records cannot be read): max_lag %s withholds it", primary, l.Member, time.Duration(a.MaxLag))
+			case l.Lag > time.Duration(a.MaxLag):
+				return set(Withheld, "%s is down, but a failover now would lose %s of %s, more than max_lag %s", primary, l.Lag.Round(time.Second), l.Member, time.Duration(a.MaxLag))
+			}
+		}
+	}
+	if a.Approval && !f.Approved {
+		return set(AwaitingApproval, "%s is down: seen by %s since %s; the policy asks a person to approve the failover: tandem auto-failover approve %s",
+			primary, strings.Join(d.Observers, " and "), since.UTC().Format(time.RFC3339), f.Hint)
 	}
 	return set(Triggered, "%s is down: seen by %s since %s (%s)", primary, strings.Join(d.Observers, " and "), since.UTC().Format(time.RFC3339), strings.Join(d.Checks, "; "))
 }
@@ -380,6 +444,34 @@ func (d *decider) watchOther(ctx context.Context, obs []Observation) {
 	}
 }
 
+// seesDown reports whether this region's latest view has primary down:
+// only then is it worth reading the members' records for their lag.
+func (d *decider) seesDown(obs []Observation, primary string) bool {
+	for _, o := range obs {
+		if r, ok := o.region(primary); ok && o.Role == RoleRegion && o.Observer == d.region && r.Down {
+			return true
+		}
+	}
+	return false
+}
+
+// lags asks every member of pg whose kind can tell what a failover now
+// would lose of it.
+func lags(ctx context.Context, env *member.Env, pg *config.ProtectionGroup) []Lag {
+	var out []Lag
+	for _, k := range member.Kinds() {
+		l, ok := k.(member.Lagger)
+		if !ok {
+			continue
+		}
+		for _, m := range pg.Members(k.Section().Ref) {
+			lag, known := l.Lag(ctx, env, m)
+			out = append(out, Lag{Member: k.Section().Noun + " " + m, Lag: lag, Known: known})
+		}
+	}
+	return out
+}
+
 // tell alerts on a change of decision: a condition while the decision is
 // suspect, down or withheld, resolved when it changes; an event when a
 // failover is triggered.
@@ -389,7 +481,7 @@ func (d *decider) tell(ctx context.Context, prev *Decision, dec Decision) {
 	}
 	details := map[string]any{"region": dec.Primary, "observers": dec.Observers, "checks": dec.Checks, "since": dec.Since}
 	switch dec.State {
-	case Suspect, Down, Withheld:
+	case Suspect, Down, Withheld, AwaitingApproval:
 		d.alerts.Raise(ctx, "decision/"+dec.State, "auto_failover."+dec.State, "automatic failover of "+d.pg.Name+": "+dec.Reason, details)
 	case Triggered:
 		d.alerts.Tell(ctx, "auto_failover", "triggered", "automatic failover of "+d.pg.Name+": "+dec.Reason, details)
@@ -437,7 +529,12 @@ func (d *decider) round(ctx context.Context) time.Duration {
 	if rec.Holder == "" || rec.Holder == d.region || d.running.Load() {
 		return 0 // released (a plan runs), or nothing to decide
 	}
-	dec := Decide(d.pg, Facts{Now: time.Now(), Primary: rec.Holder, Standby: d.region, Epoch: rec.Epoch, Observations: obs, Last: last, Busy: activeRun(ctx, w, d.pg.Name)})
+	facts := Facts{Now: time.Now(), Primary: rec.Holder, Standby: d.region, Epoch: rec.Epoch, Observations: obs, Last: last,
+		Busy: activeRun(ctx, w, d.pg.Name), Approved: last.Approval != nil && last.Approval.Epoch == rec.Epoch, Hint: env.Hint(d.pg)}
+	if d.pg.AutoFailover.MaxLag > 0 && d.seesDown(obs, rec.Holder) {
+		facts.Lags = lags(ctx, env, d.pg)
+	}
+	dec := Decide(d.pg, facts)
 	prev := d.last.Swap(&dec)
 	if prev == nil || prev.State != dec.State {
 		lvl := slog.LevelInfo

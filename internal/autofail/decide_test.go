@@ -65,11 +65,16 @@ func TestDecide(t *testing.T) {
 			Record{LastRun: now.Add(-30 * time.Second), Execution: "failover-1", Outcome: "failed: x", Decision: Decision{Epoch: 4}}, "", Withheld, "already ran"},
 		{"min_interval since the last automatic run", pg(nil), []Observation{westDown, witDown},
 			Record{LastRun: now.Add(-30 * time.Minute), Execution: "failover-0", Decision: Decision{Epoch: 3}}, "", Withheld, "min_interval"},
+		{"a failover now would lose more than max_lag", pg(func(a *config.AutoFailover) { a.MaxLag = config.Duration(5 * time.Minute) }), []Observation{westDown, witDown}, Record{}, "", Withheld, "would lose 10m0s of replication lake, more than max_lag 5m0s"},
+		{"max_lag and a member that cannot tell", pg(func(a *config.AutoFailover) { a.MaxLag = config.Duration(5 * time.Minute) }), []Observation{westDown, witDown}, Record{Decision: Decision{State: "unknown-lag"}}, "", Withheld, "cannot be told"},
+		{"approval asked for", pg(func(a *config.AutoFailover) { a.Approval = true }), []Observation{westDown, witDown}, Record{}, "", AwaitingApproval, "tandem auto-failover approve --config x.yaml"},
 		{"a plan run is unfinished: one plan at a time", pg(nil), []Observation{westDown, witDown}, Record{}, "switchover-1", Withheld, "switchover-1 is unfinished"},
 		{"agreed, policy allows", pg(nil), []Observation{westDown, witDown}, Record{LastRun: now.Add(-2 * time.Hour), Decision: Decision{Epoch: 2}}, "", Triggered, "seen by west and witness"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := Decide(tc.pg, Facts{Now: now, Primary: "east", Standby: "west", Epoch: 4, Observations: tc.obs, Last: tc.last, Busy: tc.busy})
+			f := Facts{Now: now, Primary: "east", Standby: "west", Epoch: 4, Observations: tc.obs, Last: tc.last, Busy: tc.busy, Hint: "--config x.yaml",
+				Lags: []Lag{{Member: "replication lake", Lag: 10 * time.Minute, Known: tc.last.Decision.State != "unknown-lag"}}}
+			d := Decide(tc.pg, f)
 			if d.State != tc.state || !strings.Contains(d.Reason, tc.says) {
 				t.Fatalf("%s: %s; want %s saying %q", d.State, d.Reason, tc.state, tc.says)
 			}
@@ -112,5 +117,19 @@ func TestWindow(t *testing.T) {
 		if got := w.Contains(at); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.at, got, tc.want)
 		}
+	}
+}
+
+// An approval holds for the primary's epoch it was given against.
+func TestApprovalHoldsForItsEpoch(t *testing.T) {
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	pg := &config.ProtectionGroup{Name: "lakehouse", Primary: "east", Standby: "west",
+		AutoFailover: config.AutoFailover{Mode: "failover", MinDown: config.Duration(time.Minute), MinInterval: config.Duration(time.Hour), Approval: true}}
+	o := []Observation{obs("west", RoleRegion, now, report("east", true, now.Add(-2*time.Minute))), obs("w", RoleWitness, now, report("east", true, now.Add(-2*time.Minute)))}
+	if d := Decide(pg, Facts{Now: now, Primary: "east", Standby: "west", Epoch: 7, Observations: o, Approved: true}); d.State != Triggered {
+		t.Fatalf("approved: %s: %s", d.State, d.Reason)
+	}
+	if d := Decide(pg, Facts{Now: now, Primary: "east", Standby: "west", Epoch: 7, Observations: o}); d.State != AwaitingApproval {
+		t.Fatalf("not approved: %s: %s", d.State, d.Reason)
 	}
 }

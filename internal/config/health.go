@@ -200,6 +200,13 @@ type AutoFailover struct {
 	// those do.
 	Blocked []Window `yaml:"blocked" json:"blocked,omitempty"`
 	Allowed []Window `yaml:"allowed" json:"allowed,omitempty"`
+	// MaxLag is the most a failover may lose: while a member lags more
+	// (a replication's watermark, a group's completed run not yet in the
+	// standby), or cannot tell, the decision is withheld. 0: no ceiling.
+	MaxLag Duration `yaml:"max_lag" json:"max_lag,omitempty"`
+	// Approval makes a decision to fail over wait for a person:
+	// `tandem auto-failover approve`.
+	Approval bool `yaml:"approval" json:"approval,omitempty"`
 }
 
 // Window is a weekly time range in UTC: the days it applies to (mon ...

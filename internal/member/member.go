@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 	"sort"
 	"sync"
 
@@ -199,4 +200,12 @@ func (x *Exec) ActingBucket(b objstore.Bucket) objstore.Bucket { return x.Guard(
 // Printf writes a line of the step's output.
 func (x *Exec) Printf(format string, args ...any) {
 	fmt.Fprintf(x.Out, format+"\n", args...)
+}
+
+// Lagger is a kind whose members can say how much a failover now would
+// lose of them: how long the oldest change not yet in the standby has
+// waited (0: none waits). ok is false when it cannot tell (no watermark
+// yet, records unreadable). Automatic failover's max_lag asks it.
+type Lagger interface {
+	Lag(ctx context.Context, env *Env, member string) (lag time.Duration, ok bool)
 }

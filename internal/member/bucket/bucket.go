@@ -485,3 +485,13 @@ func statusLines(s Status, interrupted bool) []string {
 	}
 	return out
 }
+
+// Lag is how long ago the watermark was: every change older is in the
+// target. Without a watermark it cannot tell.
+func (Kind) Lag(ctx context.Context, env *member.Env, name string) (time.Duration, bool) {
+	s, ok := Kind{}.Status(ctx, env, name).Detail.(Status)
+	if !ok || s.LagSeconds == nil {
+		return 0, false
+	}
+	return time.Duration(*s.LagSeconds * float64(time.Second)), true
+}

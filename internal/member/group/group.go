@@ -598,3 +598,16 @@ func complete(w http.ResponseWriter, r *http.Request, s *member.Serving) error {
 	}
 	return daemon.WriteJSON(w, cut)
 }
+
+// Lag is how long the newest completed run not in the standby has waited
+// since its cut (0 when the standby holds the last completed run).
+func (Kind) Lag(ctx context.Context, env *member.Env, name string) (time.Duration, bool) {
+	s, ok := Kind{}.Status(ctx, env, name).Detail.(Status)
+	switch {
+	case !ok || s.Health == "unreachable":
+		return 0, false
+	case s.LastCompleted == nil || s.Manifest != nil && s.Manifest.RunID == s.LastCompleted.RunID:
+		return 0, true
+	}
+	return time.Since(s.LastCompleted.Time), true
+}
