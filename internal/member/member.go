@@ -18,9 +18,9 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"time"
 	"sort"
 	"sync"
+	"time"
 
 	"tandem/internal/config"
 	"tandem/internal/fence"
