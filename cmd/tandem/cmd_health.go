@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"tandem/internal/health"
-	"tandem/internal/objstore"
 )
 
 type healthOptions struct {
@@ -50,15 +49,12 @@ func runHealth(ctx context.Context, o healthOptions, w io.Writer) error {
 	if o.region != "" && env.Cfg.Region(o.region) == nil {
 		return usageError{fmt.Errorf("--region %q: no such region in %s", o.region, env.Cfg.Path())}
 	}
-	open := func(ctx context.Context, region, url string) (objstore.Bucket, error) {
-		return env.Open(ctx, region, url, false)
-	}
 	var reports []health.Report
 	for _, r := range env.Cfg.Regions {
 		if (o.region != "" && r.Name != o.region) || len(r.Health.Checks) == 0 {
 			continue
 		}
-		reports = append(reports, health.New(r.Name, r.Health, open).RunOnce(ctx))
+		reports = append(reports, health.New(r.Name, r.Health, env).RunOnce(ctx))
 	}
 	if len(reports) == 0 {
 		return usageError{fmt.Errorf("no health checks are configured in %s: add regions[].health.checks", env.Cfg.Path())}

@@ -334,10 +334,7 @@ func Observer(env *member.Env, observer, role string, reg prometheus.Registerer)
 		if len(r.Health.Checks) == 0 {
 			continue
 		}
-		open := func(ctx context.Context, region, url string) (objstore.Bucket, error) {
-			return env.Open(ctx, region, url, false)
-		}
-		monitors = append(monitors, health.New(r.Name, r.Health, open))
+		monitors = append(monitors, health.New(r.Name, r.Health, env))
 		if iv := time.Duration(r.Health.Interval); interval == 0 || iv < interval {
 			interval = iv
 		}

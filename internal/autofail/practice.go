@@ -105,10 +105,7 @@ func (p *practice) run(ctx context.Context, primary string) {
 	r.DrillStart = started
 	if err == nil {
 		if reg := env.Cfg.Region(p.region); reg != nil && len(reg.Health.Checks) > 0 {
-			open := func(ctx context.Context, region, url string) (objstore.Bucket, error) {
-				return env.Open(ctx, region, url, false)
-			}
-			rep := health.New(p.region, reg.Health, open).RunOnce(ctx)
+			rep := health.New(p.region, reg.Health, env).RunOnce(ctx)
 			for _, c := range rep.Checks {
 				mark := "ok"
 				if !c.Last.OK {

@@ -38,6 +38,14 @@ type HealthCheck struct {
 	ReplayLag *ReplayLagCheck `yaml:"replay_lag" json:"replay_lag,omitempty"`
 	// Script: a program that exits 0.
 	Script *ScriptAction `yaml:"script" json:"script,omitempty"`
+	// StreamLag: a stream's broker in the region answers, and the events
+	// of the region's log after its position in the sink are at most Max.
+	StreamLag *StreamLagCheck `yaml:"stream_lag" json:"stream_lag,omitempty"`
+}
+
+type StreamLagCheck struct {
+	Stream string `yaml:"stream" json:"stream"`
+	Max    int64  `yaml:"max" json:"max"`
 }
 
 type HTTPCheck struct {
@@ -84,6 +92,8 @@ func (h HealthCheck) Kind() string {
 		return "replay_lag"
 	case h.Script != nil:
 		return "script"
+	case h.StreamLag != nil:
+		return "stream_lag"
 	}
 	return ""
 }
@@ -102,6 +112,9 @@ func (h *Health) defaults() {
 		c := &h.Checks[i]
 		if c.SQL != nil && c.SQL.Query == "" {
 			c.SQL.Query = "select 1"
+		}
+		if c.StreamLag != nil && c.StreamLag.Max == 0 {
+			c.StreamLag.Max = 1000
 		}
 		if c.ReplayLag != nil && c.ReplayLag.Max == 0 {
 			c.ReplayLag.Max = 16 << 20
@@ -130,13 +143,13 @@ func validateHealth(ck *Check, f string, h *Health) {
 		cf := fmt.Sprintf("%s.checks[%d]", f, i)
 		ck.Name(cf+".name", "check", c.Name, names)
 		n := 0
-		for _, set := range []bool{c.HTTP != nil, c.TCP != nil, c.SQL != nil, c.Store != nil, c.ReplayLag != nil, c.Script != nil} {
+		for _, set := range []bool{c.HTTP != nil, c.TCP != nil, c.SQL != nil, c.Store != nil, c.ReplayLag != nil, c.Script != nil, c.StreamLag != nil} {
 			if set {
 				n++
 			}
 		}
 		if n != 1 {
-			ck.Bad(cf, "set exactly one of http, tcp, sql, store, replay_lag or script")
+			ck.Bad(cf, "set exactly one of http, tcp, sql, store, replay_lag, stream_lag or script")
 			continue
 		}
 		switch {
@@ -176,6 +189,13 @@ func validateHealth(ck *Check, f string, h *Health) {
 		case c.Script != nil:
 			if len(c.Script.Command) == 0 {
 				ck.Bad(cf+".script.command", "required")
+			}
+		case c.StreamLag != nil:
+			if c.StreamLag.Stream == "" {
+				ck.Bad(cf+".stream_lag.stream", "required: the name of a streams[] entry")
+			}
+			if c.StreamLag.Max < 0 {
+				ck.Bad(cf+".stream_lag.max", "must not be negative")
 			}
 		}
 	}

@@ -61,23 +61,36 @@ type Report struct {
 	At     time.Time `json:"at"`
 }
 
-// Opener opens an object-store location of a region (member.Env.Open).
-type Opener func(ctx context.Context, region, url string) (objstore.Bucket, error)
+// Env is where checks find stores and the configuration (*member.Env).
+type Env interface {
+	Open(ctx context.Context, region, url string, create bool) (objstore.Bucket, error)
+	Config() *config.Config
+}
+
+// A Custom check is one a member kind provides (stream_lag: package
+// member/streams), registered by the kind; it says what it found or why
+// it failed.
+type Custom func(ctx context.Context, env Env, region string, c config.HealthCheck) (string, error)
+
+var custom = map[string]Custom{}
+
+// RegisterCheck registers the check of kind (a HealthCheck.Kind()).
+func RegisterCheck(kind string, f Custom) { custom[kind] = f }
 
 // Monitor runs one region's checks and keeps their states. It is safe for
 // concurrent use.
 type Monitor struct {
 	region string
 	h      config.Health
-	open   Opener
+	env    Env
 
 	mu     sync.Mutex
 	states []State
 }
 
 // New returns a monitor of region's checks as configured.
-func New(region string, h config.Health, open Opener) *Monitor {
-	m := &Monitor{region: region, h: h, open: open}
+func New(region string, h config.Health, env Env) *Monitor {
+	m := &Monitor{region: region, h: h, env: env}
 	for _, c := range h.Checks {
 		m.states = append(m.states, State{Name: c.Name, Kind: c.Kind(), History: []Result{}})
 	}
@@ -106,7 +119,7 @@ func (m *Monitor) RunOnce(ctx context.Context) Report {
 		wg.Go(func() {
 			cctx, cancel := context.WithTimeout(ctx, time.Duration(m.h.Timeout))
 			defer cancel()
-			results[i] = Run(cctx, m.region, c, m.open)
+			results[i] = Run(cctx, m.region, c, m.env)
 		})
 	}
 	wg.Wait()
@@ -155,9 +168,9 @@ func (m *Monitor) Run(ctx context.Context, report func(Report)) {
 }
 
 // Run runs one check of region, within ctx's deadline.
-func Run(ctx context.Context, region string, c config.HealthCheck, open Opener) Result {
+func Run(ctx context.Context, region string, c config.HealthCheck, env Env) Result {
 	start := time.Now()
-	detail, err := run(ctx, region, c, open)
+	detail, err := run(ctx, region, c, env)
 	r := Result{At: start.UTC(), OK: err == nil, Seconds: time.Since(start).Seconds(), Detail: detail}
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
@@ -168,7 +181,10 @@ func Run(ctx context.Context, region string, c config.HealthCheck, open Opener) 
 	return r
 }
 
-func run(ctx context.Context, region string, c config.HealthCheck, open Opener) (string, error) {
+func run(ctx context.Context, region string, c config.HealthCheck, env Env) (string, error) {
+	if f, ok := custom[c.Kind()]; ok {
+		return f(ctx, env, region, c)
+	}
 	switch {
 	case c.HTTP != nil:
 		return checkHTTP(ctx, c.HTTP)
@@ -183,7 +199,7 @@ func run(ctx context.Context, region string, c config.HealthCheck, open Opener) 
 	case c.SQL != nil:
 		return checkSQL(ctx, c.SQL)
 	case c.Store != nil:
-		return checkStore(ctx, region, c.Store.URL, open)
+		return checkStore(ctx, region, c.Store.URL, env)
 	case c.ReplayLag != nil:
 		s, err := postgres.Check(ctx, string(c.ReplayLag.DSN))
 		switch {
@@ -269,8 +285,8 @@ func scrubDSN(err error, dsn string) error {
 
 // checkStore writes a probe object, reads it back and deletes it: the
 // store takes writes and serves reads.
-func checkStore(ctx context.Context, region, url string, open Opener) (string, error) {
-	b, err := open(ctx, region, url)
+func checkStore(ctx context.Context, region, url string, env Env) (string, error) {
+	b, err := env.Open(ctx, region, url, false)
 	if err != nil {
 		return "", err
 	}

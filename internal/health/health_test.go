@@ -18,9 +18,15 @@ import (
 
 var ctx = context.Background()
 
-func openLocal(ctx context.Context, region, url string) (objstore.Bucket, error) {
-	return local.Open(url, false)
+// folders is an Env whose locations are local folders.
+type folders struct{}
+
+func (folders) Open(ctx context.Context, region, url string, create bool) (objstore.Bucket, error) {
+	return local.Open(url, create)
 }
+func (folders) Config() *config.Config { return nil }
+
+var openLocal folders
 
 // Every kind of check against a real endpoint that answers well, and one
 // that does not: each result says what it found.

@@ -39,6 +39,9 @@ func NewEnv(cfg *config.Config, log *slog.Logger) *Env {
 	return &Env{Cfg: cfg, Log: log, stores: map[string]state.Store{}}
 }
 
+// Config is the configuration (health.Env).
+func (e *Env) Config() *config.Config { return e.Cfg }
+
 // RegionState opens a region's state location, creating a missing folder.
 func (e *Env) RegionState(ctx context.Context, region string) (state.Store, error) {
 	return e.store(ctx, region, func() (state.Store, error) {
