@@ -3,12 +3,14 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -220,6 +222,15 @@ func TestAutoFailoverOutage(t *testing.T) {
 	for _, o := range doc.Health.Observations {
 		if len(o.Regions) != 2 || len(o.Regions[0].Checks[0].History) == 0 || o.Regions[0].Checks[0].Last == nil {
 			t.Fatalf("observation without the checks' history: %+v", o)
+		}
+	}
+	// The metrics say what was decided and what the standby sees.
+	metrics := scrape(t, west)
+	for _, want := range []string{`tandem_auto_failover_decision{group="lakehouse",region="west",state="triggered"} 1`,
+		`tandem_auto_failover_decision{group="lakehouse",region="west",state="healthy"} 0`,
+		`tandem_health_region_down{region="east"} 1`, `tandem_health_check_up{check="app",region="west"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Fatalf("metrics lack %s:\n%s", want, metrics)
 		}
 	}
 	// The new primary does not fail back by itself.
@@ -543,4 +554,20 @@ func TestAutoFailoverApproval(t *testing.T) {
 		xs := r.executions("west")
 		return len(xs) == 1 && xs[0].State == plan.Succeeded && r.holder() == "west"
 	}, west, east)
+}
+
+// scrape reads a serve's metrics, at the address its log names.
+func scrape(t testing.TB, s *server) string {
+	t.Helper()
+	m := regexp.MustCompile(`msg=serving addr=(\S+)`).FindStringSubmatch(s.out.String())
+	if m == nil {
+		t.Fatalf("no address in the serve's log:\n%s", s.out.String())
+	}
+	resp, err := http.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return string(data)
 }

@@ -104,6 +104,10 @@ func TestAlerts(t *testing.T) {
 	x.Groups[0].Steps[0].State = plan.Succeeded
 	tell(x)
 	tell(x)
+	ended := time.Now()
+	failed := &plan.Execution{ID: "switchover-2", Type: plan.Switchover, From: "west", To: "east", State: plan.Failed, Ended: &ended, Error: "step drain failed"}
+	tell(failed)
+	tell(failed)
 
 	var got []string
 	for _, e := range rcv.took() {
@@ -115,7 +119,8 @@ func TestAlerts(t *testing.T) {
 			t.Fatalf("finished run without its RTO: %+v", e)
 		}
 	}
-	want := []string{"region.down firing", "region.down resolved", "region.down firing", "plan.failover started", "plan.failover waiting", "plan.failover succeeded"}
+	want := []string{"region.down firing", "region.down resolved", "region.down firing", "plan.failover started", "plan.failover waiting", "plan.failover succeeded",
+		"plan.switchover started", "plan.switchover failed"}
 	if strings.Join(got, ", ") != strings.Join(want, ", ") {
 		t.Fatalf("webhook received %v\nwant %v", got, want)
 	}

@@ -394,10 +394,15 @@ func Decider(s *member.Serving, region string) []daemon.Task {
 			continue
 		}
 		d := &decider{s: s, pg: pg, region: region, log: s.Env.Log.With("group", pg.Name, "region", region), alerts: alert.New(pg, s.Env.Log)}
-		state := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "tandem", Subsystem: "auto_failover", Name: "triggered",
-			Help: "1 while this region's last automatic-failover decision was to run the failover.", ConstLabels: prometheus.Labels{"group": pg.Name, "region": region}},
-			func() float64 { return b2f(d.last.Load() != nil && d.last.Load().State == Triggered) })
-		s.Reg.MustRegister(state)
+		// One series per state: 1 for the decision in force, so that a
+		// dashboard shows what was decided (and the log and the alerts
+		// say why).
+		for _, st := range []string{Healthy, Unknown, Suspect, Down, Withheld, AwaitingApproval, Triggered} {
+			s.Reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "tandem", Subsystem: "auto_failover", Name: "decision",
+				Help:        "1 for the state of this region's last automatic-failover decision (healthy, unknown, suspect, down, withheld, awaiting-approval, triggered).",
+				ConstLabels: prometheus.Labels{"group": pg.Name, "region": region, "state": st}},
+				func() float64 { return b2f(d.last.Load() != nil && d.last.Load().State == st) }))
+		}
 		interval := time.Second
 		for _, r := range s.Env.Cfg.Regions {
 			if iv := time.Duration(r.Health.Interval); len(r.Health.Checks) > 0 && iv < interval {
