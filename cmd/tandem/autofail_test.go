@@ -131,6 +131,16 @@ func (r *autoRig) serve(t testing.TB, role, eastApp string) *server {
 	return s
 }
 
+// start runs the three roles, every one seeing view as east's endpoint,
+// and waits until east holds the lease.
+func (r *autoRig) start(t testing.TB, view string) (east, west *server) {
+	east = r.serve(t, "east", view)
+	waitUntil(t, 30*time.Second, "east never held the lease", func() bool { return r.holder() == "east" }, east)
+	west = r.serve(t, "west", view)
+	r.serve(t, "witness", view)
+	return east, west
+}
+
 func (r *autoRig) holder() string {
 	var rec struct{ Holder string }
 	data, _ := os.ReadFile(filepath.Join(r.dir, "witness/leases/lakehouse.json"))
@@ -180,14 +190,11 @@ func waitUntil(t testing.TB, d time.Duration, what string, ok func() bool, logs 
 func TestAutoFailoverOutage(t *testing.T) {
 	hook, told := receiver(t)
 	r := newAutoRig(t, "failover", "", hook)
-	east := r.serve(t, "east", r.east.srv.URL)
-	west := r.serve(t, "west", r.east.srv.URL)
-	wit := r.serve(t, "witness", r.east.srv.URL)
-	waitUntil(t, 30*time.Second, "east never held the lease", func() bool { return r.holder() == "east" }, east)
+	east, west := r.start(t, r.east.srv.URL)
 	waitUntil(t, 30*time.Second, "the standby never saw east healthy", func() bool { return r.decision().Decision.State == autofail.Healthy }, west)
 
 	r.east.srv.Close() // east's application goes down
-	waitUntil(t, 60*time.Second, "no automatic failover to west", func() bool { return r.holder() == "west" }, east, west, wit)
+	waitUntil(t, 60*time.Second, "no automatic failover to west", func() bool { return r.holder() == "west" }, east, west)
 	waitUntil(t, 60*time.Second, "the failover did not finish", func() bool {
 		xs := r.executions("west")
 		return len(xs) == 1 && xs[0].State == plan.Succeeded
@@ -384,10 +391,7 @@ func TestPracticeDrill(t *testing.T) {
 func TestAutoFailoverDuringARun(t *testing.T) {
 	hook, told := receiver(t)
 	r := newAutoRig(t, "failover", "", hook)
-	east := r.serve(t, "east", r.east.srv.URL)
-	waitUntil(t, 30*time.Second, "east never held the lease", func() bool { return r.holder() == "east" }, east)
-	west := r.serve(t, "west", r.east.srv.URL)
-	r.serve(t, "witness", r.east.srv.URL)
+	east, west := r.start(t, r.east.srv.URL)
 	// A switchover someone started and left unfinished holds the plan lock.
 	writeFile(t, filepath.Join(r.dir, "witness/plans/lakehouse/active.json"),
 		`{"execution":"switchover-20261201T000000000Z","type":"switchover","home":"west","started":"2026-12-01T00:00:00Z"}`)
@@ -417,10 +421,7 @@ func TestAutoFailoverFlapping(t *testing.T) {
 	}))
 	defer flappy.Close()
 	r := newAutoRig(t, "failover", "")
-	east := r.serve(t, "east", flappy.URL)
-	waitUntil(t, 30*time.Second, "east never held the lease", func() bool { return r.holder() == "east" }, east)
-	west := r.serve(t, "west", flappy.URL)
-	r.serve(t, "witness", flappy.URL)
+	_, west := r.start(t, flappy.URL)
 	sawDown := false
 	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); {
 		up.Store(!up.Load()) // 600ms down, 600ms up: down after two failures, back at once
@@ -442,10 +443,7 @@ func TestAutoFailoverFlapping(t *testing.T) {
 // expires; resumed, the old primary acts as primary no more.
 func TestAutoFailoverPausedPrimary(t *testing.T) {
 	r := newAutoRig(t, "failover", "")
-	east := r.serve(t, "east", r.east.srv.URL)
-	waitUntil(t, 30*time.Second, "east never held the lease", func() bool { return r.holder() == "east" }, east)
-	west := r.serve(t, "west", r.east.srv.URL)
-	r.serve(t, "witness", r.east.srv.URL)
+	east, west := r.start(t, r.east.srv.URL)
 	waitUntil(t, 30*time.Second, "the standby never saw east healthy", func() bool { return r.decision().Decision.State == autofail.Healthy }, west)
 	east.cmd.Process.Signal(syscall.SIGSTOP)
 	r.east.srv.Close()
@@ -481,10 +479,7 @@ func BenchmarkAutoFailover(b *testing.B) {
 			var detect, decide, leaseT, rest, total float64
 			for range b.N {
 				r := newAutoRig(b, "failover", "")
-				east := r.serve(b, "east", r.east.srv.URL)
-				waitUntil(b, 30*time.Second, "east never held the lease", func() bool { return r.holder() == "east" }, east)
-				west := r.serve(b, "west", r.east.srv.URL)
-				r.serve(b, "witness", r.east.srv.URL)
+				east, west := r.start(b, r.east.srv.URL)
 				waitUntil(b, 30*time.Second, "the standby never saw east healthy", func() bool { return r.decision().Decision.State == autofail.Healthy }, west)
 				if dark {
 					east.kill()
@@ -529,10 +524,7 @@ func BenchmarkAutoFailover(b *testing.B) {
 func TestAutoFailoverApproval(t *testing.T) {
 	hook, told := receiver(t)
 	r := newAutoRig(t, "failover", "      approval: true\n", hook)
-	east := r.serve(t, "east", r.east.srv.URL)
-	waitUntil(t, 30*time.Second, "east never held the lease", func() bool { return r.holder() == "east" }, east)
-	west := r.serve(t, "west", r.east.srv.URL)
-	r.serve(t, "witness", r.east.srv.URL)
+	east, west := r.start(t, r.east.srv.URL)
 	apps := []string{"EAST_APP=" + r.east.srv.URL, "WEST_APP=" + r.east.srv.URL}
 	if code, out := tandem(t, apps, "auto-failover", "approve", "--config", r.cfg); code != 1 || !strings.Contains(out, "awaits no approval") {
 		t.Fatalf("an approval with nothing to approve: exit %d\n%s", code, out)
