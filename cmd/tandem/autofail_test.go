@@ -421,11 +421,15 @@ func TestAutoFailoverFlapping(t *testing.T) {
 	}))
 	defer flappy.Close()
 	r := newAutoRig(t, "failover", "")
+	// min_down 3s: far longer than a down phase, even with observers
+	// held up by a loaded machine.
+	data, _ := os.ReadFile(r.cfg)
+	os.WriteFile(r.cfg, []byte(strings.Replace(string(data), "min_down: 1s", "min_down: 3s", 1)), 0o644)
 	_, west := r.start(t, flappy.URL)
 	sawDown := false
-	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); {
-		up.Store(!up.Load()) // 600ms down, 600ms up: down after two failures, back at once
-		for range 12 {
+	for end := time.Now().Add(8 * time.Second); time.Now().Before(end); {
+		up.Store(!up.Load()) // 900ms down, 900ms up: down after two failures, back at once
+		for range 18 {
 			time.Sleep(50 * time.Millisecond)
 			sawDown = sawDown || r.decision().Decision.State == autofail.Down
 		}
