@@ -85,8 +85,13 @@ func (a *Alerts) event(kind, status, summary string, details map[string]any) not
 	return notify.Event{Kind: kind, Status: status, Group: a.pg, Summary: summary, Time: time.Now().UTC(), Details: details}
 }
 
+// sendTimeout bounds one delivery: alerts are sent in line (a plan run's
+// own, from its executor), so a notifier that does not answer costs a run
+// at most this per event (a run tells three or four).
+const sendTimeout = 5 * time.Second
+
 func (a *Alerts) send(ctx context.Context, e notify.Event) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sendTimeout)
 	defer cancel()
 	if err := a.n.Notify(ctx, e); err != nil {
 		a.log.Error("alert not delivered", "kind", e.Kind, "status", e.Status, "err", err)
