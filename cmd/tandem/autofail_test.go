@@ -21,6 +21,7 @@ import (
 
 	"tandem/internal/autofail"
 	"tandem/internal/plan"
+	"tandem/internal/postgres/pgtest"
 )
 
 // autoConfig: two regions, each with one health check whose URL each
@@ -566,4 +567,38 @@ func scrape(t testing.TB, s *server) string {
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
 	return string(data)
+}
+
+// The primary's database stops, and its application's folder is gone:
+// the standby's and the witness's sql and store checks see it, and the
+// standby fails over.
+func TestAutoFailoverDatabaseAndFolder(t *testing.T) {
+	for _, what := range []string{"database stopped", "folder removed"} {
+		t.Run(what, func(t *testing.T) {
+			db := pgtest.Primary(t)
+			r := newAutoRig(t, "failover", "")
+			appDir := filepath.Join(r.dir, "east", "app")
+			os.MkdirAll(appDir, 0o755)
+			data, _ := os.ReadFile(r.cfg)
+			checks := fmt.Sprintf(`[{name: db, sql: {driver: postgres, dsn: "%s", query: "select 1"}}, {name: app, store: {url: %s}}]`, db.DSN(), appDir)
+			os.WriteFile(r.cfg, []byte(strings.Replace(string(data), `
+      checks:
+        - {name: app, http: {url: "${EAST_APP}"}}`, "\n      checks: "+checks, 1)), 0o644)
+			east, west := r.start(t, r.east.srv.URL)
+			waitUntil(t, 30*time.Second, "the standby never saw east healthy", func() bool { return r.decision().Decision.State == autofail.Healthy }, west)
+			if what == "database stopped" {
+				db.Stop()
+			} else {
+				os.RemoveAll(appDir)
+			}
+			waitUntil(t, 60*time.Second, "no automatic failover", func() bool {
+				xs := r.executions("west")
+				return len(xs) == 1 && xs[0].State == plan.Succeeded && r.holder() == "west"
+			}, east, west)
+			want := map[string]string{"database stopped": "east db:", "folder removed": "east app:"}[what]
+			if x := r.executions("west")[0]; !strings.Contains(x.Trigger.Reason, want) {
+				t.Fatalf("the trigger does not name the failing check %q: %s", want, x.Trigger.Reason)
+			}
+		})
+	}
 }
