@@ -29,8 +29,8 @@ func status(ctx context.Context, env *member.Env) (member.Part, bool) {
 	for _, pg := range env.Cfg.ProtectionGroups {
 		watched = watched || pg.Practice != nil
 	}
-	if !watched {
-		return member.Part{}, false
+	if !watched || env.Cfg.Witness == nil {
+		return member.Part{}, false // observations and decisions live in the witness
 	}
 	p := member.Part{Key: "health", Title: "health and automatic failover"}
 	w, err := env.Witness(ctx)
