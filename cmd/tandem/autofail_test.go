@@ -211,6 +211,13 @@ func TestAutoFailoverOutage(t *testing.T) {
 		d := r.decision()
 		return d.Execution == x.ID && d.Outcome == "succeeded"
 	}, west)
+	// The old primary, back or not, is no standby (the lease names none
+	// until a failback): it decides nothing, so the record keeps the
+	// decision that ran, and nothing fails back by itself.
+	time.Sleep(2 * time.Second)
+	if d := r.decision(); d.Decision.State != autofail.Triggered || d.Decision.Standby != "west" {
+		t.Fatalf("the decision was overwritten after the failover: %+v", d.Decision)
+	}
 	// status shows every observer's view, with each check's last result,
 	// and the decision with the run.
 	apps := []string{"EAST_APP=" + r.east.srv.URL, "WEST_APP=" + r.east.srv.URL}

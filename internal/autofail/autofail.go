@@ -528,8 +528,11 @@ func (d *decider) round(ctx context.Context) time.Duration {
 		}
 		return 0
 	}
-	if rec.Holder == "" || rec.Holder == d.region || d.running.Load() {
-		return 0 // released (a plan runs), or nothing to decide
+	if rec.Holder == "" || rec.Standby != d.region || d.running.Load() {
+		// Released (a plan runs); or this region is not the lease's
+		// standby (after a failover the old primary is none until a
+		// failback reinstates it: it never fails back by itself).
+		return 0
 	}
 	facts := Facts{Now: time.Now(), Primary: rec.Holder, Standby: d.region, Epoch: rec.Epoch, Observations: obs, Last: last,
 		Busy: activeRun(ctx, w, d.pg.Name), Approved: last.Approval != nil && last.Approval.Epoch == rec.Epoch, Hint: env.Hint(d.pg)}

@@ -119,7 +119,7 @@ func TestBad(t *testing.T) {
 			"regions[0].health.checks[0].http.body: not a regular expression",
 			"regions[0].health.checks[1].name",
 			`regions[0].health.checks[1].tcp.address: "no-port" is not host:port`,
-			"regions[0].health.checks[2]: set exactly one of http, tcp, sql, store, replay_lag or script",
+			"regions[0].health.checks[2]: set exactly one of http, tcp, sql, store, replay_lag, stream_lag or script",
 			`regions[0].health.checks[3].sql.driver: "oracle" is not sqlite or postgres`,
 			"regions[0].health.checks[3].sql.dsn: required",
 			"regions[0].health.checks[4].replay_lag.dsn: required",
