@@ -7,6 +7,7 @@
 package local
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -452,23 +453,8 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
 		}
 	case opts.IfMatch != "":
-		unlock, err := b.lock()
-		if err != nil {
-			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
-		}
-		defer unlock()
-		cur, err := b.Stat(ctx, key)
-		if errors.Is(err, objstore.ErrNotExist) || (err == nil && cur.ETag != opts.IfMatch) {
-			return objstore.Info{}, fmt.Errorf("put %s in %s: object changed: %w", key, b.URL(), objstore.ErrPrecondition)
-		}
-		if err != nil {
+		if err := b.compareAndPlace(ctx, key, opts, tmpName, p); err != nil {
 			return objstore.Info{}, err
-		}
-		if _, err := opts.Gate.Run(); err != nil {
-			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
-		}
-		if err := place(rename, tmpName, p); err != nil {
-			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
 		}
 	default:
 		if err := b.groupCommit(tmpName, p, opts.Gate); err != nil {
@@ -608,16 +594,59 @@ func (b *Bucket) Sync(ctx context.Context) error {
 	return nil
 }
 
+// compareAndPlace renames the staged file to p if key still has the ETag
+// opts.IfMatch, under the folder's lock. The lock is held for the compare,
+// the gate and the rename only (the directory sync comes after): a
+// process paused while it holds it (SIGSTOP, a frozen machine) blocks the
+// folder's other compare-and-swaps, so the window is kept as short as it
+// can be.
+func (b *Bucket) compareAndPlace(ctx context.Context, key string, opts objstore.PutOptions, tmpName, p string) error {
+	unlock, err := b.lock(ctx)
+	if err != nil {
+		return fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
+	}
+	defer unlock()
+	cur, err := b.Stat(ctx, key)
+	if errors.Is(err, objstore.ErrNotExist) || (err == nil && cur.ETag != opts.IfMatch) {
+		return fmt.Errorf("put %s in %s: object changed: %w", key, b.URL(), objstore.ErrPrecondition)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := opts.Gate.Run(); err != nil {
+		return fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
+	}
+	if err := place(rename, tmpName, p); err != nil {
+		return fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
+	}
+	return nil
+}
+
+// lockWait bounds how long a compare-and-swap waits for the folder's lock.
+var lockWait = 10 * time.Second
+
 // lock takes the folder's exclusive flock, which serializes compare-and-swap
-// across processes.
-func (b *Bucket) lock() (func(), error) {
+// across processes. A lock held longer than lockWait (its holder paused)
+// fails the write, saying so, rather than hang: callers retry.
+func (b *Bucket) lock(ctx context.Context) (func(), error) {
 	f, err := os.OpenFile(filepath.Join(b.root, lockName), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, err
+	deadline := time.Now().Add(lockWait)
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) || ctx.Err() != nil {
+			f.Close()
+			if errors.Is(err, syscall.EWOULDBLOCK) {
+				return nil, fmt.Errorf("the folder's lock (%s) has been held by another process for %s (is a tandem paused?): nothing was written; try again", lockName, lockWait)
+			}
+			return nil, cmp.Or(ctx.Err(), err)
+		}
+		time.Sleep(wait)
 	}
 	return func() {
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)

@@ -195,3 +195,33 @@ func TestNoWriteThroughSymlinks(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A compare-and-swap whose lock another process holds (paused) fails,
+// saying so, instead of waiting for ever; once the lock is free it works.
+func TestLockHeldFails(t *testing.T) {
+	defer func(w time.Duration) { *local.LockWait = w }(*local.LockWait)
+	*local.LockWait = 200 * time.Millisecond
+	b, err := local.Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := b.Put(context.Background(), "lease.json", strings.NewReader("1"), 1, objstore.PutOptions{IfAbsent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(b.Root(), local.LockName), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.Put(context.Background(), "lease.json", strings.NewReader("2"), 1, objstore.PutOptions{IfMatch: info.ETag})
+	if err == nil || !strings.Contains(err.Error(), "has been held by another process") {
+		t.Fatalf("a write under a held lock: %v", err)
+	}
+	f.Close() // the holder goes away
+	if _, err := b.Put(context.Background(), "lease.json", strings.NewReader("2"), 1, objstore.PutOptions{IfMatch: info.ETag}); err != nil {
+		t.Fatal(err)
+	}
+}
