@@ -189,8 +189,6 @@ func LoadRecord(ctx context.Context, w state.Store, pg string) (Record, string, 
 	return r, etag, err
 }
 
-// Decide is the standby's verdict on pg's primary, from the observations
-// in the witness, the last automatic run and the plan run under way.
 // Facts are what a decision is made of.
 type Facts struct {
 	Now              time.Time
@@ -218,6 +216,9 @@ type Lag struct {
 	Known  bool
 }
 
+// Decide is the standby's verdict on pg's primary, from the observations
+// in the witness, the last automatic run, the plan run under way, the
+// members' lag and a person's approval.
 func Decide(pg *config.ProtectionGroup, f Facts) Decision {
 	now, primary, standby, epoch, obs, last := f.Now, f.Primary, f.Standby, f.Epoch, f.Observations, f.Last
 	d := Decision{ProtectionGroup: pg.Name, Primary: primary, Standby: standby, At: now.UTC(), Epoch: epoch}
