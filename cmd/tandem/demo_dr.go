@@ -397,7 +397,9 @@ would do nothing but alert.`)
 	}
 	fmt.Fprintln(w, "both regions' serves and the witness observer see both regions up")
 	down := time.Now()
-	if err := os.RemoveAll(filepath.Join(dir, "primary", "app")); err != nil {
+	// Moved away in one step (a removal would race with the probes the
+	// observers write into it).
+	if err := os.Rename(filepath.Join(dir, "primary", "app"), filepath.Join(dir, "primary", "app.failed")); err != nil {
 		return err
 	}
 	fmt.Fprintln(w, "the primary's application fails (its folder is gone); its serve still runs")
