@@ -275,7 +275,7 @@ func TestAutoFailoverWithheld(t *testing.T) {
 	}{
 		{"partition isolates the standby", "failover", "", true, true, autofail.Suspect, "still sees it up"},
 		{"no witness observer", "failover", "", false, false, autofail.Suspect, "no witness observer has reported lately"},
-		{"blocked window", "failover", "      blocked: [{from: \"00:00\", to: \"23:59\"}]\n", true, false, autofail.Withheld, "blocked window"},
+		{"blocked window", "failover", "      blocked: [{from: \"00:00\", to: \"12:00\"}, {from: \"12:00\", to: \"00:00\"}]\n", true, false, autofail.Withheld, "blocked window"},
 		{"alert-only", "alert-only", "", true, false, autofail.Withheld, "mode alert-only"},
 		{"a failover would lose more than max_lag", "failover", "      max_lag: 1ms\n", true, false, autofail.Withheld, "more than max_lag 1ms"},
 	} {

@@ -133,3 +133,15 @@ func TestApprovalHoldsForItsEpoch(t *testing.T) {
 		t.Fatalf("not approved: %s: %s", d.State, d.Reason)
 	}
 }
+
+// Two windows that meet at noon and midnight block the whole day, the
+// last minute before midnight included.
+func TestWindowsCoverTheDay(t *testing.T) {
+	ws := []config.Window{{From: "00:00", To: "12:00"}, {From: "12:00", To: "00:00"}}
+	for _, at := range []string{"2026-12-04T00:00:00Z", "2026-12-04T11:59:59Z", "2026-12-04T12:00:00Z", "2026-12-04T23:59:30Z"} {
+		tm, _ := time.Parse(time.RFC3339, at)
+		if !in(ws, tm) {
+			t.Errorf("%s is in no window", at)
+		}
+	}
+}

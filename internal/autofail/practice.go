@@ -54,7 +54,7 @@ func Practice(s *member.Serving, region string) {
 			continue
 		}
 		p := &practice{s: s, pg: pg, region: region, log: s.Env.Log.With("group", pg.Name, "region", region), alerts: alert.New(pg, s.Env.Log)}
-		interval := min(time.Minute, max(time.Second, time.Duration(pg.Practice.Every)/10))
+		interval := min(10*time.Second, max(time.Second, time.Duration(pg.Practice.Every)/10))
 		s.Task(daemon.Task{Name: "practice/" + pg.Name, Interval: interval, NotReady: true, Run: p.round})
 	}
 }
