@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -561,19 +560,13 @@ func TestAutoFailoverApproval(t *testing.T) {
 }
 
 // scrape reads a serve's metrics, at the address its log names.
-func scrape(t testing.TB, s *server) string {
+func scrape(t *testing.T, s *server) string {
 	t.Helper()
 	m := regexp.MustCompile(`msg=serving addr=(\S+)`).FindStringSubmatch(s.out.String())
 	if m == nil {
 		t.Fatalf("no address in the serve's log:\n%s", s.out.String())
 	}
-	resp, err := http.Get("http://" + m[1] + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	return string(data)
+	return get(t, "http://"+m[1]+"/metrics")
 }
 
 // The primary's database stops, and its application's folder is gone:

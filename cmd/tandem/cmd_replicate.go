@@ -8,11 +8,11 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"tandem/internal/config"
 	"tandem/internal/location"
 	"tandem/internal/member"
 	"tandem/internal/member/bucket"
@@ -130,10 +130,9 @@ func adHocPair(ctx context.Context, o replicateOptions, srcURL, dstURL string, l
 	}
 	p := &replicate.Pair{Source: e.src, Target: e.dst, Delete: o.delete, Exclude: o.exclude, Transfers: o.transfers, Log: log, IgnoreUnsupported: o.ignoreUnsupported}
 	if o.fileMode != "" {
-		m, err := strconv.ParseUint(strings.TrimPrefix(o.fileMode, "0o"), 8, 32)
-		if err != nil {
-			err = fmt.Errorf("not octal permission bits, such as 0640")
-		} else {
+		m, ok := config.ParseFileMode(o.fileMode)
+		err := fmt.Errorf("not octal permission bits, such as 0640")
+		if ok {
 			err = replicate.CheckMode(fs.FileMode(m))
 		}
 		if err != nil {

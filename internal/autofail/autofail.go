@@ -159,21 +159,34 @@ type Approval struct {
 // awaits: it holds for the lease epoch of the decision only, so it cannot
 // fail over a later primary. by names who approved.
 func Approve(ctx context.Context, w state.Store, pg, by string) (Record, error) {
-	for {
-		rec, etag, err := LoadRecord(ctx, w, pg)
-		if err != nil {
-			return rec, err
-		}
+	return updateRecord(ctx, w, pg, func(rec *Record) error {
 		if rec.Decision.State != AwaitingApproval {
 			state := rec.Decision.State
 			if state == "" {
 				state = "no decision yet"
 			}
-			return rec, fmt.Errorf("the automatic failover of %s awaits no approval (its decision: %s)", pg, state)
+			return fmt.Errorf("the automatic failover of %s awaits no approval (its decision: %s)", pg, state)
 		}
 		rec.Approval = &Approval{By: by, At: time.Now().UTC(), Epoch: rec.Decision.Epoch}
-		_, err = decisions(w).Save(ctx, pg+".json", rec, objstore.PutOptions{IfMatch: etag})
-		if !errors.Is(err, objstore.ErrPrecondition) {
+		return nil
+	})
+}
+
+// updateRecord applies change to pg's record in the witness by
+// compare-and-swap, reading it again when another writer came first (the
+// standby's serve and a person approving). An error from change is
+// returned and nothing is written.
+func updateRecord(ctx context.Context, w state.Store, pg string, change func(*Record) error) (Record, error) {
+	for {
+		rec, etag, err := LoadRecord(ctx, w, pg)
+		if err != nil {
+			return rec, err
+		}
+		if err := change(&rec); err != nil {
+			return rec, err
+		}
+		_, err = decisions(w).Save(ctx, pg+".json", rec, objstore.PutOptions{IfMatch: etag, IfAbsent: etag == ""})
+		if !errors.Is(err, objstore.ErrPrecondition) || ctx.Err() != nil {
 			return rec, err
 		}
 	}
@@ -349,18 +362,20 @@ func Observer(env *member.Env, observer, role string, reg prometheus.Registerer)
 		Help: "1 while a check of the region failed its configured failures in a row, as this serve saw it."}, []string{"region"})
 	reg.MustRegister(up, down)
 	log := env.Log.With("observer", observer)
+	last := make([]health.Report, len(monitors)) // each monitor's previous round
 	return daemon.Task{
 		Name: "health/" + observer, Interval: interval, NotReady: true,
 		Run: func(ctx context.Context) time.Duration {
 			o := Observation{Observer: observer, Role: role, Interval: interval.Seconds()}
-			for _, m := range monitors {
-				was := m.Report()
+			for k, m := range monitors {
+				was := last[k]
 				r := m.RunOnce(ctx)
+				last[k] = r
 				o.Regions = append(o.Regions, r)
 				down.WithLabelValues(r.Region).Set(b2f(r.Down))
 				for i, c := range r.Checks {
 					up.WithLabelValues(r.Region, c.Name).Set(b2f(c.Last != nil && c.Last.OK))
-					if c.Down != was.Checks[i].Down {
+					if i < len(was.Checks) && c.Down != was.Checks[i].Down {
 						log.Warn("health check changed", "region", r.Region, "check", c.Name, "down", c.Down, "detail", c.Last.Detail)
 					}
 				}
@@ -502,7 +517,7 @@ func (d *decider) round(ctx context.Context) time.Duration {
 	if err != nil || !ok {
 		return 0
 	}
-	last, etag, err := LoadRecord(ctx, w, d.pg.Name)
+	last, _, err := LoadRecord(ctx, w, d.pg.Name)
 	if err != nil {
 		d.log.Error("automatic failover: read its record in the witness", "err", err)
 		return 0
@@ -553,13 +568,13 @@ func (d *decider) round(ctx context.Context) time.Duration {
 	if prev != nil && prev.State == dec.State && dec.State != Triggered {
 		return 0
 	}
-	next := last
-	next.Decision = dec
-	if dec.State == Triggered {
-		next.LastRun, next.Execution, next.Outcome = dec.At, "", "running"
-	}
-	opts := objstore.PutOptions{IfMatch: etag, IfAbsent: etag == ""}
-	if _, err := decisions(w).Save(ctx, d.pg.Name+".json", next, opts); err != nil {
+	if _, err := updateRecord(ctx, w, d.pg.Name, func(r *Record) error {
+		r.Decision = dec
+		if dec.State == Triggered {
+			r.LastRun, r.Execution, r.Outcome = dec.At, "", "running"
+		}
+		return nil
+	}); err != nil {
 		d.log.Error("automatic failover: record the decision in the witness", "err", err)
 		return 0
 	}
@@ -575,31 +590,26 @@ func (d *decider) failover(ctx context.Context, dec Decision) {
 	defer d.running.Store(false)
 	env := d.s.Env
 	outcome, id := "", ""
-	p, err := member.PlanNow(ctx, env, d.pg, plan.Failover)
-	if err == nil && (p.From != dec.Primary || p.To != d.region) {
-		err = fmt.Errorf("the lease moved meanwhile (%s -> %s): nothing to fail over", p.From, p.To)
-	}
-	var x *plan.Execution
-	if err == nil {
-		p.Trigger = &plan.Trigger{Reason: dec.Reason, Region: dec.Primary, Since: dec.Since, Observers: dec.Observers, Checks: dec.Checks}
-		var ex *plan.Executor
-		if ex, err = member.Executor(ctx, env, d.pg, p.Home, d.log); err == nil {
-			d.log.Warn("automatic failover: running the failover plan", "reason", dec.Reason)
-			// Name the run in the record once it holds the plan lock:
-			// the old primary demotes itself only then.
-			tell, named := ex.OnChange, false
-			ex.OnChange = func(x *plan.Execution) {
-				if !named {
-					named = true
-					d.record(ctx, func(r *Record) { r.Execution = x.ID })
-				}
-				if tell != nil {
-					tell(x)
-				}
-			}
-			x, err = ex.Run(ctx, p, dec.At)
+	x, err := runPlan(ctx, env, d.pg, plan.Failover, dec.At, d.log, func(p *plan.Plan, ex *plan.Executor) error {
+		if p.From != dec.Primary || p.To != d.region {
+			return fmt.Errorf("the lease moved meanwhile (%s -> %s): nothing to fail over", p.From, p.To)
 		}
-	}
+		p.Trigger = &plan.Trigger{Reason: dec.Reason, Region: dec.Primary, Since: dec.Since, Observers: dec.Observers, Checks: dec.Checks}
+		d.log.Warn("automatic failover: running the failover plan", "reason", dec.Reason)
+		// Name the run in the record once it holds the plan lock: the
+		// old primary demotes itself only then.
+		tell, named := ex.OnChange, false
+		ex.OnChange = func(x *plan.Execution) {
+			if !named {
+				named = true
+				d.record(ctx, func(r *Record) { r.Execution = x.ID })
+			}
+			if tell != nil {
+				tell(x)
+			}
+		}
+		return nil
+	})
 	switch {
 	case x != nil && err == nil:
 		outcome, id = "succeeded", x.ID
@@ -617,23 +627,34 @@ func (d *decider) failover(ctx context.Context, dec Decision) {
 // record changes pg's automatic-failover record in the witness.
 func (d *decider) record(ctx context.Context, change func(*Record)) {
 	w, err := d.s.Env.Witness(ctx)
-	for attempt := 0; err == nil && attempt < 5; attempt++ {
-		var (
-			last Record
-			etag string
-		)
-		if last, etag, err = LoadRecord(ctx, w, d.pg.Name); err != nil {
-			break
-		}
-		change(&last)
-		_, err = decisions(w).Save(ctx, d.pg.Name+".json", last, objstore.PutOptions{IfMatch: etag, IfAbsent: etag == ""})
-		if !errors.Is(err, objstore.ErrPrecondition) {
-			break
-		}
+	if err == nil {
+		_, err = updateRecord(ctx, w, d.pg.Name, func(r *Record) error { change(r); return nil })
 	}
 	if err != nil {
 		d.log.Error("automatic failover: record in the witness", "err", err)
 	}
+}
+
+// runPlan runs pg's plan of typ, in the direction the lease says now,
+// through the durable executor, decided at at. prepare, when set, sees the
+// plan and the executor first and may refuse (nothing runs) or adjust
+// them.
+func runPlan(ctx context.Context, env *member.Env, pg *config.ProtectionGroup, typ string, at time.Time, log *slog.Logger,
+	prepare func(*plan.Plan, *plan.Executor) error) (*plan.Execution, error) {
+	p, err := member.PlanNow(ctx, env, pg, typ)
+	if err != nil {
+		return nil, err
+	}
+	ex, err := member.Executor(ctx, env, pg, p.Home, log)
+	if err != nil {
+		return nil, err
+	}
+	if prepare != nil {
+		if err := prepare(p, ex); err != nil {
+			return nil, err
+		}
+	}
+	return ex.Run(ctx, p, at)
 }
 
 // activeRun is the plan run of pg that holds the plan lock, "" when none

@@ -140,15 +140,7 @@ func (p *practice) run(ctx context.Context, primary string) {
 // plan runs a plan of typ through the durable executor and says how it
 // ended ("ID state").
 func (p *practice) plan(ctx context.Context, typ string) (string, error) {
-	pl, err := member.PlanNow(ctx, p.s.Env, p.pg, typ)
-	if err != nil {
-		return "not run", err
-	}
-	ex, err := member.Executor(ctx, p.s.Env, p.pg, pl.Home, p.log)
-	if err != nil {
-		return "not run", err
-	}
-	x, err := ex.Run(ctx, pl, time.Now())
+	x, err := runPlan(ctx, p.s.Env, p.pg, typ, time.Now(), p.log, nil)
 	if x == nil {
 		return "not run", err
 	}

@@ -211,13 +211,18 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 // FileMode is a file's permission bits, written in octal: 0640, "0o640".
 type FileMode fs.FileMode
 
+// ParseFileMode reads octal permission bits (0640, 0o640).
+func ParseFileMode(s string) (FileMode, bool) {
+	u, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(s), "0o"), 8, 32)
+	return FileMode(u), err == nil && u <= 0o777
+}
+
 func (m *FileMode) UnmarshalYAML(n *yaml.Node) error {
-	v := strings.TrimPrefix(strings.TrimSpace(n.Value), "0o")
-	u, err := strconv.ParseUint(v, 8, 32)
-	if err != nil || u > 0o777 {
+	v, ok := ParseFileMode(n.Value)
+	if !ok {
 		return valueError(n, "%q is not a file mode (use octal permission bits, such as 0640)", n.Value)
 	}
-	*m = FileMode(u)
+	*m = v
 	return nil
 }
 
