@@ -160,6 +160,13 @@ func (c *Copier) copyOnce(ctx context.Context, src objstore.Info) (objstore.Info
 			return c.Source.GetRange(ctx, src.Key, off, n, start.ETag)
 		}
 		info, err := pp.PutParts(ctx, src.Key, src.Size, c.PartSize, 4, open, opts)
+		if err != nil && inPlace {
+			// A file rewritten during a part's upload can fail it first
+			// (the part's checksum no longer matches): say why.
+			if cerr := c.unchanged(ctx, start); cerr != nil {
+				err = cerr
+			}
+		}
 		if err != nil {
 			return objstore.Info{}, fmt.Errorf("copy %s: %w", src.Key, err)
 		}
