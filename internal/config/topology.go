@@ -29,6 +29,34 @@ type HTTPAction struct {
 	Headers map[string]Secret `yaml:"headers" json:"headers,omitempty"`
 	Body    string            `yaml:"body" json:"body,omitempty"`
 	Expect  int               `yaml:"expect" json:"expect,omitempty"`
+	// Job makes the request the start of an asynchronous job, polled
+	// until it reaches a success or failure state.
+	Job *JobPoll `yaml:"job" json:"job,omitempty"`
+}
+
+// JobPoll is how an asynchronous job started by an HTTP request is
+// followed: its status is read from a URL until its state is one of
+// Success or Failure. A start answered 409 (a job already runs) or 429 is
+// tried again after Interval until Timeout.
+type JobPoll struct {
+	// StatusURL is the job's status URL, a template that also sees the
+	// start's answer (.Response.json.jobId, .Response.headers.Location);
+	// default: the Location header of the start's answer.
+	StatusURL Secret `yaml:"status_url" json:"status_url,omitempty"`
+	// Headers of the status requests (default: the start's).
+	Headers map[string]Secret `yaml:"headers" json:"headers,omitempty"`
+	// State is the field of the status answer that holds the job's state,
+	// a dotted path (default "status").
+	State string `yaml:"state" json:"state,omitempty"`
+	// Success and Failure are the final states (default COMPLETED or
+	// SUCCEEDED; FAILED, ERROR, CANCELLED or ABORTED). Any other state
+	// waits.
+	Success []string `yaml:"success" json:"success,omitempty"`
+	Failure []string `yaml:"failure" json:"failure,omitempty"`
+	// Interval between status reads (default 2s), Timeout of the whole
+	// job (default 30m).
+	Interval Duration `yaml:"interval" json:"interval,omitempty"`
+	Timeout  Duration `yaml:"timeout" json:"timeout,omitempty"`
 }
 
 // SQLAction runs statements in one transaction.
@@ -252,7 +280,7 @@ func validateAction(f string, a Action, pauseOK bool) []error {
 		bad(f, "set exactly one of %s", kinds)
 	}
 	tmpl := func(field, s string) {
-		if _, err := template.New("").Option("missingkey=error").Parse(s); err != nil {
+		if _, err := template.New("").Funcs(template.FuncMap{"json": func(any) string { return "" }}).Option("missingkey=error").Parse(s); err != nil {
 			bad(field, "%v", err)
 		}
 	}
@@ -262,6 +290,23 @@ func validateAction(f string, a Action, pauseOK bool) []error {
 		}
 		tmpl(f+".http.url", string(h.URL))
 		tmpl(f+".http.body", h.Body)
+		if j := h.Job; j != nil {
+			tmpl(f+".http.job.status_url", string(j.StatusURL))
+			if u := string(j.StatusURL); u != "" && !strings.Contains(u, "{{") && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+				bad(f+".http.job.status_url", "must start with http:// or https:// (or be a template)")
+			}
+			if j.Interval != 0 && time.Duration(j.Interval) < 10*time.Millisecond {
+				bad(f+".http.job.interval", "%s is too short (at least 10ms)", time.Duration(j.Interval))
+			}
+			if j.Timeout != 0 && time.Duration(j.Timeout) < time.Duration(j.Interval) {
+				bad(f+".http.job.timeout", "%s is shorter than the interval", time.Duration(j.Timeout))
+			}
+			for _, st := range j.Success {
+				if slices.Contains(j.Failure, st) {
+					bad(f+".http.job", "state %q is both a success and a failure", st)
+				}
+			}
+		}
 	}
 	if s := a.SQL; s != nil {
 		if s.Driver != "sqlite" && s.Driver != "postgres" {

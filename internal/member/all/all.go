@@ -6,7 +6,9 @@ import (
 	_ "tandem/internal/member/alias"
 	_ "tandem/internal/member/bucket"
 	_ "tandem/internal/member/database"
+	_ "tandem/internal/member/endpoint"
 	_ "tandem/internal/member/group"
 	_ "tandem/internal/member/streams"
+	_ "tandem/internal/member/syncjob"
 	_ "tandem/internal/member/workflow"
 )
