@@ -4,19 +4,24 @@
 #
 # The S3 server (versitygw) runs inside the test process on loopback. The
 # PostgreSQL tests start their own primary and standby servers on loopback
-# ports from Debian's postgresql-15, installed here when missing.
+# ports from Debian's postgresql-15, and the DNS tests a Knot server from
+# Debian's knot, both installed here when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v go >/dev/null || { echo "test.sh: Go is not installed (https://go.dev/dl)" >&2; exit 1; }
 
-if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
-  echo "== installing postgresql-15 (Debian packages)"
+# Debian packages the tests run: PostgreSQL 15 and the Knot DNS server.
+missing=()
+[ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
+[ -x /usr/sbin/knotd ] || missing+=(knot)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]} (Debian packages)"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -q || { echo "test.sh: apt-get update failed; PostgreSQL 15 is needed by the tests" >&2; exit 1; }
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends postgresql-15 ||
-    { echo "test.sh: could not install postgresql-15, which the tests need" >&2; exit 1; }
+  $sudo apt-get update -q || { echo "test.sh: apt-get update failed; ${missing[*]} are needed by the tests" >&2; exit 1; }
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" ||
+    { echo "test.sh: could not install ${missing[*]}, which the tests need" >&2; exit 1; }
 fi
 
 echo "== go vet"

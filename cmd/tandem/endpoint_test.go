@@ -3,6 +3,10 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net"
 	"path/filepath"
 	"slices"
@@ -245,3 +249,91 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
+
+// hostedDNS is a hosted DNS's API: a record read and a conditional update
+// (the expected value must match, as Route 53's change batches or
+// Cloudflare's and OCI's conditional requests do), behind a bearer token.
+type hostedDNS struct {
+	mu      sync.Mutex
+	value   string
+	updates int
+}
+
+func (h *hostedDNS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r.Header.Get("Authorization") != "Bearer dns-token-55" {
+		http.Error(w, `{"error":"unauthorized"}`, http.StatusUnauthorized)
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		fmt.Fprintf(w, `{"record": {"name": "app.example.test", "rdata": [%q], "ttl": 30}}`, h.value)
+	case http.MethodPut:
+		var body struct{ Value, Expected string }
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			http.Error(w, `{"error":"bad body"}`, http.StatusBadRequest)
+			return
+		}
+		if body.Expected != h.value {
+			http.Error(w, `{"error":"precondition failed: the record changed"}`, http.StatusPreconditionFailed)
+			return
+		}
+		h.value = body.Value
+		h.updates++
+		fmt.Fprintf(w, `{"status": "INSYNC"}`)
+	}
+}
+
+func (h *hostedDNS) get() (string, int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.value, h.updates
+}
+
+// TestEndpointAPI: a hosted DNS's HTTP API switches the name at a
+// failover and back at a switchover, the expected record sent with each
+// update; a record someone else changed is refused before any update;
+// the API's token never prints.
+func TestEndpointAPI(t *testing.T) {
+	t.Parallel()
+	h := &hostedDNS{value: "10.0.0.1"}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	_, cfg := eastWest(t, strings.ReplaceAll(`
+endpoints:
+  - name: app
+    targets: {east: 10.0.0.1, west: 10.0.0.2}
+    api:
+      read: {http: {url: "API/zones/example.test/records/app", headers: {Authorization: "Bearer dns-token-55"}}}
+      field: record.rdata
+      update:
+        http:
+          method: PUT
+          url: "API/zones/example.test/records/app"
+          headers: {Authorization: "Bearer dns-token-55"}
+          body: '{"value": "{{.Value}}", "expected": "{{.Expected}}"}'
+protection_groups:
+  - {name: lakehouse, primary: east, standby: west, lease_ttl: 1h, endpoints: [app]}
+`, "API", srv.URL))
+	run := expecter(t)
+	run(0, "endpoint app points at east (10.0.0.1)", "plan", "precheck", "--config", cfg, "failover")
+	out := run(0, "endpoint app points at west (10.0.0.2)", "plan", "run", "--config", cfg, "failover")
+	if v, n := h.get(); v != "10.0.0.2" || n != 1 || strings.Contains(out, "dns-token-55") {
+		t.Fatalf("after the failover: %s after %d updates\n%s", v, n, out)
+	}
+	run(0, "RTO", "plan", "run", "--config", cfg, "failback")
+	if _, n := h.get(); n != 1 {
+		t.Fatalf("the failback updated a name that pointed at the primary already (%d updates)", n)
+	}
+	h.mu.Lock()
+	h.value = "10.7.7.7"
+	h.mu.Unlock()
+	run(1, "endpoint app holds 10.7.7.7: neither west's nor east's target", "plan", "precheck", "--config", cfg, "switchover")
+	// Past a disabled precheck, the switch itself compares before it swaps.
+	writeFile(t, cfg, strings.Replace(mustReadString(t, cfg), "endpoints: [app]}", `endpoints: [app], steps: {"check.endpoint:app": {disabled: true}}}`, 1))
+	out = run(1, "holds 10.7.7.7, not west's target as expected", "plan", "run", "--config", cfg, "switchover")
+	if v, n := h.get(); v != "10.7.7.7" || n != 1 || strings.Contains(out, "dns-token-55") {
+		t.Fatalf("a changed record was overwritten: %s after %d updates\n%s", v, n, out)
+	}
+}

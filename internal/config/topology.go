@@ -285,14 +285,14 @@ func validateAction(f string, a Action, pauseOK bool) []error {
 		}
 	}
 	if h := a.HTTP; h != nil {
-		if !strings.HasPrefix(string(h.URL), "http://") && !strings.HasPrefix(string(h.URL), "https://") {
-			bad(f+".http.url", "must start with http:// or https://")
+		if u := string(h.URL); !strings.HasPrefix(u, "{{") && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			bad(f+".http.url", "must start with http:// or https:// (or a template that gives one)")
 		}
 		tmpl(f+".http.url", string(h.URL))
 		tmpl(f+".http.body", h.Body)
 		if j := h.Job; j != nil {
 			tmpl(f+".http.job.status_url", string(j.StatusURL))
-			if u := string(j.StatusURL); u != "" && !strings.Contains(u, "{{") && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			if u := string(j.StatusURL); u != "" && !strings.HasPrefix(u, "{{") && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 				bad(f+".http.job.status_url", "must start with http:// or https:// (or be a template)")
 			}
 			if j.Interval != 0 && time.Duration(j.Interval) < 10*time.Millisecond {
