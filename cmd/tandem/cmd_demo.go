@@ -202,6 +202,9 @@ primary is gone. The lag is how much data a failover now would lose, at most.`)
 	if err := demoDR(ctx, dir, cfgPath, tables, sched, ds, step, w); err != nil {
 		return err
 	}
+	if err := demoIntegration(ctx, dir, step, w); err != nil {
+		return err
+	}
 
 	fmt.Fprintf(w, `
 == Done

@@ -289,7 +289,9 @@ func TestDemo(t *testing.T) {
 	if err := runDemo(context.Background(), demoOptions{dir: dir}, &out); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"copied    301 objects", "copied    30 objects", "deleted 5", "FOREIGN   1 objects",
+	for _, want := range []string{"standby  ORDERS_SYNC  01.01.0000 CONFIGURED lastRun=2026-12-01T08:15:00Z",
+		"is answered by the primary instance", "is answered by the standby instance", "sync job metadata: ok",
+		"copied    301 objects", "copied    30 objects", "deleted 5", "FOREIGN   1 objects",
 		`the standby now holds run "run-1" (bronze@1, gold@1, silver@2)`, "the primary is at bronze@2, gold@1, silver@3 (run 2 in flight)",
 		`the standby now holds run "run-2" (bronze@3, gold@2, silver@4)`,
 		"FAIL check.replication:lake", "holds 1 objects written there, not by replication (for example [raw/oops.csv])",

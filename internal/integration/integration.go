@@ -158,6 +158,7 @@ func (in *Instance) auth(h func(w http.ResponseWriter, r *http.Request)) http.Ha
 		in.mu.Lock()
 		in.requests[r.Method+" "+r.Pattern]++
 		in.mu.Unlock()
+		w.Header().Set("X-Instance", in.Name)
 		if r.Header.Get("Authorization") != "Bearer "+in.Token {
 			http.Error(w, `{"title":"Unauthorized"}`, http.StatusUnauthorized)
 			return
