@@ -5,9 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
-	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -248,7 +248,6 @@ func freeAddr(t *testing.T) string {
 	defer l.Close()
 	return l.Addr().String()
 }
-
 
 // hostedDNS is a hosted DNS's API: a record read and a conditional update
 // (the expected value must match, as Route 53's change batches or
