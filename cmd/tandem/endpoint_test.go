@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -94,7 +95,7 @@ protection_groups:
 		return r.Values
 	}
 	run := expecter(t)
-	run(0, "ok   check.endpoint:app", "plan", "precheck", "--config", cfg, "switchover")
+	run(0, "ok   check.name:app", "plan", "precheck", "--config", cfg, "switchover")
 	run(0, "endpoint.switch:app", "plan", "show", "--config", cfg, "failover")
 
 	run(0, "endpoint app points at west (10.0.0.2)", "plan", "run", "--config", cfg, "failover")
@@ -208,6 +209,7 @@ protection_groups:
 		t.Fatalf("before the pause: %q", got)
 	}
 	eastServe.cmd.Process.Signal(syscall.SIGSTOP)
+	waitFor(t, "east's serve never stopped", func() bool { return stopped(eastServe.cmd.Process.Pid) })
 	paused.Write([]byte("after-the-lease-moved\n"))
 	run := expecter(t)
 	run(0, "RTO", "plan", "run", "--config", cfg, "failover")
@@ -238,6 +240,16 @@ protection_groups:
 		// and west released it: nobody holds it.
 		t.Fatalf("forwarded with no lease holder: %q", got)
 	}
+}
+
+// stopped reports whether process pid is stopped (SIGSTOP took effect).
+func stopped(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	return len(f) > 0 && f[0] == "T"
 }
 
 func freeAddr(t *testing.T) string {
@@ -330,7 +342,7 @@ protection_groups:
 	h.mu.Unlock()
 	run(1, "endpoint app holds 10.7.7.7: neither west's nor east's target", "plan", "precheck", "--config", cfg, "switchover")
 	// Past a disabled precheck, the switch itself compares before it swaps.
-	writeFile(t, cfg, strings.Replace(mustReadString(t, cfg), "endpoints: [app]}", `endpoints: [app], steps: {"check.endpoint:app": {disabled: true}}}`, 1))
+	writeFile(t, cfg, strings.Replace(mustReadString(t, cfg), "endpoints: [app]}", `endpoints: [app], steps: {"check.name:app": {disabled: true}}}`, 1))
 	out = run(1, "holds 10.7.7.7, not west's target as expected", "plan", "run", "--config", cfg, "switchover")
 	if v, n := h.get(); v != "10.7.7.7" || n != 1 || strings.Contains(out, "dns-token-55") {
 		t.Fatalf("a changed record was overwritten: %s after %d updates\n%s", v, n, out)

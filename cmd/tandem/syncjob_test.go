@@ -17,6 +17,7 @@ const integrationConfig = `
 sync_jobs:
   - name: metadata
     every: 300ms
+    max_age: 1m
     retry_wait: 200ms
     vars: {east: {url: "EASTURL"}, west: {url: "WESTURL"}}
     steps:
@@ -43,6 +44,7 @@ sync_jobs:
             timeout: 5s
   - name: params
     every: 300ms
+    max_age: 1m
     retry_wait: 200ms
     vars: {east: {url: "EASTURL"}, west: {url: "WESTURL"}}
     steps:

@@ -23,7 +23,7 @@ import (
 
 // Step kinds.
 const (
-	Check  = "check.endpoint"
+	Check  = "check.name" // not check.endpoint: a user step's precheck is that
 	Switch = "endpoint.switch"
 )
 
