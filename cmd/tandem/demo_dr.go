@@ -165,7 +165,11 @@ switchover prechecks, which say whether a switchover would work right now.`)
 		}
 	}()
 	for _, region := range []string{"primary", "standby"} {
-		regions[region] = startRegion(ctx, env, region)
+		r, err := startRegion(ctx, env, region, false, streams.Kind{})
+		if err != nil {
+			return err
+		}
+		regions[region] = r
 	}
 	if err := waitLease(ctx, env, "primary"); err != nil {
 		return err
@@ -306,7 +310,11 @@ the standby. From there, a 'tandem plan run switchover' moves the work back.`)
 	if err := ds.comeBack(); err != nil {
 		return err
 	}
-	regions["primary"] = startRegion(ctx, env, "primary")
+	r, err := startRegion(ctx, env, "primary", false, streams.Kind{})
+	if err != nil {
+		return err
+	}
+	regions["primary"] = r
 	p, err := waitPassive(ctx, env, "primary")
 	if err != nil {
 		return err
@@ -382,7 +390,11 @@ end. A standby that saw the primary down while the witness still saw it up
 would do nothing but alert.`)
 	for _, region := range []string{"primary", "standby"} {
 		regions[region].stop()
-		regions[region] = startRegion(ctx, env, region, true)
+		r, err := startRegion(ctx, env, region, true, streams.Kind{})
+		if err != nil {
+			return err
+		}
+		regions[region] = r
 	}
 	regions["witness"] = startObserver(ctx, env, "witness-observer")
 	if err := poll(ctx, 30*time.Second, func() (bool, error) {
@@ -492,18 +504,23 @@ func demoStatus(ctx context.Context, cfgPath string, w io.Writer) error {
 	return err
 }
 
-// demoRegion is the lease and stream part of one region's 'tandem serve
-// --region': it keeps the lease while the region holds it, keeps the region
-// passive while another region holds it, and runs the region's part of the
-// stream.
+// demoRegion is part of one region's 'tandem serve --region': it keeps the
+// lease while the region holds it, keeps the region passive while another
+// region holds it, and runs the region's part of the kinds it is given
+// (the stream; sync jobs and endpoints).
 type demoRegion struct{ stop func() }
 
-func startRegion(ctx context.Context, env *member.Env, region string, auto ...bool) *demoRegion {
+func startRegion(ctx context.Context, env *member.Env, region string, auto bool, kinds ...member.Server) (*demoRegion, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &member.Serving{Env: env, Region: region, Reg: prometheus.NewRegistry()}
 	s.KeepPassive(region, s.KeepLeases(ctx, region))
-	streams.Kind{}.Serve(ctx, s) // the stream's processing, following and catch-up
-	if len(auto) > 0 && auto[0] {
+	for _, k := range kinds {
+		if err := k.Serve(ctx, s); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
+	if auto {
 		// Its health view in the witness, and automatic failover.
 		if t, ok := autofail.Observer(env, region, autofail.RoleRegion, s.Reg); ok {
 			s.Task(t)
@@ -513,7 +530,7 @@ func startRegion(ctx context.Context, env *member.Env, region string, auto ...bo
 		}
 	}
 	wait := daemon.RunTasks(ctx, s.Tasks)
-	return &demoRegion{stop: func() { cancel(); wait() }}
+	return &demoRegion{stop: func() { cancel(); wait() }}, nil
 }
 
 // startObserver is 'tandem serve --witness name' inside the demo.

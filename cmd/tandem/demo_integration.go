@@ -13,9 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"tandem/internal/daemon"
 	"tandem/internal/integration"
 	"tandem/internal/member"
 	"tandem/internal/member/endpoint"
@@ -154,17 +151,11 @@ in one region only; ECHO is stateless and runs in both. Then a switchover.`)
 		}
 	}()
 	for _, region := range []string{"primary", "standby"} {
-		rctx, cancel := context.WithCancel(ctx)
-		s := &member.Serving{Env: env, Region: region, Reg: prometheus.NewRegistry()}
-		s.KeepPassive(region, s.KeepLeases(rctx, region))
-		for _, k := range []member.Server{syncjob.Kind{}, endpoint.Kind{}} {
-			if err := k.Serve(rctx, s); err != nil {
-				cancel()
-				return err
-			}
+		r, err := startRegion(ctx, env, region, false, syncjob.Kind{}, endpoint.Kind{})
+		if err != nil {
+			return err
 		}
-		wait := daemon.RunTasks(rctx, s.Tasks)
-		stops = append(stops, func() { cancel(); wait() })
+		stops = append(stops, r.stop)
 	}
 	fmt.Fprintf(w, "configuration: %s\n", cfgPath)
 	flows := func() {

@@ -215,7 +215,7 @@ func run(ctx context.Context, region string, c config.HealthCheck, env Env) (str
 		return fmt.Sprintf("replay lag %d bytes", s.Lag), nil
 	case c.Script != nil:
 		var out bytes.Buffer
-		err := hook.Run(ctx, config.Action{Script: c.Script}, hook.Data{Region: region}, &limited{w: &out, n: 4 << 10})
+		err := hook.Run(ctx, config.Action{Script: c.Script}, hook.Data{Region: region}, hook.FirstBytes(&out, 4<<10))
 		detail := strings.TrimSpace(out.String())
 		if err != nil && detail != "" {
 			err = fmt.Errorf("%w: %s", err, detail)
@@ -307,19 +307,4 @@ func checkStore(ctx context.Context, region, url string, env Env) (string, error
 		return "", fmt.Errorf("delete: %w", err)
 	}
 	return "wrote, read back and deleted " + key, nil
-}
-
-// limited keeps the first n bytes written to it.
-type limited struct {
-	w io.Writer
-	n int
-}
-
-func (l *limited) Write(p []byte) (int, error) {
-	if l.n > 0 {
-		k := min(len(p), l.n)
-		l.w.Write(p[:k])
-		l.n -= k
-	}
-	return len(p), nil
 }

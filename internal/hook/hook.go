@@ -219,6 +219,27 @@ func parseJSON(b []byte) (any, bool) {
 	return v, true
 }
 
+// Answer runs a (quietly) and returns what it answered: the value at the
+// dotted path field of its JSON answer, or without field its whole answer
+// (an HTTP body, a script's output), trimmed.
+func Answer(ctx context.Context, a config.Action, d Data, field string) (any, error) {
+	out, err := RunOutput(ctx, a, d, io.Discard)
+	if err != nil {
+		return nil, err
+	}
+	if field != "" {
+		v, ok := Field(out["json"], field)
+		if !ok {
+			return nil, fmt.Errorf("the answer has no %q", field)
+		}
+		return v, nil
+	}
+	if b, ok := out["body"].(string); ok {
+		return strings.TrimSpace(b), nil
+	}
+	return strings.TrimSpace(fmt.Sprint(out["output"])), nil
+}
+
 // Field returns the value at a dotted path in a decoded JSON document
 // (items.0.name: a number indexes an array).
 func Field(v any, path string) (any, bool) {
@@ -268,7 +289,7 @@ func runScript(ctx context.Context, s *config.ScriptAction, d Data, log io.Write
 	cmd.WaitDelay = 5 * time.Second
 	var stdout bytes.Buffer
 	mu := new(sync.Mutex) // both copy into log
-	cmd.Stdout = &locked{mu: mu, w: io.MultiWriter(log, &limitedBuffer{b: &stdout, n: 1 << 20})}
+	cmd.Stdout = &locked{mu: mu, w: io.MultiWriter(log, FirstBytes(&stdout, 1<<20))}
 	cmd.Stderr = &locked{mu: mu, w: log}
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("script %s: %w", args[0], err)
@@ -292,15 +313,20 @@ func (l *locked) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// limitedBuffer keeps the first n bytes written to it.
-type limitedBuffer struct {
-	b *bytes.Buffer
+// FirstBytes is a writer that passes the first n bytes written to it on
+// to w and drops the rest (reporting every write as whole).
+func FirstBytes(w io.Writer, n int) io.Writer { return &firstBytes{w: w, n: n} }
+
+type firstBytes struct {
+	w io.Writer
 	n int
 }
 
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if room := l.n - l.b.Len(); room > 0 {
-		l.b.Write(p[:min(len(p), room)])
+func (l *firstBytes) Write(p []byte) (int, error) {
+	if l.n > 0 {
+		k := min(len(p), l.n)
+		l.w.Write(p[:k])
+		l.n -= k
 	}
 	return len(p), nil
 }

@@ -67,6 +67,23 @@ func (s Store) Save(ctx context.Context, name string, v any, opts objstore.PutOp
 	return info.ETag, nil
 }
 
+// Prune deletes the oldest records in folder dir until keep are left;
+// records' names sort oldest first (they start with a time). It is best
+// effort: a listing that fails prunes nothing.
+func (s Store) Prune(ctx context.Context, dir string, keep int) {
+	var keys []string
+	for info, err := range s.Bucket.List(ctx, s.Key(dir+"/")) {
+		if err != nil {
+			return
+		}
+		keys = append(keys, info.Key)
+	}
+	for len(keys) > keep {
+		s.Bucket.Delete(ctx, keys[0])
+		keys = keys[1:]
+	}
+}
+
 // Exists reports whether the record exists.
 func (s Store) Exists(ctx context.Context, name string) (bool, error) {
 	_, err := s.Bucket.Stat(ctx, s.Key(name))

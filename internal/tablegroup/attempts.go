@@ -103,7 +103,7 @@ func (g *Group) SyncRecorded(ctx context.Context, reason string) (Attempt, Resul
 	if _, serr := st.Save(context.WithoutCancel(ctx), name, a, objstore.PutOptions{}); serr != nil && err == nil {
 		err = serr
 	}
-	g.pruneAttempts(context.WithoutCancel(ctx), st)
+	st.Prune(context.WithoutCancel(ctx), "attempts", keepAttempts)
 	return a, res, err
 }
 
@@ -157,18 +157,4 @@ func (g *Group) resolveInterrupted(ctx context.Context, st state.Store) error {
 		}
 	}
 	return nil
-}
-
-func (g *Group) pruneAttempts(ctx context.Context, st state.Store) {
-	var keys []string
-	for info, err := range st.Bucket.List(ctx, st.Key("attempts/")) {
-		if err != nil {
-			return
-		}
-		keys = append(keys, info.Key)
-	}
-	for len(keys) > keepAttempts {
-		st.Bucket.Delete(ctx, keys[0])
-		keys = keys[1:]
-	}
 }

@@ -108,13 +108,9 @@ func (e *Endpoint) current(ctx context.Context) (record, error) {
 		r, err := s.Lookup(ctx, e.DNS.Name, e.DNS.Type)
 		return record{Values: r.Values, TTL: time.Duration(r.TTL) * time.Second}, err
 	case e.API != nil && e.API.Read != nil:
-		out, err := hook.RunOutput(ctx, *e.API.Read, hook.Data{Plan: "read"}, io.Discard)
+		v, err := hook.Answer(ctx, *e.API.Read, hook.Data{Plan: "read"}, e.API.Field)
 		if err != nil {
 			return record{}, fmt.Errorf("api.read: %w", err)
-		}
-		v, ok := hook.Field(out["json"], e.API.Field)
-		if !ok {
-			return record{}, fmt.Errorf("api.read answered without %q", e.API.Field)
 		}
 		var vals []string
 		if l, ok := v.([]any); ok {

@@ -160,17 +160,7 @@ func record(ctx context.Context, env *member.Env, a Attempt, g *fence.Guard) err
 			return err
 		}
 	}
-	var keys []string
-	for info, err := range st.Bucket.List(ctx, st.Key("attempts/")) {
-		if err != nil {
-			return nil
-		}
-		keys = append(keys, info.Key)
-	}
-	for len(keys) > keepAttempts {
-		st.Bucket.Delete(ctx, keys[0])
-		keys = keys[1:]
-	}
+	st.Prune(ctx, "attempts", keepAttempts)
 	return nil
 }
 
@@ -269,19 +259,9 @@ func (Kind) Status(ctx context.Context, env *member.Env, name string) member.Rep
 	j := Find(env.Cfg, name)
 	rep := member.Report{Kind: refKey, Member: name, Health: "ok"}
 	detail := map[string]any{"sync_job": name, "every": time.Duration(j.Every).String(), "max_age": time.Duration(j.MaxAge).String()}
-	region := ""
-	if pg := env.ProtectionGroupOf(refKey, name); pg != nil {
-		_, to, err := direction(ctx, env, pg)
-		switch {
-		case err != nil:
-			region = newest(ctx, env, name, pg)
-			rep.Lines = append(rep.Lines, fmt.Sprintf("the witness does not answer: showing the newest records, of %s", region))
-		case to == "":
-			region = pg.Standby
-			rep.Lines = append(rep.Lines, "no standby now (after a failover): nothing syncs until a failback")
-		default:
-			region = to
-		}
+	region, note := recordsRegion(ctx, env, name)
+	if note != "" {
+		rep.Lines = append(rep.Lines, note)
 	}
 	detail["standby"] = region
 	v, err := load(ctx, env, name, region)
@@ -318,6 +298,25 @@ func (Kind) Status(ctx context.Context, env *member.Env, name string) member.Rep
 	return rep
 }
 
+// recordsRegion is the region whose records of job status reads: the
+// standby the lease names, and a note when that is not plain (no
+// standby, no witness).
+func recordsRegion(ctx context.Context, env *member.Env, job string) (region, note string) {
+	pg := env.ProtectionGroupOf(refKey, job)
+	if pg == nil {
+		return "", ""
+	}
+	_, to, err := direction(ctx, env, pg)
+	switch {
+	case err != nil:
+		region = newest(ctx, env, job, pg)
+		return region, fmt.Sprintf("the witness does not answer: showing the newest records, of %s", region)
+	case to == "":
+		return pg.Standby, "no standby now (after a failover): nothing syncs until a failback"
+	}
+	return to, ""
+}
+
 // newest is the region whose records of job were written last.
 func newest(ctx context.Context, env *member.Env, job string, pg *config.ProtectionGroup) string {
 	best, when := pg.Standby, time.Time{}
@@ -332,13 +331,12 @@ func newest(ctx context.Context, env *member.Env, job string, pg *config.Protect
 // Lag is the age of the standby's last good sync: what a failover now
 // would lose of the job.
 func (Kind) Lag(ctx context.Context, env *member.Env, name string) (time.Duration, bool) {
-	rep := Kind{}.Status(ctx, env, name)
-	d, _ := rep.Detail.(map[string]any)
-	age, ok := d["age_seconds"].(float64)
-	if !ok {
+	region, _ := recordsRegion(ctx, env, name)
+	v, err := load(ctx, env, name, region)
+	if err != nil || v.LastGood == nil {
 		return 0, false
 	}
-	return time.Duration(age * float64(time.Second)), true
+	return time.Since(v.LastGood.Started), true
 }
 
 // Serve runs every job in the lease holder's serve every interval, and

@@ -237,23 +237,11 @@ func activeIn(ctx context.Context, env *member.Env, wf *Workflow) ([]string, err
 
 func (wf *Workflow) activeIn(ctx context.Context, region string) (bool, error) {
 	st := wf.State
-	out, err := hook.RunOutput(ctx, st.Action, hook.Data{Plan: "state", Region: region, Vars: wf.Vars[region]}, io.Discard)
+	v, err := hook.Answer(ctx, st.Action, hook.Data{Plan: "state", Region: region, Vars: wf.Vars[region]}, st.Field)
 	if err != nil {
 		return false, err
 	}
-	var v string
-	if st.Field != "" {
-		x, ok := hook.Field(out["json"], st.Field)
-		if !ok {
-			return false, fmt.Errorf("the answer has no %q", st.Field)
-		}
-		v = fmt.Sprint(x)
-	} else if b, ok := out["body"].(string); ok {
-		v = strings.TrimSpace(b)
-	} else {
-		v = strings.TrimSpace(fmt.Sprint(out["output"]))
-	}
-	return slices.Contains(st.Active, v), nil
+	return slices.Contains(st.Active, fmt.Sprint(v)), nil
 }
 
 // Passivate deactivates the workflow in a region that lost the lease (a
