@@ -106,7 +106,9 @@ var (
 )
 
 // Register adds a kind and its configuration section. It is called from
-// the kind package's init and panics on a duplicate name or step kind.
+// the kind package's init and panics on a duplicate name or step kind,
+// or a step kind of the protection group's own (plan.OwnKinds), which the
+// kind would silently take over.
 func Register(k Kind) {
 	mu.Lock()
 	defer mu.Unlock()
@@ -115,11 +117,16 @@ func Register(k Kind) {
 			panic(fmt.Sprintf("member: kind %s registered twice", k.Name()))
 		}
 	}
-	config.RegisterSection(k.Section())
 	for _, s := range k.StepKinds() {
+		if slices.Contains(plan.OwnKinds, s) {
+			panic(fmt.Sprintf("member: kind %s claims step kind %s, the protection group's own", k.Name(), s))
+		}
 		if _, dup := byStep[s]; dup {
 			panic(fmt.Sprintf("member: step kind %s registered twice", s))
 		}
+	}
+	config.RegisterSection(k.Section())
+	for _, s := range k.StepKinds() {
 		byStep[s] = k
 	}
 	kinds = append(kinds, k)

@@ -111,6 +111,9 @@ const (
 	UserStep = "user"
 )
 
+// OwnKinds are the step kinds above: no member kind may claim one.
+var OwnKinds = []string{CheckLease, CheckEndpoint, LeaseMove, LeaseAcquire, LeaseStandby, DrillMark, DrillUnmark, UserStep}
+
 // Placed is a step and the built-in group it runs in.
 type Placed struct {
 	Group string
