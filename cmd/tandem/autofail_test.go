@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"tandem/internal/autofail"
+	"tandem/internal/loopback"
 	"tandem/internal/plan"
 	"tandem/internal/postgres/pgtest"
 )
@@ -76,13 +76,7 @@ func newApp(t testing.TB) *app {
 
 // deadURL is a loopback URL nothing answers.
 func deadURL(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return "http://" + addr + "/"
+	return "http://" + loopback.Free(t) + "/"
 }
 
 type autoRig struct {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"tandem/internal/autofail"
 	"tandem/internal/config"
 	"tandem/internal/daemon"
+	"tandem/internal/loopback"
 	"tandem/internal/member"
 )
 
@@ -140,7 +140,7 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 	if o.listen != "" {
 		d.Listen = o.listen
 	}
-	if !loopback(d.Listen) && cfg.Serve.Token == "" {
+	if !loopback.Only(d.Listen) && cfg.Serve.Token == "" {
 		return usageError{fmt.Errorf("listen address %s is reachable from other hosts, and POST /groups/{group}/complete changes state: set serve.token in %s (e.g. token: ${TANDEM_SERVE_TOKEN}), or listen on 127.0.0.1", d.Listen, cfg.Path())}
 	}
 	if err := d.Open(ctx); err != nil {
@@ -153,18 +153,4 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	return d.Close(sctx)
-}
-
-// loopback reports whether a listen address accepts connections from this
-// host only.
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

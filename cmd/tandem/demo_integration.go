@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"tandem/internal/integration"
+	"tandem/internal/loopback"
 	"tandem/internal/member"
 	"tandem/internal/member/endpoint"
 	"tandem/internal/member/syncjob"
@@ -133,7 +133,12 @@ in one region only; ECHO is stateless and runs in both. Then a switchover.`)
 	if err := os.MkdirAll(filepath.Join(idir, "witness"), 0o755); err != nil {
 		return err
 	}
-	listen := []string{freeLoopback(), freeLoopback()}
+	var listen [2]string
+	for i := range listen {
+		if listen[i], err = loopback.Addr(); err != nil {
+			return err
+		}
+	}
 	cfgPath := filepath.Join(idir, "tandem.yaml")
 	text := fmt.Sprintf(demoIntegrationConfig, idir, strings.TrimPrefix(prim.URL, "http://"), strings.TrimPrefix(stby.URL, "http://"), listen[0], listen[1], token)
 	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
@@ -227,14 +232,4 @@ func paramsOf(f integration.Integration) string {
 		parts = append(parts, k+"="+f.Params[k])
 	}
 	return strings.Join(parts, " ")
-}
-
-// freeLoopback is a loopback address free a moment ago.
-func freeLoopback() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "127.0.0.1:0"
-	}
-	defer l.Close()
-	return l.Addr().String()
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"tandem/internal/dnsupdate/knottest"
+	"tandem/internal/loopback"
 )
 
 // listen accepts connections on a loopback port and answers each line
@@ -160,7 +161,7 @@ func mustReadString(t *testing.T, path string) string { return string(mustRead(t
 func TestEndpointForward(t *testing.T) {
 	t.Parallel()
 	east, west := startEcho(t, "east"), startEcho(t, "west")
-	lEast, lWest := freeAddr(t), freeAddr(t)
+	lEast, lWest := loopback.Free(t), loopback.Free(t)
 	dir, cfg := eastWest(t, strings.NewReplacer("TEAST", east.addr, "TWEST", west.addr, "LEAST", lEast, "LWEST", lWest).Replace(`
 endpoints:
   - name: app
@@ -250,15 +251,6 @@ func stopped(pid int) bool {
 	}
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 	return len(f) > 0 && f[0] == "T"
-}
-
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // hostedDNS is a hosted DNS's API: a record read and a conditional update

@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"tandem/internal/dnsupdate"
+	"tandem/internal/loopback"
 )
 
 // Knotd is where Debian installs the server.
@@ -59,7 +59,7 @@ func Start(t testing.TB, zone string, records ...string) *Server {
 		t.Fatal(err)
 	}
 	for attempt := 0; ; attempt++ {
-		s.Addr = freePort(t)
+		s.Addr = loopback.Free(t)
 		conf := fmt.Sprintf(`server:
     rundir: %q
     listen: %s
@@ -135,13 +135,4 @@ func (s *Server) wait() error {
 	}
 	s.Stop()
 	return err
-}
-
-func freePort(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"tandem/internal/loopback"
 	"tandem/internal/stream"
 	"tandem/internal/stream/embed"
 	"tandem/internal/stream/streamtest"
@@ -441,15 +441,6 @@ func runIn(t testing.TB, stdin string, args ...string) (int, string) {
 	return 0, out.String()
 }
 
-func freePort(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // waitEffects waits until the sink has n distinct effects and returns them.
 func waitEffects(t testing.TB, sink string, n int) (ids []string, epochs []int64) {
 	t.Helper()
@@ -479,7 +470,7 @@ func waitEffects(t testing.TB, sink string, n int) (ids []string, epochs []int64
 func TestStreamCommands(t *testing.T) {
 	r := newRig(t, "nats", 1)
 	cfg, sink := r.config(0)
-	listen := freePort(t)
+	listen := loopback.Free(t)
 	east := startServe(t, cfg, "east", "--listen", listen)
 	west := startServe(t, cfg, "west")
 	waitLease(t, cfg, "east")

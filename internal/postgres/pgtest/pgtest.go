@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"tandem/internal/loopback"
 )
 
 // Bin is where Debian puts the server programs.
@@ -91,12 +93,9 @@ func dir(t testing.TB, name string) string {
 }
 
 func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	_, port, _ := net.SplitHostPort(loopback.Free(t))
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 // Primary starts a new primary that accepts replication connections.
