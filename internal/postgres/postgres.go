@@ -54,24 +54,29 @@ func Redact(dsn string) string {
 	return strings.Join(keep, " ")
 }
 
-// connect opens one connection; errors name the server without secrets.
-func connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
+// Connect opens one connection; errors name the server without secrets.
+// params are run-time parameters to set (replication=database opens a
+// logical replication connection).
+func Connect(ctx context.Context, dsn string, params ...string) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("postgres dsn %s: cannot be parsed", Redact(dsn))
+		return nil, fmt.Errorf("postgres dsn %s: cannot be parsed: check its form (postgres://user@host:port/db or key=value pairs)", Redact(dsn))
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 10 * time.Second
 	}
+	for i := 0; i+1 < len(params); i += 2 {
+		cfg.RuntimeParams[params[i]] = params[i+1]
+	}
 	c, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("postgres %s:%d: %w", cfg.Host, cfg.Port, scrub(err, dsn))
+		return nil, fmt.Errorf("postgres %s:%d: %w", cfg.Host, cfg.Port, Scrub(err, dsn))
 	}
 	return c, nil
 }
 
-// scrub keeps a password in the DSN out of an error's text.
-func scrub(err error, dsn string) error {
+// Scrub keeps a password in the DSN out of an error's text.
+func Scrub(err error, dsn string) error {
 	cfg, perr := pgx.ParseConfig(dsn)
 	if perr != nil || cfg.Password == "" || !strings.Contains(err.Error(), cfg.Password) {
 		return err
@@ -80,7 +85,7 @@ func scrub(err error, dsn string) error {
 }
 
 func with(ctx context.Context, dsn string, f func(*pgx.Conn) error) error {
-	c, err := connect(ctx, dsn)
+	c, err := Connect(ctx, dsn)
 	if err != nil {
 		return err
 	}

@@ -103,7 +103,7 @@ func Primary(t testing.TB) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, Dir: dir(t, "primary"), Port: freePort(t)}
 	run(t, "initdb", "-D", c.Dir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-	conf := "listen_addresses = '127.0.0.1'\nunix_socket_directories = ''\nwal_level = replica\n" +
+	conf := "listen_addresses = '127.0.0.1'\nunix_socket_directories = ''\nwal_level = logical\n" +
 		"max_wal_senders = 10\nhot_standby = on\nwal_keep_size = 256MB\nfsync = off\n"
 	if err := appendFile(filepath.Join(c.Dir, "postgresql.conf"), conf); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,298 @@
+package cdc
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// change is the last state a batch knows of one row: deleted, or its
+// values (nil: NULL), with have false for a column the source left
+// unchanged (an unchanged TOAST value: the target keeps its own).
+type change struct {
+	del  bool
+	vals []*string
+	have []bool
+}
+
+func (c *change) full() bool {
+	for _, h := range c.have {
+		if !h {
+			return false
+		}
+	}
+	return true
+}
+
+// segment is a run of changes folded to one per row; a truncate ends one.
+type segment struct {
+	truncate []*Table
+	rows     map[*Table]map[string]*change
+	order    []*Table
+}
+
+// txn is one source transaction of a batch, for the journal.
+type txn struct {
+	end     LSN
+	commit  time.Time
+	xid     uint32
+	changes []string
+	more    int
+}
+
+// batch is the changes of whole source transactions, applied in one
+// target transaction: each row's last state, in order of truncates.
+type batch struct {
+	segs  []*segment
+	rows  int
+	txns  []txn
+	first time.Time
+}
+
+// maxJournal bounds the keys one transaction's journal entry lists.
+const maxJournal = 1000
+
+func (b *batch) seg() *segment {
+	if len(b.segs) == 0 {
+		b.segs = append(b.segs, &segment{rows: map[*Table]map[string]*change{}})
+	}
+	return b.segs[len(b.segs)-1]
+}
+
+func (b *batch) begin(xid uint32) {
+	if b.first.IsZero() {
+		b.first = time.Now()
+	}
+	b.txns = append(b.txns, txn{xid: xid})
+}
+
+func (b *batch) note(t *Table, op, key string) {
+	x := &b.txns[len(b.txns)-1]
+	if len(x.changes) < maxJournal {
+		x.changes = append(x.changes, t.Name+"\t"+op+"\t"+key)
+	} else {
+		x.more++
+	}
+}
+
+// put folds one row change into the batch.
+func (b *batch) put(t *Table, key string, c *change) {
+	s := b.seg()
+	m := s.rows[t]
+	if m == nil {
+		m = map[string]*change{}
+		s.rows[t] = m
+		s.order = append(s.order, t)
+	}
+	if old := m[key]; old != nil && !old.del && !c.del && !c.full() {
+		for i, h := range c.have {
+			if h {
+				old.vals[i], old.have[i] = c.vals[i], true
+			}
+		}
+		c = old
+	}
+	m[key] = c
+	b.rows++
+}
+
+func (b *batch) truncate(ts []*Table) {
+	b.segs = append(b.segs, &segment{truncate: ts, rows: map[*Table]map[string]*change{}})
+	b.rows++
+}
+
+func (b *batch) empty() bool { return len(b.txns) == 0 }
+
+// apply writes the batch into tx.
+func (b *batch) apply(ctx context.Context, tx pgx.Tx) error {
+	for _, s := range b.segs {
+		if len(s.truncate) > 0 {
+			names := make([]string, len(s.truncate))
+			for i, t := range s.truncate {
+				names[i] = t.Q()
+			}
+			if _, err := tx.Exec(ctx, "TRUNCATE "+strings.Join(names, ", ")); err != nil {
+				return fmt.Errorf("truncate %s in the target: %w", strings.Join(names, ", "), err)
+			}
+		}
+		for _, t := range s.order {
+			if err := applyRows(ctx, tx, t, s.rows[t]); err != nil {
+				return fmt.Errorf("table %s in the target: %w", t.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// applyRows deletes and upserts one table's rows, one statement per kind:
+// deletes, whole rows (insert, or update on conflict), and rows with
+// unchanged columns (update of the columns the source sent).
+func applyRows(ctx context.Context, tx pgx.Tx, t *Table, rows map[string]*change) error {
+	var dels []*change
+	partial := map[string][]*change{}
+	var fulls []*change
+	for _, c := range rows {
+		switch {
+		case c.del:
+			dels = append(dels, c)
+		case c.full():
+			fulls = append(fulls, c)
+		default:
+			var mask strings.Builder
+			for _, h := range c.have {
+				mask.WriteByte("01"[b2i(h)])
+			}
+			partial[mask.String()] = append(partial[mask.String()], c)
+		}
+	}
+	if len(dels) > 0 {
+		if err := Delete(ctx, tx, t, dels); err != nil {
+			return err
+		}
+	}
+	if len(fulls) > 0 {
+		if err := Upsert(ctx, tx, t, fulls); err != nil {
+			return err
+		}
+	}
+	for _, cs := range partial {
+		if err := update(ctx, tx, t, cs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// columns returns, for the columns at idx, one text array per column of
+// the rows' values.
+func columns(idx []int, cs []*change) []any {
+	args := make([]any, len(idx))
+	for j, k := range idx {
+		a := make([]*string, len(cs))
+		for i, c := range cs {
+			a[i] = c.vals[k]
+		}
+		args[j] = a
+	}
+	return args
+}
+
+// unnest is "SELECT $1::text[]::type AS col, ..." over the columns at idx:
+// the rows as a relation with the table's types.
+func unnest(t *Table, idx []int) string {
+	var params, casts []string
+	for j, k := range idx {
+		params = append(params, fmt.Sprintf("$%d::text[]", j+1))
+		casts = append(casts, fmt.Sprintf("u.c%d::%s AS %s", j, t.Cols[k].Type, ident(t.Cols[k].Name)))
+	}
+	var as []string
+	for j := range idx {
+		as = append(as, fmt.Sprintf("c%d", j))
+	}
+	return fmt.Sprintf("SELECT %s FROM unnest(%s) AS u(%s)", strings.Join(casts, ", "), strings.Join(params, ", "), strings.Join(as, ", "))
+}
+
+func keyMatch(t *Table, a, b string) string {
+	return t.list(t.Key, func(c Col) string { return a + "." + ident(c.Name) + " = " + b + "." + ident(c.Name) })
+}
+
+func and(s string) string { return strings.ReplaceAll(s, ", ", " AND ") }
+
+// Delete removes the rows with the changes' keys, where they exist.
+func Delete(ctx context.Context, tx pgx.Tx, t *Table, cs []*change) error {
+	q := fmt.Sprintf("DELETE FROM %s AS t USING (%s) AS d WHERE %s", t.Q(), unnest(t, t.Key), and(keyMatch(t, "t", "d")))
+	_, err := tx.Exec(ctx, q, columns(t.Key, cs)...)
+	return err
+}
+
+// Upsert inserts whole rows, replacing the row of the same key.
+func Upsert(ctx context.Context, tx pgx.Tx, t *Table, cs []*change) error {
+	all := make([]int, len(t.Cols))
+	for i := range all {
+		all[i] = i
+	}
+	var set []string
+	for i, c := range t.Cols {
+		if !isKey(t, i) {
+			set = append(set, ident(c.Name)+" = excluded."+ident(c.Name))
+		}
+	}
+	conflict := "DO NOTHING"
+	if len(set) > 0 {
+		conflict = "DO UPDATE SET " + strings.Join(set, ", ")
+	}
+	q := fmt.Sprintf("INSERT INTO %s (%s) %s ON CONFLICT (%s) %s", t.Q(), t.list(nil, nil), unnest(t, all), t.list(t.Key, nil), conflict)
+	_, err := tx.Exec(ctx, q, columns(all, cs)...)
+	return err
+}
+
+// update sets the columns the changes have (the same for all of them) on
+// the rows of their keys that exist.
+func update(ctx context.Context, tx pgx.Tx, t *Table, cs []*change) error {
+	var set []string
+	var cols []int
+	for i, h := range cs[0].have {
+		if h {
+			cols = append(cols, i)
+			if !isKey(t, i) {
+				set = append(set, ident(t.Cols[i].Name)+" = d."+ident(t.Cols[i].Name))
+			}
+		}
+	}
+	if len(set) == 0 {
+		return nil
+	}
+	q := fmt.Sprintf("UPDATE %s AS t SET %s FROM (%s) AS d WHERE %s", t.Q(), strings.Join(set, ", "), unnest(t, cols), and(keyMatch(t, "t", "d")))
+	_, err := tx.Exec(ctx, q, columns(cols, cs)...)
+	return err
+}
+
+func isKey(t *Table, i int) bool {
+	for _, k := range t.Key {
+		if k == i {
+			return true
+		}
+	}
+	return false
+}
+
+// journal records the batch's transactions in tx, and forgets entries
+// older than keep.
+func (b *batch) journal(ctx context.Context, tx pgx.Tx, pair string, timeline int32) error {
+	n := len(b.txns)
+	ends, times, xids, changes, more := make([]string, n), make([]time.Time, n), make([]int64, n), make([]string, n), make([]int32, n)
+	for i, x := range b.txns {
+		ends[i], times[i], xids[i], more[i] = x.end.String(), x.commit, int64(x.xid), int32(x.more)
+		changes[i] = pgArray(x.changes)
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO tandem.cdc_journal (pair, timeline, end_lsn, commit_time, xid, changes, more)
+		SELECT $1, $2, e::pg_lsn, t, x, c::text[], m FROM unnest($3::text[], $4::timestamptz[], $5::bigint[], $6::text[], $7::int[]) AS u(e, t, x, c, m)
+		ON CONFLICT DO NOTHING`, pair, timeline, ends, times, xids, changes, more)
+	return err
+}
+
+// pgArray writes a text array literal.
+func pgArray(ss []string) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, s := range ss {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('"')
+		b.WriteString(strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s))
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
+}

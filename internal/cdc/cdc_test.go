@@ -1,0 +1,227 @@
+package cdc_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"tandem/internal/cdc"
+	"tandem/internal/postgres"
+	"tandem/internal/postgres/pgtest"
+)
+
+// topology is a source primary with a streaming standby, and a target.
+type topology struct {
+	primary, standby, target *pgtest.Cluster
+}
+
+func newTopology(t *testing.T) *topology {
+	t.Helper()
+	p := pgtest.Primary(t)
+	return &topology{primary: p, standby: pgtest.Standby(t, p), target: pgtest.Primary(t)}
+}
+
+func (tp *topology) options(tables ...string) cdc.Options {
+	return cdc.Options{Pair: "orders", Sources: []string{tp.primary.DSN(), tp.standby.DSN()}, Target: tp.target.DSN(),
+		Tables: tables, Slot: "tandem_orders", Publication: "tandem_orders", Flush: 20 * time.Millisecond}
+}
+
+func exec(t *testing.T, dsn string, sqls ...string) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := postgres.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	for _, q := range sqls {
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+}
+
+func query(t *testing.T, dsn, q string) string {
+	t.Helper()
+	s, err := try(dsn, q)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return s
+}
+
+// try runs a query and returns its rows, one line each.
+func try(dsn, q string) (string, error) {
+	ctx := context.Background()
+	c, err := postgres.Connect(ctx, dsn)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close(ctx)
+	rows, err := c.Query(ctx, q)
+	if err != nil {
+		return "", err
+	}
+	var out []string
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			return "", err
+		}
+		out = append(out, fmt.Sprint(vals...))
+	}
+	return strings.Join(out, "\n"), rows.Err()
+}
+
+// has reports whether q answers want (an error is not).
+func has(dsn, q, want string) bool {
+	s, err := try(dsn, q)
+	return err == nil && s == want
+}
+
+// start runs a replicator until the test ends or stop is called.
+func start(t *testing.T, o cdc.Options) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	r := cdc.New(o)
+	go func() { done <- r.Run(ctx) }()
+	stopped := false
+	stop = func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func waitFor(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out: %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// level waits until validation finds no difference.
+func level(t *testing.T, o cdc.Options) cdc.Report {
+	t.Helper()
+	var rep cdc.Report
+	waitFor(t, "the target never matched the source", func() bool {
+		var err error
+		rep, err = cdc.Validate(context.Background(), o, cdc.ValidateOptions{Wait: 5 * time.Second})
+		if err != nil {
+			t.Logf("validate: %v", err)
+			return false
+		}
+		return rep.Differences == 0
+	})
+	return rep
+}
+
+// TestReplicate: a snapshot of existing rows, then inserts, updates (one
+// leaving a TOAST value unchanged), deletes, a key change and a truncate,
+// through a restart; the target matches the source row for row.
+func TestReplicate(t *testing.T) {
+	t.Parallel()
+	tp := newTopology(t)
+	exec(t, tp.primary.DSN(),
+		`CREATE TABLE orders (id int PRIMARY KEY, note text, big text, amount numeric(10,2), at timestamptz DEFAULT now())`,
+		`CREATE TABLE items (order_id int, line int, sku text, PRIMARY KEY (order_id, line))`,
+		`INSERT INTO orders (id, note, big, amount) SELECT i, 'n' || i, NULL, i * 1.5 FROM generate_series(1, 5000) i`,
+		`INSERT INTO items SELECT i % 100, i, 'sku' || i FROM generate_series(1, 3000) i`)
+	o := tp.options("public.orders", "items")
+	stop := start(t, o)
+	waitFor(t, "the snapshot never reached the target", func() bool {
+		return has(tp.target.DSN(), `SELECT count(*) FROM orders`, "5000")
+	})
+	big := strings.Repeat("x", 100000) // stored out of line (TOAST)
+	exec(t, tp.primary.DSN(),
+		`UPDATE orders SET big = repeat('x', 100000) || md5(id::text) WHERE id <= 10`,
+		`UPDATE orders SET note = 'touched' WHERE id <= 10`, // big unchanged: sent as "unchanged TOAST"
+		`DELETE FROM orders WHERE id BETWEEN 100 AND 199`,
+		`UPDATE orders SET id = 100000 WHERE id = 500`,
+		`INSERT INTO orders (id, note) VALUES (6000, 'new')`,
+		`UPDATE items SET sku = 'changed' WHERE order_id = 7`)
+	level(t, o)
+	if got := query(t, tp.target.DSN(), `SELECT count(*) FROM orders WHERE note = 'touched' AND big LIKE '`+big[:10]+`%' AND length(big) = 100032`); got != "10" {
+		t.Fatalf("rows updated with an unchanged TOAST value: %s of 10 kept it", got)
+	}
+	stop()
+	exec(t, tp.primary.DSN(), `INSERT INTO orders (id, note) SELECT i, 'while down' FROM generate_series(7000, 7999) i`, `TRUNCATE items`,
+		`INSERT INTO items VALUES (1, 1, 'after truncate')`)
+	start(t, o)
+	rep := level(t, o)
+	if rep.Tables[0].Rows != 5901 || rep.Tables[1].Rows != 1 {
+		t.Fatalf("rows compared: %+v", rep.Tables)
+	}
+	// Acknowledged only what the target holds: the slot's confirmed
+	// position is at most the target's.
+	pos := query(t, tp.target.DSN(), `SELECT lsn FROM tandem.cdc_position`)
+	conf := query(t, tp.primary.DSN(), `SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'tandem_orders'`)
+	if ge := query(t, tp.primary.DSN(), fmt.Sprintf(`SELECT '%s'::pg_lsn >= '%s'::pg_lsn`, pos, conf)); ge != "true" {
+		t.Fatalf("the slot confirmed %s, past the target's position %s", conf, pos)
+	}
+}
+
+// TestFollowFailover: the standby stops receiving, the primary commits
+// transactions the target applies, the primary dies and the standby is
+// promoted. tandem follows the new timeline, reports the transactions
+// lost at the source, and the target ends equal to the new primary.
+func TestFollowFailover(t *testing.T) {
+	t.Parallel()
+	tp := newTopology(t)
+	exec(t, tp.primary.DSN(),
+		`CREATE TABLE orders (id int PRIMARY KEY, note text, updated timestamptz NOT NULL DEFAULT clock_timestamp())`,
+		`INSERT INTO orders (id, note) SELECT i, 'v1' FROM generate_series(1, 2000) i`)
+	o := tp.options("orders")
+	start(t, o)
+	level(t, o)
+	// The standby stops streaming; what the primary commits now reaches
+	// the target only.
+	exec(t, tp.standby.DSN(), `ALTER SYSTEM SET primary_conninfo = ''`, `SELECT pg_reload_conf()`)
+	waitFor(t, "the standby kept streaming", func() bool {
+		return query(t, tp.standby.DSN(), `SELECT count(*) FROM pg_stat_wal_receiver`) == "0"
+	})
+	exec(t, tp.primary.DSN(), `UPDATE orders SET note = 'lost' WHERE id = 5`, `INSERT INTO orders (id, note) VALUES (9001, 'lost insert')`,
+		`DELETE FROM orders WHERE id = 6`)
+	waitFor(t, "the target never got the doomed changes", func() bool {
+		return has(tp.target.DSN(), `SELECT string_agg(id || note, ',' ORDER BY id) FROM orders WHERE id IN (5, 6, 9001)`, "5lost,9001lost insert")
+	})
+	tp.primary.Stop()
+	if err := postgres.Promote(context.Background(), tp.standby.DSN()); err != nil {
+		t.Fatal(err)
+	}
+	exec(t, tp.standby.DSN(), `UPDATE orders SET note = 'after promotion', updated = clock_timestamp() WHERE id = 7`,
+		`INSERT INTO orders (id, note) VALUES (9002, 'new primary')`)
+	level(t, o)
+	if got := query(t, tp.target.DSN(), `SELECT id, note FROM orders WHERE id IN (5, 6, 7, 9001, 9002) ORDER BY id`); got != "5v1\n6v1\n7after promotion\n9002new primary" {
+		t.Fatalf("the target after following the failover:\n%s", got)
+	}
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, tp.target.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	evs, err := cdc.Events(ctx, c, "orders", 1)
+	if err != nil || len(evs) == 0 || evs[0].Kind != "source-failover" {
+		t.Fatalf("events: %+v %v", evs, err)
+	}
+	lost := fmt.Sprint(evs[0].Detail["lost"])
+	t.Logf("%+v", evs[0].Detail)
+	for _, want := range []string{"orders\tupdate\t5", "orders\tinsert\t9001", "orders\tdelete\t6"} {
+		if !strings.Contains(lost, want) {
+			t.Fatalf("the lost transactions do not list %q: %s", want, lost)
+		}
+	}
+}

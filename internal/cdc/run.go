@@ -1,0 +1,751 @@
+// Package cdc replicates PostgreSQL tables by logical decoding (pgoutput,
+// through pglogrepl) from a source primary into a target in another
+// region, and follows a failover of the source to its standby.
+//
+// The target keeps, in the same transaction as the changes, the position
+// it has reached (source system id, timeline, end LSN of the last applied
+// transaction), a journal of the keys each applied transaction changed,
+// and the fence (the highest lease epoch a writer showed). Only positions
+// durable in the target are acknowledged to the source, so a crash at any
+// point resumes where the target stands.
+//
+// On every connection the replicator finds the source primary among the
+// configured servers and compares what IDENTIFY_SYSTEM says with the
+// target's position. A new timeline (a promoted standby: PostgreSQL 15's
+// logical slots do not survive it) or a missing or invalidated slot means
+// the stream cannot continue: the replicator finds where the old timeline
+// ended (TIMELINE_HISTORY), reports the applied transactions past that
+// point (committed on the old primary, never on the new one: lost at the
+// source), creates a new slot, and, in the slot's exported snapshot,
+// compares the rows that may have changed in the gap (by audit column, or
+// the whole table) and the lost transactions' keys with the target and
+// repairs them, before the new stream's first change is applied: stream
+// events always win over backfilled rows.
+//
+// The compare (bisection by checksums over key ranges) is also tandem
+// validate, and the repair its --repair.
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"tandem/internal/fence"
+)
+
+// Options configure a Replicator.
+type Options struct {
+	// Pair names the replication: its position, journal and events in the
+	// target are keyed by it.
+	Pair string
+	// Sources are the source primary and its standbys (any order).
+	Sources []string
+	Target  string
+	// Tables are schema.table names; Audit maps a table to its audit
+	// column.
+	Tables []string
+	Audit  map[string]string
+	// Slot and Publication in the source.
+	Slot, Publication string
+	// Batch is how many row changes one target transaction takes at most
+	// (whole source transactions: one larger than Batch goes alone);
+	// Flush how long changes wait for more.
+	Batch int
+	Flush time.Duration
+	// Margin widens an audit-column backfill before the last applied
+	// commit (the clocks of the old and the new primary may differ).
+	Margin time.Duration
+	// Keep is how long the journal keeps an applied transaction's keys.
+	Keep time.Duration
+	// Region is who writes (the fence record); Guard fences every target
+	// transaction (nil: unfenced, epoch 0).
+	Region string
+	Guard  *fence.Guard
+	Log    *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.Batch <= 0 {
+		o.Batch = 10000
+	}
+	if o.Flush <= 0 {
+		o.Flush = 100 * time.Millisecond
+	}
+	if o.Margin <= 0 {
+		o.Margin = time.Minute
+	}
+	if o.Keep <= 0 {
+		o.Keep = 24 * time.Hour
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Replicator runs one pair.
+type Replicator struct {
+	o Options
+
+	mu        sync.Mutex
+	pos       Position
+	serverEnd LSN
+	rows      int64
+}
+
+// New returns a Replicator.
+func New(o Options) *Replicator {
+	o.defaults()
+	return &Replicator{o: o}
+}
+
+// Stats is what a running replicator knows.
+type Stats struct {
+	Position Position
+	// ServerEnd is the last WAL position the source reported.
+	ServerEnd LSN
+	Rows      int64
+}
+
+// Stats returns the replicator's position and counters.
+func (r *Replicator) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return Stats{Position: r.pos, ServerEnd: r.serverEnd, Rows: r.rows}
+}
+
+// Run replicates until ctx ends or the writer is fenced, reconnecting
+// after every failure (the source failing over, the target refusing a
+// transaction, a server restarting).
+func (r *Replicator) Run(ctx context.Context) error {
+	wait := time.Second
+	said := ""
+	for {
+		err := r.Once(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case fence.Fenced(err):
+			r.o.Log.Warn("cdc stops: fenced", "pair", r.o.Pair, "err", err)
+			return err
+		case errors.Is(err, errRestart):
+			continue
+		case err != nil:
+			if err.Error() != said {
+				r.o.Log.Error("cdc interrupted; trying again", "pair", r.o.Pair, "err", err, "retry_in", wait)
+				said = err.Error()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// errRestart: a table changed in the source; the catalog is read again.
+var errRestart = errors.New("a replicated table changed in the source")
+
+// session is one connection's worth of replication.
+type session struct {
+	r      *Replicator
+	o      *Options
+	target *pgx.Conn
+	source *pgx.Conn // the primary, for catalog and snapshots
+	repl   *pgx.Conn // replication connection to the primary
+	id     pglogrepl.IdentifySystemResult
+	tables []*Table
+	pruned time.Time
+}
+
+func (s *session) close(ctx context.Context) {
+	ctx = context.WithoutCancel(ctx)
+	for _, c := range []*pgx.Conn{s.repl, s.source, s.target} {
+		if c != nil {
+			c.Close(ctx)
+		}
+	}
+}
+
+// Once connects, brings the target level with the source (a first
+// snapshot, or the gap after a source failover) and streams until an
+// error. It returns nil only when ctx ends.
+func (r *Replicator) Once(ctx context.Context) error {
+	s := &session{r: r, o: &r.o}
+	defer s.close(ctx)
+	if err := s.open(ctx); err != nil {
+		return err
+	}
+	pos, err := ReadPosition(ctx, s.target, r.o.Pair)
+	if err != nil {
+		return fmt.Errorf("target: read the position: %w", err)
+	}
+	r.setPos(pos)
+	slot, err := readSlot(ctx, s.source, r.o.Slot)
+	if err != nil {
+		return fmt.Errorf("source: replication slot %s: %w", r.o.Slot, err)
+	}
+	switch {
+	case pos.State != "streaming":
+		pos, err = s.level(ctx, pos, slot, "snapshot")
+	case pos.SystemID == s.id.SystemID && pos.Timeline == s.id.Timeline && slot.exists && !slot.lost && slot.confirmed <= pos.LSN:
+	default:
+		pos, err = s.level(ctx, pos, slot, "source-failover")
+	}
+	if err != nil {
+		return err
+	}
+	return s.stream(ctx, pos)
+}
+
+func (s *session) open(ctx context.Context) error {
+	var err error
+	if s.target, err = connect(ctx, s.o.Target); err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	if err := prepare(ctx, s.target); err != nil {
+		return err
+	}
+	primary, err := FindPrimary(ctx, s.o.Sources)
+	if err != nil {
+		return err
+	}
+	if s.source, err = connect(ctx, primary); err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	if s.repl, err = connect(ctx, primary, "replication", "database"); err != nil {
+		return fmt.Errorf("source (replication connection): %w", err)
+	}
+	if s.id, err = pglogrepl.IdentifySystem(ctx, s.repl.PgConn()); err != nil {
+		return fmt.Errorf("source: IDENTIFY_SYSTEM: %w (the server needs wal_level = logical and a user with REPLICATION)", err)
+	}
+	err = pgx.BeginFunc(ctx, s.source, func(tx pgx.Tx) error {
+		s.tables, err = sourceTables(ctx, tx, s.o.Tables, s.o.Audit)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := ensurePublication(ctx, s.source, s.o.Publication, s.tables); err != nil {
+		return err
+	}
+	return pgx.BeginFunc(ctx, s.target, func(tx pgx.Tx) error { return matchTarget(ctx, tx, s.tables) })
+}
+
+func (r *Replicator) setPos(p Position) {
+	r.mu.Lock()
+	r.pos = p
+	r.mu.Unlock()
+}
+
+// epoch confirms the writer's right to write now and returns its epoch.
+func (s *session) epoch(ctx context.Context) (int64, error) {
+	if s.o.Guard == nil {
+		return 0, nil
+	}
+	if err := s.o.Guard.Check(ctx); err != nil {
+		return 0, err
+	}
+	return s.o.Guard.Epoch(), nil
+}
+
+func (s *session) check(ctx context.Context) error {
+	if s.o.Guard == nil {
+		return nil
+	}
+	return s.o.Guard.Check(ctx)
+}
+
+// Lost is an applied transaction the new source primary never had.
+type Lost struct {
+	Timeline   int32     `json:"timeline"`
+	EndLSN     string    `json:"end_lsn"`
+	CommitTime time.Time `json:"commit_time"`
+	Xid        int64     `json:"xid"`
+	// Changes are "table op key" (op insert, update, delete, truncate).
+	Changes []string `json:"changes"`
+	More    int      `json:"more,omitempty"`
+}
+
+// level makes a new slot and brings the target to its consistent point:
+// a first copy, or the gap after a source failover (why).
+func (s *session) level(ctx context.Context, pos Position, slot slotState, why string) (Position, error) {
+	started := time.Now()
+	detail := map[string]any{"source": map[string]any{"system_id": s.id.SystemID, "timeline": s.id.Timeline}}
+	var lost []Lost
+	scope := Scope{}
+	scoped := false // by audit column and lost keys
+	if why == "source-failover" {
+		detail["from"] = map[string]any{"system_id": pos.SystemID, "timeline": pos.Timeline, "lsn": pos.LSN.String(), "commit_time": pos.CommitTime}
+		switch {
+		case pos.SystemID != s.id.SystemID:
+			detail["cause"] = "the source is another database cluster (system id changed): every table compared in full"
+		case pos.Timeline != s.id.Timeline:
+			sp, ok, err := switchPoint(ctx, s.repl, s.id.Timeline, pos.Timeline)
+			if err != nil {
+				return pos, err
+			}
+			if !ok {
+				detail["cause"] = fmt.Sprintf("timeline %d is not in the history of timeline %d: every table compared in full", pos.Timeline, s.id.Timeline)
+				break
+			}
+			detail["cause"] = fmt.Sprintf("the source was promoted: timeline %d ended at %s, now timeline %d", pos.Timeline, sp, s.id.Timeline)
+			detail["switch_point"] = sp.String()
+			if lost, err = lostAfter(ctx, s.target, s.o.Pair, pos.Timeline, sp); err != nil {
+				return pos, fmt.Errorf("target: read the journal: %w", err)
+			}
+			scoped = true
+		case slot.exists && !slot.lost && slot.confirmed > pos.LSN:
+			detail["cause"] = fmt.Sprintf("the replication slot %s is at %s, past the target's position %s: the target lost applied transactions (restored from a backup?)", s.o.Slot, slot.confirmed, pos.LSN)
+			scoped = true
+		case slot.lost:
+			detail["cause"] = "the replication slot " + s.o.Slot + " was invalidated (max_slot_wal_keep_size): the WAL it kept is gone"
+			scoped = true
+		default:
+			detail["cause"] = "the replication slot " + s.o.Slot + " is missing in the source"
+			scoped = true
+		}
+		if scoped && !pos.CommitTime.IsZero() {
+			scope.Since = pos.CommitTime.Add(-s.o.Margin)
+		}
+		detail["lost"] = lost
+		s.o.Log.Warn("cdc follows the source: "+detail["cause"].(string), "pair", s.o.Pair, "lost_transactions", len(lost))
+		for _, l := range lost {
+			s.o.Log.Warn("transaction lost at the source: applied to the target, committed on the old primary after the switch point, never on the new one",
+				"pair", s.o.Pair, "end_lsn", l.EndLSN, "commit_time", l.CommitTime, "xid", l.Xid, "changes", strings.Join(l.Changes, "; "))
+		}
+	}
+	if slot.exists {
+		if _, err := s.source.Exec(ctx, "SELECT pg_drop_replication_slot($1)", s.o.Slot); err != nil {
+			return pos, fmt.Errorf("source: drop the old replication slot %s: %w (another tandem may be streaming from it)", s.o.Slot, err)
+		}
+	}
+	cs, err := pglogrepl.CreateReplicationSlot(ctx, s.repl.PgConn(), s.o.Slot, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
+	if err != nil {
+		return pos, fmt.Errorf("source: create the replication slot %s: %w", s.o.Slot, err)
+	}
+	cp, err := pglogrepl.ParseLSN(cs.ConsistentPoint)
+	if err != nil {
+		return pos, err
+	}
+	// The exported snapshot holds while the replication connection is
+	// idle: read the source in it, write the target in one transaction.
+	if _, err := s.source.Exec(ctx, Pinned); err != nil {
+		return pos, err
+	}
+	if _, err := s.target.Exec(ctx, Pinned); err != nil {
+		return pos, err
+	}
+	src, err := s.source.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return pos, err
+	}
+	defer src.Rollback(context.WithoutCancel(ctx))
+	if _, err := src.Exec(ctx, fmt.Sprintf("SET TRANSACTION SNAPSHOT '%s'", cs.SnapshotName)); err != nil {
+		return pos, fmt.Errorf("source: import the slot's snapshot: %w", err)
+	}
+	epoch, err := s.epoch(ctx)
+	if err != nil {
+		return pos, err
+	}
+	dst, err := s.target.Begin(ctx)
+	if err != nil {
+		return pos, err
+	}
+	defer dst.Rollback(context.WithoutCancel(ctx))
+	if err := claim(ctx, dst, s.o.Pair, epoch, s.o.Region); err != nil {
+		return pos, err
+	}
+	tables := map[string]any{}
+	var total int64
+	for _, t := range s.tables {
+		sc := scope
+		if scoped {
+			sc.Keys = lostKeys(lost, t.Name)
+			if t.Audit < 0 || sc.Since.IsZero() {
+				sc = Scope{} // nothing scopes it: the whole table
+			}
+		}
+		if !sc.windowed() && len(sc.Keys) == 0 {
+			if empty, err := isEmpty(ctx, dst, t); err != nil {
+				return pos, err
+			} else if empty {
+				n, err := copyTable(ctx, src, dst, t)
+				if err != nil {
+					return pos, err
+				}
+				total += n
+				tables[t.Name] = map[string]any{"copied": n, "scope": "whole table (the target's was empty)"}
+				continue
+			}
+		}
+		cmp := &comparer{src: src, dst: dst, t: t, scope: sc, Leaf: 2000, Fanout: 16}
+		res, err := cmp.run(ctx)
+		if err != nil {
+			return pos, err
+		}
+		f, err := fix(ctx, src, dst, t, diffKeys(res.Diffs))
+		if err != nil {
+			return pos, err
+		}
+		total += int64(f.Upserted + f.Deleted)
+		m, x, d := res.Counts()
+		tables[t.Name] = map[string]any{"scope": res.Scope, "rows": res.Rows, "missing": m, "extra": x, "differs": d, "upserted": f.Upserted, "deleted": f.Deleted}
+	}
+	detail["tables"] = tables
+	detail["consistent_point"] = cp.String()
+	detail["seconds"] = time.Since(started).Seconds()
+	npos := Position{Pair: s.o.Pair, SystemID: s.id.SystemID, Timeline: s.id.Timeline, LSN: cp, CommitTime: pos.CommitTime,
+		SourceTime: time.Now(), State: "streaming", Slot: s.o.Slot, Epoch: epoch, Region: s.o.Region}
+	if err := savePosition(ctx, dst, npos, total); err != nil {
+		return pos, err
+	}
+	if err := addEvent(ctx, dst, s.o.Pair, why, detail); err != nil {
+		return pos, err
+	}
+	if err := s.check(ctx); err != nil {
+		return pos, err
+	}
+	if err := dst.Commit(ctx); err != nil {
+		return pos, fmt.Errorf("target: commit the %s: %w", why, err)
+	}
+	s.o.Log.Info("cdc level with the source", "pair", s.o.Pair, "why", why, "consistent_point", cp, "rows_written", total, "seconds", time.Since(started).Seconds())
+	s.r.setPos(npos)
+	return npos, nil
+}
+
+// lostAfter reads the journal's transactions on timeline that ended after
+// the switch point.
+func lostAfter(ctx context.Context, c *pgx.Conn, pair string, timeline int32, sp LSN) ([]Lost, error) {
+	rows, err := c.Query(ctx, `SELECT timeline, end_lsn::text, commit_time, xid, changes, more FROM tandem.cdc_journal
+		WHERE pair = $1 AND timeline = $2 AND end_lsn > $3::pg_lsn ORDER BY end_lsn`, pair, timeline, sp.String())
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Lost, error) {
+		var l Lost
+		return l, r.Scan(&l.Timeline, &l.EndLSN, &l.CommitTime, &l.Xid, &l.Changes, &l.More)
+	})
+}
+
+// lostKeys are the keys of table the lost transactions changed.
+func lostKeys(lost []Lost, table string) [][]string {
+	var out [][]string
+	for _, l := range lost {
+		for _, c := range l.Changes {
+			f := strings.SplitN(c, "\t", 3)
+			if len(f) == 3 && f[0] == table && f[1] != "truncate" {
+				out = append(out, strings.Split(f[2], "\t"))
+			}
+		}
+	}
+	return out
+}
+
+// rel is a relation of the stream mapped onto a table.
+type rel struct {
+	t   *Table
+	idx []int // stream column -> table column
+}
+
+// stream applies the slot's changes from pos until an error.
+func (s *session) stream(ctx context.Context, pos Position) error {
+	err := pglogrepl.StartReplication(ctx, s.repl.PgConn(), s.o.Slot, pos.LSN, pglogrepl.StartReplicationOptions{
+		Mode: pglogrepl.LogicalReplication, PluginArgs: []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", s.o.Publication)}})
+	if err != nil {
+		return fmt.Errorf("source: START_REPLICATION of slot %s: %w", s.o.Slot, err)
+	}
+	s.o.Log.Info("cdc streaming", "pair", s.o.Pair, "from", pos.LSN, "timeline", s.id.Timeline)
+	byName := map[string]*Table{}
+	for _, t := range s.tables {
+		byName[t.Name] = t
+	}
+	rels := map[uint32]*rel{}
+	b := &batch{}
+	var (
+		inTxn, skip bool
+		end         LSN // of the last transaction the batch took
+		commit      time.Time
+		lastStatus  time.Time
+		idleSaved   time.Time
+	)
+	status := func(reply bool) error {
+		lastStatus = time.Now()
+		return pglogrepl.SendStandbyStatusUpdate(ctx, s.repl.PgConn(), pglogrepl.StandbyStatusUpdate{WALWritePosition: pos.LSN, ReplyRequested: reply})
+	}
+	flush := func() error {
+		if b.empty() && end <= pos.LSN {
+			return nil
+		}
+		npos := pos
+		npos.LSN, npos.SourceTime = end, commit
+		if !commit.IsZero() {
+			npos.CommitTime = commit
+		}
+		if err := s.commit(ctx, b, npos); err != nil {
+			return err
+		}
+		pos = npos
+		s.r.setPos(pos)
+		*b = batch{}
+		return status(false)
+	}
+	for {
+		if !inTxn && (b.rows >= s.o.Batch || !b.first.IsZero() && time.Since(b.first) >= s.o.Flush) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		deadline := time.Now().Add(time.Second)
+		if !b.first.IsZero() && !inTxn {
+			deadline = b.first.Add(s.o.Flush)
+		}
+		rctx, cancel := context.WithDeadline(ctx, deadline)
+		msg, err := s.repl.PgConn().ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if pgconn.Timeout(err) {
+				if time.Since(lastStatus) >= time.Second && b.empty() {
+					if err := status(true); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			return fmt.Errorf("source: replication stream: %w", err)
+		}
+		var data []byte
+		switch m := msg.(type) {
+		case *pgproto3.CopyData:
+			data = m.Data
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("source: replication stream: %w", pgconn.ErrorResponseToPgError(m))
+		default:
+			continue
+		}
+		if len(data) == 0 {
+			continue
+		}
+		switch data[0] {
+		case pglogrepl.PrimaryKeepaliveMessageByteID:
+			k, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+			if err != nil {
+				return err
+			}
+			s.r.mu.Lock()
+			s.r.serverEnd = max(s.r.serverEnd, k.ServerWALEnd)
+			s.r.mu.Unlock()
+			// Nothing of ours up to the server's end: the position moves
+			// there (durably, now and then), so lag reads zero when idle.
+			if !inTxn && b.empty() && k.ServerWALEnd > pos.LSN && time.Since(idleSaved) >= time.Second {
+				idleSaved = time.Now()
+				end, commit = k.ServerWALEnd, time.Time{}
+				npos := pos
+				npos.LSN, npos.SourceTime = k.ServerWALEnd, k.ServerTime
+				if err := s.commit(ctx, b, npos); err != nil {
+					return err
+				}
+				pos = npos
+				s.r.setPos(pos)
+				if err := status(false); err != nil {
+					return err
+				}
+			} else if k.ReplyRequested {
+				if err := status(false); err != nil {
+					return err
+				}
+			}
+		case pglogrepl.XLogDataByteID:
+			x, err := pglogrepl.ParseXLogData(data[1:])
+			if err != nil {
+				return err
+			}
+			s.r.mu.Lock()
+			s.r.serverEnd = max(s.r.serverEnd, x.ServerWALEnd)
+			s.r.mu.Unlock()
+			m, err := pglogrepl.Parse(x.WALData)
+			if err != nil {
+				return fmt.Errorf("source: decode pgoutput at %s: %w", x.WALStart, err)
+			}
+			switch m := m.(type) {
+			case *pglogrepl.RelationMessage:
+				name := m.Namespace + "." + m.RelationName
+				t := byName[name]
+				if t == nil && m.Namespace == "public" {
+					t = byName[m.RelationName]
+				}
+				if t == nil {
+					continue // not ours (the publication has more)
+				}
+				rl := &rel{t: t}
+				for _, c := range m.Columns {
+					i := t.col(c.Name)
+					if i < 0 {
+						return fmt.Errorf("%w: table %s has a new column %s: reading it again", errRestart, t.Name, c.Name)
+					}
+					rl.idx = append(rl.idx, i)
+				}
+				if len(rl.idx) != len(t.Cols) {
+					return fmt.Errorf("%w: table %s lost a column: reading it again", errRestart, t.Name)
+				}
+				rels[m.RelationID] = rl
+			case *pglogrepl.BeginMessage:
+				inTxn = true
+				// A transaction that ended at or before the position was
+				// applied before a restart.
+				skip = m.FinalLSN < pos.LSN
+				if !skip {
+					b.begin(m.Xid)
+				}
+			case *pglogrepl.CommitMessage:
+				inTxn = false
+				if skip {
+					continue
+				}
+				end, commit = m.TransactionEndLSN, m.CommitTime
+				x := &b.txns[len(b.txns)-1]
+				x.end, x.commit = m.TransactionEndLSN, m.CommitTime
+				if len(x.changes) == 0 && x.more == 0 {
+					b.txns = b.txns[:len(b.txns)-1]
+					if b.empty() {
+						b.first = time.Time{}
+					}
+				}
+			case *pglogrepl.InsertMessage:
+				if !skip {
+					if err := s.row(b, rels, m.RelationID, "insert", nil, m.Tuple); err != nil {
+						return err
+					}
+				}
+			case *pglogrepl.UpdateMessage:
+				if !skip {
+					if err := s.row(b, rels, m.RelationID, "update", m.OldTuple, m.NewTuple); err != nil {
+						return err
+					}
+				}
+			case *pglogrepl.DeleteMessage:
+				if !skip {
+					if err := s.row(b, rels, m.RelationID, "delete", m.OldTuple, nil); err != nil {
+						return err
+					}
+				}
+			case *pglogrepl.TruncateMessage:
+				if skip {
+					continue
+				}
+				var ts []*Table
+				for _, id := range m.RelationIDs {
+					if rl := rels[id]; rl != nil {
+						ts = append(ts, rl.t)
+						b.note(rl.t, "truncate", "")
+					}
+				}
+				if len(ts) > 0 {
+					b.truncate(ts)
+				}
+			}
+		}
+	}
+}
+
+// tuple turns a stream tuple into table values.
+func (rl *rel) tuple(td *pglogrepl.TupleData) *change {
+	c := &change{vals: make([]*string, len(rl.t.Cols)), have: make([]bool, len(rl.t.Cols))}
+	for i, col := range td.Columns {
+		if i >= len(rl.idx) {
+			break
+		}
+		j := rl.idx[i]
+		switch col.DataType {
+		case pglogrepl.TupleDataTypeNull:
+			c.have[j] = true
+		case pglogrepl.TupleDataTypeText, pglogrepl.TupleDataTypeBinary:
+			v := string(col.Data)
+			c.vals[j], c.have[j] = &v, true
+		}
+	}
+	return c
+}
+
+// row folds one row change into the batch.
+func (s *session) row(b *batch, rels map[uint32]*rel, id uint32, op string, old, nu *pglogrepl.TupleData) error {
+	rl := rels[id]
+	if rl == nil {
+		return nil
+	}
+	t := rl.t
+	if old != nil {
+		oc := rl.tuple(old)
+		ok := keyString(oc.key(t))
+		if nu == nil || ok != keyString(rl.tuple(nu).key(t)) {
+			b.put(t, ok, keyChange(t, oc.key(t)))
+			b.note(t, "delete", ok)
+		}
+	}
+	if nu != nil {
+		c := rl.tuple(nu)
+		k := keyString(c.key(t))
+		b.put(t, k, c)
+		b.note(t, op, k)
+	}
+	return nil
+}
+
+// commit applies the batch and moves the position to npos in one target
+// transaction, under the fence.
+func (s *session) commit(ctx context.Context, b *batch, npos Position) error {
+	epoch, err := s.epoch(ctx)
+	if err != nil {
+		return err
+	}
+	tx, err := s.target.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if err := claim(ctx, tx, s.o.Pair, epoch, s.o.Region); err != nil {
+		return err
+	}
+	if err := b.apply(ctx, tx); err != nil {
+		return err
+	}
+	if len(b.txns) > 0 {
+		if err := b.journal(ctx, tx, s.o.Pair, npos.Timeline); err != nil {
+			return fmt.Errorf("target: journal: %w", err)
+		}
+	}
+	if time.Since(s.pruned) > time.Minute {
+		s.pruned = time.Now()
+		if _, err := tx.Exec(ctx, `DELETE FROM tandem.cdc_journal WHERE pair = $1 AND commit_time < now() - $2 * interval '1 second'`, s.o.Pair, s.o.Keep.Seconds()); err != nil {
+			return fmt.Errorf("target: prune the journal: %w", err)
+		}
+	}
+	rows := int64(b.rows)
+	if err := savePosition(ctx, tx, npos, rows); err != nil {
+		return fmt.Errorf("target: position: %w", err)
+	}
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("target: commit: %w", err)
+	}
+	s.r.mu.Lock()
+	s.r.rows += rows
+	s.r.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,132 @@
+package cdc
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"tandem/internal/postgres"
+)
+
+func connect(ctx context.Context, dsn string, params ...string) (*pgx.Conn, error) {
+	return postgres.Connect(ctx, dsn, params...)
+}
+
+// ErrNoPrimary: no source server accepts writes (all in recovery, or none
+// answers): a promotion is under way, or the source is down.
+var ErrNoPrimary = errors.New("no source server is a primary")
+
+// FindPrimary returns the source server that is not in recovery. Two
+// primaries (a split brain) are an error that names both.
+func FindPrimary(ctx context.Context, sources []string) (string, error) {
+	var primaries, notes []string
+	for _, dsn := range sources {
+		s, err := postgres.Check(ctx, dsn)
+		switch {
+		case err != nil:
+			notes = append(notes, err.Error())
+		case s.InRecovery:
+			notes = append(notes, postgres.Redact(dsn)+" is a standby")
+		default:
+			primaries = append(primaries, dsn)
+		}
+	}
+	switch len(primaries) {
+	case 1:
+		return primaries[0], nil
+	case 0:
+		return "", fmt.Errorf("%w (%s): waiting for a promotion", ErrNoPrimary, strings.Join(notes, "; "))
+	}
+	var names []string
+	for _, p := range primaries {
+		names = append(names, postgres.Redact(p))
+	}
+	return "", fmt.Errorf("more than one source server accepts writes (%s): a split brain; fence the one that is not the primary (tandem plan run failover fences the old one)", strings.Join(names, ", "))
+}
+
+// slotState is what the source says of a replication slot.
+type slotState struct {
+	exists, lost bool
+	confirmed    LSN
+}
+
+func readSlot(ctx context.Context, c *pgx.Conn, slot string) (slotState, error) {
+	var s slotState
+	var conf *string
+	var status *string
+	err := c.QueryRow(ctx, `SELECT confirmed_flush_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&conf, &status)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s, nil
+	}
+	if err != nil {
+		return s, err
+	}
+	s.exists = true
+	s.lost = status != nil && *status == "lost"
+	if conf != nil {
+		s.confirmed, _ = pglogrepl.ParseLSN(*conf)
+	}
+	return s, nil
+}
+
+// ensurePublication makes the publication publish exactly the tables.
+func ensurePublication(ctx context.Context, c *pgx.Conn, name string, tables []*Table) error {
+	var qs []string
+	for _, t := range tables {
+		qs = append(qs, t.Q())
+	}
+	var exists bool
+	if err := c.QueryRow(ctx, `SELECT exists (SELECT 1 FROM pg_publication WHERE pubname = $1)`, name).Scan(&exists); err != nil {
+		return err
+	}
+	q := fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s", ident(name), strings.Join(qs, ", "))
+	if exists {
+		q = fmt.Sprintf("ALTER PUBLICATION %s SET TABLE %s", ident(name), strings.Join(qs, ", "))
+	}
+	if _, err := c.Exec(ctx, q); err != nil {
+		return fmt.Errorf("publication %s in the source: %w", name, err)
+	}
+	return nil
+}
+
+// switchPoint reads from the history of timeline where the server left
+// timeline from (ok false: from is not in the history: the position is on
+// a timeline this server never had).
+func switchPoint(ctx context.Context, rc *pgx.Conn, timeline, from int32) (LSN, bool, error) {
+	if timeline <= 1 || from >= timeline {
+		return 0, false, nil
+	}
+	h, err := pglogrepl.TimelineHistory(ctx, rc.PgConn(), timeline)
+	if err != nil {
+		return 0, false, fmt.Errorf("TIMELINE_HISTORY %d: %w", timeline, err)
+	}
+	return parseHistory(h.Content, from)
+}
+
+// parseHistory finds in a timeline history file the LSN where timeline
+// from ended: lines "tli<TAB>switchpoint<TAB>reason".
+func parseHistory(content []byte, from int32) (LSN, bool, error) {
+	sc := bufio.NewScanner(bytes.NewReader(content))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		tli, err := strconv.ParseInt(f[0], 10, 32)
+		if err != nil {
+			continue
+		}
+		if int32(tli) == from {
+			lsn, err := pglogrepl.ParseLSN(f[1])
+			return lsn, err == nil, err
+		}
+	}
+	return 0, false, nil
+}
