@@ -75,6 +75,8 @@ func newRootCommand() *cobra.Command {
 		newTableCommand(),
 		newGroupCommand(),
 		newStreamCommand(),
+		newCDCCommand(),
+		newValidateCommand(),
 		newLeaseCommand(),
 		newPlanCommand(),
 		newDemoCommand(),

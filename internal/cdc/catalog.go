@@ -72,6 +72,11 @@ func (t *Table) col(name string) int {
 	return slices.IndexFunc(t.Cols, func(c Col) bool { return c.Name == name })
 }
 
+// ErrConfig: the configuration names something the source does not have
+// (a table, an audit column) or cannot replicate (no primary key): no
+// retry helps until a person acts.
+var ErrConfig = errors.New("the configuration does not fit the source")
+
 // ErrSchema: the source and the target disagree about a table; nothing was
 // applied.
 var ErrSchema = errors.New("the source and the target disagree about a table")
@@ -122,7 +127,7 @@ func describe(ctx context.Context, q Querier, name, audit string) (*Table, bool,
 	}
 	if audit != "" {
 		if t.Audit = t.col(audit); t.Audit < 0 {
-			return nil, false, fmt.Errorf("table %s has no column %q (audit_columns.%s): name a column the application sets on every change, or leave it out", name, audit, name)
+			return nil, false, fmt.Errorf("%w: table %s has no column %q (audit_columns.%s): name a column the application sets on every change, or leave it out", ErrConfig, name, audit, name)
 		}
 	}
 	return t, true, nil
@@ -138,9 +143,9 @@ func sourceTables(ctx context.Context, tx Querier, names []string, audit map[str
 		case err != nil:
 			return nil, fmt.Errorf("table %s in the source: %w", n, err)
 		case !ok:
-			return nil, fmt.Errorf("table %s does not exist in the source: create it, or take it out of tables", n)
+			return nil, fmt.Errorf("%w: table %s does not exist in the source: create it, or take it out of tables", ErrConfig, n)
 		case len(t.Key) == 0:
-			return nil, fmt.Errorf("table %s has no primary key: tandem applies changes by primary key; add one (ALTER TABLE %s ADD PRIMARY KEY (...)) or take the table out of tables", n, t.Q())
+			return nil, fmt.Errorf("%w: table %s has no primary key: tandem applies changes by primary key; add one (ALTER TABLE %s ADD PRIMARY KEY (...)) or take the table out of tables", ErrConfig, n, t.Q())
 		}
 		out = append(out, t)
 	}

@@ -123,9 +123,10 @@ func (r *Replicator) Stats() Stats {
 	return Stats{Position: r.pos, ServerEnd: r.serverEnd, Rows: r.rows}
 }
 
-// Run replicates until ctx ends or the writer is fenced, reconnecting
-// after every failure (the source failing over, the target refusing a
-// transaction, a server restarting).
+// Run replicates until ctx ends, the writer is fenced, or the
+// configuration does not fit the source (ErrConfig), reconnecting after
+// every other failure (the source failing over, the target refusing a
+// transaction, a server restarting, a schema the target lacks).
 func (r *Replicator) Run(ctx context.Context) error {
 	wait := time.Second
 	said := ""
@@ -139,6 +140,8 @@ func (r *Replicator) Run(ctx context.Context) error {
 			return err
 		case errors.Is(err, errRestart):
 			continue
+		case errors.Is(err, ErrConfig):
+			return err
 		case err != nil:
 			if err.Error() != said {
 				r.o.Log.Error("cdc interrupted; trying again", "pair", r.o.Pair, "err", err, "retry_in", wait)

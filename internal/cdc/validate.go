@@ -3,9 +3,11 @@ package cdc
 import (
 	"context"
 	"fmt"
+	"io"
 	"slices"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
 	"tandem/internal/postgres"
@@ -317,4 +319,35 @@ func Repair(ctx context.Context, o Options, rep Report, dryRun bool) (RepairResu
 		}
 	}
 	return res, nil
+}
+
+// ParseLSN reads a WAL position (16/B374D848).
+func ParseLSN(s string) (LSN, error) { return pglogrepl.ParseLSN(s) }
+
+// Print writes the report for people, with at most n differing keys per
+// table.
+func Print(w io.Writer, r Report, n int) {
+	fmt.Fprintf(w, "validated %s against %s (source at %s, target at %s) in %.1fs\n", r.Pair, r.Source, r.SourceLSN, r.TargetLSN, r.Seconds)
+	for _, t := range r.Tables {
+		m, x, d := t.Counts()
+		fmt.Fprintf(w, "  %s (%s): %d rows, %d segments hashed, %d rows read: %d missing, %d extra, %d differ\n", t.Table, t.Scope, t.Rows, t.Segments, t.Fetched, m, x, d)
+		for i, df := range t.Diffs {
+			if i == n {
+				fmt.Fprintf(w, "    ... and %d more (--json lists them all)\n", len(t.Diffs)-n)
+				break
+			}
+			fmt.Fprintf(w, "    %s %s\n", df.Kind, describeKey(df.Key))
+		}
+	}
+	if r.Rechecked > 0 {
+		fmt.Fprintf(w, "  %d rows that differed in the snapshots were level when read again (changes in flight)\n", r.Rechecked)
+	}
+	if r.Note != "" {
+		fmt.Fprintf(w, "  note: %s\n", r.Note)
+	}
+	if r.Differences == 0 {
+		fmt.Fprintln(w, "no differences")
+	} else {
+		fmt.Fprintf(w, "%d rows differ\n", r.Differences)
+	}
 }

@@ -135,7 +135,7 @@ func Register(k Kind) {
 
 // builtinOrder keeps plans, status and messages in a stable order: the
 // copies first, then what depends on them.
-var builtinOrder = []string{"replications", "groups", "streams", "sync_jobs", "databases", "aliases", "endpoints", "workflows"}
+var builtinOrder = []string{"replications", "groups", "streams", "sync_jobs", "databases", "cdc", "aliases", "endpoints", "workflows"}
 
 func order(k Kind) int {
 	if i := slices.Index(builtinOrder, k.Name()); i >= 0 {

@@ -5,6 +5,7 @@ package all
 import (
 	_ "tandem/internal/member/alias"
 	_ "tandem/internal/member/bucket"
+	_ "tandem/internal/member/cdcpair"
 	_ "tandem/internal/member/database"
 	_ "tandem/internal/member/endpoint"
 	_ "tandem/internal/member/group"
