@@ -30,7 +30,7 @@ func (tp *topology) options(tables ...string) cdc.Options {
 		Tables: tables, Slot: "tandem_orders", Publication: "tandem_orders", Flush: 20 * time.Millisecond}
 }
 
-func exec(t *testing.T, dsn string, sqls ...string) {
+func run(t *testing.T, dsn string, sqls ...string) {
 	t.Helper()
 	ctx := context.Background()
 	c, err := postgres.Connect(ctx, dsn)
@@ -134,7 +134,7 @@ func level(t *testing.T, o cdc.Options) cdc.Report {
 func TestReplicate(t *testing.T) {
 	t.Parallel()
 	tp := newTopology(t)
-	exec(t, tp.primary.DSN(),
+	run(t, tp.primary.DSN(),
 		`CREATE TABLE orders (id int PRIMARY KEY, note text, big text, amount numeric(10,2), at timestamptz DEFAULT now())`,
 		`CREATE TABLE items (order_id int, line int, sku text, PRIMARY KEY (order_id, line))`,
 		`INSERT INTO orders (id, note, big, amount) SELECT i, 'n' || i, NULL, i * 1.5 FROM generate_series(1, 5000) i`,
@@ -145,7 +145,7 @@ func TestReplicate(t *testing.T) {
 		return has(tp.target.DSN(), `SELECT count(*) FROM orders`, "5000")
 	})
 	big := strings.Repeat("x", 100000) // stored out of line (TOAST)
-	exec(t, tp.primary.DSN(),
+	run(t, tp.primary.DSN(),
 		`UPDATE orders SET big = repeat('x', 100000) || md5(id::text) WHERE id <= 10`,
 		`UPDATE orders SET note = 'touched' WHERE id <= 10`, // big unchanged: sent as "unchanged TOAST"
 		`DELETE FROM orders WHERE id BETWEEN 100 AND 199`,
@@ -157,7 +157,7 @@ func TestReplicate(t *testing.T) {
 		t.Fatalf("rows updated with an unchanged TOAST value: %s of 10 kept it", got)
 	}
 	stop()
-	exec(t, tp.primary.DSN(), `INSERT INTO orders (id, note) SELECT i, 'while down' FROM generate_series(7000, 7999) i`, `TRUNCATE items`,
+	run(t, tp.primary.DSN(), `INSERT INTO orders (id, note) SELECT i, 'while down' FROM generate_series(7000, 7999) i`, `TRUNCATE items`,
 		`INSERT INTO items VALUES (1, 1, 'after truncate')`)
 	start(t, o)
 	rep := level(t, o)
@@ -180,7 +180,7 @@ func TestReplicate(t *testing.T) {
 func TestFollowFailover(t *testing.T) {
 	t.Parallel()
 	tp := newTopology(t)
-	exec(t, tp.primary.DSN(),
+	run(t, tp.primary.DSN(),
 		`CREATE TABLE orders (id int PRIMARY KEY, note text, updated timestamptz NOT NULL DEFAULT clock_timestamp())`,
 		`INSERT INTO orders (id, note) SELECT i, 'v1' FROM generate_series(1, 2000) i`)
 	o := tp.options("orders")
@@ -188,11 +188,11 @@ func TestFollowFailover(t *testing.T) {
 	level(t, o)
 	// The standby stops streaming; what the primary commits now reaches
 	// the target only.
-	exec(t, tp.standby.DSN(), `ALTER SYSTEM SET primary_conninfo = ''`, `SELECT pg_reload_conf()`)
+	run(t, tp.standby.DSN(), `ALTER SYSTEM SET primary_conninfo = ''`, `SELECT pg_reload_conf()`)
 	waitFor(t, "the standby kept streaming", func() bool {
 		return query(t, tp.standby.DSN(), `SELECT count(*) FROM pg_stat_wal_receiver`) == "0"
 	})
-	exec(t, tp.primary.DSN(), `UPDATE orders SET note = 'lost' WHERE id = 5`, `INSERT INTO orders (id, note) VALUES (9001, 'lost insert')`,
+	run(t, tp.primary.DSN(), `UPDATE orders SET note = 'lost' WHERE id = 5`, `INSERT INTO orders (id, note) VALUES (9001, 'lost insert')`,
 		`DELETE FROM orders WHERE id = 6`)
 	waitFor(t, "the target never got the doomed changes", func() bool {
 		return has(tp.target.DSN(), `SELECT string_agg(id || note, ',' ORDER BY id) FROM orders WHERE id IN (5, 6, 9001)`, "5lost,9001lost insert")
@@ -201,7 +201,7 @@ func TestFollowFailover(t *testing.T) {
 	if err := postgres.Promote(context.Background(), tp.standby.DSN()); err != nil {
 		t.Fatal(err)
 	}
-	exec(t, tp.standby.DSN(), `UPDATE orders SET note = 'after promotion', updated = clock_timestamp() WHERE id = 7`,
+	run(t, tp.standby.DSN(), `UPDATE orders SET note = 'after promotion', updated = clock_timestamp() WHERE id = 7`,
 		`INSERT INTO orders (id, note) VALUES (9002, 'new primary')`)
 	level(t, o)
 	if got := query(t, tp.target.DSN(), `SELECT id, note FROM orders WHERE id IN (5, 6, 7, 9001, 9002) ORDER BY id`); got != "5v1\n6v1\n7after promotion\n9002new primary" {

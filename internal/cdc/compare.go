@@ -195,8 +195,8 @@ func (c *comparer) splits(ctx context.Context, q Querier, b bounds, n int64) ([]
 	args = append(args, step)
 	keys := c.t.list(c.t.Key, nil)
 	texts := c.t.list(c.t.Key, func(col Col) string { return ident(col.Name) + "::text" })
-	rows, err := q.Query(ctx, fmt.Sprintf("SELECT %s FROM (SELECT %s, row_number() OVER (ORDER BY %s) AS tandem_rn FROM %s WHERE %s) s WHERE tandem_rn %% $%d = 0 ORDER BY %s",
-		texts, keys, keys, c.t.Q(), w, len(args), keys), args...)
+	rows, err := q.Query(ctx, fmt.Sprintf("SELECT %s FROM (SELECT %s, row_number() OVER (ORDER BY %s) AS tandem_rn FROM %s WHERE %s) s WHERE tandem_rn %% $%d = 0 ORDER BY tandem_rn",
+		texts, keys, keys, c.t.Q(), w, len(args)), args...)
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Status is what a server says about its role and position.
@@ -172,9 +173,33 @@ func WaitReplay(ctx context.Context, standbyDSN, lsn string) error {
 }
 
 // Promote promotes a standby and waits until it accepts writes. On a server
-// already promoted it only clears a fence and checks.
+// already promoted it only clears a fence and checks. A promotion whose
+// wait replay cancelled (a conflict with recovery, SQLSTATE 40001) is
+// asked again.
 func Promote(ctx context.Context, dsn string) error {
-	err := with(ctx, dsn, func(c *pgx.Conn) error {
+	var err error
+	for range 5 {
+		if err = promote(ctx, dsn); !conflict(err) {
+			break
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := Unfence(ctx, dsn); err != nil {
+		return err
+	}
+	return WaitWritable(ctx, dsn)
+}
+
+// conflict reports a statement cancelled by a conflict with recovery.
+func conflict(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "40001"
+}
+
+func promote(ctx context.Context, dsn string) error {
+	return with(ctx, dsn, func(c *pgx.Conn) error {
 		var rec bool
 		if err := c.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&rec); err != nil {
 			return err
@@ -196,13 +221,6 @@ func Promote(ctx context.Context, dsn string) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	if err := Unfence(ctx, dsn); err != nil {
-		return err
-	}
-	return WaitWritable(ctx, dsn)
 }
 
 // Unfence removes a fence set by Fence (a rebuilt or promoted server must

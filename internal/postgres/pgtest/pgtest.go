@@ -134,7 +134,7 @@ func (c *Cluster) BaseBackup(primary *Cluster) {
 		os.RemoveAll(filepath.Join(c.Dir, e.Name()))
 	}
 	run(c.t, "pg_basebackup", "-D", c.Dir, "-h", "127.0.0.1", "-p", strconv.Itoa(primary.Port),
-		"-U", "postgres", "-R", "-X", "stream", "--no-sync")
+		"-U", "postgres", "-R", "-X", "stream", "-c", "fast", "--no-sync")
 }
 
 // Start starts the server and waits until it accepts connections.
