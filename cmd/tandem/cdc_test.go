@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 
@@ -122,5 +123,31 @@ protection_groups:
 	code, out := tandem(t, nil, "validate", "--config", cfg, "orders")
 	if code != 1 || strings.Contains(out, "sekrit-pw") || !strings.Contains(out, "target") {
 		t.Fatalf("validate with a wrong user: exit %d:\n%s", code, out)
+	}
+}
+
+// TestDemoCDC runs the second demo: a source failover followed, the lost
+// transactions reported, the target validated.
+func TestDemoCDC(t *testing.T) {
+	t.Parallel()
+	dir, err := os.MkdirTemp("", "tandem-demo-cdc-test-") // the postgres user must reach it
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	code, out := tandem(t, nil, "demo", "cdc", "--dir", dir)
+	for _, want := range []string{
+		"level with the source; 10600 rows applied",
+		"followed a source failover at",
+		"lost at the source: transaction", "update public.orders (42)", "insert public.orders (20001)",
+		"public.orders (whole table): 9901 rows", "no differences",
+		"cdc status --config " + dir + "/tandem.yaml orders",
+	} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("demo cdc (exit %d) lacks %q:\n%s", code, want, out)
+		}
+	}
+	if code != 0 {
+		t.Fatalf("demo cdc exit %d:\n%s", code, out)
 	}
 }

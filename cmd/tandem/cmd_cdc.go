@@ -138,7 +138,14 @@ func printCDCStatus(w io.Writer, rep member.Report) {
 		lost, _ := e.Detail["lost"].([]any)
 		for _, l := range lost {
 			m, _ := l.(map[string]any)
-			fmt.Fprintf(w, "    lost at the source: transaction %v committed %v (end %v): %v\n", m["xid"], m["commit_time"], m["end_lsn"], m["changes"])
+			var changes []string
+			cs, _ := m["changes"].([]any)
+			for _, c := range cs {
+				if f := strings.SplitN(fmt.Sprint(c), "\t", 3); len(f) == 3 {
+					changes = append(changes, fmt.Sprintf("%s %s (%s)", f[1], f[0], strings.ReplaceAll(f[2], "\t", ", ")))
+				}
+			}
+			fmt.Fprintf(w, "    lost at the source: transaction %v committed %v (end %v): %s\n", m["xid"], m["commit_time"], m["end_lsn"], strings.Join(changes, "; "))
 		}
 	}
 }

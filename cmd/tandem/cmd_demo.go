@@ -44,6 +44,7 @@ folder unless --dir is given).`,
 		},
 	}
 	c.Flags().StringVar(&o.dir, "dir", "", "folder for the two regions (default: a new temporary folder)")
+	c.AddCommand(newDemoCDCCommand())
 	return c
 }
 

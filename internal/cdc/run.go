@@ -144,7 +144,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 			return err
 		case err != nil:
 			if err.Error() != said {
-				r.o.Log.Error("cdc interrupted; trying again", "pair", r.o.Pair, "err", err, "retry_in", wait)
+				r.o.Log.Warn("cdc interrupted; trying again", "pair", r.o.Pair, "err", err, "retry_in", wait)
 				said = err.Error()
 			}
 		}

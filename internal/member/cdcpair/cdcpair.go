@@ -273,7 +273,7 @@ func (Kind) Status(ctx context.Context, env *member.Env, name string) member.Rep
 			for _, e := range evs {
 				if e.Kind == "source-failover" {
 					lost, _ := e.Detail["lost"].([]any)
-					rep.Lines = append(rep.Lines, fmt.Sprintf("followed a source failover at %s: %v; %d applied transactions lost at the source (tandem status --json lists them)",
+					rep.Lines = append(rep.Lines, fmt.Sprintf("followed a source failover at %s: %v; %d applied transactions lost at the source (tandem cdc status lists them)",
 						e.At.Local().Format("2006-01-02 15:04:05"), e.Detail["cause"], len(lost)))
 					break
 				}
