@@ -281,6 +281,8 @@ func (b *batch) journal(ctx context.Context, tx pgx.Tx, pair string, timeline in
 	return err
 }
 
+var arrayEscape = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+
 // pgArray writes a text array literal.
 func pgArray(ss []string) string {
 	var b strings.Builder
@@ -290,7 +292,7 @@ func pgArray(ss []string) string {
 			b.WriteByte(',')
 		}
 		b.WriteByte('"')
-		b.WriteString(strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s))
+		arrayEscape.WriteString(&b, s)
 		b.WriteByte('"')
 	}
 	b.WriteByte('}')

@@ -482,29 +482,73 @@ func (s *session) stream(ctx context.Context, pos Position) error {
 		commit      time.Time
 		lastStatus  time.Time
 		idleSaved   time.Time
+		start       = pos.LSN
+		queued      = pos     // the position of the last batch handed to the committer
+		acked       = pos.LSN // durable in the target: what the source may forget
 	)
+	// One batch commits in the target while the next one fills.
+	type job struct {
+		b   *batch
+		pos Position
+	}
+	jobs, acks, errc := make(chan job), make(chan LSN, 64), make(chan error, 1)
+	cctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for j := range jobs {
+			if err := s.commit(cctx, j.b, j.pos); err != nil {
+				errc <- err
+				return
+			}
+			s.r.setPos(j.pos)
+			acks <- j.pos.LSN
+		}
+	}()
+	defer func() { cancel(); close(jobs); wg.Wait() }()
 	status := func(reply bool) error {
 		lastStatus = time.Now()
-		return pglogrepl.SendStandbyStatusUpdate(ctx, s.repl.PgConn(), pglogrepl.StandbyStatusUpdate{WALWritePosition: pos.LSN, ReplyRequested: reply})
+		return pglogrepl.SendStandbyStatusUpdate(ctx, s.repl.PgConn(), pglogrepl.StandbyStatusUpdate{WALWritePosition: acked, ReplyRequested: reply})
 	}
-	flush := func() error {
-		if b.empty() && end <= pos.LSN {
+	submit := func(npos Position) error {
+		select {
+		case jobs <- job{b, npos}:
+			queued, b = npos, &batch{}
+			return nil
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
 			return nil
 		}
-		npos := pos
+	}
+	flush := func() error {
+		if b.empty() && end <= queued.LSN {
+			return nil
+		}
+		npos := queued
 		npos.LSN, npos.SourceTime = end, commit
 		if !commit.IsZero() {
 			npos.CommitTime = commit
 		}
-		if err := s.commit(ctx, b, npos); err != nil {
-			return err
-		}
-		pos = npos
-		s.r.setPos(pos)
-		*b = batch{}
-		return status(false)
+		return submit(npos)
 	}
 	for {
+		select {
+		case err := <-errc:
+			return err
+		default:
+		}
+		if moved := acked; len(acks) > 0 {
+			for len(acks) > 0 {
+				acked = <-acks
+			}
+			if acked != moved {
+				if err := status(false); err != nil {
+					return err
+				}
+			}
+		}
 		if !inTxn && (b.rows >= s.o.Batch || !b.first.IsZero() && time.Since(b.first) >= s.o.Flush) {
 			if err := flush(); err != nil {
 				return err
@@ -554,17 +598,12 @@ func (s *session) stream(ctx context.Context, pos Position) error {
 			s.r.mu.Unlock()
 			// Nothing of ours up to the server's end: the position moves
 			// there (durably, now and then), so lag reads zero when idle.
-			if !inTxn && b.empty() && k.ServerWALEnd > pos.LSN && time.Since(idleSaved) >= time.Second {
+			if !inTxn && b.empty() && k.ServerWALEnd > queued.LSN && time.Since(idleSaved) >= time.Second {
 				idleSaved = time.Now()
 				end, commit = k.ServerWALEnd, time.Time{}
-				npos := pos
+				npos := queued
 				npos.LSN, npos.SourceTime = k.ServerWALEnd, k.ServerTime
-				if err := s.commit(ctx, b, npos); err != nil {
-					return err
-				}
-				pos = npos
-				s.r.setPos(pos)
-				if err := status(false); err != nil {
+				if err := submit(npos); err != nil {
 					return err
 				}
 			} else if k.ReplyRequested {
@@ -610,7 +649,7 @@ func (s *session) stream(ctx context.Context, pos Position) error {
 				inTxn = true
 				// A transaction that ended at or before the position was
 				// applied before a restart.
-				skip = m.FinalLSN < pos.LSN
+				skip = m.FinalLSN < start
 				if !skip {
 					b.begin(m.Xid)
 				}

@@ -1,0 +1,209 @@
+package cdc_test
+
+// Benchmarks of CDC against its peers, side by side in one run on real
+// PostgreSQL 15 servers (bench/cdc.sh runs them and prints the figures for
+// docs/BENCHMARKS.md). TANDEM_BENCH_ROWS sets the table sizes (defaults:
+// 200,000 rows applied, 10,000,000 validated, 1,000,000 repaired).
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"tandem/internal/cdc"
+	"tandem/internal/postgres"
+	"tandem/internal/postgres/pgtest"
+)
+
+func benchRows(def int) int {
+	if n, err := strconv.Atoi(os.Getenv("TANDEM_BENCH_ROWS")); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+const benchTable = `CREATE TABLE acct (id bigint PRIMARY KEY, owner text NOT NULL, balance numeric(12,2) NOT NULL, opened date NOT NULL, updated timestamptz NOT NULL DEFAULT now())`
+
+func benchFill(from, to int) string {
+	return fmt.Sprintf(`INSERT INTO acct (id, owner, balance, opened) SELECT g, 'owner ' || g, g %% 10000 / 7.0, date '2020-01-01' + g %% 1000 FROM generate_series(%d, %d) g`, from, to)
+}
+
+func conn(b testing.TB, dsn string) *pgx.Conn {
+	c, err := postgres.Connect(context.Background(), dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+func mustExec(b testing.TB, c *pgx.Conn, q string) {
+	if _, err := c.Exec(context.Background(), q); err != nil {
+		b.Fatalf("%s: %v", q, err)
+	}
+}
+
+// BenchmarkApply: rows inserted in the source, in transactions of 1,000,
+// until the target's position has them all (tandem), against a plain COPY
+// of the same rows into a table of the target (the floor).
+func BenchmarkApply(b *testing.B) {
+	n := benchRows(200000)
+	tp := &topology{primary: pgtest.Primary(b), target: pgtest.Primary(b)}
+	src, dst := conn(b, tp.primary.DSN()), conn(b, tp.target.DSN())
+	mustExec(b, src, benchTable)
+	o := cdc.Options{Pair: "bench", Sources: []string{tp.primary.DSN()}, Target: tp.target.DSN(), Tables: []string{"public.acct"},
+		Slot: "tandem_bench", Publication: "tandem_bench"}
+	ctx := context.Background()
+	waitPos := func(at string) {
+		for {
+			var ok bool
+			if err := dst.QueryRow(ctx, `SELECT coalesce((SELECT lsn >= $1::pg_lsn FROM tandem.cdc_position WHERE pair = 'bench' AND state = 'streaming'), false)`, at).Scan(&ok); err == nil && ok {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// replicate runs the replicator until the target has what the source
+	// has now.
+	replicate := func() {
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- cdc.New(o).Run(rctx) }()
+		var at string
+		src.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&at)
+		waitPos(at)
+		cancel()
+		<-done
+	}
+	replicate() // the slot and the (empty) snapshot
+	b.Run("tandem", func(b *testing.B) {
+		// The rows wait in the slot while the replicator is stopped; the
+		// time is that of applying them all.
+		for i := range b.N {
+			b.StopTimer()
+			mustExec(b, src, "TRUNCATE acct")
+			for k := 0; k < n; k += 1000 {
+				mustExec(b, src, benchFill(i*n+k+1, i*n+min(k+1000, n)))
+			}
+			b.StartTimer()
+			replicate()
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	})
+	b.Run("copy", func(b *testing.B) {
+		mustExec(b, dst, `CREATE TABLE IF NOT EXISTS acct_copy (LIKE acct INCLUDING ALL)`)
+		for range b.N {
+			b.StopTimer()
+			mustExec(b, dst, "TRUNCATE acct_copy")
+			pr, pw := io.Pipe()
+			go func() {
+				_, err := src.PgConn().CopyTo(ctx, pw, fmt.Sprintf(`COPY (SELECT g, 'owner ' || g, g %% 10000 / 7.0, date '2020-01-01' + g %% 1000, now() FROM generate_series(1, %d) g) TO STDOUT`, n))
+				pw.CloseWithError(err)
+			}()
+			b.StartTimer()
+			if _, err := dst.PgConn().CopyFrom(ctx, pr, "COPY acct_copy FROM STDIN"); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	})
+}
+
+// BenchmarkValidate: two equal tables compared by tandem validate, against
+// SELECT count(*) on both sides at once.
+func BenchmarkValidate(b *testing.B) {
+	n := benchRows(10_000_000)
+	tp := &topology{primary: pgtest.Primary(b), target: pgtest.Primary(b)}
+	src, dst := conn(b, tp.primary.DSN()), conn(b, tp.target.DSN())
+	for _, c := range []*pgx.Conn{src, dst} {
+		mustExec(b, c, benchTable)
+		mustExec(b, c, benchFill(1, n))
+		mustExec(b, c, "UPDATE acct SET updated = '2026-01-01'")
+		mustExec(b, c, "VACUUM ANALYZE acct")
+	}
+	o := cdc.Options{Pair: "bench", Sources: []string{tp.primary.DSN()}, Target: tp.target.DSN(), Tables: []string{"public.acct"}}
+	b.Run("tandem", func(b *testing.B) {
+		for range b.N {
+			rep, err := cdc.Validate(context.Background(), o, cdc.ValidateOptions{Wait: time.Millisecond})
+			if err != nil || rep.Differences != 0 {
+				b.Fatalf("%v %+v", err, rep)
+			}
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	})
+	b.Run("count", func(b *testing.B) {
+		for range b.N {
+			done := make(chan error, 1)
+			go func() { var k int64; done <- src.QueryRow(context.Background(), "SELECT count(*) FROM acct").Scan(&k) }()
+			var k int64
+			if err := dst.QueryRow(context.Background(), "SELECT count(*) FROM acct").Scan(&k); err != nil {
+				b.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	})
+}
+
+// BenchmarkGapRepair: a target level with its source except for 1,000
+// rows (changed in the source, as in the gap of a source failover) is
+// brought level by the compare-and-repair tandem runs in the gap (whole
+// table, and scoped by the audit column), against a full resync (TRUNCATE
+// and COPY of the table).
+func BenchmarkGapRepair(b *testing.B) {
+	n := benchRows(1_000_000)
+	tp := &topology{primary: pgtest.Primary(b), target: pgtest.Primary(b)}
+	src, dst := conn(b, tp.primary.DSN()), conn(b, tp.target.DSN())
+	for _, c := range []*pgx.Conn{src, dst} {
+		mustExec(b, c, benchTable)
+		mustExec(b, c, benchFill(1, n))
+		mustExec(b, c, "UPDATE acct SET updated = '2026-01-01'")
+		mustExec(b, c, "CREATE INDEX ON acct (updated)")
+		mustExec(b, c, "VACUUM ANALYZE acct")
+	}
+	o := cdc.Options{Pair: "bench", Sources: []string{tp.primary.DSN()}, Target: tp.target.DSN(), Tables: []string{"public.acct"}, Audit: map[string]string{"public.acct": "updated"}}
+	change := func(b *testing.B, i int) {
+		mustExec(b, src, fmt.Sprintf("UPDATE acct SET balance = balance + 1, updated = '2026-06-01'::timestamptz + interval '%d second' WHERE id %% %d = 0", i, n/1000))
+	}
+	for _, c := range []struct {
+		name  string
+		scope cdc.Scope
+	}{{"tandem-whole-table", cdc.Scope{}}, {"tandem-audit-column", cdc.Scope{Since: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}}} {
+		b.Run(c.name, func(b *testing.B) {
+			for i := range b.N {
+				b.StopTimer()
+				change(b, i)
+				b.StartTimer()
+				rep, err := cdc.Validate(context.Background(), o, cdc.ValidateOptions{Scope: c.scope, Wait: time.Millisecond})
+				if err != nil || rep.Differences != 1000 {
+					b.Fatalf("%v: %d differences", err, rep.Differences)
+				}
+				if _, err := cdc.Repair(context.Background(), o, rep, false); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("full-resync", func(b *testing.B) {
+		for range b.N {
+			mustExec(b, dst, "TRUNCATE acct")
+			pr, pw := io.Pipe()
+			go func() {
+				_, err := src.PgConn().CopyTo(context.Background(), pw, "COPY acct TO STDOUT")
+				pw.CloseWithError(err)
+			}()
+			if _, err := dst.PgConn().CopyFrom(context.Background(), pr, "COPY acct FROM STDIN"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
