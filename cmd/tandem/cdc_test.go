@@ -49,7 +49,7 @@ protection_groups:
   - {name: lakehouse, primary: east, standby: west, lease_ttl: 2s, cdc: [orders]}
 `))
 	run := expecter(t)
-	startServe(t, cfg, "west")
+	west := startServe(t, cfg, "west")
 	waitFor(t, "cdc never levelled", func() bool {
 		code, _ := tandem(t, nil, "cdc", "status", "--config", cfg, "orders")
 		return code == 0
@@ -64,6 +64,13 @@ protection_groups:
 	}
 	run(0, "no differences", "validate", "--config", cfg, "orders")
 	run(0, `"lag_bytes"`, "cdc", "status", "--config", cfg, "orders", "--json")
+	if _, out := tandem(t, nil, "status", "--config", cfg); !strings.Contains(out, "cdc pair orders: ok\n  the target is at") {
+		t.Fatalf("tandem status lacks the cdc pair:\n%s", out)
+	}
+	run(0, "cdc orders: the target is at", "plan", "precheck", "--config", cfg, "switchover")
+	if m := scrape(t, west); !strings.Contains(m, `tandem_cdc_streaming{cdc="orders"} 1`) || !strings.Contains(m, `tandem_cdc_lag_bytes{cdc="orders"}`) {
+		t.Fatalf("serve's metrics lack the cdc pair")
+	}
 
 	// Someone writes into the target: validate names each row; the dry
 	// run changes nothing; the repair levels it.
