@@ -2,8 +2,11 @@ package cdc_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -225,3 +228,61 @@ func TestFollowFailover(t *testing.T) {
 		}
 	}
 }
+
+// TestBadInput: a column added in the source and not in the target, and a
+// target that refuses a transaction, stop the table's changes with a clear
+// error and nothing partial; once fixed, tandem resumes where it stopped.
+// A table without a primary key and a wrong password are refused at once,
+// the password never printed.
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	tp := newTopology(t)
+	run(t, tp.primary.DSN(), `CREATE TABLE orders (id int PRIMARY KEY, note text)`, `CREATE TABLE nokey (a int)`,
+		`INSERT INTO orders SELECT i, 'v1' FROM generate_series(1, 100) i`)
+	o := tp.options("public.orders")
+	var logs strings.Builder
+	var mu sync.Mutex
+	o.Log = slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logs.Write(p) }), nil))
+	logged := func(s string) bool { mu.Lock(); defer mu.Unlock(); return strings.Contains(logs.String(), s) }
+	start(t, o)
+	level(t, o)
+
+	// A schema change in the source only.
+	run(t, tp.primary.DSN(), `ALTER TABLE orders ADD COLUMN qty int`, `INSERT INTO orders VALUES (101, 'with qty', 5)`)
+	waitFor(t, "no error names the missing column", func() bool {
+		return logged("column qty (integer) is in the source but not in the target: add it to the target (ALTER TABLE \\\"public\\\".\\\"orders\\\" ADD COLUMN \\\"qty\\\" integer)")
+	})
+	if has(tp.target.DSN(), `SELECT count(*) FROM orders WHERE id = 101`, "1") {
+		t.Fatal("a row of the changed table was applied before the target had its column")
+	}
+	run(t, tp.target.DSN(), `ALTER TABLE orders ADD COLUMN qty int`)
+	level(t, o)
+
+	// The target refuses a transaction: none of it is applied.
+	run(t, tp.target.DSN(), `ALTER TABLE orders ADD CONSTRAINT no_poison CHECK (note <> 'poison')`)
+	run(t, tp.primary.DSN(), `BEGIN; INSERT INTO orders VALUES (200, 'fine', 1); INSERT INTO orders VALUES (201, 'poison', 1); COMMIT`)
+	waitFor(t, "no error names the refused transaction", func() bool { return logged("no_poison") })
+	if has(tp.target.DSN(), `SELECT count(*) FROM orders WHERE id = 200`, "1") {
+		t.Fatal("part of a refused transaction is in the target")
+	}
+	run(t, tp.target.DSN(), `ALTER TABLE orders DROP CONSTRAINT no_poison`)
+	level(t, o)
+
+	// Refused at once: no primary key; a wrong password.
+	bad := tp.options("public.nokey")
+	bad.Slot, bad.Publication = "tandem_nokey", "tandem_nokey"
+	err := cdc.New(bad).Run(context.Background())
+	if !errors.Is(err, cdc.ErrConfig) || !strings.Contains(err.Error(), "table public.nokey has no primary key") {
+		t.Fatalf("a table without a primary key: %v", err)
+	}
+	wrong := tp.options("public.orders")
+	wrong.Target = strings.Replace(tp.target.DSN(), "postgres@", "nosuchuser:sekrit-pw@", 1)
+	err = cdc.New(wrong).Once(context.Background())
+	if err == nil || strings.Contains(err.Error(), "sekrit-pw") || !strings.Contains(err.Error(), "target") {
+		t.Fatalf("a wrong user: %v", err)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -76,6 +76,8 @@ type comparer struct {
 	// Leaf is the row count at or below which a segment is read row by
 	// row; Fanout how many parts a differing segment is split into.
 	Leaf, Fanout int64
+	// byType: rows are hashed by their types' hash functions, not as text.
+	byType bool
 }
 
 // segment bounds: keys (lo, hi]; nil is open.
@@ -149,10 +151,35 @@ func (c *comparer) where(b bounds) (string, []any) {
 	return strings.Join(conds, " AND "), args
 }
 
-// rowText is the row as text, the same on both sides: the source's
-// columns, in order.
-func (c *comparer) rowText() string {
-	return "ROW(" + c.t.list(nil, nil) + ")::text"
+// rowHash is a row's 64-bit hash, the same on both sides: of the
+// source's columns in order, by each type's own hash function when every
+// column's type has one (no text is made), else of the row's text.
+func (c *comparer) rowHash() string {
+	row := "ROW(" + c.t.list(nil, nil) + ")"
+	if c.byType {
+		return "hash_record_extended(" + row + ", 0)"
+	}
+	return "hashtextextended(" + row + "::text, 0)"
+}
+
+// typeHashes reports whether every column of t has a hash function for
+// its type in q (hash_record_extended needs one per column).
+func typeHashes(ctx context.Context, q Querier, t *Table) bool {
+	if tx, ok := q.(pgx.Tx); ok { // a failed query must not end the snapshot's transaction
+		sp, err := tx.Begin(ctx)
+		if err != nil {
+			return false
+		}
+		defer sp.Rollback(context.WithoutCancel(ctx))
+		q = sp
+	}
+	nulls := t.list(nil, func(c Col) string { return "NULL::" + c.Type })
+	var h int64
+	if err := q.QueryRow(ctx, "SELECT hash_record_extended(ROW("+nulls+"), 0)").Scan(&h); err != nil {
+		return false
+	}
+	err := q.QueryRow(ctx, fmt.Sprintf("SELECT coalesce((SELECT hash_record_extended(ROW(%s), 0) FROM %s LIMIT 1), 0)", t.list(nil, nil), t.Q())).Scan(&h)
+	return err == nil
 }
 
 type summary struct {
@@ -163,7 +190,7 @@ type summary struct {
 func (c *comparer) summarize(ctx context.Context, q Querier, b bounds) (summary, error) {
 	w, args := c.where(b)
 	var s summary
-	err := q.QueryRow(ctx, fmt.Sprintf("SELECT count(*), coalesce(bit_xor(hashtextextended(%s, 0)), 0) FROM %s WHERE %s", c.rowText(), c.t.Q(), w), args...).Scan(&s.n, &s.h)
+	err := q.QueryRow(ctx, fmt.Sprintf("SELECT count(*), coalesce(bit_xor(%s), 0) FROM %s WHERE %s", c.rowHash(), c.t.Q(), w), args...).Scan(&s.n, &s.h)
 	return s, err
 }
 
@@ -219,8 +246,8 @@ type keyHash struct {
 func (c *comparer) hashes(ctx context.Context, q Querier, b bounds) ([]keyHash, error) {
 	w, args := c.where(b)
 	texts := c.t.list(c.t.Key, func(col Col) string { return ident(col.Name) + "::text" })
-	rows, err := q.Query(ctx, fmt.Sprintf("SELECT %s, hashtextextended(%s, 0) FROM %s WHERE %s ORDER BY %s",
-		texts, c.rowText(), c.t.Q(), w, c.t.list(c.t.Key, nil)), args...)
+	rows, err := q.Query(ctx, fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s",
+		texts, c.rowHash(), c.t.Q(), w), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -237,6 +264,7 @@ func (c *comparer) hashes(ctx context.Context, q Querier, b bounds) ([]keyHash, 
 // run compares the table.
 func (c *comparer) run(ctx context.Context) (Compared, error) {
 	res := Compared{Table: c.t.Name, Scope: c.describe()}
+	c.byType = typeHashes(ctx, c.src, c.t)
 	queue := []bounds{{}}
 	first := true
 	for len(queue) > 0 {

@@ -376,7 +376,7 @@ func (s *session) level(ctx context.Context, pos Position, slot slotState, why s
 		sc := scope
 		if scoped {
 			sc.Keys = lostKeys(lost, t.Name)
-			if t.Audit < 0 || sc.Since.IsZero() {
+			if t.Audit < 0 || sc.Since.IsZero() || lostTruncate(lost, t.Name) {
 				sc = Scope{} // nothing scopes it: the whole table
 			}
 		}
@@ -454,6 +454,19 @@ func lostKeys(lost []Lost, table string) [][]string {
 		}
 	}
 	return out
+}
+
+// lostTruncate reports whether a lost transaction truncated table: the
+// rows it took from the target have no audit trace.
+func lostTruncate(lost []Lost, table string) bool {
+	for _, l := range lost {
+		for _, c := range l.Changes {
+			if strings.HasPrefix(c, table+"\ttruncate\t") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // rel is a relation of the stream mapped onto a table.

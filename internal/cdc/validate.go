@@ -275,6 +275,11 @@ func Repair(ctx context.Context, o Options, rep Report, dryRun bool) (RepairResu
 	if err != nil {
 		return res, err
 	}
+	if !dryRun {
+		if err := prepare(ctx, c.target); err != nil {
+			return res, err
+		}
+	}
 	s := &session{o: &o, target: c.target}
 	for i, t := range c.tables {
 		keys := diffKeys(rep.Tables[i].Diffs)

@@ -70,7 +70,7 @@ func (Kind) Steps(env *member.Env, p *plan.Plan, name string) []member.Placed {
 			add("prechecks", Check, p.To, "CDC into "+p.To+" is streaming and within max_lag and rpo", "stop"),
 			add("drain", Drain, p.From, "wait until the target applied everything the source committed", "stop"),
 			add("reverse", Stop, p.To, "raise the target's fence to the new lease epoch: the old applier writes nothing more", "stop"),
-			add("activate", Validate, p.To, "compare the target with the source", "continue"),
+			add("activate", Validate, p.To, fmt.Sprintf("compare the target with the source around the switchover (±%s)", time.Duration(pair.Window)), "continue"),
 		}
 	case plan.Failover:
 		return []member.Placed{
@@ -107,11 +107,11 @@ func (Kind) Do(ctx context.Context, x *member.Exec) error {
 		x.Printf("cdc %s: the target's fence is at epoch %d (%s): an applier of an older epoch writes nothing more", p.Name, g.Epoch(), x.Step.Region)
 		return nil
 	case Validate:
-		vo := cdc.ValidateOptions{Wait: 10 * time.Second}
-		if x.Plan.Type == plan.Failover {
-			now := time.Now()
-			vo.Scope = cdc.Scope{Since: now.Add(-time.Duration(p.Window)), Until: now.Add(time.Duration(p.Window))}
-		}
+		// The window around the switch bounds what the step reads (and the
+		// plan's RTO); tables without an audit column are compared whole.
+		now := time.Now()
+		vo := cdc.ValidateOptions{Wait: 10 * time.Second,
+			Scope: cdc.Scope{Since: now.Add(-time.Duration(p.Window)), Until: now.Add(time.Duration(p.Window))}}
 		rep, err := cdc.Validate(ctx, o, vo)
 		if err != nil {
 			return member.Failed("cdc %s: not validated: %v (run tandem validate %s when the source answers)", p.Name, err, p.Name)
