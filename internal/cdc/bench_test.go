@@ -43,6 +43,31 @@ func conn(b testing.TB, dsn string) *pgx.Conn {
 	return c
 }
 
+// equalTables makes the same n-row table in both servers.
+func equalTables(b *testing.B, n int, extra ...string) (*topology, *pgx.Conn, *pgx.Conn) {
+	tp := &topology{primary: pgtest.Primary(b), target: pgtest.Primary(b)}
+	src, dst := conn(b, tp.primary.DSN()), conn(b, tp.target.DSN())
+	for _, c := range []*pgx.Conn{src, dst} {
+		for _, q := range append([]string{benchTable, benchFill(1, n), "UPDATE acct SET updated = '2026-01-01'"}, append(extra, "VACUUM ANALYZE acct")...) {
+			mustExec(b, c, q)
+		}
+	}
+	return tp, src, dst
+}
+
+// pipeCopy copies the rows of out (COPY ... TO STDOUT in src) into in
+// (COPY ... FROM STDIN in dst).
+func pipeCopy(b *testing.B, src, dst *pgx.Conn, out, in string) {
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := src.PgConn().CopyTo(context.Background(), pw, out)
+		pw.CloseWithError(err)
+	}()
+	if _, err := dst.PgConn().CopyFrom(context.Background(), pr, in); err != nil {
+		b.Fatal(err)
+	}
+}
+
 func mustExec(b testing.TB, c *pgx.Conn, q string) {
 	if _, err := c.Exec(context.Background(), q); err != nil {
 		b.Fatalf("%s: %v", q, err)
@@ -101,15 +126,8 @@ func BenchmarkApply(b *testing.B) {
 		for range b.N {
 			b.StopTimer()
 			mustExec(b, dst, "TRUNCATE acct_copy")
-			pr, pw := io.Pipe()
-			go func() {
-				_, err := src.PgConn().CopyTo(ctx, pw, fmt.Sprintf(`COPY (SELECT g, 'owner ' || g, g %% 10000 / 7.0, date '2020-01-01' + g %% 1000, now() FROM generate_series(1, %d) g) TO STDOUT`, n))
-				pw.CloseWithError(err)
-			}()
 			b.StartTimer()
-			if _, err := dst.PgConn().CopyFrom(ctx, pr, "COPY acct_copy FROM STDIN"); err != nil {
-				b.Fatal(err)
-			}
+			pipeCopy(b, src, dst, fmt.Sprintf(`COPY (SELECT g, 'owner ' || g, g %% 10000 / 7.0, date '2020-01-01' + g %% 1000, now() FROM generate_series(1, %d) g) TO STDOUT`, n), "COPY acct_copy FROM STDIN")
 			b.StopTimer()
 		}
 		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
@@ -120,14 +138,7 @@ func BenchmarkApply(b *testing.B) {
 // SELECT count(*) on both sides at once.
 func BenchmarkValidate(b *testing.B) {
 	n := benchRows(10_000_000)
-	tp := &topology{primary: pgtest.Primary(b), target: pgtest.Primary(b)}
-	src, dst := conn(b, tp.primary.DSN()), conn(b, tp.target.DSN())
-	for _, c := range []*pgx.Conn{src, dst} {
-		mustExec(b, c, benchTable)
-		mustExec(b, c, benchFill(1, n))
-		mustExec(b, c, "UPDATE acct SET updated = '2026-01-01'")
-		mustExec(b, c, "VACUUM ANALYZE acct")
-	}
+	tp, src, dst := equalTables(b, n)
 	o := cdc.Options{Pair: "bench", Sources: []string{tp.primary.DSN()}, Target: tp.target.DSN(), Tables: []string{"public.acct"}}
 	b.Run("tandem", func(b *testing.B) {
 		for range b.N {
@@ -161,15 +172,7 @@ func BenchmarkValidate(b *testing.B) {
 // and COPY of the table).
 func BenchmarkGapRepair(b *testing.B) {
 	n := benchRows(1_000_000)
-	tp := &topology{primary: pgtest.Primary(b), target: pgtest.Primary(b)}
-	src, dst := conn(b, tp.primary.DSN()), conn(b, tp.target.DSN())
-	for _, c := range []*pgx.Conn{src, dst} {
-		mustExec(b, c, benchTable)
-		mustExec(b, c, benchFill(1, n))
-		mustExec(b, c, "UPDATE acct SET updated = '2026-01-01'")
-		mustExec(b, c, "CREATE INDEX ON acct (updated)")
-		mustExec(b, c, "VACUUM ANALYZE acct")
-	}
+	tp, src, dst := equalTables(b, n, "CREATE INDEX ON acct (updated)")
 	o := cdc.Options{Pair: "bench", Sources: []string{tp.primary.DSN()}, Target: tp.target.DSN(), Tables: []string{"public.acct"}, Audit: map[string]string{"public.acct": "updated"}}
 	change := func(b *testing.B, i int) {
 		mustExec(b, src, fmt.Sprintf("UPDATE acct SET balance = balance + 1, updated = '2026-06-01'::timestamptz + interval '%d second' WHERE id %% %d = 0", i, n/1000))
@@ -196,14 +199,7 @@ func BenchmarkGapRepair(b *testing.B) {
 	b.Run("full-resync", func(b *testing.B) {
 		for range b.N {
 			mustExec(b, dst, "TRUNCATE acct")
-			pr, pw := io.Pipe()
-			go func() {
-				_, err := src.PgConn().CopyTo(context.Background(), pw, "COPY acct TO STDOUT")
-				pw.CloseWithError(err)
-			}()
-			if _, err := dst.PgConn().CopyFrom(context.Background(), pr, "COPY acct FROM STDIN"); err != nil {
-				b.Fatal(err)
-			}
+			pipeCopy(b, src, dst, "COPY acct TO STDOUT", "COPY acct FROM STDIN")
 		}
 	})
 }
