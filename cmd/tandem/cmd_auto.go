@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 
 	"github.com/spf13/cobra"
 
@@ -46,9 +47,7 @@ func runAuto(ctx context.Context, o planOptions, verb string, w io.Writer) error
 	}
 	var rec autofail.Record
 	if verb == "approve" {
-		me := runner.Self()
-		user := os.Getenv("USER")
-		rec, err = autofail.Approve(ctx, wit, env.pg.Name, fmt.Sprintf("%s on %s (pid %d)", user, me.Host, me.PID))
+		rec, err = autofail.Approve(ctx, wit, env.pg.Name, whoAmI())
 	} else {
 		rec, _, err = autofail.LoadRecord(ctx, wit, env.pg.Name)
 	}
@@ -71,4 +70,15 @@ func runAuto(ctx context.Context, o planOptions, verb string, w io.Writer) error
 		fmt.Fprintf(w, "  last automatic run %s (%s): %s\n", rec.LastRun.Local().Format("2006-01-02 15:04:05"), rec.Execution, rec.Outcome)
 	}
 	return nil
+}
+
+// whoAmI names the person running this command for the records: the user,
+// the host and the process.
+func whoAmI() string {
+	me := runner.Self()
+	name := os.Getenv("USER")
+	if u, err := user.Current(); name == "" && err == nil {
+		name = u.Username
+	}
+	return fmt.Sprintf("%s on %s (pid %d)", name, me.Host, me.PID)
 }

@@ -444,7 +444,7 @@ func runPlanAct(ctx context.Context, o planOptions, action string, args []string
 		}
 		return reportExecution(w, x, err, o.json)
 	case "approve":
-		if x, err = ex.Approve(ctx, id, step); err != nil {
+		if x, err = ex.Approve(ctx, id, step, whoAmI()); err != nil {
 			return err
 		}
 		if runner.Live(x.Runner) {
@@ -514,18 +514,9 @@ func runExecutions(ctx context.Context, o planOptions, args []string, w io.Write
 		printExecution(w, x)
 		return nil
 	}
-	var all []*plan.Execution
-	for _, region := range []string{env.pg.Primary, env.pg.Standby} {
-		ex, err := env.executor(ctx, region)
-		if err == nil {
-			var list []*plan.Execution
-			if list, err = ex.List(ctx); err == nil {
-				all = append(all, list...)
-			}
-		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "tandem: the records in %s cannot be read: %v\n", region, err)
-		}
+	all, errs := env.executions(ctx)
+	for _, e := range errs {
+		fmt.Fprintf(os.Stderr, "tandem: %s\n", e)
 	}
 	slices.SortFunc(all, func(a, b *plan.Execution) int { return b.Decided.Compare(a.Decided) })
 	if o.json {

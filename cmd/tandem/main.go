@@ -77,6 +77,7 @@ func newRootCommand() *cobra.Command {
 		newStreamCommand(),
 		newCDCCommand(),
 		newValidateCommand(),
+		newReportCommand(),
 		newLeaseCommand(),
 		newPlanCommand(),
 		newDemoCommand(),

@@ -346,6 +346,7 @@ protection_groups:
 // timed-out step through retry and a pause through approve.
 func TestPlanKillResume(t *testing.T) {
 	dir, cfg := eastWest(t, `
+serve: {token: sekrit-token-123}
 protection_groups:
   - name: lakehouse
     primary: east
@@ -433,6 +434,31 @@ protection_groups:
 		}
 	}
 	run(0, "held by west, epoch 1, standby east", "lease", "show", "--config", cfg, "lakehouse")
+
+	// The run's report: one HTML file with no script and nothing it
+	// loads, the RTO, every step, who approved, the configuration without
+	// its secrets.
+	file := filepath.Join(dir, "report.html")
+	run(0, "wrote "+file, "report", "--config", cfg, id, "--out", file)
+	page := mustReadString(t, file)
+	for _, want := range []string{"switchover of lakehouse: <span class=\"succeeded\">succeeded</span>", "measured RTO</th><td><b>",
+		"user:gate/go-ahead</td><td>approved by ", "user:checks/smoke, 2 attempts", "timed-out", "lease.move", "Prechecks (the RPO at the decision)",
+		"Configuration in force (secrets redacted)", "protection_groups"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the report lacks %q", want)
+		}
+	}
+	for _, never := range []string{"sekrit-token-123", "<script", "src=", "href="} {
+		if strings.Contains(page, never) {
+			t.Errorf("the report holds %q", never)
+		}
+	}
+	out = run(0, "", "report", "--config", cfg, "--history", "--out", "-")
+	if !strings.Contains(out, "Drills and failovers of lakehouse") || !strings.Contains(out, id) || !strings.Contains(out, "<rect") {
+		t.Errorf("the history:\n%s", out)
+	}
+	run(2, "give an EXECUTION or --history", "report", "--config", cfg)
+	run(2, "nosuch", "report", "--config", cfg, "nosuch")
 }
 
 func waitFile(t *testing.T, path string) {

@@ -104,6 +104,8 @@ func (r *StepRecord) Seconds() float64 {
 type control struct {
 	Cancel   bool     `json:"cancel,omitempty"`
 	Approved []string `json:"approved,omitempty"`
+	// By is who approved each step, and when.
+	By map[string]string `json:"by,omitempty"`
 }
 
 // active is the lock: at most one unfinished execution per protection
@@ -392,7 +394,7 @@ func (e *Executor) Cancel(ctx context.Context, id string) (*Execution, error) {
 }
 
 // Approve approves a pause step (or every waiting one).
-func (e *Executor) Approve(ctx context.Context, id, stepID string) (*Execution, error) {
+func (e *Executor) Approve(ctx context.Context, id, stepID, by string) (*Execution, error) {
 	x, _, err := e.Load(ctx, id)
 	if err != nil {
 		return nil, err
@@ -412,6 +414,10 @@ func (e *Executor) Approve(ctx context.Context, id, stepID string) (*Execution, 
 		for _, s := range ids {
 			if !slices.Contains(c.Approved, s) {
 				c.Approved = append(c.Approved, s)
+				if c.By == nil {
+					c.By = map[string]string{}
+				}
+				c.By[s] = by + " at " + time.Now().UTC().Format(time.RFC3339)
 			}
 		}
 	})

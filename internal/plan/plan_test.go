@@ -243,7 +243,7 @@ func TestExecutor(t *testing.T) {
 		done <- err
 	}()
 	waitFor(t, e, x.ID, func(x *Execution) bool { return states(x)["user:dns/ok"] == Waiting })
-	if _, err := e.Approve(ctx, x.ID, "user:dns/ok"); err != nil {
+	if _, err := e.Approve(ctx, x.ID, "user:dns/ok", "ops@example"); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {
