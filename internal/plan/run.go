@@ -207,7 +207,9 @@ func (r *run) step(ctx context.Context, s *Step, rec *StepRecord) {
 			case <-time.After(r.e.poll()):
 			}
 		}
-		r.set(func() { rec.State, rec.Ended, rec.Log = Succeeded, now(), "approved by "+r.e.control(ctx, r.x.ID).By[s.ID]+"\n" })
+		r.set(func() {
+			rec.State, rec.Ended, rec.Log = Succeeded, now(), "approved by "+r.e.control(ctx, r.x.ID).By[s.ID]+"\n"
+		})
 		r.save(ctx)
 		return
 	}
