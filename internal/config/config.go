@@ -141,8 +141,10 @@ type Serve struct {
 	// Listen is the address of the metrics and health endpoints.
 	Listen string `yaml:"listen" json:"listen"`
 	// Token, when set, is required as a bearer token by the endpoints that
-	// change state (POST /groups/{group}/complete).
+	// change state (POST /groups/{group}/complete, the API's POSTs).
 	Token Secret `yaml:"token" json:"token,omitempty"`
+	// ProtectReads requires the token for the API's reads too.
+	ProtectReads bool `yaml:"protect_reads" json:"protect_reads,omitempty"`
 }
 
 // Secret is a string that never prints.
@@ -389,6 +391,9 @@ func (c *Config) Validate() error {
 	ck := &Check{c: c, regions: map[string]*Region{}}
 	if len(c.Regions) == 0 {
 		ck.Bad("regions", "at least one region is required")
+	}
+	if c.Serve.ProtectReads && c.Serve.Token == "" {
+		ck.Bad("serve.protect_reads", "needs serve.token: the token the reads must carry")
 	}
 	for i := range c.Regions {
 		r := &c.Regions[i]

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// TestOpenAPIMatchesRoutes: docs/openapi.yaml describes exactly the
+// API's routes, and marks exactly the changing ones as needing the token.
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	t.Parallel()
+	var doc struct {
+		Paths map[string]map[string]struct {
+			Security []map[string][]string `yaml:"security"`
+		} `yaml:"paths"`
+	}
+	if err := yaml.Unmarshal(mustRead(t, "../../docs/openapi.yaml"), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var inDoc, inCode []string
+	for path, ops := range doc.Paths {
+		for method, op := range ops {
+			inDoc = append(inDoc, strings.ToUpper(method)+" "+path+" token="+map[bool]string{true: "yes", false: "no"}[len(op.Security) > 0])
+		}
+	}
+	for _, r := range apiRoutes {
+		inCode = append(inCode, r.method+" "+r.path+" token="+map[bool]string{true: "yes", false: "no"}[r.change])
+	}
+	slices.Sort(inDoc)
+	slices.Sort(inCode)
+	if !slices.Equal(inDoc, inCode) {
+		t.Fatalf("docs/openapi.yaml:\n%s\nthe handlers:\n%s", strings.Join(inDoc, "\n"), strings.Join(inCode, "\n"))
+	}
+}
+
+// TestAPI drives a plan run through serve's API: reads answer without the
+// token; an approval without it, or with a wrong one, is refused (401, one
+// JSON error) and changes nothing; with it the run goes on; unknown groups
+// and executions are 404; the run's report names who approved.
+func TestAPI(t *testing.T) {
+	t.Parallel()
+	_, cfg := eastWest(t, `
+serve: {token: right-token}
+protection_groups:
+  - name: lakehouse
+    primary: east
+    standby: west
+    replications: [lake]
+    user_groups:
+      - name: gate
+        after: aliases
+        steps:
+          - {name: go-ahead, pause: true}
+`)
+	expecter(t)(0, "copied    1 objects", "replicate", "--config", cfg, "lake")
+	srv := startServe(t, cfg, "west")
+	var base string
+	waitFor(t, "serve never listened", func() bool {
+		m := regexp.MustCompile(`msg=serving addr=(\S+)`).FindStringSubmatch(srv.out.String())
+		if m != nil {
+			base = "http://" + m[1] + "/api/v1"
+		}
+		return m != nil
+	})
+	call := func(method, path, token, body string) (int, string) {
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	expect := func(method, path, token, body string, want int, wantOut string) string {
+		t.Helper()
+		code, out := call(method, path, token, body)
+		if code != want || !strings.Contains(out, wantOut) {
+			t.Fatalf("%s %s: %d, want %d with %q:\n%s", method, path, code, want, wantOut, out)
+		}
+		return out
+	}
+	expect("GET", "/status", "", "", 200, `"protection_groups"`)
+	expect("GET", "/protection-groups", "", "", 200, `"name":"lakehouse"`)
+	expect("GET", "/protection-groups/lakehouse/lease", "", "", 200, `"taken":false`)
+	expect("GET", "/protection-groups/lakehouse/plans/switchover", "", "", 200, `user:gate/go-ahead`)
+	expect("GET", "/protection-groups/nosuch/lease", "", "", 404, `{"error":`)
+	expect("GET", "/protection-groups/lakehouse/plans/sideways", "", "", 404, `unknown plan type`)
+	expect("GET", "/protection-groups/lakehouse/executions/nosuch", "", "", 404, `has no execution \"nosuch\"`)
+
+	run := exec.Command(os.Args[0], "-test.run=^$", "--", "plan", "run", "--config", cfg, "switchover")
+	run.Env = append(os.Environ(), "TANDEM_MAIN=1")
+	var runOut lockedBuffer
+	run.Stdout, run.Stderr = &runOut, &runOut
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the plan run printed:\n%s", runOut.String())
+		}
+	})
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- run.Wait() }()
+	var id string
+	waitFor(t, "the run never waited for its approval", func() bool {
+		_, out := call("GET", "/protection-groups/lakehouse/executions", "", "")
+		var list struct {
+			Executions []struct{ ID, State string }
+		}
+		json.Unmarshal([]byte(out), &list)
+		if len(list.Executions) == 1 {
+			id = list.Executions[0].ID
+			_, x := call("GET", "/protection-groups/lakehouse/executions/"+id, "", "")
+			return strings.Contains(x, `"state":"waiting-for-approval"`)
+		}
+		return false
+	})
+	approve := "/protection-groups/lakehouse/executions/" + id + "/approve"
+	expect("POST", approve, "", "", 401, `{"error":"a valid bearer token is required (serve.token)"}`)
+	expect("POST", approve, "wrong-token", "", 401, `bearer token`)
+	expect("POST", approve, "right-token", "not json", 400, `the body is not`)
+	time.Sleep(300 * time.Millisecond)
+	if _, x := call("GET", "/protection-groups/lakehouse/executions/"+id, "", ""); !strings.Contains(x, `"state":"waiting-for-approval"`) {
+		t.Fatalf("a refused approval changed the run:\n%s", x)
+	}
+	expect("POST", approve, "right-token", `{"step": "user:gate/go-ahead", "by": "ops on call"}`, 200, `"approved":"user:gate/go-ahead"`)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the approved run: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the approved run never ended")
+	}
+	expect("GET", "/protection-groups/lakehouse/executions/"+id, "", "", 200, `"state":"succeeded"`)
+	expect("GET", "/protection-groups/lakehouse/executions/"+id+"/report", "", "", 200, "approved by ops on call (through the HTTP API from 127.0.0.1")
+	expect("POST", "/protection-groups/lakehouse/executions/"+id+"/cancel", "right-token", "", 409, "already ended (succeeded)")
+}
