@@ -136,8 +136,12 @@ func Validate(ctx context.Context, o Options, vo ValidateOptions) (Report, error
 	rep.SourceLSN = at.String()
 	pos, reached := waitApplied(ctx, c.target, o.Pair, at, vo.Wait)
 	rep.TargetLSN = pos.LSN.String()
+	recheckWait := vo.Wait
+	if !reached {
+		recheckWait = 0 // nothing is applying: the re-reads wait for nothing
+	}
 	if pos.State == "streaming" && !reached {
-		rep.Note = fmt.Sprintf("the target had not applied up to the source's snapshot (%s) within %s: it stood at %s; rows changed since may show as differences", at, vo.Wait, pos.LSN)
+		rep.Note = fmt.Sprintf("the target had not applied up to the source's snapshot (%s): it stood at %s (is tandem replicating? serve in the target's region or tandem cdc run); rows changed since may show as differences", at, pos.LSN)
 	}
 	dst, err := c.target.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
@@ -157,7 +161,7 @@ func Validate(ctx context.Context, o Options, vo ValidateOptions) (Report, error
 	for i := range rep.Tables {
 		t := c.tables[i]
 		for round := 0; round < 3 && len(rep.Tables[i].Diffs) > 0; round++ {
-			still, err := recheck(ctx, c, &o, t, rep.Tables[i].Diffs, vo.Wait)
+			still, err := recheck(ctx, c, &o, t, rep.Tables[i].Diffs, recheckWait)
 			if err != nil {
 				return rep, err
 			}
@@ -170,10 +174,17 @@ func Validate(ctx context.Context, o Options, vo ValidateOptions) (Report, error
 	return rep, nil
 }
 
+// stalled is how long a position that does not move is waited for: no
+// replicator is applying (a running one moves it every second, idle too).
+const stalled = 3 * time.Second
+
 // waitApplied waits until the target's position of pair reaches at (at
-// most wait); reached is false when it did not, or there is no position.
+// most wait, and no longer than stalled once it stops moving); reached is
+// false when it did not, or there is no position.
 func waitApplied(ctx context.Context, target *pgx.Conn, pair string, at LSN, wait time.Duration) (Position, bool) {
 	deadline := time.Now().Add(wait)
+	var last LSN
+	moved := time.Now()
 	for {
 		pos, err := ReadPosition(ctx, target, pair)
 		if err != nil || pos.State != "streaming" {
@@ -182,7 +193,10 @@ func waitApplied(ctx context.Context, target *pgx.Conn, pair string, at LSN, wai
 		if pos.LSN >= at {
 			return pos, true
 		}
-		if time.Now().After(deadline) {
+		if pos.LSN != last {
+			last, moved = pos.LSN, time.Now()
+		}
+		if time.Now().After(deadline) || time.Since(moved) > stalled {
 			return pos, false
 		}
 		select {
