@@ -201,8 +201,13 @@ func TestAdversarialFailovers(t *testing.T) {
 	lost := query(t, tp.target.DSN(), `SELECT coalesce(sum(jsonb_array_length(detail->'lost')), 0) FROM tandem.cdc_events WHERE kind = 'source-failover'`)
 	t.Logf("%d writes; %s source failovers followed; %s applied transactions reported lost at the source; %d rows compared",
 		ld.n.Load(), followed, lost, rep.Tables[0].Rows)
-	if followed != fmt.Sprint(trials) {
-		t.Fatalf("%s source failovers recorded, want %d", followed, trials)
+	// Two promotions close together can be followed in one step (the
+	// replicator was down or reconnecting across both): what counts is
+	// that the target stands on the surviving primary's timeline.
+	run(t, primary.DSN(), "CHECKPOINT")
+	tl := query(t, primary.DSN(), `SELECT timeline_id FROM pg_control_checkpoint()`)
+	if at := query(t, tp.target.DSN(), `SELECT timeline FROM tandem.cdc_position`); at != tl || tl != fmt.Sprint(trials+1) || followed == "0" {
+		t.Fatalf("the target's position is on timeline %s, the primary on %s after %d promotions (%s followed)", at, tl, trials, followed)
 	}
 }
 
