@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"tandem/internal/config"
 	"tandem/internal/daemon"
@@ -31,6 +32,7 @@ var apiRoutes = []route{
 	{"GET", "/api/v1/protection-groups", false, (*api).groups},
 	{"GET", "/api/v1/protection-groups/{pg}/lease", false, (*api).lease},
 	{"GET", "/api/v1/protection-groups/{pg}/plans/{type}", false, (*api).plan},
+	{"POST", "/api/v1/protection-groups/{pg}/plans/{type}/run", true, (*api).run},
 	{"GET", "/api/v1/protection-groups/{pg}/executions", false, (*api).executions},
 	{"GET", "/api/v1/protection-groups/{pg}/executions/{id}", false, (*api).execution},
 	{"GET", "/api/v1/protection-groups/{pg}/executions/{id}/report", false, (*api).report},
@@ -41,14 +43,17 @@ var apiRoutes = []route{
 // api serves apiRoutes for one serve.
 type api struct {
 	env *member.Env
+	// ctx is serve's: a run started through the API lives as long as serve
+	// (stopped with it, it can be resumed).
+	ctx context.Context
 	// token guards every change, and every read when reads is set.
 	token string
 	reads bool
 }
 
 // addAPI adds the API's handlers to s.
-func addAPI(s *member.Serving, env *member.Env) {
-	a := &api{env: env, token: string(env.Cfg.Serve.Token), reads: env.Cfg.Serve.ProtectReads}
+func addAPI(ctx context.Context, s *member.Serving, env *member.Env) {
+	a := &api{ctx: ctx, env: env, token: string(env.Cfg.Serve.Token), reads: env.Cfg.Serve.ProtectReads}
 	for _, rt := range apiRoutes {
 		s.Handle(rt.method+" "+rt.path, daemon.Handler(func(w http.ResponseWriter, r *http.Request) error {
 			if rt.change || a.reads {
@@ -129,6 +134,59 @@ func (a *api) plan(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return daemon.WriteJSON(w, p)
+}
+
+// run starts a plan run in serve and answers 202 with its execution once
+// it has started; a run of the group that is not finished answers 409 and
+// starts nothing (two people pressing "failover" get one run).
+func (a *api) run(w http.ResponseWriter, r *http.Request) error {
+	decided := time.Now()
+	pe, err := a.pg(r)
+	if err != nil {
+		return err
+	}
+	typ := r.PathValue("type")
+	if !slices.Contains(config.PlanTypes, typ) {
+		return notFound("unknown plan type %q (%s)", typ, strings.Join(config.PlanTypes, ", "))
+	}
+	p, err := member.PlanNow(r.Context(), a.env, pe.pg, typ)
+	if err != nil {
+		return daemon.Error{Status: http.StatusConflict, Err: err}
+	}
+	ex, err := pe.executor(r.Context(), p.Home)
+	if err != nil {
+		return err
+	}
+	started := make(chan string, 1)
+	also := ex.OnChange
+	ex.OnChange = func(x *plan.Execution) {
+		select {
+		case started <- x.ID:
+		default:
+		}
+		if also != nil {
+			also(x)
+		}
+	}
+	ended := make(chan error, 1)
+	go func() {
+		_, err := ex.Run(a.ctx, p, decided)
+		ended <- err
+	}()
+	select {
+	case id := <-started:
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		return json.NewEncoder(w).Encode(map[string]any{"execution": id, "type": typ, "from": p.From, "to": p.To})
+	case err := <-ended:
+		if errors.Is(err, plan.ErrBusy) {
+			return daemon.Error{Status: http.StatusConflict, Err: err}
+		}
+		if err == nil {
+			err = errors.New("the run ended before it started")
+		}
+		return err
+	}
 }
 
 func (a *api) executions(w http.ResponseWriter, r *http.Request) error {

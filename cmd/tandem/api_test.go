@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -47,9 +45,11 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 }
 
 // TestAPI drives a plan run through serve's API: reads answer without the
-// token; an approval without it, or with a wrong one, is refused (401, one
-// JSON error) and changes nothing; with it the run goes on; unknown groups
-// and executions are 404; the run's report names who approved.
+// token; a run is started by POST (a second press while it is unfinished
+// answers 409 and starts nothing); an approval without the token, or with
+// a wrong one, is refused (401, one JSON error) and changes nothing; with
+// it the run goes on and the lease moves; unknown groups and executions are
+// 404; the run's report names who approved.
 func TestAPI(t *testing.T) {
 	t.Parallel()
 	_, cfg := eastWest(t, `
@@ -104,33 +104,17 @@ protection_groups:
 	expect("GET", "/protection-groups/lakehouse/plans/sideways", "", "", 404, `unknown plan type`)
 	expect("GET", "/protection-groups/lakehouse/executions/nosuch", "", "", 404, `has no execution \"nosuch\"`)
 
-	run := exec.Command(os.Args[0], "-test.run=^$", "--", "plan", "run", "--config", cfg, "switchover")
-	run.Env = append(os.Environ(), "TANDEM_MAIN=1")
-	var runOut lockedBuffer
-	run.Stdout, run.Stderr = &runOut, &runOut
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("the plan run printed:\n%s", runOut.String())
-		}
-	})
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- run.Wait() }()
-	var id string
+	// Two people press "switchover" at once: one run, the other told.
+	runPath := "/protection-groups/lakehouse/plans/switchover/run"
+	expect("POST", runPath, "", "", 401, `bearer token`)
+	out := expect("POST", runPath, "right-token", "", 202, `"execution":"switchover-`)
+	var started struct{ Execution string }
+	json.Unmarshal([]byte(out), &started)
+	id := started.Execution
+	expect("POST", runPath, "right-token", "", 409, "another plan execution is not finished")
 	waitFor(t, "the run never waited for its approval", func() bool {
-		_, out := call("GET", "/protection-groups/lakehouse/executions", "", "")
-		var list struct {
-			Executions []struct{ ID, State string }
-		}
-		json.Unmarshal([]byte(out), &list)
-		if len(list.Executions) == 1 {
-			id = list.Executions[0].ID
-			_, x := call("GET", "/protection-groups/lakehouse/executions/"+id, "", "")
-			return strings.Contains(x, `"state":"waiting-for-approval"`)
-		}
-		return false
+		_, x := call("GET", "/protection-groups/lakehouse/executions/"+id, "", "")
+		return strings.Contains(x, `"state":"waiting-for-approval"`)
 	})
 	approve := "/protection-groups/lakehouse/executions/" + id + "/approve"
 	expect("POST", approve, "", "", 401, `{"error":"a valid bearer token is required (serve.token)"}`)
@@ -141,15 +125,11 @@ protection_groups:
 		t.Fatalf("a refused approval changed the run:\n%s", x)
 	}
 	expect("POST", approve, "right-token", `{"step": "user:gate/go-ahead", "by": "ops on call"}`, 200, `"approved":"user:gate/go-ahead"`)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("the approved run: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("the approved run never ended")
-	}
-	expect("GET", "/protection-groups/lakehouse/executions/"+id, "", "", 200, `"state":"succeeded"`)
+	waitFor(t, "the approved run never succeeded", func() bool {
+		_, x := call("GET", "/protection-groups/lakehouse/executions/"+id, "", "")
+		return strings.Contains(x, `"state":"succeeded"`) && strings.Contains(x, `"rto_seconds"`)
+	})
+	expect("GET", "/protection-groups/lakehouse/lease", "", "", 200, `"holder":"west"`)
 	expect("GET", "/protection-groups/lakehouse/executions/"+id+"/report", "", "", 200, "approved by ops on call (through the HTTP API from 127.0.0.1")
 	expect("POST", "/protection-groups/lakehouse/executions/"+id+"/cancel", "right-token", "", 409, "already ended (succeeded)")
 }

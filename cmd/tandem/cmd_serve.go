@@ -132,7 +132,7 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 			}
 		}
 	}
-	addAPI(s, env)
+	addAPI(ctx, s, env)
 	if len(s.Tasks) == 0 {
 		return usageError{fmt.Errorf("%s configures nothing to serve: no replication, group, stream or protection group of --region", cfg.Path())}
 	}
