@@ -242,7 +242,20 @@ func (s *session) open(ctx context.Context) error {
 	if err := ensurePublication(ctx, s.source, s.o.Publication, s.tables); err != nil {
 		return err
 	}
-	return pgx.BeginFunc(ctx, s.target, func(tx pgx.Tx) error { return matchTarget(ctx, tx, s.tables) })
+	// Tables the target lacks are created under the fence, like any write.
+	epoch, err := s.epoch(ctx)
+	if err != nil {
+		return err
+	}
+	return pgx.BeginFunc(ctx, s.target, func(tx pgx.Tx) error {
+		if err := claim(ctx, tx, s.o.Pair, epoch, s.o.Region); err != nil {
+			return err
+		}
+		if err := matchTarget(ctx, tx, s.tables); err != nil {
+			return err
+		}
+		return s.check(ctx)
+	})
 }
 
 func (r *Replicator) setPos(p Position) {
