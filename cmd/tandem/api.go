@@ -120,14 +120,23 @@ func (a *api) lease(w http.ResponseWriter, r *http.Request) error {
 	return daemon.WriteJSON(w, map[string]any{"taken": true, "lease": rec})
 }
 
-func (a *api) plan(w http.ResponseWriter, r *http.Request) error {
+// planType is the request's protection group and plan type.
+func (a *api) planType(r *http.Request) (*planEnv, string, error) {
 	pe, err := a.pg(r)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	typ := r.PathValue("type")
 	if !slices.Contains(config.PlanTypes, typ) {
-		return notFound("unknown plan type %q (%s)", typ, strings.Join(config.PlanTypes, ", "))
+		return nil, "", notFound("unknown plan type %q (%s)", typ, strings.Join(config.PlanTypes, ", "))
+	}
+	return pe, typ, nil
+}
+
+func (a *api) plan(w http.ResponseWriter, r *http.Request) error {
+	pe, typ, err := a.planType(r)
+	if err != nil {
+		return err
 	}
 	p, err := member.PlanNow(r.Context(), a.env, pe.pg, typ)
 	if err != nil {
@@ -141,13 +150,9 @@ func (a *api) plan(w http.ResponseWriter, r *http.Request) error {
 // starts nothing (two people pressing "failover" get one run).
 func (a *api) run(w http.ResponseWriter, r *http.Request) error {
 	decided := time.Now()
-	pe, err := a.pg(r)
+	pe, typ, err := a.planType(r)
 	if err != nil {
 		return err
-	}
-	typ := r.PathValue("type")
-	if !slices.Contains(config.PlanTypes, typ) {
-		return notFound("unknown plan type %q (%s)", typ, strings.Join(config.PlanTypes, ", "))
 	}
 	p, err := member.PlanNow(r.Context(), a.env, pe.pg, typ)
 	if err != nil {
@@ -212,9 +217,8 @@ func (a *api) report(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	cfg, _ := json.MarshalIndent(a.env.Cfg, "", "  ")
 	var page bytes.Buffer
-	if err := reportPage.Execute(&page, reportData(x, string(cfg), a.env.Cfg.Path())); err != nil {
+	if err := writeReport(&page, x, a.env.Cfg); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")

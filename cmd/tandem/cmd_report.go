@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"tandem/internal/config"
 	"tandem/internal/plan"
 )
 
@@ -80,8 +81,7 @@ func runReport(ctx context.Context, o reportOptions, args []string, w io.Writer)
 		if err != nil {
 			return usageError{err}
 		}
-		cfg, _ := json.MarshalIndent(env.cfg, "", "  ")
-		if err := reportPage.Execute(&page, reportData(x, string(cfg), env.cfg.Path())); err != nil {
+		if err := writeReport(&page, x, env.cfg); err != nil {
 			return err
 		}
 		name = "tandem-report-" + x.ID + ".html"
@@ -98,6 +98,13 @@ func runReport(ctx context.Context, o reportOptions, args []string, w io.Writer)
 	}
 	fmt.Fprintf(w, "wrote %s\n", o.out)
 	return nil
+}
+
+// writeReport writes the report of x, with the configuration cfg in force
+// (its JSON: secrets redacted).
+func writeReport(w io.Writer, x *plan.Execution, cfg *config.Config) error {
+	js, _ := json.MarshalIndent(cfg, "", "  ")
+	return reportPage.Execute(w, reportData(x, string(js), cfg.Path()))
 }
 
 // executions lists the protection group's runs in both regions, with the

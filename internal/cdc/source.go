@@ -26,7 +26,15 @@ var ErrNoPrimary = errors.New("no source server is a primary")
 // FindPrimary returns the source server that is not in recovery. Two
 // primaries (a split brain) are an error that names both.
 func FindPrimary(ctx context.Context, sources []string) (string, error) {
+	dsn, _, err := PrimaryStatus(ctx, sources)
+	return dsn, err
+}
+
+// PrimaryStatus is FindPrimary with what the primary said of itself (its
+// WAL position) in the same read.
+func PrimaryStatus(ctx context.Context, sources []string) (string, postgres.Status, error) {
 	var primaries, notes []string
+	var status postgres.Status
 	for _, dsn := range sources {
 		s, err := postgres.Check(ctx, dsn)
 		switch {
@@ -35,20 +43,20 @@ func FindPrimary(ctx context.Context, sources []string) (string, error) {
 		case s.InRecovery:
 			notes = append(notes, postgres.Redact(dsn)+" is a standby")
 		default:
-			primaries = append(primaries, dsn)
+			primaries, status = append(primaries, dsn), s
 		}
 	}
 	switch len(primaries) {
 	case 1:
-		return primaries[0], nil
+		return primaries[0], status, nil
 	case 0:
-		return "", fmt.Errorf("%w (%s): waiting for a promotion", ErrNoPrimary, strings.Join(notes, "; "))
+		return "", status, fmt.Errorf("%w (%s): waiting for a promotion", ErrNoPrimary, strings.Join(notes, "; "))
 	}
 	var names []string
 	for _, p := range primaries {
 		names = append(names, postgres.Redact(p))
 	}
-	return "", fmt.Errorf("more than one source server accepts writes (%s): a split brain; fence the one that is not the primary (tandem plan run failover fences the old one)", strings.Join(names, ", "))
+	return "", status, fmt.Errorf("more than one source server accepts writes (%s): a split brain; fence the one that is not the primary (tandem plan run failover fences the old one)", strings.Join(names, ", "))
 }
 
 // slotState is what the source says of a replication slot.

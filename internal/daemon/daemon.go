@@ -216,3 +216,22 @@ func Authorize(r *http.Request, token string) error {
 	}
 	return nil
 }
+
+// Every runs f now and then every d in its own goroutine, until the
+// returned stop is called (stop waits for a running f to return).
+func Every(ctx context.Context, d time.Duration, f func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			f(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(d):
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}

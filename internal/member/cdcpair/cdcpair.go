@@ -14,6 +14,7 @@ import (
 	"tandem/internal/config"
 	"tandem/internal/daemon"
 	"tandem/internal/fence"
+	"tandem/internal/lease"
 	"tandem/internal/member"
 	"tandem/internal/plan"
 	"tandem/internal/postgres"
@@ -129,11 +130,7 @@ func (Kind) Do(ctx context.Context, x *member.Exec) error {
 // position at the start of the step (the source is fenced by then, when
 // it is a databases[] pair of the plan).
 func drain(ctx context.Context, x *member.Exec, p *Pair, o cdc.Options) error {
-	primary, err := cdc.FindPrimary(ctx, o.Sources)
-	if err != nil {
-		return err
-	}
-	s, err := postgres.Check(ctx, primary)
+	_, s, err := cdc.PrimaryStatus(ctx, o.Sources)
 	if err != nil {
 		return err
 	}
@@ -193,16 +190,11 @@ func lag(ctx context.Context, p *Pair, o cdc.Options) (Lag, error) {
 	if pos.State != "streaming" {
 		return l, errors.New("nothing replicated yet: the first snapshot has not reached the target (is serve running in " + p.Target.Region + "?)")
 	}
-	primary, err := cdc.FindPrimary(ctx, o.Sources)
-	if err == nil {
-		var s postgres.Status
-		if s, err = postgres.Check(ctx, primary); err == nil {
-			l.Source, l.SourceLSN = postgres.Redact(primary), s.LSN
-			at, _ := cdc.ParseLSN(s.LSN)
-			l.Bytes = max(int64(at)-int64(pos.LSN), 0)
-		}
-	}
-	if err != nil {
+	if primary, s, err := cdc.PrimaryStatus(ctx, o.Sources); err == nil {
+		l.Source, l.SourceLSN = postgres.Redact(primary), s.LSN
+		at, _ := cdc.ParseLSN(s.LSN)
+		l.Bytes = max(int64(at)-int64(pos.LSN), 0)
+	} else {
 		l.SourceErr = err.Error()
 		l.Bytes = -1
 	}
@@ -357,7 +349,7 @@ func (l *loop) round(ctx context.Context) time.Duration {
 		l.say(fmt.Sprintf("the witness does not answer (%v): waiting", err))
 		return 0
 	case ok && rec.Holder != src:
-		l.say(fmt.Sprintf("%s holds the lease, not the source's region %s: nothing replicates", lease(rec.Holder), src))
+		l.say(fmt.Sprintf("%s holds the lease, not the source's region %s: nothing replicates", lease.Who(rec.Holder), src))
 		return 0
 	case !ok && l.pg.Primary != src:
 		l.say("the lease was never taken and the source's region is not the configured primary: nothing replicates")
@@ -387,37 +379,19 @@ func (l *loop) round(ctx context.Context) time.Duration {
 	return 0
 }
 
-func lease(holder string) string {
-	if holder == "" {
-		return "nobody"
-	}
-	return holder
-}
-
 // watch sets the pair's gauges every second from the replicator.
 func (l *loop) watch(ctx context.Context, r *cdc.Replicator) func() {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var rows int64
-		for {
-			st := r.Stats()
-			bytes := max(int64(st.ServerEnd)-int64(st.Position.LSN), 0)
-			l.m.lagBytes.WithLabelValues(l.p.Name).Set(float64(bytes))
-			secs := 0.0
-			if bytes > 0 && !st.Position.SourceTime.IsZero() {
-				secs = time.Since(st.Position.SourceTime).Seconds()
-			}
-			l.m.lagSeconds.WithLabelValues(l.p.Name).Set(secs)
-			l.m.rows.WithLabelValues(l.p.Name).Add(float64(st.Rows - rows))
-			rows = st.Rows
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
+	var rows int64
+	return daemon.Every(ctx, time.Second, func(context.Context) {
+		st := r.Stats()
+		bytes := max(int64(st.ServerEnd)-int64(st.Position.LSN), 0)
+		l.m.lagBytes.WithLabelValues(l.p.Name).Set(float64(bytes))
+		secs := 0.0
+		if bytes > 0 && !st.Position.SourceTime.IsZero() {
+			secs = time.Since(st.Position.SourceTime).Seconds()
 		}
-	}()
-	return func() { cancel(); <-done }
+		l.m.lagSeconds.WithLabelValues(l.p.Name).Set(secs)
+		l.m.rows.WithLabelValues(l.p.Name).Add(float64(st.Rows - rows))
+		rows = st.Rows
+	})
 }

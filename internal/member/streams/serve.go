@@ -148,25 +148,14 @@ func (p *processing) round(ctx context.Context) time.Duration {
 // watchLag sets the region's lag gauge every second, from its stream's
 // head and its position in the sink, until the returned func is called.
 func (p *processing) watchLag(ctx context.Context, l stream.Log, sk *stream.Sink) func() {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
 	lag := p.m.lag.With(prometheus.Labels{"stream": p.st.Name, "region": p.region})
-	go func() {
-		defer close(done)
-		for {
-			h, err := l.Head(ctx)
-			pos, err2 := sk.Position(ctx, p.st.Consumer(p.region))
-			if err == nil && err2 == nil {
-				lag.Set(float64(max(h-pos, 0)))
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
+	return daemon.Every(ctx, time.Second, func(ctx context.Context) {
+		h, err := l.Head(ctx)
+		pos, err2 := sk.Position(ctx, p.st.Consumer(p.region))
+		if err == nil && err2 == nil {
+			lag.Set(float64(max(h-pos, 0)))
 		}
-	}()
-	return func() { cancel(); <-done }
+	})
 }
 
 // follow keeps the region's position until the lease changes hands.
