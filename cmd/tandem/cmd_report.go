@@ -205,6 +205,7 @@ type history struct {
 	Runs      []historyRun
 	Errors    []string
 	MaxRTO    float64
+	MaxRPO    float64
 }
 
 type historyRun struct {
@@ -213,20 +214,40 @@ type historyRun struct {
 	Height float64 // of the chart's bar, percent
 	X      int
 	Y      float64
+	// WorstLag is the largest known lag at the decision, of Worst; Unknown
+	// counts members that could not tell.
+	WorstLag  float64
+	Worst     string
+	Unknown   int
+	RPOHeight float64
+	RPOY      float64
 }
 
 func historyData(env *planEnv, all []*plan.Execution, errs []string) history {
 	h := history{Group: env.pg.Name, Generated: time.Now().UTC().Format(time.RFC3339), Errors: errs, Width: 20 + 22*len(all)}
-	for _, x := range all {
-		h.MaxRTO = max(h.MaxRTO, x.RTO)
-	}
 	for i, x := range all {
 		hr := historyRun{Execution: x, When: x.Decided.UTC().Format("2006-01-02 15:04:05"), X: 10 + i*22}
-		if h.MaxRTO > 0 {
-			hr.Height = max(100*x.RTO/h.MaxRTO, 1)
+		for _, m := range x.RPO {
+			switch {
+			case !m.Known:
+				hr.Unknown++
+			case hr.Worst == "" || m.Lag > hr.WorstLag:
+				hr.WorstLag, hr.Worst = m.Lag, m.Member
+			}
 		}
-		hr.Y = 105 - hr.Height
+		h.MaxRTO, h.MaxRPO = max(h.MaxRTO, x.RTO), max(h.MaxRPO, hr.WorstLag)
 		h.Runs = append(h.Runs, hr)
+	}
+	bar := func(v, most float64) (height, y float64) {
+		if most > 0 {
+			height = max(100*v/most, 1)
+		}
+		return height, 105 - height
+	}
+	for i := range h.Runs {
+		r := &h.Runs[i]
+		r.Height, r.Y = bar(r.RTO, h.MaxRTO)
+		r.RPOHeight, r.RPOY = bar(r.WorstLag, h.MaxRPO)
 	}
 	return h
 }
@@ -240,7 +261,10 @@ table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #eaeef2;
 pre{background:#f6f8fa;padding:.6em;overflow-x:auto;white-space:pre-wrap;font-size:12px}.muted{color:#57606a}
 </style>`
 
-var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{"secs": func(f float64) string { return fmt.Sprintf("%.2fs", f) }}).Parse(`<!doctype html>
+// dur writes seconds as a duration: 15m0s, 1.25s.
+func dur(f float64) string { return time.Duration(f * float64(time.Second)).Round(10 * time.Millisecond).String() }
+
+var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{"secs": func(f float64) string { return fmt.Sprintf("%.2fs", f) }, "dur": dur}).Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tandem: {{.X.Type}} {{.X.ID}}</title>` + pageStyle + `</head><body>
 <h1>{{.X.Type}} of {{.X.ProtectionGroup}}: <span class="{{.X.State}}">{{.X.State}}</span></h1>
 <p class="muted">Execution {{.X.ID}} &middot; report written {{.Generated}} by tandem from the execution record</p>
@@ -256,7 +280,12 @@ var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{"se
 <table><tr><th>group</th><th>state</th><th>seconds</th><th style="width:50%">share of the run</th></tr>
 {{range .Groups}}<tr><td>{{.Name}}</td><td class="{{.State}}">{{.State}}</td><td>{{secs .Seconds}}</td><td><div class="bar"><span style="left:0;width:{{printf "%.1f" .Percent}}%"></span></div></td></tr>{{end}}
 </table>
-<h2>Prechecks (the RPO at the decision)</h2>
+<h2>RPO: what the standby lacked at the decision</h2>
+<p class="muted">{{if eq .X.Type "failover"}}A failover loses what the standby lacked: per member, how long its oldest change not yet in {{.X.To}} had waited.{{else}}Per member, how long its oldest change not yet in {{.X.To}} had waited; a {{.X.Type}} drains it before it switches.{{end}}</p>
+<table><tr><th>member</th><th>lag at the decision</th><th>its RPO target</th><th>within</th></tr>
+{{range .X.RPO}}<tr><td>{{.Member}}</td><td>{{if .Known}}{{dur .Lag}}{{else}}<span class="failed">unknown (it could not tell)</span>{{end}}</td><td>{{if .Target}}{{dur .Target}}{{else}}-{{end}}</td><td>{{if not .Known}}<span class="failed">unknown</span>{{else if not .Target}}-{{else if le .Lag .Target}}<span class="succeeded">yes</span>{{else}}<span class="failed">no</span>{{end}}</td></tr>{{else}}<tr><td colspan="4">no member that can tell its lag{{if not .X.Ended}} (or not measured yet){{end}}</td></tr>{{end}}
+</table>
+<h2>Prechecks (the RPO evidence at the decision)</h2>
 <table><tr><th>step</th><th>region</th><th>result</th><th>what it found</th></tr>
 {{range .Prechecks}}<tr><td>{{.Title}}<br><span class="muted">{{.ID}}</span></td><td>{{.Region}}</td><td class="{{.State}}">{{.State}}</td><td><pre>{{.Log}}{{.Error}}</pre></td></tr>{{else}}<tr><td colspan="4">none</td></tr>{{end}}
 </table>
@@ -284,10 +313,15 @@ var historyPage = template.Must(template.New("history").Funcs(template.FuncMap{"
 <svg role="img" aria-label="RTO of each run" viewBox="0 0 {{.Width}} 110" width="100%" height="140" preserveAspectRatio="none">
 {{range .Runs}}<rect x="{{.X}}" y="{{printf "%.1f" .Y}}" width="16" height="{{printf "%.1f" .Height}}" fill="{{if eq .State "succeeded"}}#0969da{{else}}#cf222e{{end}}"><title>{{.Type}} {{.ID}}: {{.State}}, RTO {{secs .RTO}}</title></rect>{{end}}
 </svg>
-<p class="muted">bar height: RTO (longest {{secs .MaxRTO}}); red: did not succeed</p>{{end}}
+<p class="muted">bar height: RTO (longest {{secs .MaxRTO}}); red: did not succeed</p>
+<h2>RPO over time</h2>
+<svg role="img" aria-label="RPO at each run's decision" viewBox="0 0 {{.Width}} 110" width="100%" height="140" preserveAspectRatio="none">
+{{range .Runs}}<rect x="{{.X}}" y="{{printf "%.1f" .RPOY}}" width="16" height="{{printf "%.1f" .RPOHeight}}" fill="{{if .Unknown}}#cf222e{{else}}#8250df{{end}}"><title>{{.Type}} {{.ID}}: the standby lacked {{secs .WorstLag}} of {{or .Worst "no member"}}{{if .Unknown}}; {{.Unknown}} unknown{{end}}</title></rect>{{end}}
+</svg>
+<p class="muted">bar height: the largest lag of any member at the decision (largest {{secs .MaxRPO}}); red: some member could not tell</p>{{end}}
 <h2>Every run</h2>
-<table><tr><th>decided (UTC)</th><th>type</th><th>from &rarr; to</th><th>state</th><th>RTO</th><th>started by</th><th>execution</th></tr>
-{{range .Runs}}<tr><td>{{.When}}</td><td>{{.Type}}</td><td>{{.From}} &rarr; {{.To}}</td><td class="{{.State}}">{{.State}}</td><td>{{if .RTO}}{{secs .RTO}}{{else}}-{{end}}</td><td>{{if .Trigger}}tandem (automatic){{else}}a person{{end}}</td><td>{{.ID}}</td></tr>{{else}}<tr><td colspan="7">no run yet</td></tr>{{end}}
+<table><tr><th>decided (UTC)</th><th>type</th><th>from &rarr; to</th><th>state</th><th>RTO</th><th>RPO at the decision</th><th>started by</th><th>execution</th></tr>
+{{range .Runs}}<tr><td>{{.When}}</td><td>{{.Type}}</td><td>{{.From}} &rarr; {{.To}}</td><td class="{{.State}}">{{.State}}</td><td>{{if .RTO}}{{secs .RTO}}{{else}}-{{end}}</td><td>{{if .Worst}}{{secs .WorstLag}} ({{.Worst}}){{else}}-{{end}}{{if .Unknown}}, <span class="failed">{{.Unknown}} unknown</span>{{end}}</td><td>{{if .Trigger}}tandem (automatic){{else}}a person{{end}}</td><td>{{.ID}}</td></tr>{{else}}<tr><td colspan="8">no run yet</td></tr>{{end}}
 </table>
 </body></html>
 `))

@@ -442,7 +442,8 @@ protection_groups:
 	run(0, "wrote "+file, "report", "--config", cfg, id, "--out", file)
 	page := mustReadString(t, file)
 	for _, want := range []string{"switchover of lakehouse: <span class=\"succeeded\">succeeded</span>", "measured RTO</th><td><b>",
-		"user:gate/go-ahead</td><td>approved by ", "user:checks/smoke, 2 attempts", "timed-out", "lease.move", "Prechecks (the RPO at the decision)",
+		"user:gate/go-ahead</td><td>approved by ", "user:checks/smoke, 2 attempts", "timed-out", "lease.move", "Prechecks (the RPO evidence at the decision)",
+		"RPO: what the standby lacked at the decision", "<tr><td>replication lake</td><td>", "<td>15m0s</td>",
 		"Configuration in force (secrets redacted)", "protection_groups"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the report lacks %q", want)
@@ -454,7 +455,7 @@ protection_groups:
 		}
 	}
 	out = run(0, "", "report", "--config", cfg, "--history", "--out", "-")
-	if !strings.Contains(out, "Drills and failovers of lakehouse") || !strings.Contains(out, id) || !strings.Contains(out, "<rect") {
+	if !strings.Contains(out, "Drills and failovers of lakehouse") || !strings.Contains(out, id) || !strings.Contains(out, "<rect") || !strings.Contains(out, "RPO over time") {
 		t.Errorf("the history:\n%s", out)
 	}
 	run(2, "give an EXECUTION or --history", "report", "--config", cfg)

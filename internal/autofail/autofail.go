@@ -215,18 +215,11 @@ type Facts struct {
 	Busy string
 	// Lags are what a failover now would lose of each member that can
 	// say (for max_lag).
-	Lags []Lag
+	Lags []plan.MemberRPO
 	// Approved: a person approved failing over this primary's epoch.
 	Approved bool
 	// Hint is what the approve command printed needs (--config).
 	Hint string
-}
-
-// Lag is what a failover would lose of one member.
-type Lag struct {
-	Member string
-	Lag    time.Duration
-	Known  bool
 }
 
 // Decide is the standby's verdict on pg's primary, from the observations
@@ -306,8 +299,8 @@ func Decide(pg *config.ProtectionGroup, f Facts) Decision {
 			switch {
 			case !l.Known:
 				return set(Withheld, "%s is down, but how much %s would lose cannot be told (no watermark, or its records cannot be read): max_lag %s withholds it", primary, l.Member, time.Duration(a.MaxLag))
-			case l.Lag > time.Duration(a.MaxLag):
-				return set(Withheld, "%s is down, but a failover now would lose %s of %s, more than max_lag %s", primary, l.Lag.Round(time.Second), l.Member, time.Duration(a.MaxLag))
+			case l.Lag > time.Duration(a.MaxLag).Seconds():
+				return set(Withheld, "%s is down, but a failover now would lose %s of %s, more than max_lag %s", primary, time.Duration(l.Lag*float64(time.Second)).Round(time.Second), l.Member, time.Duration(a.MaxLag))
 			}
 		}
 	}
@@ -473,23 +466,6 @@ func (d *decider) seesDown(obs []Observation, primary string) bool {
 	return false
 }
 
-// lags asks every member of pg whose kind can tell what a failover now
-// would lose of it.
-func lags(ctx context.Context, env *member.Env, pg *config.ProtectionGroup) []Lag {
-	var out []Lag
-	for _, k := range member.Kinds() {
-		l, ok := k.(member.Lagger)
-		if !ok {
-			continue
-		}
-		for _, m := range pg.Members(k.Section().Ref) {
-			lag, known := l.Lag(ctx, env, m)
-			out = append(out, Lag{Member: k.Section().Noun + " " + m, Lag: lag, Known: known})
-		}
-	}
-	return out
-}
-
 // tell alerts on a change of decision: a condition while the decision is
 // suspect, down or withheld, resolved when it changes; an event when a
 // failover is triggered.
@@ -553,7 +529,7 @@ func (d *decider) round(ctx context.Context) time.Duration {
 	facts := Facts{Now: time.Now(), Primary: rec.Holder, Standby: d.region, Epoch: rec.Epoch, Observations: obs, Last: last,
 		Busy: activeRun(ctx, w, d.pg.Name), Approved: last.Approval != nil && last.Approval.Epoch == rec.Epoch, Hint: env.Hint(d.pg)}
 	if d.pg.AutoFailover.MaxLag > 0 && d.seesDown(obs, rec.Holder) {
-		facts.Lags = lags(ctx, env, d.pg)
+		facts.Lags = member.Lags(ctx, env, d.pg)
 	}
 	dec := Decide(d.pg, facts)
 	prev := d.last.Swap(&dec)

@@ -7,6 +7,7 @@ import (
 
 	"tandem/internal/config"
 	"tandem/internal/health"
+	"tandem/internal/plan"
 )
 
 func report(region string, down bool, since time.Time) health.Report {
@@ -73,7 +74,7 @@ func TestDecide(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := Facts{Now: now, Primary: "east", Standby: "west", Epoch: 4, Observations: tc.obs, Last: tc.last, Busy: tc.busy, Hint: "--config x.yaml",
-				Lags: []Lag{{Member: "replication lake", Lag: 10 * time.Minute, Known: tc.last.Decision.State != "unknown-lag"}}}
+				Lags: []plan.MemberRPO{{Member: "replication lake", Lag: (10 * time.Minute).Seconds(), Known: tc.last.Decision.State != "unknown-lag"}}}
 			d := Decide(tc.pg, f)
 			if d.State != tc.state || !strings.Contains(d.Reason, tc.says) {
 				t.Fatalf("%s: %s; want %s saying %q", d.State, d.Reason, tc.state, tc.says)

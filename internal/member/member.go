@@ -215,4 +215,41 @@ func (x *Exec) Printf(format string, args ...any) {
 // yet, records unreadable). Automatic failover's max_lag asks it.
 type Lagger interface {
 	Lag(ctx context.Context, env *Env, member string) (lag time.Duration, ok bool)
+	// RPO is the most the member may lag before it needs a person (its
+	// rpo or max_age; 0: no bound).
+	RPO(env *Env, member string) time.Duration
+}
+
+// lagWait bounds how long Lags waits for a member: one whose ends do not
+// answer (the primary gone) is unknown, and does not hold a run up.
+const lagWait = 10 * time.Second
+
+// Lags asks every member of pg whose kind can tell what a failover now
+// would lose of it, all at once.
+func Lags(ctx context.Context, env *Env, pg *config.ProtectionGroup) []plan.MemberRPO {
+	ctx, cancel := context.WithTimeout(ctx, lagWait)
+	defer cancel()
+	type ask struct {
+		l Lagger
+		m string
+	}
+	var asks []ask
+	var out []plan.MemberRPO
+	for _, k := range Kinds() {
+		if l, ok := k.(Lagger); ok {
+			for _, m := range pg.Members(k.Section().Ref) {
+				asks = append(asks, ask{l, m})
+				out = append(out, plan.MemberRPO{Member: k.Section().Noun + " " + m, Target: l.RPO(env, m).Seconds()})
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for i, a := range asks {
+		wg.Go(func() {
+			lag, known := a.l.Lag(ctx, env, a.m)
+			out[i].Lag, out[i].Known = lag.Seconds(), known && ctx.Err() == nil
+		})
+	}
+	wg.Wait()
+	return out
 }

@@ -266,5 +266,6 @@ func Executor(ctx context.Context, env *Env, pg *config.ProtectionGroup, home st
 		// The protection group's alerts: a run started, waiting for
 		// approval, failed, finished.
 		OnChange: alert.New(pg, env.Log).Plan(ctx),
+		Measure:  func(ctx context.Context) []plan.MemberRPO { return Lags(ctx, env, pg) },
 	}, nil
 }

@@ -69,7 +69,22 @@ type Execution struct {
 	// Trigger says why tandem started the run by itself (automatic
 	// failover); nil for a run a person asked for.
 	Trigger *Trigger      `json:"trigger,omitempty"`
-	Groups  []GroupRecord `json:"groups"`
+	// RPO is what each member's standby lacked at the decision (measured
+	// while the first steps run): a failover loses it, a switchover
+	// drains it first.
+	RPO    []MemberRPO   `json:"rpo,omitempty"`
+	Groups []GroupRecord `json:"groups"`
+}
+
+// MemberRPO is one member's lag at a run's decision.
+type MemberRPO struct {
+	Member string `json:"member"` // "replication lake"
+	// Lag is how long the oldest change not yet in the standby had waited
+	// (0: none waited); Known is false when the member could not tell.
+	Lag   float64 `json:"lag_seconds"`
+	Known bool    `json:"known"`
+	// Target is the member's RPO bound (0: none configured).
+	Target float64 `json:"target_seconds,omitempty"`
 }
 
 // GroupRecord is a group's state.
@@ -132,6 +147,10 @@ type Executor struct {
 	// Hint is put in the commands tandem prints for a person to run next
 	// (`--config tandem.yaml`), so they can be pasted as printed.
 	Hint string
+	// Measure, when set, gives the members' lag at a new run's decision
+	// (Execution.RPO). It runs beside the first steps; the run waits for it
+	// before it ends.
+	Measure func(context.Context) []MemberRPO
 }
 
 // Command is a command a person runs next, as it can be pasted:
@@ -190,6 +209,14 @@ func (e *Executor) Run(ctx context.Context, p *Plan, decided time.Time) (*Execut
 		return nil, fmt.Errorf("record execution %s: %w", x.ID, err)
 	}
 	r.etag = etag
+	if e.Measure != nil {
+		r.measured = make(chan struct{})
+		go func() {
+			defer close(r.measured)
+			rpo := e.Measure(ctx)
+			r.set(func() { r.x.RPO = rpo })
+		}()
+	}
 	return x, r.run(ctx)
 }
 

@@ -20,6 +20,8 @@ type run struct {
 	x    *Execution
 	mu   sync.Mutex
 	etag string
+	// measured closes once Executor.Measure has set the record's RPO.
+	measured chan struct{}
 }
 
 // save writes the record; it fails if anyone else wrote it meanwhile.
@@ -147,6 +149,9 @@ func (r *run) run(ctx context.Context) error {
 func (r *run) finish(ctx context.Context, st, msg string, end bool) error {
 	ctx = context.WithoutCancel(ctx)
 	now := time.Now().UTC()
+	if r.measured != nil {
+		<-r.measured
+	}
 	r.set(func() {
 		r.x.State, r.x.Error, r.x.Runner = st, msg, nil
 		if end {

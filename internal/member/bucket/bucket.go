@@ -486,6 +486,14 @@ func statusLines(s Status, interrupted bool) []string {
 	return out
 }
 
+// RPO is the replication's rpo.
+func (Kind) RPO(env *member.Env, name string) time.Duration {
+	if r, err := Find(env.Cfg, name); err == nil {
+		return time.Duration(r.RPO)
+	}
+	return 0
+}
+
 // Lag is how long ago the watermark was: every change older is in the
 // target. Without a watermark it cannot tell.
 func (Kind) Lag(ctx context.Context, env *member.Env, name string) (time.Duration, bool) {

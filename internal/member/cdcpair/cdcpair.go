@@ -278,6 +278,14 @@ func (Kind) Status(ctx context.Context, env *member.Env, name string) member.Rep
 	return rep
 }
 
+// RPO is the pair's rpo.
+func (Kind) RPO(env *member.Env, name string) time.Duration {
+	if p := Find(env.Cfg, name); p != nil {
+		return time.Duration(p.RPO)
+	}
+	return 0
+}
+
 // Lag is how long ago the source had what the target has.
 func (Kind) Lag(ctx context.Context, env *member.Env, name string) (time.Duration, bool) {
 	p := Find(env.Cfg, name)

@@ -599,6 +599,9 @@ func complete(w http.ResponseWriter, r *http.Request, s *member.Serving) error {
 	return daemon.WriteJSON(w, cut)
 }
 
+// RPO: a group has no bound of its own (its runs come when the ETL ends).
+func (Kind) RPO(*member.Env, string) time.Duration { return 0 }
+
 // Lag is how long the newest completed run not in the standby has waited
 // since its cut (0 when the standby holds the last completed run).
 func (Kind) Lag(ctx context.Context, env *member.Env, name string) (time.Duration, bool) {

@@ -328,6 +328,14 @@ func newest(ctx context.Context, env *member.Env, job string, pg *config.Protect
 	return best
 }
 
+// RPO is the job's max_age.
+func (Kind) RPO(env *member.Env, name string) time.Duration {
+	if j := Find(env.Cfg, name); j != nil {
+		return time.Duration(j.MaxAge)
+	}
+	return 0
+}
+
 // Lag is the age of the standby's last good sync: what a failover now
 // would lose of the job.
 func (Kind) Lag(ctx context.Context, env *member.Env, name string) (time.Duration, bool) {
