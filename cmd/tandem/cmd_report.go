@@ -262,7 +262,9 @@ pre{background:#f6f8fa;padding:.6em;overflow-x:auto;white-space:pre-wrap;font-si
 </style>`
 
 // dur writes seconds as a duration: 15m0s, 1.25s.
-func dur(f float64) string { return time.Duration(f * float64(time.Second)).Round(10 * time.Millisecond).String() }
+func dur(f float64) string {
+	return time.Duration(f * float64(time.Second)).Round(10 * time.Millisecond).String()
+}
 
 var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{"secs": func(f float64) string { return fmt.Sprintf("%.2fs", f) }, "dur": dur}).Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tandem: {{.X.Type}} {{.X.ID}}</title>` + pageStyle + `</head><body>

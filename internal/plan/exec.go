@@ -68,7 +68,7 @@ type Execution struct {
 	Runner *runner.Runner `json:"runner,omitempty"`
 	// Trigger says why tandem started the run by itself (automatic
 	// failover); nil for a run a person asked for.
-	Trigger *Trigger      `json:"trigger,omitempty"`
+	Trigger *Trigger `json:"trigger,omitempty"`
 	// RPO is what each member's standby lacked at the decision (measured
 	// while the first steps run): a failover loses it, a switchover
 	// drains it first.
