@@ -6,15 +6,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"tandem/internal/config"
 	"tandem/internal/daemon"
 	"tandem/internal/member"
+	"tandem/internal/member/bucket"
+	"tandem/internal/member/group"
 	"tandem/internal/plan"
+	"tandem/internal/runner"
+	"tandem/internal/web"
 )
 
 // route is one endpoint of serve's HTTP API (docs/openapi.yaml describes
@@ -30,14 +36,23 @@ type route struct {
 var apiRoutes = []route{
 	{"GET", "/api/v1/status", false, (*api).status},
 	{"GET", "/api/v1/protection-groups", false, (*api).groups},
+	{"GET", "/api/v1/protection-groups/{pg}/overview", false, (*api).overview},
 	{"GET", "/api/v1/protection-groups/{pg}/lease", false, (*api).lease},
+	{"GET", "/api/v1/protection-groups/{pg}/rpo", false, (*api).rpo},
 	{"GET", "/api/v1/protection-groups/{pg}/plans/{type}", false, (*api).plan},
+	{"GET", "/api/v1/protection-groups/{pg}/plans/{type}/prechecks", false, (*api).prechecks},
 	{"POST", "/api/v1/protection-groups/{pg}/plans/{type}/run", true, (*api).run},
+	{"GET", "/api/v1/protection-groups/{pg}/history", false, (*api).history},
 	{"GET", "/api/v1/protection-groups/{pg}/executions", false, (*api).executions},
 	{"GET", "/api/v1/protection-groups/{pg}/executions/{id}", false, (*api).execution},
 	{"GET", "/api/v1/protection-groups/{pg}/executions/{id}/report", false, (*api).report},
 	{"POST", "/api/v1/protection-groups/{pg}/executions/{id}/approve", true, (*api).approve},
 	{"POST", "/api/v1/protection-groups/{pg}/executions/{id}/cancel", true, (*api).cancel},
+	{"POST", "/api/v1/protection-groups/{pg}/executions/{id}/retry", true, (*api).cont},
+	{"POST", "/api/v1/protection-groups/{pg}/executions/{id}/skip", true, (*api).cont},
+	{"POST", "/api/v1/protection-groups/{pg}/executions/{id}/resume", true, (*api).cont},
+	{"POST", "/api/v1/replications/{name}/promote", true, (*api).promote},
+	{"POST", "/api/v1/groups/{group}/complete", true, (*api).complete},
 }
 
 // api serves apiRoutes for one serve.
@@ -49,11 +64,39 @@ type api struct {
 	// token guards every change, and every read when reads is set.
 	token string
 	reads bool
+	// lags is each protection group's lag history.
+	lags *rpoHistory
+
+	mu     sync.Mutex
+	last   member.Status // the status overview read, at most statusAge old
+	lastAt time.Time
 }
 
-// addAPI adds the API's handlers to s.
-func addAPI(ctx context.Context, s *member.Serving, env *member.Env) {
-	a := &api{ctx: ctx, env: env, token: string(env.Cfg.Serve.Token), reads: env.Cfg.Serve.ProtectReads}
+// statusAge is how long overview answers from one read of the status
+// (pages open in several browsers, refreshing, read it once).
+const statusAge = 2 * time.Second
+
+// collect is the status, read at most every statusAge.
+func (a *api) collect(ctx context.Context) member.Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if time.Since(a.lastAt) > statusAge {
+		a.last, a.lastAt = member.CollectStatus(context.WithoutCancel(ctx), a.env), time.Now()
+	}
+	return a.last
+}
+
+// addAPI adds the API's handlers and the dashboard (package web) to s, and
+// with sample the task that keeps
+// the members' lag history (not in a witness observer's serve).
+func addAPI(ctx context.Context, s *member.Serving, env *member.Env, sample bool) {
+	a := &api{ctx: ctx, env: env, token: string(env.Cfg.Serve.Token), reads: env.Cfg.Serve.ProtectReads, lags: newRPOHistory(env)}
+	for pattern, h := range web.Routes() {
+		s.Handle(pattern, h)
+	}
+	if sample && len(env.Cfg.ProtectionGroups) > 0 {
+		s.Task(a.lags.task())
+	}
 	for _, rt := range apiRoutes {
 		s.Handle(rt.method+" "+rt.path, daemon.Handler(func(w http.ResponseWriter, r *http.Request) error {
 			if rt.change || a.reads {
@@ -95,6 +138,59 @@ func (a *api) find(r *http.Request) (*planEnv, *plan.Executor, *plan.Execution, 
 
 func (a *api) status(w http.ResponseWriter, r *http.Request) error {
 	return daemon.WriteJSON(w, member.CollectStatus(r.Context(), a.env))
+}
+
+// memberView is a member's status in the form a person reads.
+type memberView struct {
+	Kind      string   `json:"kind"`
+	Member    string   `json:"member"`
+	Noun      string   `json:"noun"`
+	Health    string   `json:"health"`
+	Attention bool     `json:"attention"`
+	Lines     []string `json:"lines"`
+	Detail    any      `json:"detail,omitempty"`
+}
+
+type partView struct {
+	Title     string   `json:"title"`
+	Lines     []string `json:"lines"`
+	Attention bool     `json:"attention"`
+}
+
+// overview is what the dashboard shows of one protection group: its role
+// (lease, witness, unfinished run), its members' status as status prints
+// it, and the parts no member owns (regions' health, automatic failover).
+func (a *api) overview(w http.ResponseWriter, r *http.Request) error {
+	pe, err := a.pg(r)
+	if err != nil {
+		return err
+	}
+	st := a.collect(r.Context())
+	out := map[string]any{"protection_group": pe.pg.Name, "primary": pe.pg.Primary, "standby": pe.pg.Standby,
+		"lease_ttl_seconds": time.Duration(pe.pg.LeaseTTL).Seconds(), "rto_seconds": time.Duration(pe.pg.RTO).Seconds(), "read": a.lastAt.UTC()}
+	for _, role := range st.ProtectionGroups {
+		if role.ProtectionGroup == pe.pg.Name {
+			out["role"] = role
+		}
+	}
+	ours := map[string]bool{}
+	for _, k := range member.Kinds() {
+		for _, m := range pe.pg.Members(k.Section().Ref) {
+			ours[k.Name()+"/"+m] = true
+		}
+	}
+	members := []memberView{}
+	for _, rep := range st.Members {
+		if ours[rep.Kind+"/"+rep.Member] {
+			members = append(members, memberView{rep.Kind, rep.Member, rep.Noun, rep.Health, rep.Attention, rep.Lines, rep.Detail})
+		}
+	}
+	parts := []partView{}
+	for _, p := range st.Parts {
+		parts = append(parts, partView{p.Title, p.Lines, p.Attention})
+	}
+	out["members"], out["parts"] = members, parts
+	return daemon.WriteJSON(w, out)
 }
 
 func (a *api) groups(w http.ResponseWriter, r *http.Request) error {
@@ -162,36 +258,117 @@ func (a *api) run(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	return a.start(w, ex, func(ctx context.Context) error {
+		_, err := ex.Run(ctx, p, decided)
+		return err
+	}, map[string]any{"type": typ, "from": p.From, "to": p.To})
+}
+
+// start runs f in serve (it lives as long as serve: stopped with it, the
+// run can be resumed) and answers 202 with the execution once f changed
+// its record; f ending first answers its error, 409 when it refused to
+// start (another run unfinished, nothing to retry).
+func (a *api) start(w http.ResponseWriter, ex *plan.Executor, f func(context.Context) error, also map[string]any) error {
 	started := make(chan string, 1)
-	also := ex.OnChange
+	before := ex.OnChange
 	ex.OnChange = func(x *plan.Execution) {
 		select {
 		case started <- x.ID:
 		default:
 		}
-		if also != nil {
-			also(x)
+		if before != nil {
+			before(x)
 		}
 	}
 	ended := make(chan error, 1)
-	go func() {
-		_, err := ex.Run(a.ctx, p, decided)
-		ended <- err
-	}()
+	go func() { ended <- f(a.ctx) }()
 	select {
 	case id := <-started:
+		out := map[string]any{"execution": id}
+		for k, v := range also {
+			out[k] = v
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusAccepted)
-		return json.NewEncoder(w).Encode(map[string]any{"execution": id, "type": typ, "from": p.From, "to": p.To})
+		return json.NewEncoder(w).Encode(out)
 	case err := <-ended:
-		if errors.Is(err, plan.ErrBusy) {
-			return daemon.Error{Status: http.StatusConflict, Err: err}
-		}
 		if err == nil {
 			err = errors.New("the run ended before it started")
 		}
+		if errors.Is(err, context.Canceled) {
+			return err
+		}
+		return daemon.Error{Status: http.StatusConflict, Err: err}
+	}
+}
+
+// cont continues an execution in serve: retry (the failed steps, or
+// {"step": ...}), skip ({"step": ...}, required) or resume, as `tandem plan`
+// does. It answers 202 once the execution runs again.
+func (a *api) cont(w http.ResponseWriter, r *http.Request) error {
+	pe, ex, x, err := a.find(r)
+	if err != nil {
 		return err
 	}
+	b, err := readStep(r)
+	if err != nil {
+		return err
+	}
+	action := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
+	if action == "skip" && b.Step == "" {
+		return daemon.Error{Status: http.StatusBadRequest, Err: errors.New(`skip needs the step: {"step": "STEP"} (its id, as the execution lists it)`)}
+	}
+	p, err := member.Build(a.env, pe.pg, x.Type, x.From, x.To)
+	if err != nil {
+		return daemon.Error{Status: http.StatusConflict, Err: err}
+	}
+	return a.start(w, ex, func(ctx context.Context) error {
+		switch action {
+		case "retry":
+			_, err = ex.Retry(ctx, p, x.ID, b.Step)
+		case "skip":
+			_, err = ex.Skip(ctx, p, x.ID, b.Step)
+		default:
+			_, err = ex.Resume(ctx, p, x.ID, nil)
+		}
+		return err
+	}, map[string]any{"action": action})
+}
+
+// prechecks runs a plan's prechecks now and answers their results (200
+// whether they pass or not: "ok" says).
+func (a *api) prechecks(w http.ResponseWriter, r *http.Request) error {
+	pe, typ, err := a.planType(r)
+	if err != nil {
+		return err
+	}
+	p, err := member.PlanNow(r.Context(), a.env, pe.pg, typ)
+	if err != nil {
+		return daemon.Error{Status: http.StatusConflict, Err: err}
+	}
+	return daemon.WriteJSON(w, runPrechecks(r.Context(), pe, p))
+}
+
+// promote makes a replica writable, as `tandem bucket promote` does.
+func (a *api) promote(w http.ResponseWriter, r *http.Request) error {
+	rep, st, err := bucket.Resolve(r.Context(), a.env, r.PathValue("name"))
+	if errors.As(err, new(bucket.ErrUnknown)) {
+		return notFound("%v", err)
+	}
+	if err != nil {
+		return err
+	}
+	prom, err := bucket.PromoteTarget(r.Context(), a.env, rep, st, false)
+	if err != nil {
+		return err
+	}
+	return daemon.WriteJSON(w, map[string]any{"replication": rep.Name, "target": rep.To.URL, "promotion": prom})
+}
+
+// complete records a workflow run's completion, as `tandem group
+// complete` does.
+func (a *api) complete(w http.ResponseWriter, r *http.Request) error {
+	return group.CompleteHTTP(w, r, a.env)
 }
 
 func (a *api) executions(w http.ResponseWriter, r *http.Request) error {
@@ -217,12 +394,27 @@ func (a *api) report(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	return writeHTML(w, func(page io.Writer) error { return writeReport(page, x, a.env.Cfg) })
+}
+
+// history is the page of every drill and failover (tandem report
+// --history).
+func (a *api) history(w http.ResponseWriter, r *http.Request) error {
+	pe, err := a.pg(r)
+	if err != nil {
+		return err
+	}
+	return writeHTML(w, func(page io.Writer) error { return writeHistory(r.Context(), page, pe) })
+}
+
+// writeHTML answers the page f writes, or f's error as JSON.
+func writeHTML(w http.ResponseWriter, f func(io.Writer) error) error {
 	var page bytes.Buffer
-	if err := writeReport(&page, x, a.env.Cfg); err != nil {
+	if err := f(&page); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_, err = w.Write(page.Bytes())
+	_, err := w.Write(page.Bytes())
 	return err
 }
 
@@ -245,7 +437,7 @@ func readStep(r *http.Request) (stepBody, error) {
 }
 
 func (a *api) approve(w http.ResponseWriter, r *http.Request) error {
-	_, ex, x, err := a.find(r)
+	pe, ex, x, err := a.find(r)
 	if err != nil {
 		return err
 	}
@@ -260,7 +452,21 @@ func (a *api) approve(w http.ResponseWriter, r *http.Request) error {
 	if x, err = ex.Approve(r.Context(), x.ID, b.Step, by); err != nil {
 		return daemon.Error{Status: http.StatusConflict, Err: err}
 	}
-	return daemon.WriteJSON(w, map[string]any{"execution": x.ID, "approved": orDefault(b.Step, "every waiting step")})
+	out := map[string]any{"execution": x.ID, "approved": orDefault(b.Step, "every waiting step")}
+	if !runner.Live(x.Runner) {
+		// Nobody runs it (the tandem that waited is gone): serve goes on
+		// with it, as `tandem plan approve` does.
+		p, err := member.Build(a.env, pe.pg, x.Type, x.From, x.To)
+		if err != nil {
+			return daemon.Error{Status: http.StatusConflict, Err: err}
+		}
+		out["resumed"] = true
+		return a.start(w, ex, func(ctx context.Context) error {
+			_, err := ex.Resume(ctx, p, x.ID, nil)
+			return err
+		}, out)
+	}
+	return daemon.WriteJSON(w, out)
 }
 
 func (a *api) cancel(w http.ResponseWriter, r *http.Request) error {

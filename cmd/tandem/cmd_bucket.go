@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -51,14 +52,10 @@ func runPromote(ctx context.Context, o promoteOptions, target string, w io.Write
 	if err != nil {
 		return err
 	}
-	r, err := bucket.Find(env.Cfg, target)
-	if err != nil {
+	r, st, err := bucket.Resolve(ctx, env, target)
+	if errors.As(err, new(bucket.ErrUnknown)) {
 		return usageError{err}
 	}
-	if r, err = bucket.Current(ctx, env, r); err != nil {
-		return err
-	}
-	st, err := bucket.State(ctx, env, r)
 	if err != nil {
 		return err
 	}

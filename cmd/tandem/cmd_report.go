@@ -70,9 +70,7 @@ func runReport(ctx context.Context, o reportOptions, args []string, w io.Writer)
 	var page bytes.Buffer
 	name := ""
 	if o.history {
-		all, errs := env.executions(ctx)
-		slices.SortFunc(all, func(a, b *plan.Execution) int { return a.Decided.Compare(b.Decided) })
-		if err := historyPage.Execute(&page, historyData(env, all, errs)); err != nil {
+		if err := writeHistory(ctx, &page, env); err != nil {
 			return err
 		}
 		name = "tandem-history-" + env.pg.Name + ".html"
@@ -104,7 +102,18 @@ func runReport(ctx context.Context, o reportOptions, args []string, w io.Writer)
 // (its JSON: secrets redacted).
 func writeReport(w io.Writer, x *plan.Execution, cfg *config.Config) error {
 	js, _ := json.MarshalIndent(cfg, "", "  ")
-	return reportPage.Execute(w, reportData(x, string(js), cfg.Path()))
+	r := reportData(x, string(js), cfg.Path())
+	if pg, err := cfg.FindProtectionGroup(x.ProtectionGroup); err == nil {
+		r.Target = time.Duration(pg.RTO).Seconds()
+	}
+	return reportPage.Execute(w, r)
+}
+
+// writeHistory writes the history page of env's protection group.
+func writeHistory(ctx context.Context, w io.Writer, env *planEnv) error {
+	all, errs := env.executions(ctx)
+	slices.SortFunc(all, func(a, b *plan.Execution) int { return a.Decided.Compare(b.Decided) })
+	return historyPage.Execute(w, historyData(env, all, errs))
 }
 
 // executions lists the protection group's runs in both regions, with the
@@ -149,6 +158,8 @@ type report struct {
 	Steps, Prechecks []reportStep
 	Approvals        []reportStep
 	Config, CfgPath  string
+	// Target is the protection group's rto (0: none set).
+	Target float64
 }
 
 func stamp(t *time.Time) string {
@@ -275,6 +286,7 @@ var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{"se
 <tr><th>decided</th><td>{{.Decided}}</td></tr>
 <tr><th>ended</th><td>{{.Ended}}</td></tr>
 <tr><th>measured RTO</th><td>{{if .X.RTO}}<b>{{secs .X.RTO}}</b> (from the decision until the last step succeeded){{else}}none: the run did not succeed{{end}}</td></tr>
+<tr><th>RTO target</th><td>{{if .Target}}{{dur .Target}}{{if .X.RTO}}: {{if le .X.RTO .Target}}<span class="succeeded">met</span>{{else}}<span class="failed">missed</span>{{end}}{{end}}{{else}}none set (protection_groups[].rto){{end}}</td></tr>
 <tr><th>started by</th><td>{{if .X.Trigger}}tandem (automatic): {{.X.Trigger.Reason}}{{else}}a person{{if .X.Runner}} ({{.X.Runner.Host}}, pid {{.X.Runner.PID}}){{end}}{{end}}</td></tr>
 {{if .X.Error}}<tr><th>error</th><td class="failed">{{.X.Error}}</td></tr>{{end}}
 </table>

@@ -132,10 +132,10 @@ func runServe(ctx context.Context, o serveOptions, started chan<- *daemon.Daemon
 			}
 		}
 	}
-	addAPI(ctx, s, env)
 	if len(s.Tasks) == 0 {
 		return usageError{fmt.Errorf("%s configures nothing to serve: no replication, group, stream or protection group of --region", cfg.Path())}
 	}
+	addAPI(ctx, s, env, o.witness == "")
 	d := &daemon.Daemon{Tasks: s.Tasks, Listen: cfg.Serve.Listen, Log: log, Registry: reg, Handlers: s.Handlers,
 		Status: func(ctx context.Context) (any, error) { return member.CollectStatus(ctx, env), nil }}
 	if o.listen != "" {

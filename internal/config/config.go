@@ -126,6 +126,9 @@ type ProtectionGroup struct {
 	Steps map[string]StepSettings `yaml:"steps" json:"steps,omitempty"`
 	// LeaseTTL is how long a lease lasts without renewal (default 30s).
 	LeaseTTL Duration `yaml:"lease_ttl" json:"lease_ttl"`
+	// RTO is the recovery time a run should take at most, from its
+	// decision (0: none set); reports and the dashboard measure against it.
+	RTO Duration `yaml:"rto" json:"rto,omitempty"`
 	// AutoFailover is the trigger policy of automatic failover.
 	AutoFailover AutoFailover `yaml:"auto_failover" json:"auto_failover"`
 	// Practice schedules drills (package autofail).
@@ -145,6 +148,9 @@ type Serve struct {
 	Token Secret `yaml:"token" json:"token,omitempty"`
 	// ProtectReads requires the token for the API's reads too.
 	ProtectReads bool `yaml:"protect_reads" json:"protect_reads,omitempty"`
+	// RPOEvery is how often serve samples every member's lag for the
+	// dashboard's RPO history (the last hour's worth of samples is kept).
+	RPOEvery Duration `yaml:"rpo_every" json:"rpo_every"`
 }
 
 // Secret is a string that never prints.
@@ -375,6 +381,9 @@ func (c *Config) defaults() {
 			s.Defaults(c, v)
 		}
 	}
+	if c.Serve.RPOEvery == 0 {
+		c.Serve.RPOEvery = Duration(15 * time.Second)
+	}
 	if c.Serve.Listen == "" {
 		c.Serve.Listen = "127.0.0.1:9750"
 	}
@@ -394,6 +403,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Serve.ProtectReads && c.Serve.Token == "" {
 		ck.Bad("serve.protect_reads", "needs serve.token: the token the reads must carry")
+	}
+	if c.Serve.RPOEvery < Duration(time.Second) {
+		ck.Bad("serve.rpo_every", "%s is below 1s: each sample asks every member for its lag", time.Duration(c.Serve.RPOEvery))
 	}
 	for i := range c.Regions {
 		r := &c.Regions[i]

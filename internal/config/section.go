@@ -295,7 +295,7 @@ func (pg ProtectionGroup) MarshalJSON() ([]byte, error) {
 			keys = append(keys, s.Ref)
 		}
 	}
-	keys = append(keys, "lease_ttl", "user_groups", "steps")
+	keys = append(keys, "lease_ttl", "rto", "user_groups", "steps", "auto_failover", "practice", "notify")
 	n := 0
 	for _, k := range keys {
 		raw, ok := m[k]

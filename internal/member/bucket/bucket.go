@@ -72,6 +72,25 @@ func Toward(r *Replication, to string) *Replication {
 	return Reversed(r)
 }
 
+// Resolve finds the replication named by nameOrURL as it runs now (its
+// direction after a failover) and the state it is recorded in.
+func Resolve(ctx context.Context, env *member.Env, nameOrURL string) (*Replication, state.Store, error) {
+	r, err := Find(env.Cfg, nameOrURL)
+	if err != nil {
+		return nil, state.Store{}, ErrUnknown{err}
+	}
+	if r, err = Current(ctx, env, r); err != nil {
+		return nil, state.Store{}, err
+	}
+	st, err := State(ctx, env, r)
+	return r, st, err
+}
+
+// ErrUnknown is a replication the configuration does not have.
+type ErrUnknown struct{ error }
+
+func (e ErrUnknown) Unwrap() error { return e.error }
+
 // PromoteTarget makes r's target writable (see replicate.Promote); st is
 // its state, as the caller writes it. With afterTakeover (a plan's promote
 // step, after the lease moved), the passes into the target are fenced by

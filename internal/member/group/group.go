@@ -562,8 +562,15 @@ func complete(w http.ResponseWriter, r *http.Request, s *member.Serving) error {
 	if err := daemon.Authorize(r, s.Token); err != nil {
 		return err
 	}
+	return CompleteHTTP(w, r, s.Env)
+}
+
+// CompleteHTTP answers a completed run of the group {group} (run_id as
+// ?run_id= or a JSON body) with the cut it took; the caller has checked
+// the token.
+func CompleteHTTP(w http.ResponseWriter, r *http.Request, env *member.Env) error {
 	name := r.PathValue("group")
-	gc, err := Find(s.Env.Cfg, name)
+	gc, err := Find(env.Cfg, name)
 	if err != nil {
 		return daemon.Error{Status: http.StatusNotFound, Err: err}
 	}
@@ -578,14 +585,14 @@ func complete(w http.ResponseWriter, r *http.Request, s *member.Serving) error {
 	if runID == "" {
 		return daemon.Error{Status: http.StatusBadRequest, Err: errors.New("run_id is required")}
 	}
-	cur, err := Current(r.Context(), s.Env, gc)
+	cur, err := Current(r.Context(), env, gc)
 	if err != nil {
 		return err
 	}
 	if gc.Workflow == nil || gc.Workflow.Job(cur.From) != nil {
 		return daemon.Error{Status: http.StatusConflict, Err: fmt.Errorf("group %s does not take completed runs from its workflow's last task", name)}
 	}
-	g, err := Open(r.Context(), s.Env, cur, false, s.Env.Log)
+	g, err := Open(r.Context(), env, cur, false, env.Log)
 	if err != nil {
 		return err
 	}
