@@ -11,10 +11,12 @@ cd "$(dirname "$0")/.."
 
 command -v go >/dev/null || { echo "test.sh: Go is not installed (https://go.dev/dl)" >&2; exit 1; }
 
-# Debian packages the tests run: PostgreSQL 15 and the Knot DNS server.
+# Debian packages the tests run: PostgreSQL 15, the Knot DNS server, and
+# Chromium for the dashboard's browser tests and report --pdf.
 missing=()
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
 [ -x /usr/sbin/knotd ] || missing+=(knot)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]} (Debian packages)"
   sudo=""

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -67,14 +66,7 @@ protection_groups:
 `)
 	expecter(t)(0, "copied    1 objects", "replicate", "--config", cfg, "lake")
 	srv := startServe(t, cfg, "west")
-	var base string
-	waitFor(t, "serve never listened", func() bool {
-		m := regexp.MustCompile(`msg=serving addr=(\S+)`).FindStringSubmatch(srv.out.String())
-		if m != nil {
-			base = "http://" + m[1] + "/api/v1"
-		}
-		return m != nil
-	})
+	base := srv.url(t) + "/api/v1"
 	call := func(method, path, token, body string) (int, string) {
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
 		if token != "" {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -556,11 +555,7 @@ func TestAutoFailoverApproval(t *testing.T) {
 // scrape reads a serve's metrics, at the address its log names.
 func scrape(t *testing.T, s *server) string {
 	t.Helper()
-	m := regexp.MustCompile(`msg=serving addr=(\S+)`).FindStringSubmatch(s.out.String())
-	if m == nil {
-		t.Fatalf("no address in the serve's log:\n%s", s.out.String())
-	}
-	return get(t, "http://"+m[1]+"/metrics")
+	return get(t, s.url(t)+"/metrics")
 }
 
 // The primary's database stops, and its application's folder is gone:

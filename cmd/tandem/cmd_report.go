@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"tandem/internal/chromium"
 	"tandem/internal/config"
 	"tandem/internal/plan"
 )
@@ -22,6 +23,7 @@ type reportOptions struct {
 	planOptions
 	out     string
 	history bool
+	pdf     bool
 }
 
 func newReportCommand() *cobra.Command {
@@ -42,8 +44,12 @@ can hand to an auditor:
                failovers, failbacks) with its state and RTO, oldest first,
                with a chart of the RTO over time
 
+--pdf writes the same document as a PDF (A4), printed by a headless Chromium
+(Debian: apt-get install chromium; TANDEM_CHROMIUM names another browser).
+
 --out names the file (default: tandem-report-EXECUTION.html or
-tandem-history-GROUP.html in this folder; - writes to standard output).
+tandem-history-GROUP.html in this folder, .pdf with --pdf; - writes to
+standard output).
 
 Exit status: 0 written, 1 failed, 2 bad arguments or an unknown execution.`,
 		Args: cobra.MaximumNArgs(1),
@@ -58,6 +64,7 @@ Exit status: 0 written, 1 failed, 2 bad arguments or an unknown execution.`,
 	c.Flags().StringVar(&o.pg, "protection-group", "", "the protection group (default: the only one)")
 	c.Flags().StringVar(&o.out, "out", "", "the file to write (- for standard output)")
 	c.Flags().BoolVar(&o.history, "history", false, "the history of every run instead of one run")
+	c.Flags().BoolVar(&o.pdf, "pdf", false, "write a PDF (printed by a headless Chromium) instead of HTML")
 	return c
 }
 
@@ -84,14 +91,21 @@ func runReport(ctx context.Context, o reportOptions, args []string, w io.Writer)
 		}
 		name = "tandem-report-" + x.ID + ".html"
 	}
+	doc := page.Bytes()
+	if o.pdf {
+		if doc, err = chromium.PDF(ctx, doc); err != nil {
+			return fmt.Errorf("--pdf: %w", err)
+		}
+		name = strings.TrimSuffix(name, ".html") + ".pdf"
+	}
 	switch o.out {
 	case "-":
-		_, err := w.Write(page.Bytes())
+		_, err := w.Write(doc)
 		return err
 	case "":
 		o.out = name
 	}
-	if err := os.WriteFile(o.out, page.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(o.out, doc, 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "wrote %s\n", o.out)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -695,6 +696,17 @@ func (s *server) stop() {
 		s.cmd.Process.Kill()
 		<-s.done
 	}
+}
+
+// url is the serve's address, once its log names it: http://host:port.
+func (s *server) url(t *testing.T) string {
+	t.Helper()
+	var m []string
+	waitFor(t, "serve never listened", func() bool {
+		m = regexp.MustCompile(`msg=serving addr=(\S+)`).FindStringSubmatch(s.out.String())
+		return m != nil
+	})
+	return "http://" + m[1]
 }
 
 // kill ends it at once, as a region that goes dark.

@@ -338,6 +338,12 @@ func (b *Bucket) Stat(ctx context.Context, key string) (objstore.Info, error) {
 
 func (b *Bucket) fsErr(key string, err error) error {
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		// A folder that went away (unmounted, removed) is not an empty
+		// one: a lease or a record read from it would read as never
+		// written.
+		if _, serr := os.Stat(b.root); serr != nil {
+			return fmt.Errorf("object %s: the folder %s is gone (unmounted or removed?): %v", key, b.root, serr)
+		}
 		return fmt.Errorf("object %s in %s: %w", key, b.URL(), objstore.ErrNotExist)
 	}
 	return fmt.Errorf("object %s in %s: %w", key, b.URL(), err)

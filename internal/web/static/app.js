@@ -45,16 +45,17 @@ async function call(method, path, body) {
   return out;
 }
 
-// say shows a message under the header until the next one (info fades).
-let sayTimer = null;
+// say adds a message under the header, newest first: errors stay until
+// dismissed, the rest go after a minute; five at most.
 function say(kind, text) {
   const b = $("banner");
-  b.className = kind;
-  b.innerHTML = `${esc(text)} <button type="button" id="dismiss">dismiss</button>`;
-  b.hidden = false;
-  $("dismiss").onclick = () => (b.hidden = true);
-  clearTimeout(sayTimer);
-  if (kind === "info") sayTimer = setTimeout(() => (b.hidden = true), 15000);
+  const m = document.createElement("div");
+  m.className = "msg " + kind;
+  m.innerHTML = `<span>${esc(new Date().toLocaleTimeString())} ${esc(text)}</span> <button type="button">dismiss</button>`;
+  m.querySelector("button").onclick = () => m.remove();
+  b.prepend(m);
+  while (b.children.length > 5) b.lastChild.remove();
+  if (kind === "info") setTimeout(() => m.remove(), 60000);
 }
 
 // act posts a change; a refused one is said with the server's words.
@@ -81,7 +82,7 @@ function dur(s) {
   if (s === undefined || s === null) return "-";
   if (s < 1) return s.toFixed(2) + "s";
   if (s < 120) return s.toFixed(1) + "s";
-  if (s < 7200) return Math.floor(s / 60) + "m" + String(Math.round(s % 60)).padStart(2, "0") + "s";
+  if (s < 7200) return Math.floor(s / 60) + "m" + Math.floor(s % 60) + "s";
   return (s / 3600).toFixed(1) + "h";
 }
 
@@ -362,6 +363,14 @@ function wire() {
       const step = b.dataset.step;
       const body = step ? { step } : undefined;
       if (b.dataset.act === "cancel" && !(await ask(`<p>Cancel ${esc(id)}? A running step is interrupted; what ran stays done.</p>`, "Cancel the run", true))) return;
+      if (b.dataset.act === "approve") {
+        // Who approves goes into the execution record and its report.
+        const html = `<p>Approve <b>${esc(step)}</b> of ${esc(id)}?</p>
+          <label>Your name, for the record <input id="approver" autocomplete="name" required value="${esc(sessionStorage.getItem("tandem-approver") || "")}"></label>`;
+        if (!(await ask(html, "Approve", false))) return;
+        body.by = $("approver").value.trim();
+        sessionStorage.setItem("tandem-approver", body.by);
+      }
       b.disabled = true;
       await act(`${b.dataset.act} ${step || id}`, `${pg}/executions/${enc(id)}/${b.dataset.act}`, body);
     };
