@@ -4,8 +4,9 @@
 #
 # The S3 server (versitygw) runs inside the test process on loopback. The
 # PostgreSQL tests start their own primary and standby servers on loopback
-# ports from Debian's postgresql-15, and the DNS tests a Knot server from
-# Debian's knot, both installed here when missing.
+# ports from Debian's postgresql-15, the DNS tests a Knot server from
+# Debian's knot, and the dashboard's tests a headless Chromium from Debian's
+# chromium, all installed here when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

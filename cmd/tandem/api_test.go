@@ -44,21 +44,30 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 }
 
 // TestAPI drives a plan run through serve's API: reads answer without the
-// token; a run is started by POST (a second press while it is unfinished
-// answers 409 and starts nothing); an approval without the token, or with
-// a wrong one, is refused (401, one JSON error) and changes nothing; with
-// it the run goes on and the lease moves; unknown groups and executions are
-// 404; the run's report names who approved.
+// token (status, overview, prechecks, the lag history, the history page);
+// a run is started by POST (a second press while it is unfinished answers
+// 409 and starts nothing); its failed check is retried once fixed (skip
+// without a step is 400); an approval without the token, or with a wrong
+// one, is refused (401, one JSON error) and changes nothing; another
+// continuation while serve runs it is 409; with the approval the run goes
+// on and the lease moves, its record keeps the members' lag at the
+// decision; unknown groups, executions and replications are 404; the
+// run's report names who approved; a replica is promoted.
 func TestAPI(t *testing.T) {
 	t.Parallel()
-	_, cfg := eastWest(t, `
-serve: {token: right-token}
+	dir, cfg := eastWest(t, `
+serve: {token: right-token, rpo_every: 1s}
 protection_groups:
   - name: lakehouse
     primary: east
     standby: west
     replications: [lake]
     user_groups:
+      - name: checks
+        after: promote
+        steps:
+          - name: smoke
+            script: {command: [sh, -c, "test -f DIR/fixed"]}
       - name: gate
         after: aliases
         steps:
@@ -95,6 +104,13 @@ protection_groups:
 	expect("GET", "/protection-groups/nosuch/lease", "", "", 404, `{"error":`)
 	expect("GET", "/protection-groups/lakehouse/plans/sideways", "", "", 404, `unknown plan type`)
 	expect("GET", "/protection-groups/lakehouse/executions/nosuch", "", "", 404, `has no execution \"nosuch\"`)
+	expect("GET", "/protection-groups/lakehouse/overview", "", "", 200, `"noun":"replication","health":"ok"`)
+	expect("GET", "/protection-groups/lakehouse/plans/switchover/prechecks", "", "", 200, `"id":"check.replication:lake","region":"west","ok":true`)
+	waitFor(t, "no lag sample", func() bool {
+		_, x := call("GET", "/protection-groups/lakehouse/rpo", "", "")
+		return strings.Contains(x, `"member":"replication lake"`) && strings.Contains(x, `"target_seconds":900`) && strings.Contains(x, `"history":[{`)
+	})
+	expect("GET", "/protection-groups/lakehouse/history", "", "", 200, "Drills and failovers of lakehouse")
 
 	// Two people press "switchover" at once: one run, the other told.
 	runPath := "/protection-groups/lakehouse/plans/switchover/run"
@@ -104,6 +120,16 @@ protection_groups:
 	json.Unmarshal([]byte(out), &started)
 	id := started.Execution
 	expect("POST", runPath, "right-token", "", 409, "another plan execution is not finished")
+	// The smoke check fails and stops the run; fixed, a retry goes on.
+	waitFor(t, "the smoke check never failed", func() bool {
+		_, x := call("GET", "/protection-groups/lakehouse/executions/"+id, "", "")
+		return strings.Contains(x, `"state":"failed"`)
+	})
+	retry := "/protection-groups/lakehouse/executions/" + id + "/retry"
+	expect("POST", retry, "", "", 401, `bearer token`)
+	expect("POST", "/protection-groups/lakehouse/executions/"+id+"/skip", "right-token", "", 400, `skip needs the step`)
+	writeFile(t, filepath.Join(dir, "fixed"), "")
+	expect("POST", retry, "right-token", `{"step": "user:checks/smoke"}`, 202, `"action":"retry"`)
 	waitFor(t, "the run never waited for its approval", func() bool {
 		_, x := call("GET", "/protection-groups/lakehouse/executions/"+id, "", "")
 		return strings.Contains(x, `"state":"waiting-for-approval"`)
@@ -112,6 +138,8 @@ protection_groups:
 	expect("POST", approve, "", "", 401, `{"error":"a valid bearer token is required (serve.token)"}`)
 	expect("POST", approve, "wrong-token", "", 401, `bearer token`)
 	expect("POST", approve, "right-token", "not json", 400, `the body is not`)
+	// Serve runs it: nobody else may continue it meanwhile.
+	expect("POST", "/protection-groups/lakehouse/executions/"+id+"/skip", "right-token", `{"step": "user:gate/go-ahead"}`, 409, "is being run by")
 	time.Sleep(300 * time.Millisecond)
 	if _, x := call("GET", "/protection-groups/lakehouse/executions/"+id, "", ""); !strings.Contains(x, `"state":"waiting-for-approval"`) {
 		t.Fatalf("a refused approval changed the run:\n%s", x)
@@ -124,4 +152,12 @@ protection_groups:
 	expect("GET", "/protection-groups/lakehouse/lease", "", "", 200, `"holder":"west"`)
 	expect("GET", "/protection-groups/lakehouse/executions/"+id+"/report", "", "", 200, "approved by ops on call (through the HTTP API from 127.0.0.1")
 	expect("POST", "/protection-groups/lakehouse/executions/"+id+"/cancel", "right-token", "", 409, "already ended (succeeded)")
+	expect("POST", "/protection-groups/lakehouse/executions/"+id+"/resume", "right-token", "", 409, "already succeeded")
+	expect("GET", "/protection-groups/lakehouse/executions/"+id, "", "", 200, `"rpo":[{"member":"replication lake","lag_seconds":`)
+
+	// A bucket's promotion, and a workflow run's completion.
+	expect("POST", "/replications/nosuch/promote", "right-token", "", 404, "nosuch")
+	expect("POST", "/replications/lake/promote", "", "", 401, "bearer token")
+	expect("POST", "/replications/lake/promote", "right-token", "", 200, `"promotion":{`)
+	expect("POST", "/groups/nosuch/complete?run_id=1", "right-token", "", 404, "nosuch")
 }
