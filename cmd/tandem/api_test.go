@@ -97,6 +97,15 @@ protection_groups:
 		}
 		return out
 	}
+	// Every changing route refuses a request without the token or with a
+	// wrong one, before it looks at anything.
+	fill := strings.NewReplacer("/api/v1", "", "{pg}", "lakehouse", "{type}", "switchover", "{id}", "nosuch", "{name}", "lake", "{group}", "nosuch")
+	for _, rt := range apiRoutes {
+		if rt.change {
+			expect(rt.method, fill.Replace(rt.path), "", "", 401, `{"error":"a valid bearer token is required (serve.token)"}`)
+			expect(rt.method, fill.Replace(rt.path), "right-token-not", "", 401, `bearer token`)
+		}
+	}
 	expect("GET", "/status", "", "", 200, `"protection_groups"`)
 	expect("GET", "/protection-groups", "", "", 200, `"name":"lakehouse"`)
 	expect("GET", "/protection-groups/lakehouse/lease", "", "", 200, `"taken":false`)

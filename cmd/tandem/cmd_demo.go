@@ -215,7 +215,8 @@ primary, with no standby until a failback. Try:
   %[5]s plan executions --config %[2]s
   %[5]s plan show --config %[2]s failback
   %[5]s plan run --dry-run --config %[2]s failback
-  %[5]s serve --config %[2]s --region primary     (metrics on http://127.0.0.1:9750/metrics)
+  %[5]s report --config %[2]s --history --out %[1]s/history.html     (every run's RTO and RPO)
+  %[5]s serve --config %[2]s --region standby     (the web page on http://127.0.0.1:9750/)
   %[5]s replicate --json %[3]s %[4]s
 (The workflow steps call a scheduler that lived inside the demo process: by
 hand they fail to connect, which is what a precheck is for.)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -230,4 +231,12 @@ protection_groups:
 		t.Fatal(err)
 	}
 	pw.see("#witness", "does not answer")
+	resp, err := http.Get(west.url(t) + "/api/v1/protection-groups/lakehouse/lease")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("the lease with the witness gone: %d, want 503", resp.StatusCode)
+	}
 }

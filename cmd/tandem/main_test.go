@@ -328,7 +328,7 @@ func TestDemo(t *testing.T) {
 	}
 	// The commands it suggests run as printed.
 	try := out.String()[strings.Index(out.String(), "Try:"):]
-	for _, cmd := range []string{"status", "plan executions", "plan show", "serve"} {
+	for _, cmd := range []string{"status", "plan executions", "plan show", "report", "serve"} {
 		line := invocation() + " " + cmd + " --config " + filepath.Join(dir, "tandem.yaml")
 		i := strings.Index(try, line)
 		if i < 0 {
