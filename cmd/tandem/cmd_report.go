@@ -239,8 +239,8 @@ type historyRun struct {
 	Height float64 // of the chart's bar, percent
 	X      int
 	Y      float64
-	// WorstLag is the largest known lag at the decision, of Worst; Unknown
-	// counts members that could not tell.
+	// WorstLag is the largest known lag in time at the decision, of
+	// Worst; Unknown counts members that could not tell.
 	WorstLag  float64
 	Worst     string
 	Unknown   int
@@ -254,6 +254,7 @@ func historyData(env *planEnv, all []*plan.Execution, errs []string) history {
 		hr := historyRun{Execution: x, When: x.Decided.UTC().Format("2006-01-02 15:04:05"), X: 10 + i*22}
 		for _, m := range x.RPO {
 			switch {
+			case m.Unit != "": // counted (bytes, events): the report lists it
 			case !m.Known:
 				hr.Unknown++
 			case hr.Worst == "" || m.Lag > hr.WorstLag:
@@ -291,7 +292,15 @@ func dur(f float64) string {
 	return time.Duration(f * float64(time.Second)).Round(10 * time.Millisecond).String()
 }
 
-var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{"secs": func(f float64) string { return fmt.Sprintf("%.2fs", f) }, "dur": dur}).Parse(`<!doctype html>
+// amount writes a lag in its unit: seconds as a duration, else "512 bytes".
+func amount(f float64, unit string) string {
+	if unit == "" {
+		return dur(f)
+	}
+	return fmt.Sprintf("%.0f %s", f, unit)
+}
+
+var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{"secs": func(f float64) string { return fmt.Sprintf("%.2fs", f) }, "dur": dur, "amount": amount}).Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tandem: {{.X.Type}} {{.X.ID}}</title>` + pageStyle + `</head><body>
 <h1>{{.X.Type}} of {{.X.ProtectionGroup}}: <span class="{{.X.State}}">{{.X.State}}</span></h1>
 <p class="muted">Execution {{.X.ID}} &middot; report written {{.Generated}} by tandem from the execution record</p>
@@ -311,7 +320,7 @@ var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{"se
 <h2>RPO: what the standby lacked at the decision</h2>
 <p class="muted">{{if eq .X.Type "failover"}}A failover loses what the standby lacked: per member, how long its oldest change not yet in {{.X.To}} had waited.{{else}}Per member, how long its oldest change not yet in {{.X.To}} had waited; a {{.X.Type}} drains it before it switches.{{end}}</p>
 <table><tr><th>member</th><th>lag at the decision</th><th>its RPO target</th><th>within</th></tr>
-{{range .X.RPO}}<tr><td>{{.Member}}</td><td>{{if .Known}}{{dur .Lag}}{{else}}<span class="failed">unknown (it could not tell)</span>{{end}}</td><td>{{if .Target}}{{dur .Target}}{{else}}-{{end}}</td><td>{{if not .Known}}<span class="failed">unknown</span>{{else if not .Target}}-{{else if le .Lag .Target}}<span class="succeeded">yes</span>{{else}}<span class="failed">no</span>{{end}}</td></tr>{{else}}<tr><td colspan="4">no member that can tell its lag{{if not .X.Ended}} (or not measured yet){{end}}</td></tr>{{end}}
+{{range .X.RPO}}<tr><td>{{.Member}}</td><td>{{if .Known}}{{amount .Lag .Unit}}{{else}}<span class="failed">unknown (it could not tell)</span>{{end}}</td><td>{{if .Target}}{{amount .Target .Unit}}{{else}}-{{end}}</td><td>{{if not .Known}}<span class="failed">unknown</span>{{else if not .Target}}-{{else if le .Lag .Target}}<span class="succeeded">yes</span>{{else}}<span class="failed">no</span>{{end}}</td></tr>{{else}}<tr><td colspan="4">no member that can tell its lag{{if not .X.Ended}} (or not measured yet){{end}}</td></tr>{{end}}
 </table>
 <h2>Prechecks (the RPO evidence at the decision)</h2>
 <table><tr><th>step</th><th>region</th><th>result</th><th>what it found</th></tr>

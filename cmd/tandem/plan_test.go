@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -669,6 +671,7 @@ databases:
     primary: {region: east, dsn: "PGEAST"}
     standby: {region: west, dsn: "PGWEST"}
     max_lag: 64KiB
+serve: {rpo_every: 1s}
 protection_groups:
   - {name: lakehouse, primary: east, standby: west, databases: [warehouse]}
 `))
@@ -686,6 +689,18 @@ protection_groups:
 	}
 	// A failover does not look at the old primary: lag is what it loses.
 	run(0, "ok   check.database:warehouse", "plan", "precheck", "--config", cfg, "failover")
+
+	// serve's lag history counts it in WAL bytes, against max_lag.
+	srv := startServe(t, cfg, "west")
+	re := regexp.MustCompile(`"member":"database warehouse","lag_seconds":(\d+),"known":true,"target_seconds":65536,"unit":"bytes"`)
+	waitFor(t, "no byte lag sampled", func() bool {
+		m := re.FindStringSubmatch(get(t, srv.url(t)+"/api/v1/protection-groups/lakehouse/rpo"))
+		if m == nil {
+			return false
+		}
+		n, _ := strconv.Atoi(m[1])
+		return n > 65536
+	})
 }
 
 // TestFailoverWaitsThenCancel: a failover started while the primary's lease

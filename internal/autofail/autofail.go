@@ -297,6 +297,9 @@ func Decide(pg *config.ProtectionGroup, f Facts) Decision {
 	if a.MaxLag > 0 {
 		for _, l := range f.Lags {
 			switch {
+			case l.Unit != "":
+				// max_lag is a time: counted lags (bytes, events) have
+				// their own bounds, in their prechecks.
 			case !l.Known:
 				return set(Withheld, "%s is down, but how much %s would lose cannot be told (no watermark, or its records cannot be read): max_lag %s withholds it", primary, l.Member, time.Duration(a.MaxLag))
 			case l.Lag > time.Duration(a.MaxLag).Seconds():

@@ -220,6 +220,13 @@ type Lagger interface {
 	RPO(env *Env, member string) time.Duration
 }
 
+// Backlogger is a kind whose members' lag is counted rather than timed:
+// the WAL bytes a database standby has not replayed, the events a stream's
+// standby region lacks. Lags reports it in its unit, against its bound.
+type Backlogger interface {
+	Backlog(ctx context.Context, env *Env, member string) (n, bound float64, unit string, ok bool)
+}
+
 // lagWait bounds how long Lags waits for a member: one whose ends do not
 // answer (the primary gone) is unknown, and does not hold a run up.
 const lagWait = 10 * time.Second
@@ -229,25 +236,33 @@ const lagWait = 10 * time.Second
 func Lags(ctx context.Context, env *Env, pg *config.ProtectionGroup) []plan.MemberRPO {
 	ctx, cancel := context.WithTimeout(ctx, lagWait)
 	defer cancel()
-	type ask struct {
-		l Lagger
-		m string
-	}
-	var asks []ask
+	var asks []func(*plan.MemberRPO)
 	var out []plan.MemberRPO
 	for _, k := range Kinds() {
-		if l, ok := k.(Lagger); ok {
-			for _, m := range pg.Members(k.Section().Ref) {
-				asks = append(asks, ask{l, m})
-				out = append(out, plan.MemberRPO{Member: k.Section().Noun + " " + m, Target: l.RPO(env, m).Seconds()})
+		for _, m := range pg.Members(k.Section().Ref) {
+			r := plan.MemberRPO{Member: k.Section().Noun + " " + m}
+			switch l := k.(type) {
+			case Lagger:
+				r.Target = l.RPO(env, m).Seconds()
+				asks = append(asks, func(r *plan.MemberRPO) {
+					lag, known := l.Lag(ctx, env, m)
+					r.Lag, r.Known = lag.Seconds(), known
+				})
+			case Backlogger:
+				asks = append(asks, func(r *plan.MemberRPO) {
+					r.Lag, r.Target, r.Unit, r.Known = l.Backlog(ctx, env, m)
+				})
+			default:
+				continue
 			}
+			out = append(out, r)
 		}
 	}
 	var wg sync.WaitGroup
-	for i, a := range asks {
+	for i, ask := range asks {
 		wg.Go(func() {
-			lag, known := a.l.Lag(ctx, env, a.m)
-			out[i].Lag, out[i].Known = lag.Seconds(), known && ctx.Err() == nil
+			ask(&out[i])
+			out[i].Known = out[i].Known && ctx.Err() == nil
 		})
 	}
 	wg.Wait()

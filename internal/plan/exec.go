@@ -80,11 +80,15 @@ type Execution struct {
 type MemberRPO struct {
 	Member string `json:"member"` // "replication lake"
 	// Lag is how long the oldest change not yet in the standby had waited
-	// (0: none waited); Known is false when the member could not tell.
+	// (0: none waited), or with Unit what the standby lacked counted in
+	// it (WAL bytes, events); Known is false when the member could not
+	// tell.
 	Lag   float64 `json:"lag_seconds"`
 	Known bool    `json:"known"`
-	// Target is the member's RPO bound (0: none configured).
+	// Target is the member's RPO bound in the same unit (0: none set).
 	Target float64 `json:"target_seconds,omitempty"`
+	// Unit is "" for seconds, else "bytes" or "events".
+	Unit string `json:"unit,omitempty"`
 }
 
 // GroupRecord is a group's state.

@@ -283,6 +283,31 @@ func (Kind) Passivate(ctx context.Context, env *member.Env, pg *config.Protectio
 	return nil
 }
 
+// Backlog is the WAL the standby has not replayed of what the primary
+// (the server that accepts writes) has written, against max_lag.
+func (Kind) Backlog(ctx context.Context, env *member.Env, name string) (float64, float64, string, bool) {
+	d := Find(env.Cfg, name)
+	bound := float64(d.MaxLag)
+	var primaryLSN, standby string
+	for _, side := range []Side{d.Primary, d.Standby} {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s, err := postgres.Check(cctx, string(side.DSN))
+		cancel()
+		switch {
+		case err != nil:
+		case s.InRecovery:
+			standby = string(side.DSN)
+		case !s.ReadOnly:
+			primaryLSN = s.LSN
+		}
+	}
+	if primaryLSN == "" || standby == "" {
+		return 0, bound, "bytes", false
+	}
+	behind, err := postgres.Behind(ctx, standby, primaryLSN)
+	return float64(behind), bound, "bytes", err == nil
+}
+
 // Status is one database pair in `tandem status`.
 type Status struct {
 	Database string                     `json:"database"`

@@ -115,3 +115,19 @@ func (Kind) Status(ctx context.Context, env *member.Env, name string) member.Rep
 	rep.Health, rep.Attention, rep.Detail = out.Health, out.Health != "ok", out
 	return rep
 }
+
+// Backlog is what the standby region (the one that does not process)
+// lacks of the processing region's events, against max_lag.
+func (Kind) Backlog(ctx context.Context, env *member.Env, name string) (float64, float64, string, bool) {
+	bound := float64(Find(env.Cfg, name).MaxLag)
+	st, ok := Kind{}.Status(ctx, env, name).Detail.(Status)
+	if !ok || st.Processing == "" {
+		return 0, bound, "events", false
+	}
+	for r, rs := range st.Regions {
+		if r != st.Processing {
+			return float64(rs.Missing), bound, "events", rs.Error == "" && st.Error == ""
+		}
+	}
+	return 0, bound, "events", false
+}

@@ -86,6 +86,11 @@ function dur(s) {
   return (s / 3600).toFixed(1) + "h";
 }
 
+// amount is a lag in its unit: seconds as a duration, else "512 bytes".
+function amount(v, unit) {
+  return unit ? `${Math.round(v)} ${unit}` : dur(v);
+}
+
 function clock(t) {
   return t ? new Date(t).toLocaleTimeString() : "-";
 }
@@ -265,7 +270,7 @@ function membersPart(o, rpo) {
     let now = `<td class="muted">-</td><td class="muted">-</td><td></td>`;
     if (r) {
       const within = !r.known ? `<span class="bad">unknown</span>` : r.target_seconds ? (r.lag_seconds <= r.target_seconds ? `<span class="ok">within</span>` : `<span class="bad">beyond</span>`) : "";
-      now = `<td>${r.known ? dur(r.lag_seconds) : "unknown"} ${within}</td><td>${r.target_seconds ? dur(r.target_seconds) : "-"}</td><td>${spark(r)}</td>`;
+      now = `<td>${r.known ? amount(r.lag_seconds, r.unit) : "unknown"} ${within}</td><td>${r.target_seconds ? amount(r.target_seconds, r.unit) : "-"}</td><td>${spark(r)}</td>`;
     }
     const [first, ...rest] = m.lines || [];
     return `<tr data-member="${esc(m.noun + " " + m.member)}"><td>${esc(m.noun)} <b>${esc(m.member)}</b></td>
@@ -274,7 +279,7 @@ function membersPart(o, rpo) {
   });
   const sampled = rpo.sampled ? `lag sampled every ${dur(rpo.every_seconds)}, last ${ago(rpo.sampled)}` : "no lag sample yet";
   return `<h2>Members: RPO now against its target</h2>
-    <p class="muted">Lag: how long the oldest change not yet in the standby has waited (what a failover now would lose). ${esc(sampled)}.</p>
+    <p class="muted">Lag: how long the oldest change not yet in the standby has waited (what a failover now would lose); for databases the WAL bytes the standby has not replayed, for streams the events the standby region lacks. ${esc(sampled)}.</p>
     <table id="members"><tr><th>member</th><th>health</th><th>lag now</th><th>RPO target</th><th>history</th><th>status</th></tr>
     ${rows.join("") || `<tr><td colspan="6" class="muted">no members</td></tr>`}</table>`;
 }
@@ -344,7 +349,7 @@ function executionPart(x) {
         <td class="state ${esc(s.state)}">${esc(s.state)}</td><td>${took}</td><td class="actions">${b.join("")}</td></tr>`);
     }
   }
-  const rpo = (x.rpo || []).map((m) => `${esc(m.member)}: ${m.known ? dur(m.lag_seconds) : "unknown"}`).join(" · ");
+  const rpo = (x.rpo || []).map((m) => `${esc(m.member)}: ${m.known ? amount(m.lag_seconds, m.unit) : "unknown"}`).join(" · ");
   return `<h2 id="execution-title">${esc(x.type)} ${id}: <span class="state ${esc(st)}">${esc(st)}</span></h2>
     <p>${esc(x.from)} → ${esc(x.to)} · decided ${clock(x.decided)} · ${x.rto_seconds ? "RTO <b>" + dur(x.rto_seconds) + "</b>" : x.ended ? "ended " + clock(x.ended) : "running for " + dur((Date.now() - new Date(x.decided)) / 1000)}
       ${x.error ? `<br><span class="bad">${esc(x.error)}</span>` : ""}${rpo ? `<br><span class="muted">lag at the decision: ${rpo}</span>` : ""}</p>
