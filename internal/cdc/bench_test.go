@@ -121,6 +121,23 @@ func BenchmarkApply(b *testing.B) {
 		}
 		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 	})
+	// decode: the source server decoding the same rows from a slot of its
+	// own and counting them, with no client and no target: the floor of
+	// any replicator that reads them by logical decoding.
+	b.Run("decode", func(b *testing.B) {
+		mustExec(b, src, `SELECT pg_create_logical_replication_slot('bench_decode', 'pgoutput')`)
+		defer mustExec(b, src, `SELECT pg_drop_replication_slot('bench_decode')`)
+		for i := range b.N {
+			b.StopTimer()
+			mustExec(b, src, "TRUNCATE acct")
+			for k := 0; k < n; k += 1000 {
+				mustExec(b, src, benchFill(i*n+k+1, i*n+min(k+1000, n)))
+			}
+			b.StartTimer()
+			mustExec(b, src, `SELECT count(*) FROM pg_logical_slot_get_binary_changes('bench_decode', NULL, NULL, 'proto_version', '1', 'publication_names', 'tandem_bench')`)
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	})
 	b.Run("copy", func(b *testing.B) {
 		mustExec(b, dst, `CREATE TABLE IF NOT EXISTS acct_copy (LIKE acct INCLUDING ALL)`)
 		for range b.N {

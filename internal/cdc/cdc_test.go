@@ -154,17 +154,25 @@ func TestReplicate(t *testing.T) {
 		`DELETE FROM orders WHERE id BETWEEN 100 AND 199`,
 		`UPDATE orders SET id = 100000 WHERE id = 500`,
 		`INSERT INTO orders (id, note) VALUES (6000, 'new')`,
+		// Values the staging COPY and the array literals must escape.
+		`INSERT INTO orders (id, note, big) VALUES (6001, E'tab\there\nline\r\\back "quote" {curly,comma}', '\N'), (6002, NULL, 'NULL')`,
 		`UPDATE items SET sku = 'changed' WHERE order_id = 7`)
 	level(t, o)
 	if got := query(t, tp.target.DSN(), `SELECT count(*) FROM orders WHERE note = 'touched' AND big LIKE '`+big[:10]+`%' AND length(big) = 100032`); got != "10" {
 		t.Fatalf("rows updated with an unchanged TOAST value: %s of 10 kept it", got)
+	}
+	if got := query(t, tp.target.DSN(), `SELECT note = E'tab\there\nline\r\\back "quote" {curly,comma}' AND big = '\N' FROM orders WHERE id = 6001`); got != "true" {
+		t.Fatalf("a value with tabs, line breaks, a backslash and quotes arrived as: %s", query(t, tp.target.DSN(), `SELECT note || '|' || big FROM orders WHERE id = 6001`))
+	}
+	if got := query(t, tp.target.DSN(), `SELECT note IS NULL AND big = 'NULL' FROM orders WHERE id = 6002`); got != "true" {
+		t.Fatalf("NULL and the text NULL arrived as: %s", got)
 	}
 	stop()
 	run(t, tp.primary.DSN(), `INSERT INTO orders (id, note) SELECT i, 'while down' FROM generate_series(7000, 7999) i`, `TRUNCATE items`,
 		`INSERT INTO items VALUES (1, 1, 'after truncate')`)
 	start(t, o)
 	rep := level(t, o)
-	if rep.Tables[0].Rows != 5901 || rep.Tables[1].Rows != 1 {
+	if rep.Tables[0].Rows != 5903 || rep.Tables[1].Rows != 1 {
 		t.Fatalf("rows compared: %+v", rep.Tables)
 	}
 	// Acknowledged only what the target holds: the slot's confirmed

@@ -22,7 +22,7 @@ func fetch(ctx context.Context, q Querier, t *Table, keys [][]string) (map[strin
 		for i, k := range keys {
 			col[i] = k[j]
 		}
-		args[j] = col
+		args[j] = pgArray(col)
 	}
 	texts := t.list(nil, func(c Col) string { return ident(c.Name) + "::text" })
 	sel := unnest(t, t.Key)

@@ -533,6 +533,8 @@ func (s *session) stream(ctx context.Context, pos Position) error {
 		}
 	}()
 	defer func() { cancel(); close(jobs); wg.Wait() }()
+	var recv deadlineCtx
+	defer recv.stop()
 	status := func(reply bool) error {
 		lastStatus = time.Now()
 		return pglogrepl.SendStandbyStatusUpdate(ctx, s.repl.PgConn(), pglogrepl.StandbyStatusUpdate{WALWritePosition: acked, ReplyRequested: reply})
@@ -584,9 +586,7 @@ func (s *session) stream(ctx context.Context, pos Position) error {
 		if !b.first.IsZero() && !inTxn {
 			deadline = b.first.Add(s.o.Flush)
 		}
-		rctx, cancel := context.WithDeadline(ctx, deadline)
-		msg, err := s.repl.PgConn().ReceiveMessage(rctx)
-		cancel()
+		msg, err := s.repl.PgConn().ReceiveMessage(recv.until(ctx, deadline))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -816,4 +816,29 @@ func (s *session) commit(ctx context.Context, b *batch, npos Position) error {
 	s.r.rows += rows
 	s.r.mu.Unlock()
 	return nil
+}
+
+// deadlineCtx is one context with a deadline, kept while it still holds:
+// a new one per replication message cost a tenth of the replicator's CPU.
+type deadlineCtx struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	at     time.Time
+}
+
+// until is a context that ends at deadline or earlier (a read that ends
+// early is read again).
+func (d *deadlineCtx) until(parent context.Context, deadline time.Time) context.Context {
+	if d.ctx == nil || d.at.After(deadline) || time.Until(d.at) <= 0 {
+		d.stop()
+		d.ctx, d.cancel = context.WithDeadline(parent, deadline)
+		d.at = deadline
+	}
+	return d.ctx
+}
+
+func (d *deadlineCtx) stop() {
+	if d.cancel != nil {
+		d.cancel()
+	}
 }

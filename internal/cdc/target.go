@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS tandem.cdc_position (pair text PRIMARY KEY, system_id
 CREATE TABLE IF NOT EXISTS tandem.cdc_journal (pair text NOT NULL, timeline int NOT NULL, end_lsn pg_lsn NOT NULL,
 	commit_time timestamptz NOT NULL, xid bigint NOT NULL, changes text[] NOT NULL, more int NOT NULL DEFAULT 0,
 	PRIMARY KEY (pair, timeline, end_lsn));
+ALTER TABLE tandem.cdc_journal ALTER COLUMN changes SET STORAGE EXTERNAL;
 CREATE TABLE IF NOT EXISTS tandem.cdc_events (pair text NOT NULL, at timestamptz NOT NULL DEFAULT now(), kind text NOT NULL, detail jsonb NOT NULL)`
 
 // prepare creates tandem's tables in the target (two writers racing on
