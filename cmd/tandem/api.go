@@ -216,25 +216,26 @@ func (a *api) lease(w http.ResponseWriter, r *http.Request) error {
 	return daemon.WriteJSON(w, map[string]any{"taken": true, "lease": rec})
 }
 
-// planType is the request's protection group and plan type.
-func (a *api) planType(r *http.Request) (*planEnv, string, error) {
+// planNow is the request's protection group and the plan of its type as
+// the topology gives it now (409 when none can be built now).
+func (a *api) planNow(r *http.Request) (*planEnv, *plan.Plan, error) {
 	pe, err := a.pg(r)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	typ := r.PathValue("type")
 	if !slices.Contains(config.PlanTypes, typ) {
-		return nil, "", notFound("unknown plan type %q (%s)", typ, strings.Join(config.PlanTypes, ", "))
+		return nil, nil, notFound("unknown plan type %q (%s)", typ, strings.Join(config.PlanTypes, ", "))
 	}
-	return pe, typ, nil
+	p, err := member.PlanNow(r.Context(), a.env, pe.pg, typ)
+	if err != nil {
+		return nil, nil, daemon.Error{Status: http.StatusConflict, Err: err}
+	}
+	return pe, p, nil
 }
 
 func (a *api) plan(w http.ResponseWriter, r *http.Request) error {
-	pe, typ, err := a.planType(r)
-	if err != nil {
-		return err
-	}
-	p, err := member.PlanNow(r.Context(), a.env, pe.pg, typ)
+	_, p, err := a.planNow(r)
 	if err != nil {
 		return err
 	}
@@ -246,13 +247,9 @@ func (a *api) plan(w http.ResponseWriter, r *http.Request) error {
 // starts nothing (two people pressing "failover" get one run).
 func (a *api) run(w http.ResponseWriter, r *http.Request) error {
 	decided := time.Now()
-	pe, typ, err := a.planType(r)
+	pe, p, err := a.planNow(r)
 	if err != nil {
 		return err
-	}
-	p, err := member.PlanNow(r.Context(), a.env, pe.pg, typ)
-	if err != nil {
-		return daemon.Error{Status: http.StatusConflict, Err: err}
 	}
 	ex, err := pe.executor(r.Context(), p.Home)
 	if err != nil {
@@ -261,7 +258,7 @@ func (a *api) run(w http.ResponseWriter, r *http.Request) error {
 	return a.start(w, ex, func(ctx context.Context) error {
 		_, err := ex.Run(ctx, p, decided)
 		return err
-	}, map[string]any{"type": typ, "from": p.From, "to": p.To})
+	}, map[string]any{"type": p.Type, "from": p.From, "to": p.To})
 }
 
 // start runs f in serve (it lives as long as serve: stopped with it, the
@@ -306,11 +303,7 @@ func (a *api) start(w http.ResponseWriter, ex *plan.Executor, f func(context.Con
 // {"step": ...}), skip ({"step": ...}, required) or resume, as `tandem plan`
 // does. It answers 202 once the execution runs again.
 func (a *api) cont(w http.ResponseWriter, r *http.Request) error {
-	pe, ex, x, err := a.find(r)
-	if err != nil {
-		return err
-	}
-	b, err := readStep(r)
+	pe, ex, x, b, err := a.findStep(r)
 	if err != nil {
 		return err
 	}
@@ -318,33 +311,37 @@ func (a *api) cont(w http.ResponseWriter, r *http.Request) error {
 	if action == "skip" && b.Step == "" {
 		return daemon.Error{Status: http.StatusBadRequest, Err: errors.New(`skip needs the step: {"step": "STEP"} (its id, as the execution lists it)`)}
 	}
+	return a.continueRun(w, pe, ex, x, action, b.Step, map[string]any{})
+}
+
+// continueRun runs x on in serve: action is retry, skip (of step) or
+// resume; the 202 answer carries also.
+func (a *api) continueRun(w http.ResponseWriter, pe *planEnv, ex *plan.Executor, x *plan.Execution, action, step string, also map[string]any) error {
 	p, err := member.Build(a.env, pe.pg, x.Type, x.From, x.To)
 	if err != nil {
 		return daemon.Error{Status: http.StatusConflict, Err: err}
 	}
+	also["action"] = action
 	return a.start(w, ex, func(ctx context.Context) error {
+		var err error
 		switch action {
 		case "retry":
-			_, err = ex.Retry(ctx, p, x.ID, b.Step)
+			_, err = ex.Retry(ctx, p, x.ID, step)
 		case "skip":
-			_, err = ex.Skip(ctx, p, x.ID, b.Step)
+			_, err = ex.Skip(ctx, p, x.ID, step)
 		default:
 			_, err = ex.Resume(ctx, p, x.ID, nil)
 		}
 		return err
-	}, map[string]any{"action": action})
+	}, also)
 }
 
 // prechecks runs a plan's prechecks now and answers their results (200
 // whether they pass or not: "ok" says).
 func (a *api) prechecks(w http.ResponseWriter, r *http.Request) error {
-	pe, typ, err := a.planType(r)
+	pe, p, err := a.planNow(r)
 	if err != nil {
 		return err
-	}
-	p, err := member.PlanNow(r.Context(), a.env, pe.pg, typ)
-	if err != nil {
-		return daemon.Error{Status: http.StatusConflict, Err: err}
 	}
 	return daemon.WriteJSON(w, runPrechecks(r.Context(), pe, p))
 }
@@ -425,6 +422,16 @@ type stepBody struct {
 	By   string `json:"by"`
 }
 
+// findStep is the request's execution and its optional body.
+func (a *api) findStep(r *http.Request) (*planEnv, *plan.Executor, *plan.Execution, stepBody, error) {
+	pe, ex, x, err := a.find(r)
+	if err != nil {
+		return nil, nil, nil, stepBody{}, err
+	}
+	b, err := readStep(r)
+	return pe, ex, x, b, err
+}
+
 func readStep(r *http.Request) (stepBody, error) {
 	var b stepBody
 	if r.ContentLength == 0 {
@@ -437,11 +444,7 @@ func readStep(r *http.Request) (stepBody, error) {
 }
 
 func (a *api) approve(w http.ResponseWriter, r *http.Request) error {
-	pe, ex, x, err := a.find(r)
-	if err != nil {
-		return err
-	}
-	b, err := readStep(r)
+	pe, ex, x, b, err := a.findStep(r)
 	if err != nil {
 		return err
 	}
@@ -456,15 +459,8 @@ func (a *api) approve(w http.ResponseWriter, r *http.Request) error {
 	if !runner.Live(x.Runner) {
 		// Nobody runs it (the tandem that waited is gone): serve goes on
 		// with it, as `tandem plan approve` does.
-		p, err := member.Build(a.env, pe.pg, x.Type, x.From, x.To)
-		if err != nil {
-			return daemon.Error{Status: http.StatusConflict, Err: err}
-		}
 		out["resumed"] = true
-		return a.start(w, ex, func(ctx context.Context) error {
-			_, err := ex.Resume(ctx, p, x.ID, nil)
-			return err
-		}, out)
+		return a.continueRun(w, pe, ex, x, "resume", "", out)
 	}
 	return daemon.WriteJSON(w, out)
 }

@@ -107,15 +107,19 @@ func BenchmarkApply(b *testing.B) {
 		<-done
 	}
 	replicate() // the slot and the (empty) snapshot
+	// refill puts run i's rows in the source, in transactions of 1,000.
+	refill := func(i int) {
+		mustExec(b, src, "TRUNCATE acct")
+		for k := 0; k < n; k += 1000 {
+			mustExec(b, src, benchFill(i*n+k+1, i*n+min(k+1000, n)))
+		}
+	}
 	b.Run("tandem", func(b *testing.B) {
 		// The rows wait in the slot while the replicator is stopped; the
 		// time is that of applying them all.
 		for i := range b.N {
 			b.StopTimer()
-			mustExec(b, src, "TRUNCATE acct")
-			for k := 0; k < n; k += 1000 {
-				mustExec(b, src, benchFill(i*n+k+1, i*n+min(k+1000, n)))
-			}
+			refill(i)
 			b.StartTimer()
 			replicate()
 		}
@@ -129,10 +133,7 @@ func BenchmarkApply(b *testing.B) {
 		defer mustExec(b, src, `SELECT pg_drop_replication_slot('bench_decode')`)
 		for i := range b.N {
 			b.StopTimer()
-			mustExec(b, src, "TRUNCATE acct")
-			for k := 0; k < n; k += 1000 {
-				mustExec(b, src, benchFill(i*n+k+1, i*n+min(k+1000, n)))
-			}
+			refill(i)
 			b.StartTimer()
 			mustExec(b, src, `SELECT count(*) FROM pg_logical_slot_get_binary_changes('bench_decode', NULL, NULL, 'proto_version', '1', 'publication_names', 'tandem_bench')`)
 		}
