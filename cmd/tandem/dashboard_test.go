@@ -240,3 +240,23 @@ protection_groups:
 		t.Fatalf("the lease with the witness gone: %d, want 503", resp.StatusCode)
 	}
 }
+
+// TestDashboardProtectedReads: with serve.protect_reads the page shows
+// nothing but how to go on until the token is typed in, then everything.
+func TestDashboardProtectedReads(t *testing.T) {
+	t.Parallel()
+	_, cfg := eastWest(t, `
+serve: {token: right-token, protect_reads: true}
+protection_groups:
+  - {name: lakehouse, primary: east, standby: west, replications: [lake]}
+`)
+	srv := startServe(t, cfg, "west")
+	p := openPage(t, browser(t), srv.url(t)+"/")
+	p.see("#needs-token", "type serve.token in the token field")
+	if body := p.text("body"); strings.Contains(body, "replication lake") || strings.Contains(body, "east") {
+		t.Fatalf("the page showed data without the token:\n%s", body)
+	}
+	p.setToken("right-token")
+	p.see("#holder", "east")
+	p.see("#members", "replication lake")
+}

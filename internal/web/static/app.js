@@ -6,6 +6,7 @@
 const API = "/api/v1";
 const REFRESH_MS = 2000;
 const PLAN_TYPES = ["switchover", "failover", "failback", "drill-start", "drill-stop"];
+const NEEDS_TOKEN = "serve shows nothing without its token (serve.protect_reads): type serve.token in the token field, top right.";
 
 const ui = {
   groups: [],
@@ -109,7 +110,7 @@ async function loadGroups() {
   try {
     ui.groups = await call("GET", "/protection-groups");
   } catch (e) {
-    $("main").innerHTML = `<p class="bad">serve's API does not answer: ${esc(e.message)}</p>`;
+    $("main").innerHTML = e.status === 401 ? `<p class="bad" id="needs-token">${esc(NEEDS_TOKEN)}</p>` : `<p class="bad">serve's API does not answer: ${esc(e.message)}</p>`;
     setTimeout(loadGroups, REFRESH_MS);
     return;
   }
@@ -148,7 +149,7 @@ async function refresh() {
     ui.failing = null;
     noticeMove(overview);
   } catch (e) {
-    ui.failing = e.message;
+    ui.failing = e.status === 401 ? NEEDS_TOKEN : e.message;
   } finally {
     refreshing = false;
   }
@@ -167,7 +168,10 @@ function noticeMove(o) {
 
 function render() {
   const c = $("conn");
-  if (ui.failing) {
+  if (ui.failing === NEEDS_TOKEN) {
+    c.className = "bad";
+    c.textContent = NEEDS_TOKEN;
+  } else if (ui.failing) {
     c.className = "bad";
     c.textContent = `serve does not answer since ${clock(ui.lastGood)}: ${ui.failing}; showing what it said last, trying again`;
   } else {
@@ -216,7 +220,7 @@ function cards(o, runs) {
   } else if (role.error) {
     lease = `<div class="big bad">unknown</div>`;
   } else {
-    lease = `<div class="big">${esc(o.primary)}</div><div class="muted">never taken: the configured primary</div>`;
+    lease = `<div class="big" id="holder">${esc(o.primary)}</div><div class="muted">never taken: the configured primary</div>`;
   }
   const witness = role.error ? `<div class="bad" id="witness">witness: does not answer: ${esc(role.error)}</div>` : `<div class="ok" id="witness">witness: answers</div>`;
   const health = role.health === "ok" && !o.members.some((m) => m.attention) && !o.parts.some((p) => p.attention);
