@@ -206,6 +206,9 @@ primary is gone. The lag is how much data a failover now would lose, at most.`)
 	if err := demoIntegration(ctx, dir, step, w); err != nil {
 		return err
 	}
+	if err := demoReports(ctx, dir, cfgPath, step, w); err != nil {
+		return err
+	}
 
 	fmt.Fprintf(w, `
 == Done
@@ -215,7 +218,7 @@ primary, with no standby until a failback. Try:
   %[5]s plan executions --config %[2]s
   %[5]s plan show --config %[2]s failback
   %[5]s plan run --dry-run --config %[2]s failback
-  %[5]s report --config %[2]s --history --out %[1]s/history.html     (every run's RTO and RPO)
+  %[5]s report --config %[2]s --history --out %[1]s/history.html
   %[5]s serve --config %[2]s --region standby     (the web page on http://127.0.0.1:9750/)
   %[5]s replicate --json %[3]s %[4]s
 (The workflow steps call a scheduler that lived inside the demo process: by

@@ -321,6 +321,7 @@ func TestDemo(t *testing.T) {
 		"both regions' serves and the witness observer see both regions up",
 		"primary is down: seen by standby and witness-observer since",
 		"lakehouse: held by standby, epoch 4, standby none",
+		"== 18. Reports for the auditors", "the last failover, failover-", "  replication lake: ", "history.html",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q", want)
