@@ -137,7 +137,8 @@ protection_groups:
 	// The primary's region goes dark: its tab says so, and keeps what it
 	// last read; the standby's tab sees the lease expire.
 	east.kill()
-	pe.see("#conn", "serve does not answer since")
+	pe.see("#conn", "serve does not answer")
+	pe.see("#conn", "showing what it said last, trying again")
 	pe.see("#holder", "east")
 	pw.see("#lease", "expired")
 

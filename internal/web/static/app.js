@@ -149,7 +149,9 @@ async function refresh() {
     ui.failing = null;
     noticeMove(overview);
   } catch (e) {
-    ui.failing = e.status === 401 ? NEEDS_TOKEN : e.message;
+    if (e.status === 401) ui.failing = NEEDS_TOKEN;
+    else if (e.status) ui.failing = `serve answers ${e.status}: ${e.message}`;
+    else ui.failing = `serve does not answer (${e.message})`;
   } finally {
     refreshing = false;
   }
@@ -173,7 +175,7 @@ function render() {
     c.textContent = NEEDS_TOKEN;
   } else if (ui.failing) {
     c.className = "bad";
-    c.textContent = `serve does not answer since ${clock(ui.lastGood)}: ${ui.failing}; showing what it said last, trying again`;
+    c.textContent = `${ui.failing}, since ${clock(ui.lastGood)}: showing what it said last, trying again`;
   } else {
     c.className = "muted";
     c.textContent = "updated " + clock(ui.lastGood);
