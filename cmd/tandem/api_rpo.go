@@ -58,7 +58,7 @@ func (h *rpoHistory) round(ctx context.Context) time.Duration {
 // rpoPoint is one sample of one member.
 type rpoPoint struct {
 	At    time.Time `json:"at"`
-	Lag   float64   `json:"lag_seconds"`
+	Lag   float64   `json:"lag"`
 	Known bool      `json:"known"`
 }
 

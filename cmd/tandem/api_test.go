@@ -117,7 +117,7 @@ protection_groups:
 	expect("GET", "/protection-groups/lakehouse/plans/switchover/prechecks", "", "", 200, `"id":"check.replication:lake","region":"west","ok":true`)
 	waitFor(t, "no lag sample", func() bool {
 		_, x := call("GET", "/protection-groups/lakehouse/rpo", "", "")
-		return strings.Contains(x, `"member":"replication lake"`) && strings.Contains(x, `"target_seconds":900`) && strings.Contains(x, `"history":[{`)
+		return strings.Contains(x, `"member":"replication lake"`) && strings.Contains(x, `"target":900`) && strings.Contains(x, `"history":[{`)
 	})
 	expect("GET", "/protection-groups/lakehouse/history", "", "", 200, "Drills and failovers of lakehouse")
 
@@ -162,7 +162,7 @@ protection_groups:
 	expect("GET", "/protection-groups/lakehouse/executions/"+id+"/report", "", "", 200, "approved by ops on call (through the HTTP API from 127.0.0.1")
 	expect("POST", "/protection-groups/lakehouse/executions/"+id+"/cancel", "right-token", "", 409, "already ended (succeeded)")
 	expect("POST", "/protection-groups/lakehouse/executions/"+id+"/resume", "right-token", "", 409, "already succeeded")
-	expect("GET", "/protection-groups/lakehouse/executions/"+id, "", "", 200, `"rpo":[{"member":"replication lake","lag_seconds":`)
+	expect("GET", "/protection-groups/lakehouse/executions/"+id, "", "", 200, `"rpo":[{"member":"replication lake","lag":`)
 
 	// A bucket's promotion, and a workflow run's completion.
 	expect("POST", "/replications/nosuch/promote", "right-token", "", 404, "nosuch")

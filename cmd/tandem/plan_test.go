@@ -692,7 +692,7 @@ protection_groups:
 
 	// serve's lag history counts it in WAL bytes, against max_lag.
 	srv := startServe(t, cfg, "west")
-	re := regexp.MustCompile(`"member":"database warehouse","lag_seconds":(\d+),"known":true,"target_seconds":65536,"unit":"bytes"`)
+	re := regexp.MustCompile(`"member":"database warehouse","lag":(\d+),"known":true,"target":65536,"unit":"bytes"`)
 	waitFor(t, "no byte lag sampled", func() bool {
 		m := re.FindStringSubmatch(get(t, srv.url(t)+"/api/v1/protection-groups/lakehouse/rpo"))
 		if m == nil {

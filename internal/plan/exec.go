@@ -83,10 +83,10 @@ type MemberRPO struct {
 	// (0: none waited), or with Unit what the standby lacked counted in
 	// it (WAL bytes, events); Known is false when the member could not
 	// tell.
-	Lag   float64 `json:"lag_seconds"`
+	Lag   float64 `json:"lag"`
 	Known bool    `json:"known"`
 	// Target is the member's RPO bound in the same unit (0: none set).
-	Target float64 `json:"target_seconds,omitempty"`
+	Target float64 `json:"target,omitempty"`
 	// Unit is "" for seconds, else "bytes" or "events".
 	Unit string `json:"unit,omitempty"`
 }

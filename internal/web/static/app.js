@@ -250,7 +250,7 @@ function spark(m) {
   const pts = m.history || [];
   if (!pts.length) return "";
   const W = 160, H = 28;
-  const top = Math.max(m.target_seconds || 0, ...pts.map((p) => p.lag_seconds), 1);
+  const top = Math.max(m.target || 0, ...pts.map((p) => p.lag), 1);
   const t0 = new Date(pts[0].at).getTime(), t1 = Math.max(new Date(pts[pts.length - 1].at).getTime(), t0 + 1);
   const x = (p) => (((new Date(p.at).getTime() - t0) / (t1 - t0)) * (W - 4) + 2).toFixed(1);
   const y = (v) => (H - 2 - (v / top) * (H - 4)).toFixed(1);
@@ -260,10 +260,10 @@ function spark(m) {
       pen = false;
       continue;
     }
-    path += `${pen ? "L" : "M"}${x(p)},${y(p.lag_seconds)} `;
+    path += `${pen ? "L" : "M"}${x(p)},${y(p.lag)} `;
     pen = true;
   }
-  const target = m.target_seconds ? `<line x1="0" x2="${W}" y1="${y(m.target_seconds)}" y2="${y(m.target_seconds)}" stroke="#cf222e" stroke-dasharray="3,3"/>` : "";
+  const target = m.target ? `<line x1="0" x2="${W}" y1="${y(m.target)}" y2="${y(m.target)}" stroke="#cf222e" stroke-dasharray="3,3"/>` : "";
   return `<svg class="spark" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img" aria-label="lag of ${esc(m.member)} over the last ${pts.length} samples">
     <rect width="${W}" height="${H}" fill="#f6f8fa"/>${target}<path d="${path}" fill="none" stroke="#0969da" stroke-width="1.5"/></svg>`;
 }
@@ -275,8 +275,8 @@ function membersPart(o, rpo) {
     const r = lag[m.noun + " " + m.member];
     let now = `<td class="muted">-</td><td class="muted">-</td><td></td>`;
     if (r) {
-      const within = !r.known ? `<span class="bad">unknown</span>` : r.target_seconds ? (r.lag_seconds <= r.target_seconds ? `<span class="ok">within</span>` : `<span class="bad">beyond</span>`) : "";
-      now = `<td>${r.known ? amount(r.lag_seconds, r.unit) : "unknown"} ${within}</td><td>${r.target_seconds ? amount(r.target_seconds, r.unit) : "-"}</td><td>${spark(r)}</td>`;
+      const within = !r.known ? `<span class="bad">unknown</span>` : r.target ? (r.lag <= r.target ? `<span class="ok">within</span>` : `<span class="bad">beyond</span>`) : "";
+      now = `<td>${r.known ? amount(r.lag, r.unit) : "unknown"} ${within}</td><td>${r.target ? amount(r.target, r.unit) : "-"}</td><td>${spark(r)}</td>`;
     }
     const [first, ...rest] = m.lines || [];
     return `<tr data-member="${esc(m.noun + " " + m.member)}"><td>${esc(m.noun)} <b>${esc(m.member)}</b></td>
@@ -355,7 +355,7 @@ function executionPart(x) {
         <td class="state ${esc(s.state)}">${esc(s.state)}</td><td>${took}</td><td class="actions">${b.join("")}</td></tr>`);
     }
   }
-  const rpo = (x.rpo || []).map((m) => `${esc(m.member)}: ${m.known ? amount(m.lag_seconds, m.unit) : "unknown"}`).join(" · ");
+  const rpo = (x.rpo || []).map((m) => `${esc(m.member)}: ${m.known ? amount(m.lag, m.unit) : "unknown"}`).join(" · ");
   return `<h2 id="execution-title">${esc(x.type)} ${id}: <span class="state ${esc(st)}">${esc(st)}</span></h2>
     <p>${esc(x.from)} → ${esc(x.to)} · decided ${clock(x.decided)} · ${x.rto_seconds ? "RTO <b>" + dur(x.rto_seconds) + "</b>" : x.ended ? "ended " + clock(x.ended) : "running for " + dur((Date.now() - new Date(x.decided)) / 1000)}
       ${x.error ? `<br><span class="bad">${esc(x.error)}</span>` : ""}${rpo ? `<br><span class="muted">lag at the decision: ${rpo}</span>` : ""}</p>
