@@ -79,6 +79,13 @@ func (p *page) see(sel, want string) {
 	run(p, chromedp.Poll[bool](js, chromedp.WithPollingInterval(100*time.Millisecond)))
 }
 
+// notSee waits until the first element sel matches no longer shows text.
+func (p *page) notSee(sel, text string) {
+	p.t.Helper()
+	js := `(() => { const e = document.querySelector(` + quoteJS(sel) + `); return !!e && !e.innerText.includes(` + quoteJS(text) + `); })()`
+	run(p, chromedp.Poll[bool](js, chromedp.WithPollingInterval(100*time.Millisecond)))
+}
+
 func (p *page) click(sel string) {
 	p.t.Helper()
 	p.do(chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
@@ -215,6 +222,8 @@ protection_groups:
 		t.Fatal("report --pdf without a browser wrote a file")
 	}
 
+	// The run's lock is gone once the overview is read again.
+	pw.notSee("#health", "unfinished run")
 	shot := filepath.Join(t.TempDir(), "dashboard.png")
 	if f := os.Getenv("TANDEM_SCREENSHOT"); f != "" {
 		shot = f
