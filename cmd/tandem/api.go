@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -282,9 +284,7 @@ func (a *api) start(w http.ResponseWriter, ex *plan.Executor, f func(context.Con
 	select {
 	case id := <-started:
 		out := map[string]any{"execution": id}
-		for k, v := range also {
-			out[k] = v
-		}
+		maps.Copy(out, also)
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusAccepted)
 		return json.NewEncoder(w).Encode(out)
@@ -455,7 +455,7 @@ func (a *api) approve(w http.ResponseWriter, r *http.Request) error {
 	if x, err = ex.Approve(r.Context(), x.ID, b.Step, by); err != nil {
 		return daemon.Error{Status: http.StatusConflict, Err: err}
 	}
-	out := map[string]any{"execution": x.ID, "approved": orDefault(b.Step, "every waiting step")}
+	out := map[string]any{"execution": x.ID, "approved": cmp.Or(b.Step, "every waiting step")}
 	if !runner.Live(x.Runner) {
 		// Nobody runs it (the tandem that waited is gone): serve goes on
 		// with it, as `tandem plan approve` does.
@@ -477,11 +477,4 @@ func (a *api) cancel(w http.ResponseWriter, r *http.Request) error {
 		return daemon.Error{Status: http.StatusConflict, Err: err}
 	}
 	return daemon.WriteJSON(w, map[string]any{"execution": x.ID, "state": x.State})
-}
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
