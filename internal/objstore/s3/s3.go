@@ -20,13 +20,13 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+	"golang.org/x/sync/semaphore"
 
 	"tandem/internal/objstore"
 
@@ -50,13 +50,14 @@ type Options struct {
 // Bucket is a bucket and key prefix on an S3-compatible service.
 type Bucket struct {
 	client  *s3.Client
-	presign *s3.PresignClient
+	direct  *direct // the requests made per object
 	http    *awshttp.BuildableClient
 	bucket  string
 	prefix  string // "" or ending in "/"
 	url     string
-	ident   string   // the URL with the endpoint and the bucket's region
-	uploads sync.Map // upload ids of this handle's multipart uploads under way
+	ident   string              // the URL with the endpoint and the bucket's region
+	uploads sync.Map            // upload ids of this handle's multipart uploads under way
+	buffers *semaphore.Weighted // putBudget
 }
 
 var (
@@ -65,6 +66,7 @@ var (
 	_ objstore.Gated       = (*Bucket)(nil)
 	_ objstore.GateDeleter = (*Bucket)(nil)
 	_ objstore.Revoker     = (*Bucket)(nil)
+	_ objstore.InFlighter  = (*Bucket)(nil)
 )
 
 // Open connects to bucket and checks, with one HeadBucket request, that it
@@ -73,7 +75,7 @@ func Open(ctx context.Context, bucket, prefix string, o Options) (*Bucket, error
 	if prefix != "" && !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
-	b := &Bucket{bucket: bucket, prefix: prefix, url: "s3://" + bucket + "/" + prefix, http: httpClient()}
+	b := &Bucket{bucket: bucket, prefix: prefix, url: "s3://" + bucket + "/" + prefix, http: httpClient(), buffers: semaphore.NewWeighted(putBudget)}
 	if err := CheckEndpoint(o.Endpoint); err != nil {
 		return nil, fmt.Errorf("%s: %w", b.url, err)
 	}
@@ -116,10 +118,12 @@ func Open(ctx context.Context, bucket, prefix string, o Options) (*Bucket, error
 		so.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		so.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
-	b.presign = s3.NewPresignClient(b.client)
 	head, err := b.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &b.bucket})
 	if err != nil {
 		return nil, b.openErr(o.Endpoint, err)
+	}
+	if b.direct, err = newDirect(ctx, s3.NewPresignClient(b.client), bucket, cfg.Credentials, b.http, attempts); err != nil {
+		return nil, fmt.Errorf("%s: %w", b.url, err)
 	}
 	b.ident = b.url
 	if o.Endpoint != "" {
@@ -224,19 +228,50 @@ func (b *Bucket) Identity() string { return b.ident }
 
 func trimETag(s *string) string { return strings.Trim(aws.ToString(s), `"`) }
 
+// List reads one page ahead: the next page is on its way while the
+// caller works through the current one (a pass that copies as it lists
+// would otherwise wait for every page with its copies idle).
 func (b *Bucket) List(ctx context.Context, prefix string) iter.Seq2[objstore.Info, error] {
 	return func(yield func(objstore.Info, error) bool) {
-		p := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{
-			Bucket: &b.bucket,
-			Prefix: aws.String(b.prefix + prefix),
-		})
-		for p.HasMorePages() {
-			page, err := p.NextPage(ctx)
-			if err != nil {
-				yield(objstore.Info{}, b.wrap("list", prefix, err))
+		// stop ends the reader when the caller stops early; a canceled
+		// ctx reaches the caller as the error of the page it was reading.
+		ctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		type result struct {
+			page *s3.ListObjectsV2Output
+			err  error
+		}
+		pages := make(chan result, 1)
+		go func() {
+			defer close(pages)
+			p := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{
+				Bucket: &b.bucket,
+				Prefix: aws.String(b.prefix + prefix),
+			})
+			for p.HasMorePages() {
+				page, err := p.NextPage(ctx)
+				select {
+				case pages <- result{page, err}:
+				case <-done:
+					return
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+		defer func() {
+			close(done)
+			stop()
+			for range pages {
+			}
+		}()
+		for r := range pages {
+			if r.err != nil {
+				yield(objstore.Info{}, b.wrap("list", prefix, r.err))
 				return
 			}
-			for _, o := range page.Contents {
+			for _, o := range r.page.Contents {
 				key := strings.TrimPrefix(aws.ToString(o.Key), b.prefix)
 				if !yield(objstore.Info{
 					Key:     key,
@@ -260,27 +295,23 @@ func (b *Bucket) Stat(ctx context.Context, key string) (objstore.Info, error) {
 }
 
 func (b *Bucket) Get(ctx context.Context, key string) (io.ReadCloser, objstore.Info, error) {
-	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.bucket, Key: aws.String(b.prefix + key)})
+	resp, err := b.direct.get(ctx, b.prefix+key, nil)
 	if err != nil {
 		return nil, objstore.Info{}, b.wrap("get", key, err)
 	}
-	return out.Body, objstore.Info{Key: key, Size: aws.ToInt64(out.ContentLength), ETag: trimETag(out.ETag), ModTime: aws.ToTime(out.LastModified)}, nil
+	return resp.Body, responseInfo(key, resp), nil
 }
 
 func (b *Bucket) GetRange(ctx context.Context, key string, off, n int64, etag string) (io.ReadCloser, error) {
-	in := &s3.GetObjectInput{
-		Bucket: &b.bucket,
-		Key:    aws.String(b.prefix + key),
-		Range:  aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1)),
-	}
+	h := map[string]string{"Range": fmt.Sprintf("bytes=%d-%d", off, off+n-1)}
 	if etag != "" {
-		in.IfMatch = aws.String(`"` + etag + `"`)
+		h["If-Match"] = `"` + etag + `"`
 	}
-	out, err := b.client.GetObject(ctx, in)
+	resp, err := b.direct.get(ctx, b.prefix+key, h)
 	if err != nil {
 		return nil, b.wrap("get", key, err)
 	}
-	return out.Body, nil
+	return resp.Body, nil
 }
 
 // seekable returns a body the SDK can sign and resend: S3 over plain HTTP
@@ -333,9 +364,29 @@ func conditions(opts objstore.PutOptions) (ifNoneMatch, ifMatch *string) {
 	return
 }
 
+// InFlight: each request waits a round trip to the service, most of it
+// idle for tandem, so small objects want many at once; the memory they
+// hold is bounded by putBudget.
+func (b *Bucket) InFlight() int { return 64 }
+
+// putBudget bounds the bytes that Puts of bodies that cannot be read
+// twice (a GET's answer) hold in memory at once, whatever the number of
+// Puts in flight.
+const putBudget = 128 << 20
+
 func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, opts objstore.PutOptions) (objstore.Info, error) {
 	if err := objstore.CheckKey(key); err != nil {
 		return objstore.Info{}, err
+	}
+	if _, ok := r.(io.ReadSeeker); !ok || size < 0 {
+		w := int64(gatedSingleMax)
+		if size >= 0 {
+			w = min(size, putBudget)
+		}
+		if err := b.buffers.Acquire(ctx, w); err != nil {
+			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.url, err)
+		}
+		defer b.buffers.Release(w)
 	}
 	body, n, err := seekable(r, size)
 	if err != nil {
@@ -359,22 +410,14 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 		return b.PutParts(ctx, key, n, DefaultGatedPart, 4, open, opts)
 	}
 	if opts.Gate != nil {
-		until, err := opts.Gate.Run()
-		var signed presigned
-		if err == nil {
-			signed, err = signUntil(until)
+		h := map[string]string{}
+		if opts.IfAbsent {
+			h["If-None-Match"] = "*"
 		}
-		if err != nil {
-			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.url, err)
+		if opts.IfMatch != "" {
+			h["If-Match"] = `"` + opts.IfMatch + `"`
 		}
-		// The request is presigned to expire when the grant ends: the
-		// server refuses it if it arrives later (a paused writer).
-		in.Body = nil
-		pr, err := b.presign.PresignPutObject(ctx, in, signed.options)
-		if err != nil {
-			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.url, err)
-		}
-		resp, err := b.sendPresigned(ctx, pr.Method, pr.URL, pr.SignedHeader, body, n)
+		resp, err := b.sendGated(ctx, http.MethodPut, key, h, opts.Gate, body, n)
 		if err != nil {
 			return objstore.Info{}, b.putErr(key, opts, err)
 		}
@@ -387,39 +430,57 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 	return objstore.Info{Key: key, Size: n, ETag: trimETag(out.ETag)}, nil
 }
 
-// presigned signs a request with a signing time taken at once after the
-// gate, and an expiry so that the server refuses it after the grant ends,
-// until: SigV4 counts whole seconds from the signing time truncated to the
-// second, so it expires within a second after until. However long the
-// writer is held up afterwards, the request's deadline stays.
-type presigned struct {
-	options func(*s3.PresignOptions)
-}
-
-func signUntil(until time.Time) (presigned, error) {
+// sendGated runs the gate, then sends the request presigned with a
+// signing time taken at once after it, expiring so that the server
+// refuses it after the grant ends: SigV4 counts whole seconds from the
+// signing time truncated to the second, so it expires within a second
+// after the grant. However long the writer is held up afterwards, the
+// request's deadline stays. An expired request fails with
+// objstore.ErrRevoked; other errors carry the S3 code and status.
+func (b *Bucket) sendGated(ctx context.Context, method, key string, header map[string]string, gate objstore.Gate, body io.ReadSeeker, n int64) (*http.Response, error) {
+	until, err := gate.Run()
+	if err != nil {
+		return nil, err
+	}
 	at := time.Now()
 	if until.IsZero() {
 		until = at.Add(time.Second)
 	}
 	if !at.Before(until) {
-		return presigned{}, fmt.Errorf("its grant ended before it was sent: %w", objstore.ErrRevoked)
+		return nil, fmt.Errorf("its grant ended before it was sent: %w", objstore.ErrRevoked)
 	}
 	secs := int64(until.Sub(at.Truncate(time.Second))/time.Second) + 1
-	signer := v4.NewSigner(func(so *v4.SignerOptions) { so.DisableURIPathEscaping = true })
-	return presigned{options: func(o *s3.PresignOptions) {
-		o.Presigner = signedAt{signer, at}
-		o.Expires = time.Duration(secs) * time.Second
-	}}, nil
-}
-
-// signedAt signs at a fixed time.
-type signedAt struct {
-	s  *v4.Signer
-	at time.Time
-}
-
-func (s signedAt) PresignHTTP(ctx context.Context, creds aws.Credentials, r *http.Request, payloadHash, service, region string, _ time.Time, optFns ...func(*v4.SignerOptions)) (string, http.Header, error) {
-	return s.s.PresignHTTP(ctx, creds, r, payloadHash, service, region, s.at, optFns...)
+	url, signed, err := b.direct.presign(ctx, method, b.prefix+key, header, at, time.Duration(secs)*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if beforeSend != nil {
+		beforeSend()
+	}
+	var rd io.Reader = http.NoBody
+	if body != nil && n > 0 {
+		rd = body
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range signed {
+		if !strings.EqualFold(k, "host") {
+			req.Header[k] = v
+		}
+	}
+	req.ContentLength = n
+	resp, err := b.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return nil, answerErr(resp)
+	}
+	io.Copy(io.Discard, resp.Body)
+	return resp, nil
 }
 
 // Gated objects larger than gatedSingleMax go up in parts of
@@ -438,7 +499,8 @@ var beforeSend func()
 // the server's expiry of a presigned request counts whole seconds.
 const Slack = time.Second
 
-// apiError is an S3 error answer to a presigned request.
+// apiError is an S3 error answer to a request tandem sent itself
+// (package direct).
 type apiError struct {
 	status        int
 	Code, Message string
@@ -449,53 +511,6 @@ func (e *apiError) ErrorCode() string             { return e.Code }
 func (e *apiError) ErrorMessage() string          { return e.Message }
 func (e *apiError) ErrorFault() smithy.ErrorFault { return smithy.FaultUnknown }
 func (e *apiError) HTTPStatusCode() int           { return e.status }
-
-// sendPresigned sends a presigned request. An expired one fails with
-// objstore.ErrRevoked; other errors carry the S3 code and status.
-func (b *Bucket) sendPresigned(ctx context.Context, method, url string, header http.Header, body io.ReadSeeker, n int64) (*http.Response, error) {
-	if beforeSend != nil {
-		beforeSend()
-	}
-	var rd io.Reader = http.NoBody
-	if body != nil && n > 0 {
-		rd = body
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, rd)
-	if err != nil {
-		return nil, err
-	}
-	for k, v := range header {
-		if !strings.EqualFold(k, "host") {
-			req.Header[k] = v
-		}
-	}
-	req.ContentLength = n
-	resp, err := b.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 == 2 {
-		io.Copy(io.Discard, resp.Body)
-		return resp, nil
-	}
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	ae := &apiError{status: resp.StatusCode}
-	if i := bytes.Index(data, []byte("<Code>")); i >= 0 {
-		if j := bytes.Index(data[i:], []byte("</Code>")); j > 0 {
-			ae.Code = string(data[i+6 : i+j])
-		}
-	}
-	if i := bytes.Index(data, []byte("<Message>")); i >= 0 {
-		if j := bytes.Index(data[i:], []byte("</Message>")); j > 0 {
-			ae.Message = string(data[i+9 : i+j])
-		}
-	}
-	if resp.StatusCode == http.StatusForbidden && strings.Contains(strings.ToLower(ae.Message), "expired") {
-		return nil, fmt.Errorf("its time ran out before it reached the store (%s): %w", ae.Message, objstore.ErrRevoked)
-	}
-	return nil, ae
-}
 
 // PutParts uploads size bytes as a multipart upload with up to concurrency
 // parts in flight; each part is read into memory before it is sent so that a
@@ -616,19 +631,7 @@ func (b *Bucket) DeleteGated(ctx context.Context, key string, gate objstore.Gate
 	if gate == nil {
 		return b.Delete(ctx, key)
 	}
-	until, err := gate.Run()
-	var signed presigned
-	if err == nil {
-		signed, err = signUntil(until)
-	}
-	if err != nil {
-		return fmt.Errorf("delete %s in %s: %w", key, b.url, err)
-	}
-	pr, err := b.presign.PresignDeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &b.bucket, Key: aws.String(b.prefix + key)}, signed.options)
-	if err != nil {
-		return fmt.Errorf("delete %s in %s: %w", key, b.url, err)
-	}
-	if _, err := b.sendPresigned(ctx, pr.Method, pr.URL, pr.SignedHeader, nil, 0); err != nil && !errors.Is(b.wrap("delete", key, err), objstore.ErrNotExist) {
+	if _, err := b.sendGated(ctx, http.MethodDelete, key, nil, gate, nil, 0); err != nil && !errors.Is(b.wrap("delete", key, err), objstore.ErrNotExist) {
 		return b.wrap("delete", key, err)
 	}
 	return nil
