@@ -31,29 +31,49 @@ T="$WORK/bin/tandem"
 RCLONE=(rclone sync --checksum --fast-list --transfers 16 --checkers 16)
 RESULTS="$WORK/results.tsv"
 
-# measure NAME TOOL CMD...: runs CMD, appends "name tool seconds maxrss_kb".
+# measure NAME TOOL CMD...: runs CMD, appends "name tool seconds maxrss_kb
+# cpu_seconds server_cpu_seconds" (the tool's user and system time; with
+# S3CPU=1, the two S3 servers' CPU time during the run, else 0).
 measure() {
 	local name=$1 tool=$2; shift 2
-	/usr/bin/time -f "%e %M" -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" || {
+	local c0=0
+	[ -n "${S3CPU:-}" ] && c0=$(servers_cpu)
+	/usr/bin/time -f "%e %M %U %S" -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" || {
 		echo "bench: $tool failed in $name:" >&2; cat "$WORK/err" >&2; exit 1; }
-	read -r secs rss <"$WORK/time"
-	printf '%s\t%s\t%s\t%s\n' "$name" "$tool" "$secs" "$rss" >>"$RESULTS"
-	printf '  %-12s %-8s %8.2fs %8d KiB\n' "$name" "$tool" "$secs" "$rss" >&2
+	local srv=0
+	[ -n "${S3CPU:-}" ] && srv=$(awk -v a="$c0" -v b="$(servers_cpu)" 'BEGIN { printf "%.2f", (b - a) / 100 }')
+	read -r secs rss usr sys <"$WORK/time"
+	cpu=$(awk -v u="$usr" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$tool" "$secs" "$rss" "$cpu" "$srv" >>"$RESULTS"
+	printf '  %-12s %-11s %8.2fs %8d KiB  cpu %6.2fs  servers %6.2fs\n' "$name" "$tool" "$secs" "$rss" "$cpu" "$srv" >&2
+}
+
+# servers_cpu: the CPU time (in clock ticks) the S3 servers used so far.
+servers_cpu() {
+	local t=0 p
+	for p in $S3PIDS; do
+		t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
+	done
+	echo "$t"
 }
 
 # Every run writes into a folder never used before, and folders are deleted
-# only after a case: on ext4, creating files right after deleting thousands
-# costs several times more (the deletion's work is still going on), which
-# would charge one tool for the other's cleanup.
-RUN=0
-fresh() { RUN=$((RUN + 1)); DST="$WORK/dst/$RUN"; mkdir -p "$DST"; sync; sleep 1; }
-cleanup() { rm -rf "$WORK/dst"; sync; sleep 3; }
+# only after a case, followed by a wait of 40 seconds. This machine's ext4
+# has no journal: a new file's inode is never one freed in the last 30
+# seconds (the kernel's dirty_expire_centisecs, plus 5), and the allocator
+# looks at every such inode before it finds a free one, so creating files
+# right after deleting thousands costs several times more (perf shows
+# ext4's recently_deleted), which would charge one tool for another's
+# cleanup.
+cleanup() { rm -rf "$WORK/dst"; sync; sleep 40; }
 
 # Two S3 servers on loopback, one per region.
 start_s3() {
 	[ -n "${SRC_EP:-}" ] && return
 	"$WORK/bin/s3server" -root "$WORK/s3a" -bucket src >"$WORK/s3a.ep" 2>"$WORK/s3a.log" &
+	S3PIDS=$!
 	"$WORK/bin/s3server" -root "$WORK/s3b" >"$WORK/s3b.ep" 2>"$WORK/s3b.log" &
+	S3PIDS="$S3PIDS $!"
 	for _ in $(seq 400); do grep -q '^http' "$WORK/s3a.ep" && grep -q '^http' "$WORK/s3b.ep" && break; sleep 0.05; done
 	SRC_EP=$(grep '^http' "$WORK/s3a.ep"); DST_EP=$(grep '^http' "$WORK/s3b.ep")
 	# Plain HTTP on loopback: a CA bundle from the environment only gets in
@@ -92,8 +112,8 @@ for c in $CASES; do
 	files10k | files100k)
 		n=${c#files}; n=${n%k}000; gen_files "$n"
 		rounds=$ROUNDS; [ "$n" -ge 100000 ] && rounds=${ROUNDS100:-1}
-		# Which tool goes first turns round by round: a run is slower on a
-		# disk still busy with the runs before it.
+		# Which tool goes first turns round by round; nothing is deleted
+		# until the case ends (see cleanup).
 		tools=(cp+sync rclone rclone+sync tandem)
 		for r in $(seq "$rounds"); do
 			for k in 0 1 2 3; do
@@ -105,17 +125,18 @@ for c in $CASES; do
 				tandem) measure "$c" tandem "$T" replicate --state "$DST.state" "$WORK/files$n" "$DST" ;;
 				esac
 			done
-			cleanup
-		done ;;
+		done
+		cleanup ;;
 	s3files10k | s3files100k)
 		n=${c#s3files}; n=${n%k}000; gen_files "$n"; start_s3; upload_files "$n"
 		rounds=$ROUNDS; [ "$n" -ge 100000 ] && rounds=${ROUNDS100:-1}
 		for r in $(seq "$rounds"); do
 			for k in 0 1; do
+				sync; sleep 2
 				if [ $(((k + r) % 2)) = 0 ]; then
-					rclone mkdir "B:fr$n-$r"; measure "$c" rclone "${RCLONE[@]}" "A:src/files$n" "B:fr$n-$r"
+					rclone mkdir "B:fr$n-$r"; S3CPU=1 measure "$c" rclone "${RCLONE[@]}" "A:src/files$n" "B:fr$n-$r"
 				else
-					rclone mkdir "B:ft$n-$r"; measure "$c" tandem "${TS3[@]}" --state "$WORK/state-$c-$r" "s3://src/files$n" "s3://ft$n-$r"
+					rclone mkdir "B:ft$n-$r"; S3CPU=1 measure "$c" tandem "${TS3[@]}" --state "$WORK/state-$c-$r" "s3://src/files$n" "s3://ft$n-$r"
 				fi
 			done
 		done ;;
@@ -196,12 +217,11 @@ for c in $CASES; do
 done
 
 echo
-echo "| case | tool | median seconds | median peak RSS (KiB) | runs |"
-echo "|---|---|---|---|---|"
+echo "| case | tool | median seconds | every run (s) | median peak RSS (KiB) | median CPU of the tool (s) | median CPU of the S3 servers (s) |"
+echo "|---|---|---|---|---|---|---|"
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 cut -f1,2 "$RESULTS" | awk '!seen[$0]++' | while IFS=$'\t' read -r name tool; do
 	rows=$(awk -F'\t' -v n="$name" -v t="$tool" '$1 == n && $2 == t' "$RESULTS")
-	secs=$(cut -f3 <<<"$rows" | median)
-	rss=$(cut -f4 <<<"$rows" | median)
-	printf '| %s | %s | %s | %s | %s |\n' "$name" "$tool" "$secs" "$rss" "$(wc -l <<<"$rows")"
+	printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$tool" "$(cut -f3 <<<"$rows" | median)" \
+		"$(cut -f3 <<<"$rows" | paste -sd' ')" "$(cut -f4 <<<"$rows" | median)" "$(cut -f5 <<<"$rows" | median)" "$(cut -f6 <<<"$rows" | median)"
 done

@@ -494,10 +494,29 @@ func openFile(path string, flag int, perm uint32) (*os.File, error) {
 
 var tempSeq atomic.Uint64
 
+// stageShards is the number of subfolders a staging folder spreads its
+// files over: with every write of a pass staged in one folder, creating a
+// file waited on the folder's lock (a tenth of the time of a copy of small
+// files, measured with perf).
+const stageShards = 16
+
+// countFiles counts the files below dir.
+func countFiles(dir string) int {
+	n := 0
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
 // createExcl creates a new file in dir with a name no other file has.
 func createExcl(dir string) (*os.File, error) {
 	for {
-		name := filepath.Join(dir, "tmp-"+strconv.FormatUint(tempSeq.Add(1), 36)+"-"+strconv.FormatUint(uint64(rand.Uint32()), 36))
+		seq := tempSeq.Add(1)
+		name := filepath.Join(dir, strconv.FormatUint(seq%stageShards, 10), "tmp-"+strconv.FormatUint(seq, 36)+"-"+strconv.FormatUint(uint64(rand.Uint32()), 36))
 		// Readable by others once in place (a replica serves the region's
 		// readers after a failover), writable by tandem's user only; the
 		// staging folder (0700) keeps it private until then.
@@ -721,7 +740,7 @@ func (b *Bucket) deleteStaged(p string, gate objstore.Gate) error {
 }
 
 // Staging: every write is first a file in the bucket's staging folder,
-// .tandem-stage-HOST-PID-N at the root, then renamed or linked into place.
+// .tandem-stage-HOST-PID-N/SHARD at the root, then renamed or linked into place.
 // A Revoke renames other processes' staging folders away, so a write that
 // passed its gate but was held up (a paused process) can no longer land.
 
@@ -741,6 +760,11 @@ func (b *Bucket) stageDir(renew bool) (string, error) {
 	dir := filepath.Join(b.root, fmt.Sprintf("%s%s-%d-%d", stagePrefix, sanitize(host), os.Getpid(), stageSeq.Add(1)))
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return "", err
+	}
+	for i := range stageShards {
+		if err := os.Mkdir(filepath.Join(dir, strconv.Itoa(i)), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return "", err
+		}
 	}
 	b.stage = dir
 	return dir, nil
@@ -796,9 +820,7 @@ func (b *Bucket) Revoke(ctx context.Context) (int, error) {
 			}
 			return n, fmt.Errorf("revoke staged writes in %s: %w", b.URL(), err)
 		}
-		if staged, err := os.ReadDir(gone); err == nil {
-			n += len(staged)
-		}
+		n += countFiles(gone)
 		if err := os.RemoveAll(gone); err != nil {
 			return n, fmt.Errorf("remove revoked writes in %s: %w", b.URL(), err)
 		}
@@ -832,9 +854,7 @@ func (b *Bucket) Sweep(ctx context.Context, before time.Time) (int, error) {
 			continue
 		}
 		dir := filepath.Join(b.root, name)
-		if staged, err := os.ReadDir(dir); err == nil {
-			n += len(staged)
-		}
+		n += countFiles(dir)
 		if err := os.RemoveAll(dir); err != nil {
 			return n, fmt.Errorf("clean up after interrupted writers in %s: %w", b.URL(), err)
 		}
