@@ -65,6 +65,8 @@ servers_cpu() {
 # right after deleting thousands costs several times more (perf shows
 # ext4's recently_deleted), which would charge one tool for another's
 # cleanup.
+RUN=0
+fresh() { RUN=$((RUN + 1)); DST="$WORK/dst/$RUN"; mkdir -p "$DST"; sync; sleep 2; }
 cleanup() { rm -rf "$WORK/dst"; sync; sleep 40; }
 
 # Two S3 servers on loopback, one per region.
