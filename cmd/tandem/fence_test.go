@@ -274,7 +274,9 @@ func TestFencingUnderRandomLeaseMoves(t *testing.T) {
 					// tells where "during" is. On a machine loaded enough
 					// that a write outlives its grant, the writer stops (as
 					// it must) and a rerun converges: each attempt keeps
-					// what it copied.
+					// what it copied, so attempts go on while they copy
+					// something.
+					idle, had := 0, 0
 					for attempt := 1; ; attempt++ {
 						began := start()
 						err := <-done
@@ -282,8 +284,13 @@ func TestFencingUnderRandomLeaseMoves(t *testing.T) {
 							passTime[n] = time.Since(began)
 							break
 						}
-						if attempt == 10 || !refusal(out.String()) {
-							t.Fatalf("%s: %v\n%s", what, err, out.String())
+						if _, files := r.landedAfter(n, time.Now()); files > had {
+							had = files
+						} else {
+							idle++
+						}
+						if attempt == 40 || idle == 3 || !refusal(out.String()) {
+							t.Fatalf("%s, attempt %d: %v\n%s", what, attempt, err, out.String())
 						}
 						t.Logf("%s, attempt %d, refused by its guard on a loaded machine; running it again:\n%s", what, attempt, out.String())
 					}

@@ -3,12 +3,14 @@ package cdc
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // change is the last state a batch knows of one row: deleted, or its
@@ -18,6 +20,11 @@ type change struct {
 	del  bool
 	vals []*string
 	have []bool
+	// born: the batch's first change of the row is its insert, so the
+	// row was not in the source, nor in a target level with it, when the
+	// batch started: it can go in by COPY, without the conflict check of
+	// an upsert (see batch.apply).
+	born bool
 }
 
 func (c *change) full() bool {
@@ -89,13 +96,17 @@ func (b *batch) put(t *Table, key string, c *change) {
 		s.rows[t] = m
 		s.order = append(s.order, t)
 	}
-	if old := m[key]; old != nil && !old.del && !c.del && !c.full() {
+	old := m[key]
+	if old != nil && !old.del && !c.del && !c.full() {
 		for i, h := range c.have {
 			if h {
 				old.vals[i], old.have[i] = c.vals[i], true
 			}
 		}
 		c = old
+	}
+	if old != nil {
+		c.born = old.born
 	}
 	m[key] = c
 	b.rows++
@@ -108,8 +119,13 @@ func (b *batch) truncate(ts []*Table) {
 
 func (b *batch) empty() bool { return len(b.txns) == 0 }
 
-// apply writes the batch into tx.
-func (b *batch) apply(ctx context.Context, tx pgx.Tx) error {
+// apply writes the batch into tx. With fast, whole rows born in the batch
+// go in by COPY, as a plain insert: the target is level with the source
+// at the batch's start (its position commits with its data), so none of
+// them is there. A target someone else wrote into may hold one anyway:
+// the COPY then fails with a unique violation (errBornExists), and the
+// caller applies the batch again without fast, upserting every row.
+func (b *batch) apply(ctx context.Context, tx pgx.Tx, fast bool) error {
 	for _, s := range b.segs {
 		if len(s.truncate) > 0 {
 			names := make([]string, len(s.truncate))
@@ -121,7 +137,7 @@ func (b *batch) apply(ctx context.Context, tx pgx.Tx) error {
 			}
 		}
 		for _, t := range s.order {
-			if err := applyRows(ctx, tx, t, s.rows[t]); err != nil {
+			if err := applyRows(ctx, tx, t, s.rows[t], fast); err != nil {
 				return fmt.Errorf("table %s in the target: %w", t.Name, err)
 			}
 		}
@@ -132,14 +148,16 @@ func (b *batch) apply(ctx context.Context, tx pgx.Tx) error {
 // applyRows deletes and upserts one table's rows, one statement per kind:
 // deletes, whole rows (insert, or update on conflict), and rows with
 // unchanged columns (update of the columns the source sent).
-func applyRows(ctx context.Context, tx pgx.Tx, t *Table, rows map[string]*change) error {
+func applyRows(ctx context.Context, tx pgx.Tx, t *Table, rows map[string]*change, fast bool) error {
 	var dels []*change
 	partial := map[string][]*change{}
-	var fulls []*change
+	var fulls, born []*change
 	for _, c := range rows {
 		switch {
 		case c.del:
 			dels = append(dels, c)
+		case fast && c.born && c.full():
+			born = append(born, c)
 		case c.full():
 			fulls = append(fulls, c)
 		default:
@@ -152,6 +170,15 @@ func applyRows(ctx context.Context, tx pgx.Tx, t *Table, rows map[string]*change
 	}
 	if len(dels) > 0 {
 		if err := Delete(ctx, tx, t, dels); err != nil {
+			return err
+		}
+	}
+	if len(born) > 0 {
+		if err := copyRows(ctx, tx, t.Q(), t, born); err != nil {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == "23505" { // unique_violation
+				return fmt.Errorf("%w: %v", errBornExists, err)
+			}
 			return err
 		}
 	}
@@ -275,6 +302,20 @@ func stageUpsert(ctx context.Context, tx pgx.Tx, t *Table, cs []*change) error {
 	if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE TEMP TABLE IF NOT EXISTS %s ON COMMIT DELETE ROWS AS SELECT %s FROM %s WITH NO DATA", stage, t.list(nil, nil), t.Q())); err != nil {
 		return fmt.Errorf("staging table: %w", err)
 	}
+	if err := copyRows(ctx, tx, stage, t, cs); err != nil {
+		return fmt.Errorf("staging table: %w", err)
+	}
+	_, err := tx.Exec(ctx, upsertFrom(t, "SELECT * FROM "+stage))
+	return err
+}
+
+// errBornExists: a row the batch inserted first was in the target already
+// (someone else wrote it there).
+var errBornExists = errors.New("a row the source inserted is in the target already")
+
+// copyRows copies the whole rows of cs into the table named into (quoted),
+// whose columns are t's, by COPY.
+func copyRows(ctx context.Context, tx pgx.Tx, into string, t *Table, cs []*change) error {
 	var b bytes.Buffer
 	for _, c := range cs {
 		for i, v := range c.vals {
@@ -292,10 +333,7 @@ func stageUpsert(ctx context.Context, tx pgx.Tx, t *Table, cs []*change) error {
 		}
 		b.WriteByte('\n')
 	}
-	if _, err := tx.Conn().PgConn().CopyFrom(ctx, &b, "COPY "+stage+" FROM STDIN"); err != nil {
-		return fmt.Errorf("staging table: %w", err)
-	}
-	_, err := tx.Exec(ctx, upsertFrom(t, "SELECT * FROM "+stage))
+	_, err := tx.Conn().PgConn().CopyFrom(ctx, &b, "COPY "+into+" ("+t.list(nil, nil)+") FROM STDIN")
 	return err
 }
 

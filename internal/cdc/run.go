@@ -766,6 +766,7 @@ func (s *session) row(b *batch, rels map[uint32]*rel, id uint32, op string, old,
 	}
 	if nu != nil {
 		c := rl.tuple(nu)
+		c.born = op == "insert"
 		k := keyString(c.key(t))
 		b.put(t, k, c)
 		b.note(t, op, k)
@@ -774,8 +775,18 @@ func (s *session) row(b *batch, rels map[uint32]*rel, id uint32, op string, old,
 }
 
 // commit applies the batch and moves the position to npos in one target
-// transaction, under the fence.
+// transaction, under the fence. A batch whose inserted rows the target
+// holds already (someone else wrote them) is applied again with upserts.
 func (s *session) commit(ctx context.Context, b *batch, npos Position) error {
+	err := s.commitOnce(ctx, b, npos, true)
+	if errors.Is(err, errBornExists) {
+		s.o.Log.Warn("cdc: the target holds rows the source inserted (written by something other than tandem?): the batch is applied again with upserts", "pair", s.o.Pair, "err", err)
+		err = s.commitOnce(ctx, b, npos, false)
+	}
+	return err
+}
+
+func (s *session) commitOnce(ctx context.Context, b *batch, npos Position, fast bool) error {
 	epoch, err := s.epoch(ctx)
 	if err != nil {
 		return err
@@ -788,7 +799,7 @@ func (s *session) commit(ctx context.Context, b *batch, npos Position) error {
 	if err := claim(ctx, tx, s.o.Pair, epoch, s.o.Region); err != nil {
 		return err
 	}
-	if err := b.apply(ctx, tx); err != nil {
+	if err := b.apply(ctx, tx, fast); err != nil {
 		return err
 	}
 	if len(b.txns) > 0 {
