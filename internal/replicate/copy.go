@@ -255,7 +255,16 @@ func (c *checkAtEnd) WriteTo(w io.Writer) (int64, error) {
 	if !ok {
 		return io.Copy(w, onlyReader{c})
 	}
-	n, err := wt.WriteTo(w)
+	var n int64
+	var err error
+	if rf, ok := w.(io.ReaderFrom); ok {
+		// Exactly the bytes expected (a file's copy_file_range then
+		// stops without a call to find the end); a source that grew
+		// meanwhile fails the check below (its size and times changed).
+		n, err = rf.ReadFrom(io.LimitReader(c.r, c.left))
+	} else {
+		n, err = wt.WriteTo(w)
+	}
 	if err == nil && n != c.left {
 		err = fmt.Errorf("the source object gave %d bytes, expected %d (it changed while it was copied): %w", n, c.left, objstore.ErrPrecondition)
 	}

@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -397,7 +398,13 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 		return objstore.Info{}, err
 	}
 	dir := filepath.Dir(p)
-	tmp, err := b.createTemp()
+	// Created with its mode: a chmod is needed only where the umask takes
+	// bits away from it.
+	perm := uint32(0o644)
+	if opts.Mode != 0 {
+		perm = uint32(opts.Mode.Perm())
+	}
+	tmp, err := b.createTemp(perm)
 	if err != nil {
 		return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
 	}
@@ -418,11 +425,11 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 	if err == nil && size >= 0 && n != size {
 		err = fmt.Errorf("source gave %d bytes, expected %d", n, size)
 	}
-	if err == nil && opts.Mode != 0 {
+	if err == nil && opts.Mode != 0 && perm&umask() != 0 {
 		err = tmp.Chmod(opts.Mode.Perm())
 	}
 	if err == nil && !opts.ModTime.IsZero() {
-		err = os.Chtimes(tmpName, opts.ModTime, opts.ModTime)
+		err = futimens(tmp, opts.ModTime)
 	}
 	conditional := opts.IfAbsent || opts.IfMatch != ""
 	if err == nil && conditional {
@@ -494,6 +501,35 @@ func openFile(path string, flag int, perm uint32) (*os.File, error) {
 
 var tempSeq atomic.Uint64
 
+// umask is the process's file mode creation mask, read once from
+// /proc/self/status (umask(2) cannot read it without setting it, which
+// would race with files created meanwhile); all bits when it cannot be
+// read, so that every mode is set by chmod.
+var umask = sync.OnceValue(func() uint32 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err == nil {
+		for line := range strings.Lines(string(data)) {
+			if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+				if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+					return uint32(m)
+				}
+			}
+		}
+	}
+	return 0o777
+})
+
+// futimens sets an open file's access and modification times (utimensat
+// with no path: no lookup of the name, as os.Chtimes does).
+func futimens(f *os.File, t time.Time) error {
+	ts := [2]unix.Timespec{unix.NsecToTimespec(t.UnixNano()), unix.NsecToTimespec(t.UnixNano())}
+	_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, f.Fd(), 0, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+	if errno != 0 {
+		return &fs.PathError{Op: "futimens", Path: f.Name(), Err: errno}
+	}
+	return nil
+}
+
 // stageShards is the number of subfolders a staging folder spreads its
 // files over: with every write of a pass staged in one folder, creating a
 // file waited on the folder's lock (a tenth of the time of a copy of small
@@ -513,14 +549,14 @@ func countFiles(dir string) int {
 }
 
 // createExcl creates a new file in dir with a name no other file has.
-func createExcl(dir string) (*os.File, error) {
+func createExcl(dir string, perm uint32) (*os.File, error) {
 	for {
 		seq := tempSeq.Add(1)
 		name := filepath.Join(dir, strconv.FormatUint(seq%stageShards, 10), "tmp-"+strconv.FormatUint(seq, 36)+"-"+strconv.FormatUint(uint64(rand.Uint32()), 36))
 		// Readable by others once in place (a replica serves the region's
 		// readers after a failover), writable by tandem's user only; the
 		// staging folder (0700) keeps it private until then.
-		f, err := openFile(name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o644)
+		f, err := openFile(name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, perm)
 		if !errors.Is(err, fs.ErrExist) {
 			return f, err
 		}
@@ -781,13 +817,13 @@ func sanitize(s string) string {
 
 // createTemp makes a staged file; a staging folder revoked meanwhile is
 // made again.
-func (b *Bucket) createTemp() (*os.File, error) {
+func (b *Bucket) createTemp(perm uint32) (*os.File, error) {
 	for attempt := 0; ; attempt++ {
 		dir, err := b.stageDir(attempt > 0)
 		if err != nil {
 			return nil, err
 		}
-		f, err := createExcl(dir)
+		f, err := createExcl(dir, perm)
 		if errors.Is(err, fs.ErrNotExist) && attempt == 0 {
 			continue
 		}
