@@ -6,6 +6,7 @@ package cdc_test
 // 200,000 rows applied, 10,000,000 validated, 1,000,000 repaired).
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -56,11 +57,17 @@ func equalTables(b *testing.B, n int, extra ...string) (*topology, *pgx.Conn, *p
 }
 
 // pipeCopy copies the rows of out (COPY ... TO STDOUT in src) into in
-// (COPY ... FROM STDIN in dst).
+// (COPY ... FROM STDIN in dst), in chunks of 64 KiB as psql's \copy sends
+// them (a message per row, as the source hands them out, cost the peer a
+// system call per row).
 func pipeCopy(b *testing.B, src, dst *pgx.Conn, out, in string) {
 	pr, pw := io.Pipe()
 	go func() {
-		_, err := src.PgConn().CopyTo(context.Background(), pw, out)
+		w := bufio.NewWriterSize(pw, 64<<10)
+		_, err := src.PgConn().CopyTo(context.Background(), w, out)
+		if err == nil {
+			err = w.Flush()
+		}
 		pw.CloseWithError(err)
 	}()
 	if _, err := dst.PgConn().CopyFrom(context.Background(), pr, in); err != nil {

@@ -164,8 +164,8 @@ func TestReplicate(t *testing.T) {
 		`BEGIN; INSERT INTO orders (id, note) VALUES (8000, 'inserted'), (8001, 'inserted');
 			UPDATE orders SET note = 'then updated' WHERE id = 8000;
 			DELETE FROM orders WHERE id = 8001; INSERT INTO orders (id, note) VALUES (8001, 'inserted again');
-			DELETE FROM orders WHERE id = 1; INSERT INTO orders (id, note) VALUES (1, 'deleted, inserted again'); COMMIT`,
-		`DELETE FROM orders WHERE id = 2`, `INSERT INTO orders (id, note) VALUES (2, 'deleted, then inserted again')`)
+			DELETE FROM orders WHERE id = 20; INSERT INTO orders (id, note) VALUES (20, 'deleted, inserted again'); COMMIT`,
+		`DELETE FROM orders WHERE id = 21`, `INSERT INTO orders (id, note) VALUES (21, 'deleted, then inserted again')`)
 	level(t, o)
 	if logged("applied again") {
 		t.Fatalf("a batch of the source's own changes was applied again with upserts (a row taken for new was not):\n%s", logs())
