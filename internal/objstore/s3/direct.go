@@ -55,7 +55,8 @@ func newDirect(ctx context.Context, presign *s3.PresignClient, bucket string, cr
 	}
 	raw := u.EscapedPath()
 	if !strings.HasSuffix(raw, "/"+probe) {
-		return nil, fmt.Errorf("the service's URL for an object is %s, which tandem does not know how to address", u.Redacted())
+		// Without the query: it holds the access key's id and a signature.
+		return nil, fmt.Errorf("the service's URL for an object is %s://%s%s, which tandem does not know how to address", u.Scheme, u.Host, raw)
 	}
 	d := &direct{creds: creds, http: hc, tries: max(tries, 1)}
 	d.raw = strings.TrimSuffix(raw, probe)
