@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,7 +53,15 @@ func TestRecordsSayWhatHappened(t *testing.T) {
 	run(0, "replication lake: ok", "status", "--config", cfg)
 	// ... and removes what the killed one had staged.
 	stages, _ := filepath.Glob(filepath.Join(dir, "west/lake/.tandem-stage-*"))
-	staged, _ := filepath.Glob(filepath.Join(dir, "west/lake/.tandem-stage-*/*"))
+	var staged []string // files, at any depth (a staging folder has subfolders)
+	for _, stage := range stages {
+		filepath.WalkDir(stage, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				staged = append(staged, p)
+			}
+			return nil
+		})
+	}
 	if len(stages) > 1 || len(staged) > 0 {
 		t.Fatalf("after the next pass: staging folders %v holding %v", stages, staged)
 	}
