@@ -41,7 +41,7 @@ type fenceRig struct {
 	west, westURL map[int]string
 }
 
-const fenceTTL = 500 * time.Millisecond
+const fenceTTL = 2 * time.Second
 
 func newFenceRig(t *testing.T, useS3 bool) *fenceRig {
 	r := &fenceRig{t: t, dir: t.TempDir(), west: map[int]string{}, westURL: map[int]string{}}

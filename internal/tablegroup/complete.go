@@ -168,7 +168,7 @@ func (g *Group) runCut(ctx context.Context, runID string, prev Cut) (Cut, error)
 func (g *Group) since(ctx context.Context, t Table, prev map[string]int64) (tb *delta.Table, from int64, ok bool, err error) {
 	tb, err = delta.Open(ctx, t.Source)
 	if err != nil {
-		return nil, 0, false, fmt.Errorf("group %s, table %s: %w", g.Name, t.Name, err)
+		return nil, 0, false, fmt.Errorf("group %s, table %s: source: %w", g.Name, t.Name, err)
 	}
 	from, ok = prev[t.Name]
 	if !ok {
