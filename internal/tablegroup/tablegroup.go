@@ -100,7 +100,7 @@ func (g *Group) latest(ctx context.Context) (Cut, error) {
 	for _, t := range g.Tables {
 		l, err := delta.ListLog(ctx, t.Source)
 		if err != nil {
-			return Cut{}, fmt.Errorf("group %s, table %s: %w", g.Name, t.Name, err)
+			return Cut{}, fmt.Errorf("group %s, table %s: source: %w", g.Name, t.Name, err)
 		}
 		cut.Versions[t.Name] = l.Latest
 	}
