@@ -1,6 +1,7 @@
 package cdc_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -42,7 +43,12 @@ type child struct {
 	log  *os.File
 }
 
+var children atomic.Int64
+
 func startChild(t *testing.T, o cdc.Options, log *os.File) *child {
+	if o.Bulk == 0 && children.Add(1)%2 == 0 {
+		o.Bulk = 1 // every other child reads every backlog in bulk
+	}
 	spec, err := json.Marshal(o)
 	if err != nil {
 		t.Fatal(err)
@@ -196,6 +202,9 @@ func TestAdversarialFailovers(t *testing.T) {
 			t.Fatalf("the target never matched the surviving primary: %v\n%.5000s\nreplicator's log:\n%s", err, j, b)
 		}
 		time.Sleep(time.Second)
+	}
+	if b, _ := os.ReadFile(log.Name()); !bytes.Contains(b, []byte("reads a backlog in bulk")) || !bytes.Contains(b, []byte("cdc streaming")) {
+		t.Fatalf("the replicators did not both read a backlog in bulk and stream:\n%s", b)
 	}
 	followed := query(t, tp.target.DSN(), `SELECT count(*) FROM tandem.cdc_events WHERE kind = 'source-failover'`)
 	lost := query(t, tp.target.DSN(), `SELECT coalesce(sum(jsonb_array_length(detail->'lost')), 0) FROM tandem.cdc_events WHERE kind = 'source-failover'`)

@@ -101,19 +101,30 @@ func BenchmarkApply(b *testing.B) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	// replicate runs the replicator until the target has what the source
-	// has now.
-	replicate := func() {
+	// replicate starts the replicator and returns when the target has
+	// what the source has now; stop then waits until the slot has let go
+	// of it too (the source's housekeeping, not part of the time) and
+	// stops the replicator.
+	replicate := func() (stop func()) {
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- cdc.New(o).Run(rctx) }()
 		var at string
 		src.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&at)
 		waitPos(at)
-		cancel()
-		<-done
+		return func() {
+			for {
+				var ok bool
+				if err := src.QueryRow(ctx, `SELECT coalesce((SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = 'tandem_bench'), false)`, at).Scan(&ok); err == nil && ok {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			cancel()
+			<-done
+		}
 	}
-	replicate() // the slot and the (empty) snapshot
+	replicate()() // the slot and the (empty) snapshot
 	// refill puts run i's rows in the source, in transactions of 1,000.
 	refill := func(i int) {
 		mustExec(b, src, "TRUNCATE acct")
@@ -128,7 +139,9 @@ func BenchmarkApply(b *testing.B) {
 			b.StopTimer()
 			refill(i)
 			b.StartTimer()
-			replicate()
+			stop := replicate()
+			b.StopTimer()
+			stop()
 		}
 		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 	})

@@ -182,8 +182,12 @@ func TestReplicate(t *testing.T) {
 	stop()
 	run(t, tp.primary.DSN(), `INSERT INTO orders (id, note) SELECT i, 'while down' FROM generate_series(7000, 7999) i`, `TRUNCATE items`,
 		`INSERT INTO items VALUES (1, 1, 'after truncate')`)
+	o.Bulk = 1 // what came in while it was down is read in bulk
 	start(t, o)
 	rep := level(t, o)
+	if !logged("in bulk") {
+		t.Fatalf("the backlog was not read in bulk:\n%s", logs())
+	}
 	if rep.Tables[0].Rows != 5905 || rep.Tables[1].Rows != 1 {
 		t.Fatalf("rows compared: %+v", rep.Tables)
 	}

@@ -62,6 +62,10 @@ type Options struct {
 	// Flush how long changes wait for more.
 	Batch int
 	Flush time.Duration
+	// Bulk: a backlog of more WAL bytes than this is read through the
+	// slot's SQL interface before the stream starts (0: 16 MiB; negative:
+	// never). See backlog.
+	Bulk int64
 	// Margin widens an audit-column backfill before the last applied
 	// commit (the clocks of the old and the new primary may differ).
 	Margin time.Duration
@@ -80,6 +84,9 @@ func (o *Options) defaults() {
 	}
 	if o.Flush <= 0 {
 		o.Flush = 100 * time.Millisecond
+	}
+	if o.Bulk == 0 {
+		o.Bulk = bulkBacklog
 	}
 	if o.Margin <= 0 {
 		o.Margin = time.Minute
@@ -490,12 +497,6 @@ type rel struct {
 
 // stream applies the slot's changes from pos until an error.
 func (s *session) stream(ctx context.Context, pos Position) error {
-	err := pglogrepl.StartReplication(ctx, s.repl.PgConn(), s.o.Slot, pos.LSN, pglogrepl.StartReplicationOptions{
-		Mode: pglogrepl.LogicalReplication, PluginArgs: []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", s.o.Publication)}})
-	if err != nil {
-		return fmt.Errorf("source: START_REPLICATION of slot %s: %w", s.o.Slot, err)
-	}
-	s.o.Log.Info("cdc streaming", "pair", s.o.Pair, "from", pos.LSN, "timeline", s.id.Timeline)
 	byName := map[string]*Table{}
 	for _, t := range s.tables {
 		byName[t.Name] = t
@@ -561,6 +562,136 @@ func (s *session) stream(ctx context.Context, pos Position) error {
 		}
 		return submit(npos)
 	}
+	// handle folds one pgoutput message into the batch.
+	handle := func(m pglogrepl.Message) error {
+		switch m := m.(type) {
+		case *pglogrepl.RelationMessage:
+			name := m.Namespace + "." + m.RelationName
+			t := byName[name]
+			if t == nil && m.Namespace == "public" {
+				t = byName[m.RelationName]
+			}
+			if t == nil {
+				return nil // not ours (the publication has more)
+			}
+			rl := &rel{t: t}
+			for _, c := range m.Columns {
+				i := t.col(c.Name)
+				if i < 0 {
+					return fmt.Errorf("%w: table %s has a new column %s: reading it again", errRestart, t.Name, c.Name)
+				}
+				rl.idx = append(rl.idx, i)
+			}
+			if len(rl.idx) != len(t.Cols) {
+				return fmt.Errorf("%w: table %s lost a column: reading it again", errRestart, t.Name)
+			}
+			rels[m.RelationID] = rl
+		case *pglogrepl.BeginMessage:
+			inTxn = true
+			// A transaction that ended at or before the position was
+			// applied before a restart.
+			skip = m.FinalLSN < start
+			if !skip {
+				b.begin(m.Xid)
+			}
+		case *pglogrepl.CommitMessage:
+			inTxn = false
+			if skip {
+				return nil
+			}
+			end, commit = m.TransactionEndLSN, m.CommitTime
+			x := &b.txns[len(b.txns)-1]
+			x.end, x.commit = m.TransactionEndLSN, m.CommitTime
+			if len(x.changes) == 0 && x.more == 0 {
+				b.txns = b.txns[:len(b.txns)-1]
+				if b.empty() {
+					b.first = time.Time{}
+				}
+			}
+		case *pglogrepl.InsertMessage:
+			if !skip {
+				if err := s.row(b, rels, m.RelationID, "insert", nil, m.Tuple); err != nil {
+					return err
+				}
+			}
+		case *pglogrepl.UpdateMessage:
+			if !skip {
+				if err := s.row(b, rels, m.RelationID, "update", m.OldTuple, m.NewTuple); err != nil {
+					return err
+				}
+			}
+		case *pglogrepl.DeleteMessage:
+			if !skip {
+				if err := s.row(b, rels, m.RelationID, "delete", m.OldTuple, nil); err != nil {
+					return err
+				}
+			}
+		case *pglogrepl.TruncateMessage:
+			if skip {
+				return nil
+			}
+			var ts []*Table
+			for _, id := range m.RelationIDs {
+				if rl := rels[id]; rl != nil {
+					ts = append(ts, rl.t)
+					b.note(rl.t, "truncate", "")
+				}
+			}
+			if len(ts) > 0 {
+				b.truncate(ts)
+			}
+		}
+		return nil
+	}
+	// A backlog is read in bulk first (see backlog), then the stream
+	// follows.
+	for {
+		upto, err := s.backlog(ctx, queued.LSN)
+		if err != nil {
+			return err
+		}
+		if upto == 0 {
+			break
+		}
+		s.o.Log.Info("cdc reads a backlog in bulk", "pair", s.o.Pair, "from", queued.LSN, "to", upto)
+		err = s.peek(ctx, upto, func(m pglogrepl.Message) error {
+			if err := handle(m); err != nil {
+				return err
+			}
+			if !inTxn && b.rows >= s.o.Batch {
+				return flush()
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		// Every transaction that committed before upto was in the round.
+		end = max(end, upto)
+		if err := flush(); err != nil {
+			return err
+		}
+		for acked < queued.LSN {
+			select {
+			case acked = <-acks:
+			case err := <-errc:
+				return err
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		// The target has the round: the slot may forget it.
+		if _, err := s.source.Exec(ctx, `SELECT pg_replication_slot_advance($1, $2::pg_lsn)`, s.o.Slot, acked.String()); err != nil {
+			return fmt.Errorf("source: advance slot %s to %s: %w", s.o.Slot, acked, err)
+		}
+		start = queued.LSN
+	}
+	err := pglogrepl.StartReplication(ctx, s.repl.PgConn(), s.o.Slot, acked, pglogrepl.StartReplicationOptions{
+		Mode: pglogrepl.LogicalReplication, PluginArgs: []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", s.o.Publication)}})
+	if err != nil {
+		return fmt.Errorf("source: START_REPLICATION of slot %s: %w", s.o.Slot, err)
+	}
+	s.o.Log.Info("cdc streaming", "pair", s.o.Pair, "from", acked, "timeline", s.id.Timeline)
 	for {
 		select {
 		case err := <-errc:
@@ -649,82 +780,8 @@ func (s *session) stream(ctx context.Context, pos Position) error {
 			if err != nil {
 				return fmt.Errorf("source: decode pgoutput at %s: %w", x.WALStart, err)
 			}
-			switch m := m.(type) {
-			case *pglogrepl.RelationMessage:
-				name := m.Namespace + "." + m.RelationName
-				t := byName[name]
-				if t == nil && m.Namespace == "public" {
-					t = byName[m.RelationName]
-				}
-				if t == nil {
-					continue // not ours (the publication has more)
-				}
-				rl := &rel{t: t}
-				for _, c := range m.Columns {
-					i := t.col(c.Name)
-					if i < 0 {
-						return fmt.Errorf("%w: table %s has a new column %s: reading it again", errRestart, t.Name, c.Name)
-					}
-					rl.idx = append(rl.idx, i)
-				}
-				if len(rl.idx) != len(t.Cols) {
-					return fmt.Errorf("%w: table %s lost a column: reading it again", errRestart, t.Name)
-				}
-				rels[m.RelationID] = rl
-			case *pglogrepl.BeginMessage:
-				inTxn = true
-				// A transaction that ended at or before the position was
-				// applied before a restart.
-				skip = m.FinalLSN < start
-				if !skip {
-					b.begin(m.Xid)
-				}
-			case *pglogrepl.CommitMessage:
-				inTxn = false
-				if skip {
-					continue
-				}
-				end, commit = m.TransactionEndLSN, m.CommitTime
-				x := &b.txns[len(b.txns)-1]
-				x.end, x.commit = m.TransactionEndLSN, m.CommitTime
-				if len(x.changes) == 0 && x.more == 0 {
-					b.txns = b.txns[:len(b.txns)-1]
-					if b.empty() {
-						b.first = time.Time{}
-					}
-				}
-			case *pglogrepl.InsertMessage:
-				if !skip {
-					if err := s.row(b, rels, m.RelationID, "insert", nil, m.Tuple); err != nil {
-						return err
-					}
-				}
-			case *pglogrepl.UpdateMessage:
-				if !skip {
-					if err := s.row(b, rels, m.RelationID, "update", m.OldTuple, m.NewTuple); err != nil {
-						return err
-					}
-				}
-			case *pglogrepl.DeleteMessage:
-				if !skip {
-					if err := s.row(b, rels, m.RelationID, "delete", m.OldTuple, nil); err != nil {
-						return err
-					}
-				}
-			case *pglogrepl.TruncateMessage:
-				if skip {
-					continue
-				}
-				var ts []*Table
-				for _, id := range m.RelationIDs {
-					if rl := rels[id]; rl != nil {
-						ts = append(ts, rl.t)
-						b.note(rl.t, "truncate", "")
-					}
-				}
-				if len(ts) > 0 {
-					b.truncate(ts)
-				}
+			if err := handle(m); err != nil {
+				return err
 			}
 		}
 	}

@@ -138,3 +138,65 @@ func parseHistory(content []byte, from int32) (LSN, bool, error) {
 	}
 	return 0, false, nil
 }
+
+// A backlog of more than Options.Bulk bytes of WAL (bulkBacklog unless
+// set) is read through the SQL interface of the slot, in rounds of at most
+// bulkRound bytes, before the stream starts. The walsender sends every
+// change as its own message with its own system call, which bounds a
+// stream (about 100,000 rows/s on the machine of docs/BENCHMARKS.md); a
+// query hands the same messages out as the rows of one result, many to a
+// packet, at about four times that. A round's changes are decoded whole
+// before the first is handed out, and spill to the source's temporary
+// files beyond work_mem: bulkRound bounds both.
+const (
+	bulkBacklog = 16 << 20
+	bulkRound   = 256 << 20
+)
+
+// backlog returns where a bulk read of the slot from from should end, or
+// 0 when what is left is small enough to stream.
+func (s *session) backlog(ctx context.Context, from LSN) (LSN, error) {
+	if s.o.Bulk < 0 {
+		return 0, nil
+	}
+	var at string
+	if err := s.source.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&at); err != nil {
+		return 0, fmt.Errorf("source: current WAL position: %w", err)
+	}
+	end, err := pglogrepl.ParseLSN(at)
+	if err != nil {
+		return 0, fmt.Errorf("source: current WAL position %q: %w", at, err)
+	}
+	s.r.mu.Lock()
+	s.r.serverEnd = max(s.r.serverEnd, end)
+	s.r.mu.Unlock()
+	if end < from+LSN(s.o.Bulk) {
+		return 0, nil
+	}
+	return min(end, from+bulkRound), nil
+}
+
+// peek hands fn, in order, the slot's messages of every transaction that
+// committed before upto (pg_logical_slot_peek_binary_changes: the slot
+// stays where it is until the target has them).
+func (s *session) peek(ctx context.Context, upto LSN, fn func(pglogrepl.Message) error) error {
+	rows, err := s.source.Query(ctx, `SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::pg_lsn, NULL, 'proto_version', '1', 'publication_names', $3)`,
+		s.o.Slot, upto.String(), s.o.Publication)
+	if err != nil {
+		return fmt.Errorf("source: read slot %s up to %s: %w", s.o.Slot, upto, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		m, err := pglogrepl.Parse(rows.RawValues()[0])
+		if err != nil {
+			return fmt.Errorf("source: decode pgoutput of slot %s before %s: %w", s.o.Slot, upto, err)
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("source: read slot %s up to %s: %w", s.o.Slot, upto, err)
+	}
+	return nil
+}
