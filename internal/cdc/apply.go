@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,6 +26,9 @@ type change struct {
 	// batch started: it can go in by COPY, without the conflict check of
 	// an upsert (see batch.apply).
 	born bool
+	// seq orders the batch's rows by their first change: the source's
+	// order, which keeps an index's inserts close together.
+	seq int
 }
 
 func (c *change) full() bool {
@@ -106,7 +110,9 @@ func (b *batch) put(t *Table, key string, c *change) {
 		c = old
 	}
 	if old != nil {
-		c.born = old.born
+		c.born, c.seq = old.born, old.seq
+	} else {
+		c.seq = b.rows
 	}
 	m[key] = c
 	b.rows++
@@ -167,6 +173,9 @@ func applyRows(ctx context.Context, tx pgx.Tx, t *Table, rows map[string]*change
 			}
 			partial[mask.String()] = append(partial[mask.String()], c)
 		}
+	}
+	for _, cs := range [][]*change{born, fulls} {
+		slices.SortFunc(cs, func(a, b *change) int { return a.seq - b.seq })
 	}
 	if len(dels) > 0 {
 		if err := Delete(ctx, tx, t, dels); err != nil {
