@@ -45,6 +45,7 @@ type segment struct {
 	truncate []*Table
 	rows     map[*Table]map[string]*change
 	order    []*Table
+	fast     map[*Table]*split // prepared for a fast apply (see prepare)
 }
 
 // txn is one source transaction of a batch, for the journal.
@@ -143,7 +144,11 @@ func (b *batch) apply(ctx context.Context, tx pgx.Tx, fast bool) error {
 			}
 		}
 		for _, t := range s.order {
-			if err := applyRows(ctx, tx, t, s.rows[t], fast); err != nil {
+			sp := s.fast[t]
+			if !fast || sp == nil {
+				sp = splitRows(s.rows[t], fast)
+			}
+			if err := sp.apply(ctx, tx, t); err != nil {
 				return fmt.Errorf("table %s in the target: %w", t.Name, err)
 			}
 		}
@@ -151,39 +156,67 @@ func (b *batch) apply(ctx context.Context, tx pgx.Tx, fast bool) error {
 	return nil
 }
 
-// applyRows deletes and upserts one table's rows, one statement per kind:
-// deletes, whole rows (insert, or update on conflict), and rows with
-// unchanged columns (update of the columns the source sent).
-func applyRows(ctx context.Context, tx pgx.Tx, t *Table, rows map[string]*change, fast bool) error {
-	var dels []*change
-	partial := map[string][]*change{}
-	var fulls, born []*change
+// split is one table's rows of a segment by how they are written:
+// deletes, whole rows born in the batch (COPY), other whole rows (insert,
+// or update on conflict) and rows with unchanged columns (update of the
+// columns the source sent), whole rows in the order of their first change.
+type split struct {
+	dels, born, fulls []*change
+	partial           map[string][]*change
+	bornCopy          []byte // COPY input of born, when prepared
+}
+
+func splitRows(rows map[string]*change, fast bool) *split {
+	sp := &split{partial: map[string][]*change{}}
 	for _, c := range rows {
 		switch {
 		case c.del:
-			dels = append(dels, c)
+			sp.dels = append(sp.dels, c)
 		case fast && c.born && c.full():
-			born = append(born, c)
+			sp.born = append(sp.born, c)
 		case c.full():
-			fulls = append(fulls, c)
+			sp.fulls = append(sp.fulls, c)
 		default:
 			var mask strings.Builder
 			for _, h := range c.have {
 				mask.WriteByte("01"[b2i(h)])
 			}
-			partial[mask.String()] = append(partial[mask.String()], c)
+			sp.partial[mask.String()] = append(sp.partial[mask.String()], c)
 		}
 	}
-	for _, cs := range [][]*change{born, fulls} {
+	for _, cs := range [][]*change{sp.born, sp.fulls} {
 		slices.SortFunc(cs, func(a, b *change) int { return a.seq - b.seq })
 	}
+	return sp
+}
+
+// prepare splits the batch's rows for a fast apply and builds the COPY
+// input of the rows born in it, before the batch reaches the committer
+// (which commits the one before meanwhile).
+func (b *batch) prepare() {
+	for _, s := range b.segs {
+		s.fast = map[*Table]*split{}
+		for _, t := range s.order {
+			sp := splitRows(s.rows[t], true)
+			sp.bornCopy = copyText(sp.born)
+			s.fast[t] = sp
+		}
+	}
+}
+
+// apply writes the rows of table t into tx, one statement per kind.
+func (sp *split) apply(ctx context.Context, tx pgx.Tx, t *Table) error {
+	dels, born, fulls, partial := sp.dels, sp.born, sp.fulls, sp.partial
 	if len(dels) > 0 {
 		if err := Delete(ctx, tx, t, dels); err != nil {
 			return err
 		}
 	}
 	if len(born) > 0 {
-		if err := copyRows(ctx, tx, t.Q(), t, born); err != nil {
+		if sp.bornCopy == nil {
+			sp.bornCopy = copyText(born)
+		}
+		if err := copyRows(ctx, tx, t.Q(), t, sp.bornCopy); err != nil {
 			var pe *pgconn.PgError
 			if errors.As(err, &pe) && pe.Code == "23505" { // unique_violation
 				return fmt.Errorf("%w: %v", errBornExists, err)
@@ -311,7 +344,7 @@ func stageUpsert(ctx context.Context, tx pgx.Tx, t *Table, cs []*change) error {
 	if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE TEMP TABLE IF NOT EXISTS %s ON COMMIT DELETE ROWS AS SELECT %s FROM %s WITH NO DATA", stage, t.list(nil, nil), t.Q())); err != nil {
 		return fmt.Errorf("staging table: %w", err)
 	}
-	if err := copyRows(ctx, tx, stage, t, cs); err != nil {
+	if err := copyRows(ctx, tx, stage, t, copyText(cs)); err != nil {
 		return fmt.Errorf("staging table: %w", err)
 	}
 	_, err := tx.Exec(ctx, upsertFrom(t, "SELECT * FROM "+stage))
@@ -322,9 +355,8 @@ func stageUpsert(ctx context.Context, tx pgx.Tx, t *Table, cs []*change) error {
 // (someone else wrote it there).
 var errBornExists = errors.New("a row the source inserted is in the target already")
 
-// copyRows copies the whole rows of cs into the table named into (quoted),
-// whose columns are t's, by COPY.
-func copyRows(ctx context.Context, tx pgx.Tx, into string, t *Table, cs []*change) error {
+// copyText is the COPY input (text format) of the whole rows of cs.
+func copyText(cs []*change) []byte {
 	var b bytes.Buffer
 	for _, c := range cs {
 		for i, v := range c.vals {
@@ -342,7 +374,13 @@ func copyRows(ctx context.Context, tx pgx.Tx, into string, t *Table, cs []*chang
 		}
 		b.WriteByte('\n')
 	}
-	_, err := tx.Conn().PgConn().CopyFrom(ctx, &b, "COPY "+into+" ("+t.list(nil, nil)+") FROM STDIN")
+	return b.Bytes()
+}
+
+// copyRows copies rows (COPY input in text format) into the table named
+// into (quoted), whose columns are t's.
+func copyRows(ctx context.Context, tx pgx.Tx, into string, t *Table, rows []byte) error {
+	_, err := tx.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(rows), "COPY "+into+" ("+t.list(nil, nil)+") FROM STDIN")
 	return err
 }
 

@@ -541,6 +541,7 @@ func (s *session) stream(ctx context.Context, pos Position) error {
 		return pglogrepl.SendStandbyStatusUpdate(ctx, s.repl.PgConn(), pglogrepl.StandbyStatusUpdate{WALWritePosition: acked, ReplyRequested: reply})
 	}
 	submit := func(npos Position) error {
+		b.prepare()
 		select {
 		case jobs <- job{b, npos}:
 			queued, b = npos, &batch{}
