@@ -105,7 +105,7 @@ func BenchmarkApply(b *testing.B) {
 	// what the source has now; stop then waits until the slot has let go
 	// of it too (the source's housekeeping, not part of the time) and
 	// stops the replicator.
-	replicate := func() (stop func()) {
+	replicate := func(o cdc.Options) (stop func()) {
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- cdc.New(o).Run(rctx) }()
@@ -124,7 +124,7 @@ func BenchmarkApply(b *testing.B) {
 			<-done
 		}
 	}
-	replicate()() // the slot and the (empty) snapshot
+	replicate(o)() // the slot and the (empty) snapshot
 	// refill puts run i's rows in the source, in transactions of 1,000.
 	// Then a checkpoint logs the transactions running (as the source's
 	// background writer does every 15 s when it is busy), where a slot may
@@ -139,19 +139,28 @@ func BenchmarkApply(b *testing.B) {
 		}
 		mustExec(b, src, "CHECKPOINT")
 	}
-	b.Run("tandem", func(b *testing.B) {
-		// The rows wait in the slot while the replicator is stopped; the
-		// time is that of applying them all.
-		for i := range b.N {
-			b.StopTimer()
-			refill(i)
-			b.StartTimer()
-			stop := replicate()
-			b.StopTimer()
-			stop()
-		}
-		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
-	})
+	// tandem: the rows wait in the slot while the replicator is stopped
+	// (a backlog, read in bulk); the time is that of applying them all.
+	// tandem-stream: the same, read from the stream as a live tail is (the
+	// bulk read switched off).
+	stream := o
+	stream.Bulk = -1
+	for k, c := range []struct {
+		name string
+		o    cdc.Options
+	}{{"tandem", o}, {"tandem-stream", stream}} {
+		b.Run(c.name, func(b *testing.B) {
+			for i := range b.N {
+				b.StopTimer()
+				refill(k*1000 + i)
+				b.StartTimer()
+				stop := replicate(c.o)
+				b.StopTimer()
+				stop()
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
 	// decode: the source server decoding the same rows from a slot of its
 	// own and counting them, with no client and no target: the floor of
 	// any replicator that reads them by logical decoding.
