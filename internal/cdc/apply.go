@@ -206,15 +206,14 @@ func (b *batch) prepare() {
 
 // apply writes the rows of table t into tx, one statement per kind.
 func (sp *split) apply(ctx context.Context, tx pgx.Tx, t *Table) error {
-	dels, born, fulls, partial := sp.dels, sp.born, sp.fulls, sp.partial
-	if len(dels) > 0 {
-		if err := Delete(ctx, tx, t, dels); err != nil {
+	if len(sp.dels) > 0 {
+		if err := Delete(ctx, tx, t, sp.dels); err != nil {
 			return err
 		}
 	}
-	if len(born) > 0 {
+	if len(sp.born) > 0 {
 		if sp.bornCopy == nil {
-			sp.bornCopy = copyText(born)
+			sp.bornCopy = copyText(sp.born)
 		}
 		if err := copyRows(ctx, tx, t.Q(), t, sp.bornCopy); err != nil {
 			var pe *pgconn.PgError
@@ -224,12 +223,12 @@ func (sp *split) apply(ctx context.Context, tx pgx.Tx, t *Table) error {
 			return err
 		}
 	}
-	if len(fulls) > 0 {
-		if err := stageUpsert(ctx, tx, t, fulls); err != nil {
+	if len(sp.fulls) > 0 {
+		if err := stageUpsert(ctx, tx, t, sp.fulls); err != nil {
 			return err
 		}
 	}
-	for _, cs := range partial {
+	for _, cs := range sp.partial {
 		if err := update(ctx, tx, t, cs); err != nil {
 			return err
 		}
