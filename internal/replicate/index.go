@@ -216,10 +216,18 @@ func (ix index) open(ctx context.Context) (iter.Seq2[entry, error], string, erro
 		last := ""
 		if partial != "" {
 			for e, err := range ix.chunks(ctx, partial, -1) {
-				if err != nil || !yield(e, nil) {
-					if err != nil {
-						yield(entry{}, err)
-					}
+				if err != nil {
+					yield(entry{}, err)
+					return
+				}
+				if last != "" && e.Key <= last {
+					// A chunk written twice (by a tandem before
+					// 2026-12-06, whose retried write took a new
+					// number): the rest of this generation is not
+					// needed, the published one covers it.
+					break
+				}
+				if !yield(e, nil) {
 					return
 				}
 				last = e.Key
@@ -296,6 +304,7 @@ type indexWriter struct {
 	buf       bytes.Buffer
 	zw        *gzip.Writer
 	inChunk   int
+	sealed    bool // buf holds a whole chunk not yet written
 	lastFlush time.Time
 	scratch   []byte
 }
@@ -313,6 +322,11 @@ func (ix index) create() *indexWriter {
 }
 
 func (w *indexWriter) add(ctx context.Context, e entry) error {
+	if w.sealed { // a chunk waits to be written
+		if err := w.flush(ctx); err != nil {
+			return err
+		}
+	}
 	w.scratch = e.append(w.scratch[:0])
 	w.zw.Write(w.scratch)
 	w.inChunk++
@@ -323,19 +337,28 @@ func (w *indexWriter) add(ctx context.Context, e entry) error {
 	return nil
 }
 
+// flush writes the entries added since the last chunk as the next chunk. A
+// chunk whose write failed stays the next chunk: the next flush writes the
+// same bytes under the same name. (A failed write may still have landed, its
+// answer lost; written again under a new number, its entries would follow
+// themselves in the index.)
 func (w *indexWriter) flush(ctx context.Context) error {
 	w.lastFlush = time.Now()
-	if w.inChunk == 0 {
+	if w.inChunk == 0 && !w.sealed {
 		return nil
 	}
-	if err := w.zw.Close(); err != nil {
-		return err
+	if !w.sealed {
+		if err := w.zw.Close(); err != nil {
+			return err
+		}
+		w.sealed = true
 	}
-	w.chunk++
-	key := w.ix.st.Key(chunkKey(w.gen, w.chunk))
+	key := w.ix.st.Key(chunkKey(w.gen, w.chunk+1))
 	if _, err := w.ix.st.Bucket.Put(ctx, key, bytes.NewReader(w.buf.Bytes()), int64(w.buf.Len()), objstore.PutOptions{}); err != nil {
 		return fmt.Errorf("write replication index: %w", err)
 	}
+	w.chunk++
+	w.sealed = false
 	w.buf.Reset()
 	w.zw.Reset(&w.buf)
 	w.inChunk = 0
