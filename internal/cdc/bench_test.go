@@ -161,6 +161,40 @@ func BenchmarkApply(b *testing.B) {
 			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 		})
 	}
+	// tandem-live: the replicator streams, caught up, while the rows are
+	// written; the time runs from the first insert until the target has
+	// the last (the source's own writing is part of it). A stream that
+	// falls behind by more than four times Bulk goes on in bulk.
+	b.Run("tandem-live", func(b *testing.B) {
+		for i := range b.N {
+			b.StopTimer()
+			mustExec(b, src, "TRUNCATE acct")
+			stop := replicate(o)
+			b.StartTimer()
+			for k := 0; k < n; k += 1000 {
+				mustExec(b, src, benchFill(i*n+k+1, i*n+min(k+1000, n)))
+			}
+			var at string
+			src.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&at)
+			waitPos(at)
+			b.StopTimer()
+			stop()
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	})
+	// source-write: the writing of tandem-live alone, with no replicator
+	// (its ceiling).
+	b.Run("source-write", func(b *testing.B) {
+		for i := range b.N {
+			b.StopTimer()
+			mustExec(b, src, "TRUNCATE acct")
+			b.StartTimer()
+			for k := 0; k < n; k += 1000 {
+				mustExec(b, src, benchFill(i*n+k+1, i*n+min(k+1000, n)))
+			}
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	})
 	// decode: the source server decoding the same rows from a slot of its
 	// own and counting them, with no client and no target: the floor of
 	// any replicator that reads them by logical decoding.

@@ -188,7 +188,34 @@ func TestReplicate(t *testing.T) {
 	if !logged("in bulk") {
 		t.Fatalf("the backlog was not read in bulk:\n%s", logs())
 	}
-	if rep.Tables[0].Rows != 5905 || rep.Tables[1].Rows != 1 {
+	// Streaming now, it falls behind: the target holds its table locked
+	// while the source commits 100,000 rows, so the reader stops and the
+	// walsender with it. Once the lock goes, the stream is more than a few
+	// bytes (Bulk 1) behind the source and reads the rest in bulk.
+	waitFor(t, "it did not stream after the backlog", func() bool { return logged("cdc streaming") })
+	fell := func() int { return strings.Count(logs(), "fell behind the source") }
+	before := fell()
+	ctx := context.Background()
+	lock, err := pgx.Connect(ctx, tp.target.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close(ctx)
+	for _, q := range []string{"BEGIN", "LOCK TABLE items IN EXCLUSIVE MODE"} {
+		if _, err := lock.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for k := range 10 {
+		run(t, tp.primary.DSN(), fmt.Sprintf("INSERT INTO items SELECT %d, g, 'behind' FROM generate_series(1, 10000) g", 1000+k))
+	}
+	time.Sleep(2 * time.Second)
+	if _, err := lock.Exec(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stream never went to bulk reading", func() bool { return fell() > before })
+	rep = level(t, o)
+	if rep.Tables[0].Rows != 5905 || rep.Tables[1].Rows != 100001 {
 		t.Fatalf("rows compared: %+v", rep.Tables)
 	}
 	// Acknowledged only what the target holds: the slot's confirmed

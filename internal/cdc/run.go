@@ -145,7 +145,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 		case fence.Fenced(err):
 			r.o.Log.Warn("cdc stops: fenced", "pair", r.o.Pair, "err", err)
 			return err
-		case errors.Is(err, errRestart):
+		case errors.Is(err, errRestart), errors.Is(err, errBehind):
 			continue
 		case errors.Is(err, ErrConfig):
 			return err
@@ -165,6 +165,10 @@ func (r *Replicator) Run(ctx context.Context) error {
 
 // errRestart: a table changed in the source; the catalog is read again.
 var errRestart = errors.New("a replicated table changed in the source")
+
+// errBehind: the stream fell behind the source; the next session reads
+// what it is behind by in bulk.
+var errBehind = errors.New("the stream fell behind the source")
 
 // session is one connection's worth of replication.
 type session struct {
@@ -509,6 +513,8 @@ func (s *session) stream(ctx context.Context, pos Position) error {
 		commit      time.Time
 		lastStatus  time.Time
 		idleSaved   time.Time
+		asked       time.Time // when the source's WAL end was last asked
+		late        bool      // the walsender was behind the source then
 		start       = pos.LSN
 		queued      = pos     // the position of the last batch handed to the committer
 		acked       = pos.LSN // durable in the target: what the source may forget
@@ -562,6 +568,19 @@ func (s *session) stream(ctx context.Context, pos Position) error {
 			npos.CommitTime = commit
 		}
 		return submit(npos)
+	}
+	// drain waits until the target has everything queued.
+	drain := func() error {
+		for acked < queued.LSN {
+			select {
+			case acked = <-acks:
+			case err := <-errc:
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
 	}
 	// handle folds one pgoutput message into the batch.
 	handle := func(m pglogrepl.Message) error {
@@ -672,14 +691,8 @@ func (s *session) stream(ctx context.Context, pos Position) error {
 		if err := flush(); err != nil {
 			return err
 		}
-		for acked < queued.LSN {
-			select {
-			case acked = <-acks:
-			case err := <-errc:
-				return err
-			case <-ctx.Done():
-				return nil
-			}
+		if err := drain(); err != nil {
+			return ctxNil(ctx, err)
 		}
 		// The target has the round: the slot may forget it.
 		if _, err := s.source.Exec(ctx, `SELECT pg_replication_slot_advance($1, $2::pg_lsn)`, s.o.Slot, acked.String()); err != nil {
@@ -693,6 +706,9 @@ func (s *session) stream(ctx context.Context, pos Position) error {
 		return fmt.Errorf("source: START_REPLICATION of slot %s: %w", s.o.Slot, err)
 	}
 	s.o.Log.Info("cdc streaming", "pair", s.o.Pair, "from", acked, "timeline", s.id.Timeline)
+	// A stream that falls behind the source by more than behindBulk times
+	// Options.Bulk stops, and the next session reads the rest in bulk.
+	behind, from := LSN(max(s.o.Bulk, 0))*behindBulk, acked
 	for {
 		select {
 		case err := <-errc:
@@ -708,6 +724,31 @@ func (s *session) stream(ctx context.Context, pos Position) error {
 					return err
 				}
 			}
+		}
+		// The stream's messages do not say where the source's WAL ends
+		// (lag is measured to it) or how far the walsender has read: ask,
+		// once a second.
+		if time.Since(asked) >= time.Second {
+			asked = time.Now()
+			at, sent, err := s.walEnd(ctx)
+			if err != nil {
+				return ctxNil(ctx, err)
+			}
+			// Before it reaches where the stream began, the walsender
+			// decodes what the slot kept from earlier (as a bulk read
+			// would): that is not falling behind.
+			if late = behind > 0 && sent > from && at > sent+behind; late {
+				s.o.Log.Info("cdc fell behind the source: reading the rest in bulk", "pair", s.o.Pair, "stream_at", sent, "source_at", at)
+			}
+		}
+		if late && !inTxn { // between transactions
+			if err := flush(); err != nil {
+				return err
+			}
+			if err := drain(); err != nil {
+				return ctxNil(ctx, err)
+			}
+			return s.handBack(ctx, acked)
 		}
 		if !inTxn && (b.rows >= s.o.Batch || !b.first.IsZero() && time.Since(b.first) >= s.o.Flush) {
 			if err := flush(); err != nil {
@@ -751,9 +792,6 @@ func (s *session) stream(ctx context.Context, pos Position) error {
 			if err != nil {
 				return err
 			}
-			s.r.mu.Lock()
-			s.r.serverEnd = max(s.r.serverEnd, k.ServerWALEnd)
-			s.r.mu.Unlock()
 			// Nothing of ours up to the server's end: the position moves
 			// there (durably, now and then), so lag reads zero when idle.
 			if !inTxn && b.empty() && k.ServerWALEnd > queued.LSN && time.Since(idleSaved) >= time.Second {
@@ -774,9 +812,6 @@ func (s *session) stream(ctx context.Context, pos Position) error {
 			if err != nil {
 				return err
 			}
-			s.r.mu.Lock()
-			s.r.serverEnd = max(s.r.serverEnd, x.ServerWALEnd)
-			s.r.mu.Unlock()
 			m, err := pglogrepl.Parse(x.WALData)
 			if err != nil {
 				return fmt.Errorf("source: decode pgoutput at %s: %w", x.WALStart, err)
@@ -786,6 +821,43 @@ func (s *session) stream(ctx context.Context, pos Position) error {
 			}
 		}
 	}
+}
+
+// handBack ends the stream, having told the slot the target holds acked,
+// and waits until the walsender lets go of the slot, so the next session
+// can read it in bulk.
+func (s *session) handBack(ctx context.Context, acked LSN) error {
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl.PgConn(), pglogrepl.StandbyStatusUpdate{WALWritePosition: acked})
+	s.repl.Close(ctx)
+	s.repl = nil
+	if err != nil {
+		return fmt.Errorf("source: replication stream: %w", err)
+	}
+	for i := 0; ; i++ {
+		var active bool
+		if err := s.source.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, s.o.Slot).Scan(&active); err != nil {
+			return fmt.Errorf("source: replication slot %s: %w", s.o.Slot, err)
+		}
+		if !active {
+			return errBehind
+		}
+		if i == 500 {
+			return fmt.Errorf("source: replication slot %s is still in use 10 s after tandem closed its stream", s.o.Slot)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// ctxNil is nil once ctx has ended (the replicator was stopped), else err.
+func ctxNil(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 // tuple turns a stream tuple into table values.

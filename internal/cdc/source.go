@@ -147,10 +147,14 @@ func parseHistory(content []byte, from int32) (LSN, bool, error) {
 // query hands the same messages out as the rows of one result, many to a
 // packet, at about four times that. A round's changes are decoded whole
 // before the first is handed out, and spill to the source's temporary
-// files beyond work_mem: bulkRound bounds both.
+// files beyond work_mem: bulkRound bounds both. A stream whose walsender
+// has read more than behindBulk times the threshold less than the source
+// wrote (a source writing faster than a stream carries) stops, and
+// reading goes on in bulk.
 const (
 	bulkBacklog = 16 << 20
 	bulkRound   = 256 << 20
+	behindBulk  = 2
 )
 
 // backlog returns where a bulk read of the slot from from should end, or
@@ -159,17 +163,10 @@ func (s *session) backlog(ctx context.Context, from LSN) (LSN, error) {
 	if s.o.Bulk < 0 {
 		return 0, nil
 	}
-	var at string
-	if err := s.source.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&at); err != nil {
-		return 0, fmt.Errorf("source: current WAL position: %w", err)
-	}
-	end, err := pglogrepl.ParseLSN(at)
+	end, _, err := s.walEnd(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("source: current WAL position %q: %w", at, err)
+		return 0, err
 	}
-	s.r.mu.Lock()
-	s.r.serverEnd = max(s.r.serverEnd, end)
-	s.r.mu.Unlock()
 	if end < from+LSN(s.o.Bulk) {
 		return 0, nil
 	}
@@ -199,4 +196,26 @@ func (s *session) peek(ctx context.Context, upto LSN, fn func(pglogrepl.Message)
 		return fmt.Errorf("source: read slot %s up to %s: %w", s.o.Slot, upto, err)
 	}
 	return nil
+}
+
+// walEnd asks the source where its durable WAL ends (what lag is measured
+// to, and all a slot can read) and where the walsender streaming the slot
+// has read to (0 when none does).
+func (s *session) walEnd(ctx context.Context) (end, sent LSN, err error) {
+	var at, rd string
+	err = s.source.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()::text, coalesce((SELECT r.sent_lsn::text FROM pg_stat_replication r
+		JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = $1), '0/0')`, s.o.Slot).Scan(&at, &rd)
+	if err != nil {
+		return 0, 0, fmt.Errorf("source: current WAL position: %w", err)
+	}
+	if end, err = pglogrepl.ParseLSN(at); err == nil {
+		sent, err = pglogrepl.ParseLSN(rd)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("source: WAL positions %q, %q: %w", at, rd, err)
+	}
+	s.r.mu.Lock()
+	s.r.serverEnd = max(s.r.serverEnd, end)
+	s.r.mu.Unlock()
+	return end, sent, nil
 }
