@@ -63,8 +63,9 @@ type Options struct {
 	Batch int
 	Flush time.Duration
 	// Bulk: a backlog of more WAL bytes than this is read through the
-	// slot's SQL interface before the stream starts (0: 16 MiB; negative:
-	// never). See backlog.
+	// slot's SQL interface before the stream starts, and a stream whose
+	// walsender is more than twice this behind the source stops for one
+	// (0: 16 MiB; negative: never). See backlog.
 	Bulk int64
 	// Margin widens an audit-column backfill before the last applied
 	// commit (the clocks of the old and the new primary may differ).
