@@ -56,17 +56,10 @@ type Bucket struct {
 	stage   string // staging folder (see stageDir)
 
 	queueMu sync.Mutex
-	queue   []*commit  // temporary files waiting for the next group sync
-	leader  sync.Mutex // held by the Put that syncs a group
+	queue   []chan error  // Puts waiting for the next group sync
+	leader  chan struct{} // holds a token while a Put syncs a group
 
 	realDirs sync.Map // folders below the root found to be no symbolic link
-}
-
-// commit is a plain Put waiting for its group's sync and rename.
-type commit struct {
-	tmp, final string
-	gate       objstore.Gate // nil: none
-	done       chan error
 }
 
 var (
@@ -101,7 +94,7 @@ func Open(root string, create bool) (*Bucket, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("%s is a file, not a folder", abs)
 	}
-	return &Bucket{root: abs, dirty: map[string]bool{}}, nil
+	return &Bucket{root: abs, dirty: map[string]bool{}, leader: make(chan struct{}, 1)}, nil
 }
 
 // Root is the absolute path of the folder.
@@ -592,42 +585,46 @@ func place(op func(from, to string) error, staged, final string) error {
 
 // groupCommit makes tmp's data durable and renames it to final. Puts that
 // arrive while a group is syncing form the next group; the first of them to
-// take the leader lock syncs the filesystem once for all and renames them.
+// become leader syncs the filesystem once for all. Each Put then renames its
+// own file, while the next group syncs.
 func (b *Bucket) groupCommit(tmp, final string, gate objstore.Gate) error {
-	c := &commit{tmp: tmp, final: final, gate: gate, done: make(chan error, 1)}
+	done := make(chan error, 1)
 	b.queueMu.Lock()
-	b.queue = append(b.queue, c)
+	b.queue = append(b.queue, done)
 	b.queueMu.Unlock()
 
-	b.leader.Lock()
+	var err error
 	select {
-	case err := <-c.done: // an earlier leader took this one along
-		b.leader.Unlock()
-		return err
-	default:
+	case err = <-done: // a leader took this one along
+	case b.leader <- struct{}{}:
+		select {
+		case err = <-done: // the leader before took it along
+		default:
+			// Still queued: this Put leads the group.
+			b.queueMu.Lock()
+			group := b.queue
+			b.queue = nil
+			b.queueMu.Unlock()
+			serr := b.syncfs()
+			for _, g := range group {
+				g <- serr
+			}
+			err = <-done
+		}
+		<-b.leader
 	}
-	b.queueMu.Lock()
-	group := b.queue
-	b.queue = nil
-	b.queueMu.Unlock()
-	err := b.syncfs()
-	for _, g := range group {
-		gerr := err
-		if gerr == nil {
-			_, gerr = g.gate.Run()
-		}
-		if gerr == nil {
-			gerr = place(rename, g.tmp, g.final)
-		}
-		if gerr == nil {
-			b.mu.Lock()
-			b.dirty[filepath.Dir(g.final)] = true
-			b.mu.Unlock()
-		}
-		g.done <- gerr
+	if err == nil {
+		_, err = gate.Run()
 	}
-	b.leader.Unlock()
-	return <-c.done
+	if err == nil {
+		err = place(rename, tmp, final)
+	}
+	if err == nil {
+		b.mu.Lock()
+		b.dirty[filepath.Dir(final)] = true
+		b.mu.Unlock()
+	}
+	return err
 }
 
 // syncfs writes back every dirty file of the folder's filesystem.
