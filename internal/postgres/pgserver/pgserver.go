@@ -145,6 +145,27 @@ func (c *Cluster) Start() error {
 		"-o", fmt.Sprintf("-p %d -k ''", c.Port), "start")
 }
 
+// StopAfter starts a watcher, in a session of its own, that stops the
+// server at once and removes its folder when process pid has ended: a test
+// killed before its cleanup ran leaves no server behind.
+func (c *Cluster) StopAfter(pid int) error {
+	cmd, err := asServerUser(exec.Command("/bin/sh", "-c",
+		`while [ -d "/proc/$0" ]; do sleep 1; done; "$1" -D "$2" -m immediate -w stop >/dev/null 2>&1; rm -rf "$2"`,
+		strconv.Itoa(pid), filepath.Join(Bin, "pg_ctl"), c.Dir))
+	if err != nil {
+		return err
+	}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setsid = true
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go cmd.Wait()
+	return nil
+}
+
 // Running reports whether the server's postmaster is up.
 func (c *Cluster) Running() bool {
 	_, err := os.Stat(filepath.Join(c.Dir, "postmaster.pid"))

@@ -77,6 +77,9 @@ func (c *Cluster) Start() {
 		c.t.Fatal(err)
 	}
 	c.t.Cleanup(c.Stop)
+	if err := c.Cluster.StopAfter(os.Getpid()); err != nil {
+		c.t.Fatal(err)
+	}
 }
 
 // Stop stops the server at once (a crash, for PostgreSQL).
