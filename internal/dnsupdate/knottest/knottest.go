@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -93,6 +94,8 @@ log:
 		var out strings.Builder
 		cmd := exec.Command(Knotd, "-c", confFile)
 		cmd.Stdout, cmd.Stderr = &out, &out
+		// A test killed before its cleanup takes its server with it.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start knotd: %v", err)
 		}
