@@ -53,10 +53,14 @@ func runJob(ctx context.Context, h *config.HTTPAction, d Data, log io.Writer) (O
 	}
 
 	var start answer
+	busy := "" // what the last start that started nothing was answered
 	for {
 		var err error
 		start, err = runHTTP(jctx, h, d, log)
 		if err != nil {
+			if jctx.Err() != nil && busy != "" {
+				return nil, overdue(busy)
+			}
 			if jctx.Err() != nil {
 				return nil, overdue("the job could not be started")
 			}
@@ -65,9 +69,10 @@ func runJob(ctx context.Context, h *config.HTTPAction, d Data, log io.Writer) (O
 		if start.code != http.StatusConflict && start.code != http.StatusTooManyRequests {
 			break
 		}
+		busy = fmt.Sprintf("http %s %s still answered %s", start.method, start.host, start.status)
 		fmt.Fprintf(log, "%s: a job already runs or the server is busy (%s): starting again in %s\n", start.host, start.status, interval)
 		if !sleep(jctx, interval) {
-			return nil, overdue(fmt.Sprintf("http %s %s still answered %s", start.method, start.host, start.status))
+			return nil, overdue(busy)
 		}
 	}
 	if err := start.expect(h); err != nil {
