@@ -53,16 +53,15 @@ func runJob(ctx context.Context, h *config.HTTPAction, d Data, log io.Writer) (O
 	}
 
 	var start answer
-	busy := "" // what the last start that started nothing was answered
+	// What a start that runs out of time says: the answer of the last
+	// start that started nothing, if any.
+	busy := "the job could not be started"
 	for {
 		var err error
 		start, err = runHTTP(jctx, h, d, log)
 		if err != nil {
-			if jctx.Err() != nil && busy != "" {
-				return nil, overdue(busy)
-			}
 			if jctx.Err() != nil {
-				return nil, overdue("the job could not be started")
+				return nil, overdue(busy)
 			}
 			return nil, err
 		}

@@ -106,7 +106,8 @@ func TestJobFailures(t *testing.T) {
 	in := instance(t)
 	in.SetFault("export", integration.Never)
 	a := export(in)
-	a.HTTP.Job.Timeout = config.Duration(time.Second) // long enough for a loaded machine to answer once
+	// Long enough for a loaded machine to answer once.
+	a.HTTP.Job.Timeout = config.Duration(time.Second)
 	hook.RunOutput(context.Background(), a, hook.Data{}, &bytes.Buffer{}) // leaves a job running
 	in.SetFault("export", integration.Healthy)
 	if _, err := hook.RunOutput(context.Background(), a, hook.Data{}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "still answered 409") {

@@ -35,7 +35,13 @@ func newCluster(t testing.TB, name string) *Cluster {
 	}
 	_, port, _ := net.SplitHostPort(loopback.Free(t))
 	n, _ := strconv.Atoi(port)
-	return &Cluster{Cluster: &pgserver.Cluster{Dir: d, Port: n}, t: t}
+	c := &Cluster{Cluster: &pgserver.Cluster{Dir: d, Port: n}, t: t}
+	// However often the server restarts, one watcher stops it if the test
+	// is killed.
+	if err := c.Cluster.StopAfter(os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // Primary starts a new primary that accepts replication connections and
@@ -77,9 +83,6 @@ func (c *Cluster) Start() {
 		c.t.Fatal(err)
 	}
 	c.t.Cleanup(c.Stop)
-	if err := c.Cluster.StopAfter(os.Getpid()); err != nil {
-		c.t.Fatal(err)
-	}
 }
 
 // Stop stops the server at once (a crash, for PostgreSQL).
