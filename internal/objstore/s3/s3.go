@@ -441,7 +441,9 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 // refuses it after the grant ends: SigV4 counts whole seconds from the
 // signing time truncated to the second, so it expires within a second
 // after the grant. However long the writer is held up afterwards, the
-// request's deadline stays. An expired request fails with
+// request's deadline stays. A gate without an end (a zero time: a check,
+// not a grant) gets unbounded's expiry, so that a slow store or a loaded
+// machine does not fail it. An expired request fails with
 // objstore.ErrRevoked; other errors carry the S3 code and status.
 func (b *Bucket) sendGated(ctx context.Context, method, key string, header map[string]string, gate objstore.Gate, body io.ReadSeeker, n int64) (*http.Response, error) {
 	until, err := gate.Run()
@@ -450,7 +452,7 @@ func (b *Bucket) sendGated(ctx context.Context, method, key string, header map[s
 	}
 	at := time.Now()
 	if until.IsZero() {
-		until = at.Add(time.Second)
+		until = at.Add(unbounded)
 	}
 	if !at.Before(until) {
 		return nil, fmt.Errorf("its grant ended before it was sent: %w", objstore.ErrRevoked)
@@ -497,6 +499,9 @@ const (
 	gatedSingleMax   = 8 << 20
 	DefaultGatedPart = 8 << 20
 )
+
+// unbounded is the expiry of a gated request whose gate sets no end.
+const unbounded = time.Hour
 
 // beforeSend, in tests, holds a presigned request up before it is sent.
 var beforeSend func()

@@ -78,6 +78,15 @@ func TestGatedRequestExpires(t *testing.T) {
 	if _, err := b.Stat(ctx, "k"); err != nil {
 		t.Fatalf("a late delete removed the object: %v", err)
 	}
+	// A gate that only checks (no end) is not refused however long the
+	// request is held up.
+	check := func() (time.Time, error) { return time.Time{}, nil }
+	s3store.HoldBeforeSend(func() { time.Sleep(2*s3store.Slack + 500*time.Millisecond) })
+	_, err = b.Put(ctx, "k2", strings.NewReader("x"), 1, objstore.PutOptions{Gate: check})
+	s3store.HoldBeforeSend(nil)
+	if err != nil {
+		t.Fatalf("a held-up PUT behind a gate without an end: %v", err)
+	}
 }
 
 // TestSweep: an upload another writer started and never finished (it is
