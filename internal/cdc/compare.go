@@ -1,6 +1,7 @@
 package cdc
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -73,9 +74,11 @@ type comparer struct {
 	src, dst Querier
 	t        *Table
 	scope    Scope
-	// Leaf is the row count at or below which a segment is read row by
-	// row; Fanout how many parts a differing segment is split into.
-	Leaf, Fanout int64
+	// A differing segment of at most Leaf rows is read row by row, one of
+	// at most Buckets rows compared by hash buckets reading at most Fetch
+	// rows a side at a time, a larger one split into Fanout key ranges. A
+	// zero value is its default: 2,000, 1,048,576, 250,000 and 16.
+	Leaf, Buckets, Fetch, Fanout int64
 	// byType: rows are hashed by their types' hash functions, not as text.
 	byType bool
 }
@@ -242,9 +245,14 @@ type keyHash struct {
 	h   int64
 }
 
-// hashes reads the segment's rows as keys and row hashes, in key order.
-func (c *comparer) hashes(ctx context.Context, q Querier, b bounds) ([]keyHash, error) {
+// hashes reads the segment's rows (of the buckets in in only, when set)
+// as keys and row hashes.
+func (c *comparer) hashes(ctx context.Context, q Querier, b bounds, in *bucketSet) ([]keyHash, error) {
 	w, args := c.where(b)
+	if in != nil {
+		args = append(args, in.ids)
+		w += fmt.Sprintf(" AND %s & %d = ANY($%d::bigint[])", c.keyHash64(), in.mask, len(args))
+	}
 	texts := c.t.list(c.t.Key, func(col Col) string { return ident(col.Name) + "::text" })
 	rows, err := q.Query(ctx, fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s",
 		texts, c.rowHash(), c.t.Q(), w), args...)
@@ -261,55 +269,176 @@ func (c *comparer) hashes(ctx context.Context, q Querier, b bounds) ([]keyHash, 
 	})
 }
 
-// run compares the table.
+// run compares the table. A differing segment of at most Leaf rows is read
+// row by row; one of at most Buckets rows is compared by hash buckets of
+// its keys (see byBuckets); a larger one is split into Fanout key ranges,
+// each compared in turn.
 func (c *comparer) run(ctx context.Context) (Compared, error) {
 	res := Compared{Table: c.t.Name, Scope: c.describe()}
 	c.byType = typeHashes(ctx, c.src, c.t)
-	queue := []bounds{{}}
-	first := true
-	for len(queue) > 0 {
-		b := queue[0]
+	c.Leaf, c.Fanout = cmp.Or(c.Leaf, 2000), cmp.Or(c.Fanout, 16)
+	c.Buckets, c.Fetch = cmp.Or(c.Buckets, 1<<20), cmp.Or(c.Fetch, 250_000)
+	s, d, err := c.summaries(ctx, bounds{})
+	res.Segments, res.Rows = 1, s.n
+	queue := []keyRange{{bounds{}, s, d}}
+	for err == nil && len(queue) > 0 {
+		g := queue[0]
 		queue = queue[1:]
-		s, d, err := both(ctx, c, func(ctx context.Context, q Querier) (summary, error) { return c.summarize(ctx, q, b) })
-		if err != nil {
-			return res, fmt.Errorf("table %s: %w", c.t.Name, err)
+		switch {
+		case g.s == g.d:
+		case g.rows() <= c.Leaf:
+			err = c.leaf(ctx, &res, g.b, nil)
+		case g.rows() <= c.Buckets:
+			err = c.byBuckets(ctx, &res, g)
+		default:
+			var parts []keyRange
+			parts, err = c.split(ctx, g)
+			res.Segments += len(parts)
+			queue = append(queue, parts...)
 		}
-		res.Segments++
-		if first {
-			res.Rows, first = s.n, false
-		}
-		if s == d {
-			continue
-		}
-		if max(s.n, d.n) <= c.Leaf {
-			sk, dk, err := both(ctx, c, func(ctx context.Context, q Querier) ([]keyHash, error) { return c.hashes(ctx, q, b) })
-			if err != nil {
-				return res, fmt.Errorf("table %s: %w", c.t.Name, err)
-			}
-			res.Fetched += int64(len(sk) + len(dk))
-			res.Diffs = append(res.Diffs, merge(c.t, sk, dk)...)
-			continue
-		}
-		q := c.src
-		n := s.n
-		if d.n > s.n {
-			q, n = c.dst, d.n
-		}
-		cuts, err := c.splits(ctx, q, b, n)
-		if err != nil {
-			return res, fmt.Errorf("table %s: split: %w", c.t.Name, err)
-		}
-		lo := b.lo
-		for _, k := range cuts {
-			if b.hi != nil && slices.Equal(k, b.hi) {
-				break
-			}
-			queue = append(queue, bounds{lo: lo, hi: k})
-			lo = k
-		}
-		queue = append(queue, bounds{lo: lo, hi: b.hi})
+	}
+	if err != nil {
+		return res, fmt.Errorf("table %s: %w", c.t.Name, err)
 	}
 	return res, nil
+}
+
+// split cuts a segment into about Fanout key ranges at keys of the side with
+// more rows, and summarizes each.
+func (c *comparer) split(ctx context.Context, g keyRange) ([]keyRange, error) {
+	q, n := c.src, g.s.n
+	if g.d.n > g.s.n {
+		q, n = c.dst, g.d.n
+	}
+	cuts, err := c.splits(ctx, q, g.b, n)
+	if err != nil {
+		return nil, fmt.Errorf("split: %w", err)
+	}
+	var parts []keyRange
+	lo := g.b.lo
+	for _, k := range cuts {
+		if g.b.hi != nil && slices.Equal(k, g.b.hi) {
+			break
+		}
+		parts = append(parts, keyRange{b: bounds{lo: lo, hi: k}})
+		lo = k
+	}
+	parts = append(parts, keyRange{b: bounds{lo: lo, hi: g.b.hi}})
+	for i := range parts {
+		if parts[i].s, parts[i].d, err = c.summaries(ctx, parts[i].b); err != nil {
+			return nil, err
+		}
+	}
+	return parts, nil
+}
+
+// keyRange is a segment's bounds with its summary on each side.
+type keyRange struct {
+	b    bounds
+	s, d summary
+}
+
+func (g keyRange) rows() int64 { return max(g.s.n, g.d.n) }
+
+func (c *comparer) summaries(ctx context.Context, b bounds) (summary, summary, error) {
+	return both(ctx, c, func(ctx context.Context, q Querier) (summary, error) { return c.summarize(ctx, q, b) })
+}
+
+// leaf reads the segment's rows (those of the listed hash buckets only,
+// when in is set) on both sides and adds what differs.
+func (c *comparer) leaf(ctx context.Context, res *Compared, b bounds, in *bucketSet) error {
+	sk, dk, err := both(ctx, c, func(ctx context.Context, q Querier) ([]keyHash, error) { return c.hashes(ctx, q, b, in) })
+	if err != nil {
+		return err
+	}
+	res.Fetched += int64(len(sk) + len(dk))
+	res.Diffs = append(res.Diffs, merge(c.t, sk, dk)...)
+	return nil
+}
+
+// bucketSet is some of a segment's hash buckets: rows whose key hash,
+// masked by mask, is one of ids.
+type bucketSet struct {
+	mask int64
+	ids  []int64
+}
+
+// keyHash64 is a 64-bit hash of a row's key, the same on both sides: by
+// the type's own function for a key of one integer, text or uuid column
+// (the common keys; cheaper than a record's hash), else of the key as a
+// record or as text, as rowHash.
+func (c *comparer) keyHash64() string {
+	if len(c.t.Key) == 1 {
+		col := c.t.Cols[c.t.Key[0]]
+		name := ident(col.Name)
+		switch {
+		case col.Type == "smallint" || col.Type == "integer" || col.Type == "bigint":
+			return "hashint8extended(" + name + "::bigint, 0)"
+		case col.Type == "text" || strings.HasPrefix(col.Type, "character varying"):
+			return "hashtextextended(" + name + "::text, 0)"
+		case col.Type == "uuid":
+			return "uuid_hash_extended(" + name + ", 0)"
+		}
+	}
+	row := "ROW(" + c.t.list(c.t.Key, nil) + ")"
+	if c.byType {
+		return "hash_record_extended(" + row + ", 0)"
+	}
+	return "hashtextextended(" + row + "::text, 0)"
+}
+
+// bucketRows is how many rows a hash bucket holds, aimed at.
+const bucketRows = 64
+
+// byBuckets compares a differing segment in two scans a side, however its
+// differences are spread: the first sums its rows by hash bucket of their
+// keys (count and hash, as a segment's), the second reads the rows of the
+// buckets that differ, at most Fetch rows a side at a time (a scan each).
+// Splitting by key ranges instead reads nearly every row at each level
+// when the differences are scattered, as a source failover's gap leaves
+// them.
+func (c *comparer) byBuckets(ctx context.Context, res *Compared, g keyRange) error {
+	nb := int64(2)
+	for nb*bucketRows < g.rows() {
+		nb *= 2
+	}
+	mask := nb - 1
+	w, args := c.where(g.b)
+	sql := fmt.Sprintf("SELECT %s & %d, count(*), coalesce(bit_xor(%s), 0) FROM %s WHERE %s GROUP BY 1",
+		c.keyHash64(), mask, c.rowHash(), c.t.Q(), w)
+	s, d, err := both(ctx, c, func(ctx context.Context, q Querier) (map[int64]summary, error) {
+		rows, err := q.Query(ctx, sql, args...)
+		if err != nil {
+			return nil, err
+		}
+		out := map[int64]summary{}
+		var id int64
+		var s summary
+		_, err = pgx.ForEachRow(rows, []any{&id, &s.n, &s.h}, func() error { out[id] = s; return nil })
+		return out, err
+	})
+	if err != nil {
+		return fmt.Errorf("hash buckets: %w", err)
+	}
+	res.Segments += len(s)
+	var ids []int64
+	for id := range nb {
+		if s[id] != d[id] {
+			ids = append(ids, id)
+		}
+	}
+	for len(ids) > 0 {
+		var n int64
+		i := 0
+		for ; i < len(ids) && (i == 0 || n+max(s[ids[i]].n, d[ids[i]].n) <= c.Fetch); i++ {
+			n += max(s[ids[i]].n, d[ids[i]].n)
+		}
+		if err := c.leaf(ctx, res, g.b, &bucketSet{mask: mask, ids: ids[:i]}); err != nil {
+			return err
+		}
+		ids = ids[i:]
+	}
+	return nil
 }
 
 func (c *comparer) describe() string {

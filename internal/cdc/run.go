@@ -418,7 +418,7 @@ func (s *session) level(ctx context.Context, pos Position, slot slotState, why s
 				continue
 			}
 		}
-		cmp := &comparer{src: src, dst: dst, t: t, scope: sc, Leaf: 2000, Fanout: 16}
+		cmp := &comparer{src: src, dst: dst, t: t, scope: sc}
 		res, err := cmp.run(ctx)
 		if err != nil {
 			return pos, err

@@ -149,7 +149,7 @@ func Validate(ctx context.Context, o Options, vo ValidateOptions) (Report, error
 	}
 	defer dst.Rollback(context.WithoutCancel(ctx))
 	for _, t := range c.tables {
-		cmp := &comparer{src: src, dst: dst, t: t, scope: vo.Scope, Leaf: 2000, Fanout: 16}
+		cmp := &comparer{src: src, dst: dst, t: t, scope: vo.Scope}
 		res, err := cmp.run(ctx)
 		if err != nil {
 			return rep, err
