@@ -269,15 +269,27 @@ func (c *comparer) hashes(ctx context.Context, q Querier, b bounds, in *bucketSe
 	})
 }
 
-// run compares the table. A differing segment of at most Leaf rows is read
-// row by row; one of at most Buckets rows is compared by hash buckets of
-// its keys (see byBuckets); a larger one is split into Fanout key ranges,
-// each compared in turn.
+// run compares the table. A table the planner estimates at most Buckets
+// rows is compared by hash buckets of its keys at once (see byBuckets).
+// Else the whole table is summarized; a differing segment of at most Leaf
+// rows is read row by row, one of at most Buckets rows compared by hash
+// buckets, a larger one split into Fanout key ranges, each compared in
+// turn.
 func (c *comparer) run(ctx context.Context) (Compared, error) {
 	res := Compared{Table: c.t.Name, Scope: c.describe()}
 	c.byType = typeHashes(ctx, c.src, c.t)
 	c.Leaf, c.Fanout = cmp.Or(c.Leaf, 2000), cmp.Or(c.Fanout, 16)
 	c.Buckets, c.Fetch = cmp.Or(c.Buckets, 1<<20), cmp.Or(c.Fetch, 250_000)
+	if est := c.estimate(ctx); est >= 0 && est <= c.Buckets {
+		// Small enough for hash buckets: their sums are the table's, and
+		// a table that differs is not read once more.
+		s, _, err := c.byBuckets(ctx, &res, bounds{}, est)
+		res.Rows = s.n
+		if err != nil {
+			return res, fmt.Errorf("table %s: %w", c.t.Name, err)
+		}
+		return res, nil
+	}
 	s, d, err := c.summaries(ctx, bounds{})
 	res.Segments, res.Rows = 1, s.n
 	queue := []keyRange{{bounds{}, s, d}}
@@ -289,7 +301,7 @@ func (c *comparer) run(ctx context.Context) (Compared, error) {
 		case g.rows() <= c.Leaf:
 			err = c.leaf(ctx, &res, g.b, nil)
 		case g.rows() <= c.Buckets:
-			err = c.byBuckets(ctx, &res, g)
+			_, _, err = c.byBuckets(ctx, &res, g.b, g.rows())
 		default:
 			var parts []keyRange
 			parts, err = c.split(ctx, g)
@@ -390,20 +402,20 @@ func (c *comparer) keyHash64() string {
 // bucketRows is how many rows a hash bucket holds, aimed at.
 const bucketRows = 64
 
-// byBuckets compares a differing segment in two scans a side, however its
-// differences are spread: the first sums its rows by hash bucket of their
-// keys (count and hash, as a segment's), the second reads the rows of the
-// buckets that differ, at most Fetch rows a side at a time (a scan each).
-// Splitting by key ranges instead reads nearly every row at each level
-// when the differences are scattered, as a source failover's gap leaves
-// them.
-func (c *comparer) byBuckets(ctx context.Context, res *Compared, g keyRange) error {
+// byBuckets compares a segment of about rows rows in two scans a side,
+// however its differences are spread: the first sums its rows by hash
+// bucket of their keys (count and hash, as a segment's), the second reads
+// the rows of the buckets that differ, at most Fetch rows a side at a time
+// (a scan each). Splitting by key ranges instead reads nearly every row at
+// each level when the differences are scattered, as a source failover's
+// gap leaves them. It returns the segment's summary on each side.
+func (c *comparer) byBuckets(ctx context.Context, res *Compared, b bounds, rows int64) (summary, summary, error) {
 	nb := int64(2)
-	for nb*bucketRows < g.rows() {
+	for nb*bucketRows < rows {
 		nb *= 2
 	}
 	mask := nb - 1
-	w, args := c.where(g.b)
+	w, args := c.where(b)
 	sql := fmt.Sprintf("SELECT %s & %d, count(*), coalesce(bit_xor(%s), 0) FROM %s WHERE %s GROUP BY 1",
 		c.keyHash64(), mask, c.rowHash(), c.t.Q(), w)
 	s, d, err := both(ctx, c, func(ctx context.Context, q Querier) (map[int64]summary, error) {
@@ -418,11 +430,14 @@ func (c *comparer) byBuckets(ctx context.Context, res *Compared, g keyRange) err
 		return out, err
 	})
 	if err != nil {
-		return fmt.Errorf("hash buckets: %w", err)
+		return summary{}, summary{}, fmt.Errorf("hash buckets: %w", err)
 	}
 	res.Segments += len(s)
 	var ids []int64
+	var ts, td summary
 	for id := range nb {
+		ts.n, ts.h = ts.n+s[id].n, ts.h^s[id].h
+		td.n, td.h = td.n+d[id].n, td.h^d[id].h
 		if s[id] != d[id] {
 			ids = append(ids, id)
 		}
@@ -433,12 +448,22 @@ func (c *comparer) byBuckets(ctx context.Context, res *Compared, g keyRange) err
 		for ; i < len(ids) && (i == 0 || n+max(s[ids[i]].n, d[ids[i]].n) <= c.Fetch); i++ {
 			n += max(s[ids[i]].n, d[ids[i]].n)
 		}
-		if err := c.leaf(ctx, res, g.b, &bucketSet{mask: mask, ids: ids[:i]}); err != nil {
-			return err
+		if err := c.leaf(ctx, res, b, &bucketSet{mask: mask, ids: ids[:i]}); err != nil {
+			return ts, td, err
 		}
 		ids = ids[i:]
 	}
-	return nil
+	return ts, td, nil
+}
+
+// estimate is the planner's estimate of the table's rows, or -1 when it
+// has none (never analyzed) or could not be read.
+func (c *comparer) estimate(ctx context.Context) int64 {
+	var n float64
+	if err := c.src.QueryRow(ctx, "SELECT reltuples FROM pg_class WHERE oid = $1::regclass", c.t.Q()).Scan(&n); err != nil {
+		return -1
+	}
+	return int64(n)
 }
 
 func (c *comparer) describe() string {

@@ -32,7 +32,8 @@ func TestCompareSplits(t *testing.T) {
 			CREATE TABLE names (k text PRIMARY KEY, balance bigint, note text);
 			INSERT INTO names SELECT 'n' || id, balance, note FROM acct;
 			CREATE TABLE pairs (a text, b int, balance bigint, note text, PRIMARY KEY (a, b));
-			INSERT INTO pairs SELECT 'p' || id % 13, id, balance, note FROM acct`); err != nil {
+			INSERT INTO pairs SELECT 'p' || id % 13, id, balance, note FROM acct;
+			ANALYZE`); err != nil {
 			t.Fatal(err)
 		}
 		c.Close(ctx)
@@ -69,7 +70,8 @@ func TestCompareSplits(t *testing.T) {
 				want[k] = true
 			}
 		}
-		// By hash buckets of the whole table (the defaults); split into
+		// By hash buckets of the whole table at once (the defaults: the
+		// planner's estimate is 20,000 rows); split into
 		// parts of 1,250 rows read row by row; split down to parts of 20
 		// rows; split into parts of 5,000 rows compared by hash buckets,
 		// whose rows are read at most 100 at a time.
@@ -88,13 +90,16 @@ func TestCompareSplits(t *testing.T) {
 				}
 				seen[k] = true
 			}
+			if res.Rows != int64(len(sa)) {
+				t.Errorf("%s, leaf %d, buckets %d: %d source rows, want %d", name, cmp.Leaf, cmp.Buckets, res.Rows, len(sa))
+			}
 			if len(want) < 20 || len(seen) != len(want) {
 				t.Fatalf("%s, leaf %d, fanout %d: %d diffs found, %d rows differ", name, cmp.Leaf, cmp.Fanout, len(seen), len(want))
 			}
 			if !rowByRow && res.Fetched >= int64(len(sa)+len(da))/4 {
 				t.Fatalf("%s, leaf %d, fanout %d: %d rows read of %d", name, cmp.Leaf, cmp.Fanout, res.Fetched, len(sa)+len(da))
 			}
-			t.Logf("%s, leaf %d, fanout %d: %d diffs, %d segments, %d rows read", name, cmp.Leaf, cmp.Fanout, len(res.Diffs), res.Segments, res.Fetched)
+			t.Logf("%s, leaf %d, buckets %d, fanout %d: %d diffs, %d segments, %d rows read", name, cmp.Leaf, cmp.Buckets, cmp.Fanout, len(res.Diffs), res.Segments, res.Fetched)
 		}
 	}
 
