@@ -233,10 +233,10 @@ transactions' keys) before it applies the new stream.`)
 	printCDCStatus(w, cdcpair.Kind{}.Status(ctx, env, "orders"))
 
 	step(4, "Validate the target against the new primary",
-		`tandem validate compares both sides in consistent snapshots by checksums over
-primary-key ranges, splitting the ranges that differ until it reads them row
-by row. The lost transactions were taken back in the target: it holds what the
-new primary holds.`)
+		`tandem validate compares both sides in consistent snapshots by checksums
+(count and hash) over primary-key ranges and hash buckets of the keys, and
+reads row by row only what differs. The lost transactions were taken back in
+the target: it holds what the new primary holds.`)
 	if err := runValidate(ctx, validateOptions{config: cfgPath, window: time.Hour}, "orders", w); err != nil {
 		return err
 	}
