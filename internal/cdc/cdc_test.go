@@ -180,9 +180,15 @@ func TestReplicate(t *testing.T) {
 		t.Fatalf("NULL and the text NULL arrived as: %s", got)
 	}
 	stop()
-	run(t, tp.primary.DSN(), `INSERT INTO orders (id, note) SELECT i, 'while down' FROM generate_series(7000, 7999) i`, `TRUNCATE items`,
+	// 100 transactions of 10 rows: in batches of 10 rows, one bulk round
+	// makes more batches than the committer's acknowledgements are
+	// buffered (a reader that did not take them while it read hung).
+	run(t, tp.primary.DSN(), `DO $$ BEGIN FOR k IN 0..99 LOOP
+			INSERT INTO orders (id, note) SELECT i, 'while down' FROM generate_series(7000 + 10*k, 7009 + 10*k) i; COMMIT;
+		END LOOP; END $$`, `TRUNCATE items`,
 		`INSERT INTO items VALUES (1, 1, 'after truncate')`)
 	o.Bulk = 1 // what came in while it was down is read in bulk
+	o.Batch = 10
 	start(t, o)
 	rep := level(t, o)
 	if !logged("in bulk") {

@@ -519,6 +519,7 @@ func (s *session) stream(ctx context.Context, pos Position) error {
 		start       = pos.LSN
 		queued      = pos     // the position of the last batch handed to the committer
 		acked       = pos.LSN // durable in the target: what the source may forget
+		told        = pos.LSN // the last acked sent to the source
 	)
 	// One batch commits in the target while the next one fills.
 	type job struct {
@@ -544,19 +545,22 @@ func (s *session) stream(ctx context.Context, pos Position) error {
 	var recv deadlineCtx
 	defer recv.stop()
 	status := func(reply bool) error {
-		lastStatus = time.Now()
+		lastStatus, told = time.Now(), acked
 		return pglogrepl.SendStandbyStatusUpdate(ctx, s.repl.PgConn(), pglogrepl.StandbyStatusUpdate{WALWritePosition: acked, ReplyRequested: reply})
 	}
 	submit := func(npos Position) error {
 		b.prepare()
-		select {
-		case jobs <- job{b, npos}:
-			queued, b = npos, &batch{}
-			return nil
-		case err := <-errc:
-			return err
-		case <-ctx.Done():
-			return nil
+		for {
+			select {
+			case jobs <- job{b, npos}:
+				queued, b = npos, &batch{}
+				return nil
+			case acked = <-acks: // else the committer could wait on its acknowledgements
+			case err := <-errc:
+				return err
+			case <-ctx.Done():
+				return nil
+			}
 		}
 	}
 	flush := func() error {
@@ -716,14 +720,12 @@ func (s *session) stream(ctx context.Context, pos Position) error {
 			return err
 		default:
 		}
-		if moved := acked; len(acks) > 0 {
-			for len(acks) > 0 {
-				acked = <-acks
-			}
-			if acked != moved {
-				if err := status(false); err != nil {
-					return err
-				}
+		for len(acks) > 0 {
+			acked = <-acks
+		}
+		if acked != told {
+			if err := status(false); err != nil {
+				return err
 			}
 		}
 		// The stream's messages do not say where the source's WAL ends
