@@ -3,6 +3,7 @@ package cdc
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -270,8 +271,8 @@ func (c *comparer) hashes(ctx context.Context, q Querier, b bounds, in *bucketSe
 }
 
 // run compares the table. A table the planner estimates at most Buckets
-// rows is compared by hash buckets of its keys at once (see byBuckets).
-// Else the whole table is summarized; a differing segment of at most Leaf
+// rows is compared by hash buckets of its keys at once (see byBuckets),
+// unless it turns out larger. Else the whole table is summarized; a differing segment of at most Leaf
 // rows is read row by row, one of at most Buckets rows compared by hash
 // buckets, a larger one split into Fanout key ranges, each compared in
 // turn.
@@ -280,18 +281,24 @@ func (c *comparer) run(ctx context.Context) (Compared, error) {
 	c.byType = typeHashes(ctx, c.src, c.t)
 	c.Leaf, c.Fanout = cmp.Or(c.Leaf, 2000), cmp.Or(c.Fanout, 16)
 	c.Buckets, c.Fetch = cmp.Or(c.Buckets, 1<<20), cmp.Or(c.Fetch, 250_000)
+	var s, d summary
+	err := errMoreRows
 	if est := c.estimate(ctx); est >= 0 && est <= c.Buckets {
 		// Small enough for hash buckets: their sums are the table's, and
 		// a table that differs is not read once more.
-		s, _, err := c.byBuckets(ctx, &res, bounds{}, est)
+		s, d, err = c.byBuckets(ctx, &res, bounds{}, est)
 		res.Rows = s.n
-		if err != nil {
-			return res, fmt.Errorf("table %s: %w", c.t.Name, err)
+		if !errors.Is(err, errMoreRows) {
+			if err != nil {
+				return res, fmt.Errorf("table %s: %w", c.t.Name, err)
+			}
+			return res, nil
 		}
-		return res, nil
+		err = nil // the estimate was stale: the sums are the table's
+	} else {
+		s, d, err = c.summaries(ctx, bounds{})
+		res.Segments, res.Rows = res.Segments+1, s.n
 	}
-	s, d, err := c.summaries(ctx, bounds{})
-	res.Segments, res.Rows = 1, s.n
 	queue := []keyRange{{bounds{}, s, d}}
 	for err == nil && len(queue) > 0 {
 		g := queue[0]
@@ -442,6 +449,9 @@ func (c *comparer) byBuckets(ctx context.Context, res *Compared, b bounds, rows 
 			ids = append(ids, id)
 		}
 	}
+	if n := max(ts.n, td.n); n > c.Buckets && n > 4*rows {
+		return ts, td, errMoreRows
+	}
 	for len(ids) > 0 {
 		var n int64
 		i := 0
@@ -455,6 +465,11 @@ func (c *comparer) byBuckets(ctx context.Context, res *Compared, b bounds, rows 
 	}
 	return ts, td, nil
 }
+
+// errMoreRows: a segment compared by hash buckets has more rows than
+// Buckets, and several times more than expected (the planner's estimate
+// was stale): its buckets are too large, it is split by key range instead.
+var errMoreRows = errors.New("more rows than estimated")
 
 // estimate is the planner's estimate of the table's rows, or -1 when it
 // has none (never analyzed) or could not be read.
