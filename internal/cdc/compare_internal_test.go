@@ -11,18 +11,17 @@ import (
 )
 
 // TestCompareSplits: two tables of 20,000 rows differing in about 60,
-// scattered, split at integer keys (whose text order is not their order),
-// text keys and keys of two columns:
-// every differing key is found once, and none that is level, whether the
-// differing segments are read row by row, split further, or compared by
-// hash buckets.
+// scattered, with integer keys (whose text order is not their order), text
+// keys and keys of two columns: every differing key is found once, and
+// none that is level, whether the differing segments are read row by row,
+// split further, or compared by hash buckets.
 func TestCompareSplits(t *testing.T) {
 	t.Parallel()
 	a, b := pgtest.Primary(t), pgtest.Primary(t)
 	ctx := context.Background()
 	// Keys of one integer, one text column, and two columns (hashed as a
-	// record); the key as keyString prints it.
-	// grown has grown 200 times since it was last analyzed.
+	// record), each with the key as keyString prints it; grown has grown
+	// 200 times since it was last analyzed.
 	tables := map[string]string{"acct": "id::text", "names": "k", "pairs": "a || E'\t' || b", "grown": "id::text"}
 	for i, dsn := range []string{a.DSN(), b.DSN()} {
 		c, _ := postgres.Connect(ctx, dsn)
@@ -75,10 +74,10 @@ func TestCompareSplits(t *testing.T) {
 			}
 		}
 		// By hash buckets of the whole table at once (the defaults: the
-		// planner's estimate is 20,000 rows); split into
-		// parts of 1,250 rows read row by row; split down to parts of 20
-		// rows; split into parts of 5,000 rows compared by hash buckets,
-		// whose rows are read at most 100 at a time.
+		// planner's estimate is 20,000 rows); split into parts of 1,250
+		// rows read row by row; split down to parts of 20 rows; split into
+		// parts of 5,000 rows compared by hash buckets, whose rows are
+		// read at most 100 at a time.
 		configs := []*comparer{{}, {Leaf: 2000, Buckets: 2000}, {Leaf: 20, Buckets: 20, Fanout: 1000}, {Leaf: 20, Buckets: 6000, Fanout: 4, Fetch: 100}}
 		if name == "grown" {
 			// Estimated at 100 rows: two buckets of 10,000 rows would be
