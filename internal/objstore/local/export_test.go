@@ -4,3 +4,6 @@ package local
 var LockWait = &lockWait
 
 const LockName = lockName
+
+// HoldLocked holds a compare-and-swap up just before its rename.
+func HoldLocked(f func()) { heldLocked = f }

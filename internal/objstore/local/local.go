@@ -55,6 +55,8 @@ type Bucket struct {
 	stageMu sync.Mutex
 	stage   string // staging folder (see stageDir)
 
+	casMu sync.Mutex // one compare-and-swap of this Bucket at a time (see lock)
+
 	queueMu sync.Mutex
 	queue   []chan error  // Puts waiting for the next group sync
 	leader  chan struct{} // holds a token while a Put syncs a group
@@ -654,10 +656,10 @@ func (b *Bucket) Sync(ctx context.Context) error {
 
 // compareAndPlace renames the staged file to p if key still has the ETag
 // opts.IfMatch, under the folder's lock. The lock is held for the compare,
-// the gate and the rename only (the directory sync comes after): a
-// process paused while it holds it (SIGSTOP, a frozen machine) blocks the
-// folder's other compare-and-swaps, so the window is kept as short as it
-// can be.
+// the gate and the rename only (the directory sync comes after), and the
+// file was staged before the lock was taken: a holder paused past
+// lockWait has its staging taken away when the lock is broken (see lock),
+// so its rename cannot land when it resumes.
 func (b *Bucket) compareAndPlace(ctx context.Context, key string, opts objstore.PutOptions, tmpName, p string) error {
 	unlock, err := b.lock(ctx)
 	if err != nil {
@@ -674,42 +676,106 @@ func (b *Bucket) compareAndPlace(ctx context.Context, key string, opts objstore.
 	if _, err := opts.Gate.Run(); err != nil {
 		return fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
 	}
+	if heldLocked != nil {
+		heldLocked()
+	}
 	if err := place(rename, tmpName, p); err != nil {
 		return fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
 	}
 	return nil
 }
 
-// lockWait bounds how long a compare-and-swap waits for the folder's lock.
+// heldLocked, in tests, holds a compare-and-swap up just before its rename.
+var heldLocked func()
+
+// lockWait is how long a compare-and-swap waits for the folder's lock
+// before it breaks it.
 var lockWait = 10 * time.Second
 
 // lock takes the folder's exclusive flock, which serializes compare-and-swap
-// across processes. A lock held longer than lockWait (its holder paused)
-// fails the write, saying so, rather than hang: callers retry.
+// across processes (and casMu within this Bucket). A lock held longer than
+// lockWait has a holder that is paused (SIGSTOP, a frozen machine) or
+// stuck: it must not keep a takeover from writing the lease, so it is
+// broken (see breakLock).
 func (b *Bucket) lock(ctx context.Context) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(b.root, lockName), os.O_CREATE|os.O_RDWR, 0o644)
+	b.casMu.Lock()
+	path := filepath.Join(b.root, lockName)
+	for {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			b.casMu.Unlock()
+			return nil, err
+		}
+		deadline := time.Now().Add(lockWait)
+		for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+			if err == nil || !sameFile(f, path) || !errors.Is(err, syscall.EWOULDBLOCK) || ctx.Err() != nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(wait)
+		}
+		switch {
+		case err == nil && sameFile(f, path):
+			// Locked, and the file is still the folder's lock file.
+		case !sameFile(f, path):
+			f.Close() // replaced by a breaker meanwhile: lock the new one
+			continue
+		case errors.Is(err, syscall.EWOULDBLOCK) && ctx.Err() == nil:
+			f.Close()
+			if f, err = b.breakLock(ctx, path); errors.Is(err, fs.ErrNotExist) {
+				continue // another broke it at the same moment, taking this one's staging
+			} else if err != nil {
+				b.casMu.Unlock()
+				return nil, fmt.Errorf("the folder's lock (%s) has been held by another process for %s (is a tandem paused?), and breaking it failed: %w: nothing was written; try again", lockName, lockWait, err)
+			}
+		default:
+			f.Close()
+			b.casMu.Unlock()
+			return nil, cmp.Or(ctx.Err(), err)
+		}
+		return func() {
+			syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+			f.Close()
+			b.casMu.Unlock()
+		}, nil
+	}
+}
+
+// breakLock breaks the lock at path, whose holder has held it past
+// lockWait, and returns the new lock file, locked. The new file is locked
+// before it replaces the old one, so nobody else takes it first. Then
+// every other writer's staging is taken away (Revoke): a holder of the old
+// lock staged its file before it took the lock, so its rename either
+// landed before this, or fails when it resumes; no compare-and-swap of the
+// old lock can land after this one's compare.
+func (b *Bucket) breakLock(ctx context.Context, path string) (*os.File, error) {
+	f, err := b.createTemp(0o644) // in this Bucket's own staging, which stays
 	if err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(lockWait)
-	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) || ctx.Err() != nil {
-			f.Close()
-			if errors.Is(err, syscall.EWOULDBLOCK) {
-				return nil, fmt.Errorf("the folder's lock (%s) has been held by another process for %s (is a tandem paused?): nothing was written; try again", lockName, lockWait)
-			}
-			return nil, cmp.Or(ctx.Err(), err)
-		}
-		time.Sleep(wait)
-	}
-	return func() {
-		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
-	}, nil
+		return nil, err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := b.Revoke(ctx); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// sameFile reports whether f is the file path names.
+func sameFile(f *os.File, path string) bool {
+	a, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	b, err := os.Stat(path)
+	return err == nil && os.SameFile(a, b)
 }
 
 func syncDir(dir string) error {
@@ -813,7 +879,7 @@ func sanitize(s string) string {
 }
 
 // createTemp makes a staged file; a staging folder revoked meanwhile is
-// made again.
+// made again (a few times: a Revoke may take a new one while it is made).
 func (b *Bucket) createTemp(perm uint32) (*os.File, error) {
 	for attempt := 0; ; attempt++ {
 		dir, err := b.stageDir(attempt > 0)
@@ -821,7 +887,7 @@ func (b *Bucket) createTemp(perm uint32) (*os.File, error) {
 			return nil, err
 		}
 		f, err := createExcl(dir, perm)
-		if errors.Is(err, fs.ErrNotExist) && attempt == 0 {
+		if errors.Is(err, fs.ErrNotExist) && attempt < 3 {
 			continue
 		}
 		return f, err

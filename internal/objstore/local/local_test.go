@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -196,32 +198,114 @@ func TestNoWriteThroughSymlinks(t *testing.T) {
 	}
 }
 
-// A compare-and-swap whose lock another process holds (paused) fails,
-// saying so, instead of waiting for ever; once the lock is free it works.
-func TestLockHeldFails(t *testing.T) {
+// TestLockHeldIsBroken: a compare-and-swap whose holder is paused inside
+// the lock, about to rename, does not keep another writer (a takeover) out
+// past lockWait; the paused holder's write does not land when it resumes.
+func TestLockHeldIsBroken(t *testing.T) {
 	defer func(w time.Duration) { *local.LockWait = w }(*local.LockWait)
 	*local.LockWait = 200 * time.Millisecond
-	b, err := local.Open(t.TempDir(), false)
+	root := t.TempDir()
+	paused, other := openBucket(t, root), openBucket(t, root)
+	ctx := context.Background()
+	info, err := paused.Put(ctx, "lease.json", strings.NewReader("1"), 1, objstore.PutOptions{IfAbsent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := b.Put(context.Background(), "lease.json", strings.NewReader("1"), 1, objstore.PutOptions{IfAbsent: true})
+	held, resume := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	local.HoldLocked(func() {
+		if first.CompareAndSwap(false, true) {
+			close(held)
+			<-resume
+		}
+	})
+	defer local.HoldLocked(nil)
+	done := make(chan error, 1)
+	go func() {
+		_, err := paused.Put(ctx, "lease.json", strings.NewReader("p"), 1, objstore.PutOptions{IfMatch: info.ETag})
+		done <- err
+	}()
+	<-held
+	if _, err := other.Put(ctx, "lease.json", strings.NewReader("o"), 1, objstore.PutOptions{IfMatch: info.ETag}); err != nil {
+		t.Fatalf("a write while a paused process holds the lock: %v", err)
+	}
+	close(resume)
+	if err := <-done; !errors.Is(err, objstore.ErrRevoked) {
+		t.Fatalf("the paused holder's write, resumed: %v, want ErrRevoked", err)
+	}
+	if data, _ := os.ReadFile(filepath.Join(root, "lease.json")); string(data) != "o" {
+		t.Fatalf("lease.json = %q, want the other writer's", data)
+	}
+	// Both take the lock again as usual.
+	cur, _ := other.Stat(ctx, "lease.json")
+	next, err := paused.Put(ctx, "lease.json", strings.NewReader("2"), 1, objstore.PutOptions{IfMatch: cur.ETag})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.OpenFile(filepath.Join(b.Root(), local.LockName), os.O_CREATE|os.O_RDWR, 0o644)
+	if _, err := other.Put(ctx, "lease.json", strings.NewReader("3"), 1, objstore.PutOptions{IfMatch: next.ETag}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func openBucket(t *testing.T, root string) *local.Bucket {
+	b, err := local.Open(root, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+	return b
+}
+
+// TestLockBreaksLoseNoUpdate: writers on their own handles increment a
+// counter by compare-and-swap while the lock is broken all the time (it
+// is held "too long" after 1 ms): writes broken off fail, and none that
+// succeeds is lost.
+func TestLockBreaksLoseNoUpdate(t *testing.T) {
+	defer func(w time.Duration) { *local.LockWait = w }(*local.LockWait)
+	*local.LockWait = time.Millisecond
+	root := t.TempDir()
+	ctx := context.Background()
+	if _, err := openBucket(t, root).Put(ctx, "n", strings.NewReader("0"), 1, objstore.PutOptions{IfAbsent: true}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = b.Put(context.Background(), "lease.json", strings.NewReader("2"), 1, objstore.PutOptions{IfMatch: info.ETag})
-	if err == nil || !strings.Contains(err.Error(), "has been held by another process") {
-		t.Fatalf("a write under a held lock: %v", err)
+	var ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		b := openBucket(t, root)
+		wg.Go(func() {
+			for range 100 {
+				info, err := b.Stat(ctx, "n")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				data, err := os.ReadFile(filepath.Join(root, "n"))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				n, _ := strconv.Atoi(string(data))
+				next := strconv.Itoa(n + 1)
+				// The ETag read may be newer than the data read: the
+				// compare then fails (the object changed) or, if equal,
+				// the count is still consistent with what it replaced.
+				cur, _ := b.Stat(ctx, "n")
+				if cur.ETag != info.ETag {
+					continue
+				}
+				// A write broken off fails, whatever the step it was
+				// at (staging taken away while it was made, too).
+				if _, err := b.Put(ctx, "n", strings.NewReader(next), int64(len(next)), objstore.PutOptions{IfMatch: info.ETag}); err == nil {
+					ok.Add(1)
+				} else {
+					failed.Add(1)
+				}
+			}
+		})
 	}
-	f.Close() // the holder goes away
-	if _, err := b.Put(context.Background(), "lease.json", strings.NewReader("2"), 1, objstore.PutOptions{IfMatch: info.ETag}); err != nil {
-		t.Fatal(err)
+	wg.Wait()
+	data, _ := os.ReadFile(filepath.Join(root, "n"))
+	if got, _ := strconv.Atoi(string(data)); int64(got) != ok.Load() || got == 0 {
+		t.Fatalf("counter %d after %d successful compare-and-swaps (%d failed)", got, ok.Load(), failed.Load())
 	}
+	t.Logf("%d successful, %d failed", ok.Load(), failed.Load())
 }
