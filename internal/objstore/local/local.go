@@ -883,12 +883,12 @@ func sanitize(s string) string {
 func (b *Bucket) createTemp(perm uint32) (*os.File, error) {
 	for attempt := 0; ; attempt++ {
 		dir, err := b.stageDir(attempt > 0)
-		if err != nil {
-			return nil, err
+		var f *os.File
+		if err == nil {
+			f, err = createExcl(dir, perm)
 		}
-		f, err := createExcl(dir, perm)
 		if errors.Is(err, fs.ErrNotExist) && attempt < 3 {
-			continue
+			continue // revoked, even while it was being made
 		}
 		return f, err
 	}
