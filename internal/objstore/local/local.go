@@ -714,10 +714,11 @@ func (b *Bucket) lock(ctx context.Context) (func(), error) {
 			}
 			time.Sleep(wait)
 		}
+		same := sameFile(f, path)
 		switch {
-		case err == nil && sameFile(f, path):
+		case err == nil && same:
 			// Locked, and the file is still the folder's lock file.
-		case !sameFile(f, path):
+		case !same:
 			f.Close() // replaced by a breaker meanwhile: lock the new one
 			continue
 		case errors.Is(err, syscall.EWOULDBLOCK) && ctx.Err() == nil:
