@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kmsg"
+
 	"tandem/internal/fence"
 	"tandem/internal/stream"
 	"tandem/internal/stream/embed"
@@ -308,5 +310,41 @@ func TestRedact(t *testing.T) {
 		if got := stream.Redact(in); got != want && !(want == "" && !strings.Contains(got, "hunter2")) {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestSlowKafkaRead: a read whose fetch is slow (a loaded broker, a new
+// consumer's start-up) must not answer "no events" for events the log
+// holds: the mirror would take the log as read to its end and copy into
+// it what it already has, or drop an event as gone from the log.
+func TestSlowKafkaRead(t *testing.T) {
+	c, url := streamtest.KafkaCluster(t, "s")
+	ctx := context.Background()
+	l, err := stream.Open(ctx, stream.Spec{Broker: url, Stream: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := range 3 {
+		if _, err := l.Append(ctx, fmt.Sprintf("e%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var slowed atomic.Int32
+	c.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if slowed.Add(1) <= 3 {
+			c.SleepControl(func() { time.Sleep(400 * time.Millisecond) })
+		}
+		return nil, nil, false
+	})
+	for _, after := range []int64{0, 1} { // a new consumer each: another start
+		evs, err := l.Read(ctx, after, 10, 0)
+		if err != nil || len(evs) == 0 || evs[0].Pos != after+1 {
+			t.Fatalf("read after %d with slow fetches: %+v %v", after, evs, err)
+		}
+	}
+	if slowed.Load() == 0 {
+		t.Fatal("no fetch was slowed: the test tested nothing")
 	}
 }

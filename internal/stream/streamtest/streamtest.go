@@ -34,6 +34,14 @@ func NATS(t testing.TB, name string) string {
 // and returns its kafka:// URL.
 func Kafka(t testing.TB, topics ...string) string {
 	t.Helper()
+	_, url := KafkaCluster(t, topics...)
+	return url
+}
+
+// KafkaCluster is Kafka with the cluster itself, for a test that controls
+// its requests (delays, failures).
+func KafkaCluster(t testing.TB, topics ...string) (*kfake.Cluster, string) {
+	t.Helper()
 	opts := []kfake.Opt{kfake.NumBrokers(1)}
 	if len(topics) > 0 {
 		opts = append(opts, kfake.SeedTopics(1, topics...))
@@ -43,7 +51,7 @@ func Kafka(t testing.TB, topics ...string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	return "kafka://" + strings.Join(c.ListenAddrs(), ",")
+	return c, "kafka://" + strings.Join(c.ListenAddrs(), ",")
 }
 
 // Broker starts a broker of kind (nats or kafka) holding stream name.
