@@ -19,8 +19,11 @@ type Querier interface {
 }
 
 // Pinned are the session settings both sides of a comparison use, so a
-// row's text is the same on each.
-const Pinned = `SET datestyle = 'ISO, YMD'; SET intervalstyle = 'postgres'; SET timezone = 'UTC'; SET extra_float_digits = 1; SET bytea_output = 'hex'`
+// row's text is the same on each; and no JIT compilation: a comparison's
+// scans of 3,000,000 rows ran 20 to 30% faster without it (PostgreSQL 15
+// compiles their hash expressions without optimizing them, slower than
+// its interpreter here).
+const Pinned = `SET datestyle = 'ISO, YMD'; SET intervalstyle = 'postgres'; SET timezone = 'UTC'; SET extra_float_digits = 1; SET bytea_output = 'hex'; SET jit = off`
 
 // Scope limits a comparison to some rows of a table: those whose audit
 // column is within [Since, Until] (a zero bound is open), and the listed
@@ -80,8 +83,9 @@ type comparer struct {
 	// rows a side at a time, a larger one split into Fanout key ranges. A
 	// zero value is its default: 2,000, 1,048,576, 250,000 and 16.
 	Leaf, Buckets, Fetch, Fanout int64
-	// byType: rows are hashed by their types' hash functions, not as text.
-	byType bool
+	// rowHash and keyHash are the SQL of a row's and a key's 64-bit hash
+	// (see hashes).
+	rowHash, keyHash string
 }
 
 // segment bounds: keys (lo, hi]; nil is open.
@@ -155,35 +159,114 @@ func (c *comparer) where(b bounds) (string, []any) {
 	return strings.Join(conds, " AND "), args
 }
 
-// rowHash is a row's 64-bit hash, the same on both sides: of the
-// source's columns in order, by each type's own hash function when every
-// column's type has one (no text is made), else of the row's text.
-func (c *comparer) rowHash() string {
-	row := "ROW(" + c.t.list(nil, nil) + ")"
-	if c.byType {
-		return "hash_record_extended(" + row + ", 0)"
+// colHash is the SQL of a column's 64-bit hash with seed, by its type's
+// own hash function (as the type's hash index uses it: values equal for the
+// type hash alike), for the types whose function can be called from SQL
+// on the column; "" for the others. Dates and timestamps are hashed as
+// timestamps (without a time zone: in UTC), a bijection.
+func colHash(col Col, seed int) string {
+	name, t := ident(col.Name), col.Type
+	f := ""
+	switch {
+	case t == "smallint" || t == "integer" || t == "bigint":
+		f, name = "hashint8extended", name+"::bigint"
+	case t == "boolean":
+		f, name = "hashint8extended", name+"::int::bigint"
+	case t == "text" || strings.HasPrefix(t, "character varying"):
+		f, name = "hashtextextended", name+"::text"
+	case t == "character" || strings.HasPrefix(t, "character("):
+		f = "hashbpcharextended"
+	case t == "numeric" || strings.HasPrefix(t, "numeric("):
+		f = "hash_numeric_extended"
+	case t == "uuid":
+		f = "uuid_hash_extended"
+	case t == "jsonb":
+		f = "jsonb_hash_extended"
+	case t == "double precision":
+		f = "hashfloat8extended"
+	case t == "real":
+		f = "hashfloat4extended"
+	case t == "date":
+		f, name = "timestamp_hash_extended", name+"::timestamp"
+	case strings.HasPrefix(t, "timestamp") && strings.HasSuffix(t, "with time zone") && !strings.HasSuffix(t, "without time zone"):
+		f, name = "timestamp_hash_extended", name+" AT TIME ZONE 'UTC'"
+	case strings.HasPrefix(t, "timestamp"):
+		f = "timestamp_hash_extended"
+	default:
+		return ""
 	}
-	return "hashtextextended(" + row + "::text, 0)"
+	return fmt.Sprintf("%s(%s, %d)", f, name, seed)
 }
 
-// typeHashes reports whether every column of t has a hash function for
-// its type in q (hash_record_extended needs one per column).
-func typeHashes(ctx context.Context, q Querier, t *Table) bool {
-	if tx, ok := q.(pgx.Tx); ok { // a failed query must not end the snapshot's transaction
-		sp, err := tx.Begin(ctx)
-		if err != nil {
-			return false
+// colsHash is the SQL of a 64-bit hash of the columns idx of t (nil: all),
+// from each column's own hash (colHash, seeded by its place, 0 for a NULL),
+// combined by XOR and mixed by one hash more; "" when a column's type has
+// no hash callable from SQL. The mix keeps a table's sum (the XOR of its
+// rows' hashes) from being blind to values swapped between rows: without
+// it, the sum would be the XOR of every (column, value) pair, whatever row
+// each is in. One call per column, and no record made per row: cheaper
+// than hash_record_extended (docs/BENCHMARKS.md, 2026-12-07).
+func colsHash(t *Table, idx []int) string {
+	if idx == nil {
+		idx = make([]int, len(t.Cols))
+		for i := range idx {
+			idx[i] = i
 		}
-		defer sp.Rollback(context.WithoutCancel(ctx))
-		q = sp
 	}
-	nulls := t.list(nil, func(c Col) string { return "NULL::" + c.Type })
-	var h int64
-	if err := q.QueryRow(ctx, "SELECT hash_record_extended(ROW("+nulls+"), 0)").Scan(&h); err != nil {
-		return false
+	terms := make([]string, len(idx))
+	for i, k := range idx {
+		h := colHash(t.Cols[k], i+1)
+		if h == "" {
+			return ""
+		}
+		terms[i] = "coalesce(" + h + ", 0)"
 	}
-	err := q.QueryRow(ctx, fmt.Sprintf("SELECT coalesce((SELECT hash_record_extended(ROW(%s), 0) FROM %s LIMIT 1), 0)", t.list(nil, nil), t.Q())).Scan(&h)
-	return err == nil
+	return "hashint8extended(" + strings.Join(terms, " # ") + ", 0)"
+}
+
+// hashes chooses the SQL of a row's and of a key's 64-bit hash, the same on
+// both sides (their columns have the same types): by each column's own
+// hash function (colsHash) when every type has one callable from SQL, else
+// by hash_record_extended of the row when every type has a hash function,
+// else of the row's text. A key of one column is hashed by its type's
+// function alone where it has one (hash buckets are taken from it). Each
+// choice is tried on the table in q first.
+func hashes(ctx context.Context, q Querier, t *Table) (row, key string) {
+	works := func(query string) bool {
+		on := q
+		if tx, ok := q.(pgx.Tx); ok { // a failed query must not end the snapshot's transaction
+			sp, err := tx.Begin(ctx)
+			if err != nil {
+				return false
+			}
+			defer sp.Rollback(context.WithoutCancel(ctx))
+			on = sp
+		}
+		var h int64
+		return on.QueryRow(ctx, query).Scan(&h) == nil
+	}
+	onTable := func(expr string) bool {
+		return expr != "" && works(fmt.Sprintf("SELECT coalesce((SELECT %s FROM %s LIMIT 1), 0)", expr, t.Q()))
+	}
+	pick := func(idx []int) string {
+		if h := colsHash(t, idx); onTable(h) {
+			return h
+		}
+		// hash_record_extended looks for a type's hash function when it
+		// meets the type: tried on NULLs too, as the table may be empty.
+		nulls := t.list(idx, func(c Col) string { return "NULL::" + c.Type })
+		if rec := "hash_record_extended(ROW(" + t.list(idx, nil) + "), 0)"; onTable(rec) && works("SELECT hash_record_extended(ROW("+nulls+"), 0)") {
+			return rec
+		}
+		return "hashtextextended(ROW(" + t.list(idx, nil) + ")::text, 0)"
+	}
+	row = pick(nil)
+	if len(t.Key) == 1 {
+		if h := colHash(t.Cols[t.Key[0]], 0); onTable(h) {
+			return row, h
+		}
+	}
+	return row, pick(t.Key)
 }
 
 type summary struct {
@@ -194,7 +277,7 @@ type summary struct {
 func (c *comparer) summarize(ctx context.Context, q Querier, b bounds) (summary, error) {
 	w, args := c.where(b)
 	var s summary
-	err := q.QueryRow(ctx, fmt.Sprintf("SELECT count(*), coalesce(bit_xor(%s), 0) FROM %s WHERE %s", c.rowHash(), c.t.Q(), w), args...).Scan(&s.n, &s.h)
+	err := q.QueryRow(ctx, fmt.Sprintf("SELECT count(*), coalesce(bit_xor(%s), 0) FROM %s WHERE %s", c.rowHash, c.t.Q(), w), args...).Scan(&s.n, &s.h)
 	return s, err
 }
 
@@ -252,11 +335,11 @@ func (c *comparer) hashes(ctx context.Context, q Querier, b bounds, in *bucketSe
 	w, args := c.where(b)
 	if in != nil {
 		args = append(args, in.ids)
-		w += fmt.Sprintf(" AND %s & %d = ANY($%d::bigint[])", c.keyHash64(), in.mask, len(args))
+		w += fmt.Sprintf(" AND %s & %d = ANY($%d::bigint[])", c.keyHash, in.mask, len(args))
 	}
 	texts := c.t.list(c.t.Key, func(col Col) string { return ident(col.Name) + "::text" })
 	rows, err := q.Query(ctx, fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s",
-		texts, c.rowHash(), c.t.Q(), w), args...)
+		texts, c.rowHash, c.t.Q(), w), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -278,7 +361,7 @@ func (c *comparer) hashes(ctx context.Context, q Querier, b bounds, in *bucketSe
 // turn.
 func (c *comparer) run(ctx context.Context) (Compared, error) {
 	res := Compared{Table: c.t.Name, Scope: c.describe()}
-	c.byType = typeHashes(ctx, c.src, c.t)
+	c.rowHash, c.keyHash = hashes(ctx, c.src, c.t)
 	c.Leaf, c.Fanout = cmp.Or(c.Leaf, 2000), cmp.Or(c.Fanout, 16)
 	c.Buckets, c.Fetch = cmp.Or(c.Buckets, 1<<20), cmp.Or(c.Fetch, 250_000)
 	var s, d summary
@@ -382,30 +465,6 @@ type bucketSet struct {
 	ids  []int64
 }
 
-// keyHash64 is a 64-bit hash of a row's key, the same on both sides: by
-// the type's own function for a key of one integer, text or uuid column
-// (the common keys; cheaper than a record's hash), else of the key as a
-// record or as text, as rowHash.
-func (c *comparer) keyHash64() string {
-	if len(c.t.Key) == 1 {
-		col := c.t.Cols[c.t.Key[0]]
-		name := ident(col.Name)
-		switch {
-		case col.Type == "smallint" || col.Type == "integer" || col.Type == "bigint":
-			return "hashint8extended(" + name + "::bigint, 0)"
-		case col.Type == "text" || strings.HasPrefix(col.Type, "character varying"):
-			return "hashtextextended(" + name + "::text, 0)"
-		case col.Type == "uuid":
-			return "uuid_hash_extended(" + name + ", 0)"
-		}
-	}
-	row := "ROW(" + c.t.list(c.t.Key, nil) + ")"
-	if c.byType {
-		return "hash_record_extended(" + row + ", 0)"
-	}
-	return "hashtextextended(" + row + "::text, 0)"
-}
-
 // bucketRows is how many rows a hash bucket holds, aimed at.
 const bucketRows = 64
 
@@ -424,7 +483,7 @@ func (c *comparer) byBuckets(ctx context.Context, res *Compared, b bounds, rows 
 	mask := nb - 1
 	w, args := c.where(b)
 	sql := fmt.Sprintf("SELECT %s & %d, count(*), coalesce(bit_xor(%s), 0) FROM %s WHERE %s GROUP BY 1",
-		c.keyHash64(), mask, c.rowHash(), c.t.Q(), w)
+		c.keyHash, mask, c.rowHash, c.t.Q(), w)
 	s, d, err := both(ctx, c, func(ctx context.Context, q Querier) (map[int64]summary, error) {
 		rows, err := q.Query(ctx, sql, args...)
 		if err != nil {

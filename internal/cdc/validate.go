@@ -110,7 +110,8 @@ func dial(ctx context.Context, o *Options, only []string) (*conns, error) {
 // target, each in a consistent snapshot, the target's taken once the
 // replicator has applied what the source's has. Rows that differ are read
 // again (three times at most, each after the target caught up with the
-// source's position then), so changes in flight are not reported.
+// source's position then; once when no replicator is applying), so changes
+// in flight are not reported.
 func Validate(ctx context.Context, o Options, vo ValidateOptions) (Report, error) {
 	o.defaults()
 	if vo.Wait <= 0 {
@@ -136,9 +137,11 @@ func Validate(ctx context.Context, o Options, vo ValidateOptions) (Report, error
 	rep.SourceLSN = at.String()
 	pos, reached := waitApplied(ctx, c.target, o.Pair, at, vo.Wait)
 	rep.TargetLSN = pos.LSN.String()
-	recheckWait := vo.Wait
+	recheckWait, rechecks := vo.Wait, 3
 	if !reached {
-		recheckWait = 0 // nothing is applying: the re-reads wait for nothing
+		// Nothing is applying: one re-read, waiting for nothing, finds
+		// what a change in flight in the source resolved.
+		recheckWait, rechecks = 0, 1
 	}
 	if pos.State == "streaming" && !reached {
 		rep.Note = fmt.Sprintf("the target had not applied up to the source's snapshot (%s): it stood at %s (is tandem replicating? serve in the target's region or tandem cdc run); rows changed since may show as differences", at, pos.LSN)
@@ -160,7 +163,7 @@ func Validate(ctx context.Context, o Options, vo ValidateOptions) (Report, error
 	dst.Rollback(ctx)
 	for i := range rep.Tables {
 		t := c.tables[i]
-		for round := 0; round < 3 && len(rep.Tables[i].Diffs) > 0; round++ {
+		for round := 0; round < rechecks && len(rep.Tables[i].Diffs) > 0; round++ {
 			still, err := recheck(ctx, c, &o, t, rep.Tables[i].Diffs, recheckWait)
 			if err != nil {
 				return rep, err
