@@ -47,15 +47,21 @@ func (t *Table) Q() string {
 	return pgx.Identifier{s, n}.Sanitize()
 }
 
-// cols quotes the columns at idx (all when idx is nil), joined by ", ",
-// each through f (nil: the quoted name).
-func (t *Table) list(idx []int, f func(c Col) string) string {
+// orAll is idx, or the places of all the columns when idx is nil.
+func (t *Table) orAll(idx []int) []int {
 	if idx == nil {
 		idx = make([]int, len(t.Cols))
 		for i := range idx {
 			idx[i] = i
 		}
 	}
+	return idx
+}
+
+// list quotes the columns at idx (all when idx is nil), joined by ", ",
+// each through f (nil: the quoted name).
+func (t *Table) list(idx []int, f func(c Col) string) string {
+	idx = t.orAll(idx)
 	parts := make([]string, len(idx))
 	for i, k := range idx {
 		if f == nil {

@@ -207,12 +207,7 @@ func colHash(col Col, seed int) string {
 // each is in. One call per column, and no record made per row: cheaper
 // than hash_record_extended (docs/BENCHMARKS.md, 2026-12-07).
 func colsHash(t *Table, idx []int) string {
-	if idx == nil {
-		idx = make([]int, len(t.Cols))
-		for i := range idx {
-			idx[i] = i
-		}
-	}
+	idx = t.orAll(idx)
 	terms := make([]string, len(idx))
 	for i, k := range idx {
 		h := colHash(t.Cols[k], i+1)
