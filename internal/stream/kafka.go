@@ -87,31 +87,9 @@ func (l *kafkaLog) Read(ctx context.Context, after int64, n int, wait time.Durat
 		}
 		l.cons, l.next = c, after+1
 	}
-	out, err := l.poll(ctx, n, max(wait, 100*time.Millisecond))
-	if len(out) > 0 || err != nil {
-		return out, err
-	}
-	// Nothing came in the wait. That means "none yet" only when the log
-	// holds nothing after after: a slow fetch (a loaded broker, a new
-	// consumer's start-up) must not read as the log's end, or a mirror
-	// copies into a log what it already holds.
-	head, err := l.Head(ctx)
-	if err != nil || head <= after {
-		return nil, err
-	}
-	if out, err = l.poll(ctx, n, slowRead); len(out) == 0 && err == nil {
-		err = fmt.Errorf("%s: no event after %d came in %s, though the log's end is at %d: is the broker overloaded?", l.where, after, slowRead, head)
-	}
-	return out, err
-}
-
-// slowRead is how long a read waits for events the log is known to hold.
-const slowRead = 30 * time.Second
-
-// poll returns the records the consumer fetches within wait (as soon as a
-// fetch has some), at most n.
-func (l *kafkaLog) poll(ctx context.Context, n int, wait time.Duration) ([]Event, error) {
-	pctx, cancel := context.WithTimeout(ctx, wait)
+	// PollRecords returns as soon as a fetch has records: the wait costs
+	// only when there are none.
+	pctx, cancel := context.WithTimeout(ctx, max(wait, 100*time.Millisecond))
 	defer cancel()
 	fs := l.cons.PollRecords(pctx, n)
 	var out []Event
@@ -131,7 +109,7 @@ func (l *kafkaLog) poll(ctx context.Context, n int, wait time.Duration) ([]Event
 		}
 		l.cons.Close()
 		l.cons = nil
-		return out, fmt.Errorf("%s: read after %d: %w", l.where, l.next-1, fe.Err)
+		return out, fmt.Errorf("%s: read after %d: %w", l.where, after, fe.Err)
 	}
 	return out, nil
 }

@@ -105,7 +105,7 @@ func (m *Mirror) Round(ctx context.Context) (int, error) {
 func (m *Mirror) read(ctx context.Context, i int) error {
 	s, me, other := m.State, m.Regions[i], m.Regions[1-i]
 	for {
-		evs, err := m.Logs[i].Read(ctx, s.Cursor[me], m.Batch, 0)
+		evs, err := next(ctx, m.Logs[i], s.Cursor[me], m.Batch)
 		if err != nil {
 			return fmt.Errorf("catch-up of %s: %w", me, err)
 		}
@@ -129,6 +129,36 @@ func (m *Mirror) read(ctx context.Context, i int) error {
 	}
 }
 
+// next reads up to n events of l after position after. An empty read is
+// taken for the log's end only when the log's end (Head) says so, or when
+// nothing came in slowRead: a broker slow to send events it holds (a new
+// consumer's start-up, a server restarting, a loaded machine) must not make
+// the mirror copy into a region events it holds, or drop an event as gone
+// from the log. (What would end the wait with nothing: a Kafka topic whose
+// last offset is a transaction's marker, or a broker failing.)
+func next(ctx context.Context, l Log, after int64, n int) ([]Event, error) {
+	evs, err := l.Read(ctx, after, n, 0)
+	if len(evs) > 0 || err != nil {
+		return evs, err
+	}
+	head, err := l.Head(ctx)
+	if err != nil || head <= after {
+		return nil, err
+	}
+	for deadline := time.Now().Add(slowRead); time.Now().Before(deadline); {
+		if evs, err = l.Read(ctx, after, n, time.Second); len(evs) > 0 || err != nil {
+			return evs, err
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
+}
+
+// slowRead is how long the mirror waits for events a log is known to hold.
+const slowRead = 30 * time.Second
+
 // recopy is how long a copy may take to show in the other log before it is
 // made again.
 const recopy = time.Minute
@@ -149,7 +179,7 @@ func (m *Mirror) copy(ctx context.Context, i int) (int, error) {
 	for _, id := range due {
 		p := s.Pending[me][id]
 		if p.data == nil {
-			evs, err := m.Logs[i].Read(ctx, p.Pos-1, 1, 0)
+			evs, err := next(ctx, m.Logs[i], p.Pos-1, 1)
 			if err != nil {
 				return n, fmt.Errorf("catch-up of %s: read %s again: %w", other, id, err)
 			}

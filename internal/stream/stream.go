@@ -35,9 +35,10 @@ type Log interface {
 	// window) returns the first copy's position for a repeated id.
 	Append(ctx context.Context, id string, data []byte) (int64, error)
 	// Read returns up to n events after position after, in order. It
-	// returns none when there are none yet (waiting at most wait), never
-	// because the broker was slow to send events the log holds: a mirror
-	// takes an empty read as the log's end.
+	// returns none when there are none yet (waiting at most wait), and may
+	// return none while a slow broker has yet to send events the log holds:
+	// a caller that takes an empty read for the log's end asks Head too
+	// (see the mirror's next).
 	Read(ctx context.Context, after int64, max int, wait time.Duration) ([]Event, error)
 	// Head is the position of the last event (0 for an empty log).
 	Head(ctx context.Context) (int64, error)
