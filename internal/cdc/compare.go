@@ -188,7 +188,7 @@ func colHash(col Col, seed int) string {
 		f = "hashfloat4extended"
 	case t == "date":
 		f, name = "timestamp_hash_extended", name+"::timestamp"
-	case strings.HasPrefix(t, "timestamp") && strings.HasSuffix(t, "with time zone") && !strings.HasSuffix(t, "without time zone"):
+	case strings.HasPrefix(t, "timestamp") && strings.HasSuffix(t, "with time zone"):
 		f, name = "timestamp_hash_extended", name+" AT TIME ZONE 'UTC'"
 	case strings.HasPrefix(t, "timestamp"):
 		f = "timestamp_hash_extended"

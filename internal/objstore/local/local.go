@@ -707,14 +707,14 @@ func (b *Bucket) lock(ctx context.Context) (func(), error) {
 			return nil, err
 		}
 		deadline := time.Now().Add(lockWait)
+		var same bool
 		for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
 			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-			if err == nil || !sameFile(f, path) || !errors.Is(err, syscall.EWOULDBLOCK) || ctx.Err() != nil || time.Now().After(deadline) {
+			if same = sameFile(f, path); err == nil || !same || !errors.Is(err, syscall.EWOULDBLOCK) || ctx.Err() != nil || time.Now().After(deadline) {
 				break
 			}
 			time.Sleep(wait)
 		}
-		same := sameFile(f, path)
 		switch {
 		case err == nil && same:
 			// Locked, and the file is still the folder's lock file.
