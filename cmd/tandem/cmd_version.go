@@ -13,7 +13,7 @@ import (
 // buildInfo is what `tandem version` prints, from the build's own record.
 type buildInfo struct {
 	Version  string `json:"version"`
-	Commit   string `json:"commit,omitempty"`
+	Commit   string `json:"commit"` // "" when the build recorded none
 	Time     string `json:"commit_time,omitempty"`
 	Modified bool   `json:"modified,omitempty"`
 	Go       string `json:"go"`
@@ -44,7 +44,10 @@ func readBuildInfo() buildInfo {
 
 func (b buildInfo) String() string {
 	s := "tandem " + b.Version
-	if b.Commit != "" {
+	if b.Commit == "" {
+		// go run, go test and builds with -buildvcs=false record none.
+		s += ", commit unknown (this build recorded none: go build -buildvcs=true ./cmd/tandem records it)"
+	} else {
 		s += ", commit " + b.Commit[:min(12, len(b.Commit))]
 		if b.Time != "" {
 			s += " of " + b.Time

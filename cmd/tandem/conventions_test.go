@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -25,6 +26,33 @@ func TestVersion(t *testing.T) {
 	var v struct{ Version, Go, Platform string }
 	if err := json.Unmarshal([]byte(run(0, "", "version", "--json")), &v); err != nil || v.Version == "" || v.Go != runtime.Version() {
 		t.Errorf("version --json: %+v %v", v, err)
+	}
+	// A test binary records no commit, and says so.
+	if out := run(0, "", "version"); !strings.Contains(out, "commit unknown") {
+		t.Errorf("version without a commit: %q", out)
+	}
+}
+
+// TestVersionCommit: a binary built from this checkout with -buildvcs=true
+// names the commit it was built from, in text and in JSON.
+func TestVersionCommit(t *testing.T) {
+	head, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Fatalf("this test needs the git checkout tandem is built from: git rev-parse HEAD: %v", err)
+	}
+	commit := strings.TrimSpace(string(head))
+	bin := filepath.Join(t.TempDir(), "tandem")
+	if out, err := exec.Command("go", "build", "-buildvcs=true", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil || !strings.Contains(string(out), "commit "+commit[:12]) {
+		t.Errorf("--version: %q %v, want commit %s", out, err, commit[:12])
+	}
+	out, err = exec.Command(bin, "version", "--json").Output()
+	var v struct{ Commit string }
+	if err != nil || json.Unmarshal(out, &v) != nil || v.Commit != commit {
+		t.Errorf("version --json: %s %v, want commit %s", out, err, commit)
 	}
 }
 
