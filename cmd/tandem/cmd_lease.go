@@ -67,10 +67,6 @@ func runLease(ctx context.Context, o leaseOptions, action, name string, w io.Wri
 	if err != nil {
 		return usageError{err}
 	}
-	st, err := env.Leases(ctx)
-	if err != nil {
-		return err
-	}
 	if action != "show" && o.region != pg.Primary && o.region != pg.Standby {
 		return usageError{fmt.Errorf("--region %q is neither %s's primary (%s) nor its standby (%s)", o.region, pg.Name, pg.Primary, pg.Standby)}
 	}
@@ -83,30 +79,42 @@ func runLease(ctx context.Context, o leaseOptions, action, name string, w io.Wri
 	default:
 		return usageError{fmt.Errorf("--standby %q is neither %s nor none", o.standby, standby)}
 	}
-	ls, err := env.NewLease(ctx, pg, o.region, standby)
-	if err != nil {
-		return err
-	}
 	var rec lease.Record
-	switch action {
-	case "show":
+	if action == "show" {
+		st, err := env.Leases(ctx)
+		if err != nil {
+			return err
+		}
 		var ok bool
 		if rec, ok, err = lease.Show(ctx, st, pg.Name); err == nil && !ok {
 			err = fmt.Errorf("the lease of %s was never taken", pg.Name)
 		}
-	case "acquire":
-		if err := confirmTakeover(ctx, w, o, pg, st); err != nil {
+		if err != nil {
 			return err
 		}
-		rec, err = ls.Acquire(ctx)
-	case "release":
-		rec, err = ls.Release(ctx)
-	}
-	if err != nil {
-		if errors.Is(err, lease.ErrHeld) {
-			return fmt.Errorf("%w\nwait for it to expire, or have %s release it", err, rec.Holder)
+	} else {
+		// A first lease acquire makes a missing witness folder.
+		if _, err := env.WitnessFor(ctx, pg, o.region, action == "acquire"); err != nil {
+			return err
 		}
-		return err
+		ls, err := env.NewLease(ctx, pg, o.region, standby)
+		if err != nil {
+			return err
+		}
+		if action == "acquire" {
+			if err := confirmTakeover(ctx, w, o, pg, ls.Store); err != nil {
+				return err
+			}
+			rec, err = ls.Acquire(ctx)
+		} else {
+			rec, err = ls.Release(ctx)
+		}
+		if err != nil {
+			if errors.Is(err, lease.ErrHeld) {
+				return fmt.Errorf("%w\nwait for it to expire, or have %s release it", err, rec.Holder)
+			}
+			return err
+		}
 	}
 	now := time.Now()
 	if o.json {

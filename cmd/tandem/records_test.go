@@ -110,12 +110,17 @@ protection_groups:
 // TestWitnessUnreachable: a writer that cannot read the witness writes
 // nothing, says why, and loses nothing: the next pass, with the witness
 // back, copies everything. Status works meanwhile from the standby's own
-// records, says what it could not reach, and exits 4.
+// records, says what it could not reach, and exits 4. The first lease
+// acquire makes the witness folder; once it was found, neither a lease
+// acquire nor a serve makes it again (empty, it would read as a lease never
+// taken), and neither a serve nor status makes the state folder of a
+// region that is gone.
 func TestWitnessUnreachable(t *testing.T) {
 	dir, cfg := eastWest(t, `
 protection_groups:
   - {name: lakehouse, primary: east, standby: west, replications: [lake]}
 `)
+	os.Remove(filepath.Join(dir, "witness"))
 	run := expecter(t)
 	run(0, "held by east", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "east")
 	run(0, "copied    1 objects", "replicate", "--config", cfg, "lake")
@@ -131,12 +136,28 @@ protection_groups:
 	if _, err := os.Stat(filepath.Join(dir, "witness")); !os.IsNotExist(err) {
 		t.Fatal("a writer made an empty witness, in which no lease was ever taken")
 	}
+	run(1, "region east found it there on", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "east")
+	// The primary's region goes dark too; the standby's serve starts.
+	if err := os.Rename(filepath.Join(dir, "east"), filepath.Join(dir, "east.gone")); err != nil {
+		t.Fatal(err)
+	}
+	west := startServe(t, cfg, "west")
+	waitFor(t, "the standby's serve did not say the witness does not answer", func() bool {
+		return strings.Contains(west.out.String(), "the witness does not answer")
+	})
 	out = run(4, "protection group lakehouse: the witness does not answer", "status", "--config", cfg)
 	for _, want := range []string{"showing the newest records, of east -> west", "watermark  "} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("status without the witness lacks %q:\n%s", want, out)
 		}
 	}
+	west.stop()
+	for _, gone := range []string{"witness", "east"} {
+		if _, err := os.Stat(filepath.Join(dir, gone)); !os.IsNotExist(err) {
+			t.Fatalf("serve or status made %s again while it was gone:\n%s", gone, west.out.String())
+		}
+	}
+	os.Rename(filepath.Join(dir, "east.gone"), filepath.Join(dir, "east"))
 	os.Rename(filepath.Join(dir, "witness.gone"), filepath.Join(dir, "witness"))
 	run(0, "copied    1 objects", "replicate", "--config", cfg, "lake")
 }

@@ -34,7 +34,7 @@ func (s *Serving) AlertMembers(region string) {
 			}
 			for _, k := range Kinds() {
 				for _, m := range pg.Members(k.Section().Ref) {
-					rep := k.Status(ctx, s.Env, m)
+					rep := k.Status(Reading(ctx), s.Env, m)
 					key := k.Name() + "/" + m
 					noun := k.Section().Noun + " " + m
 					if rep.Attention {

@@ -29,6 +29,7 @@ type Env struct {
 
 	mu     sync.Mutex
 	stores map[string]state.Store // region name, or "" for the witness
+	noted  sync.Map               // regions whose finding the witness is recorded
 }
 
 // NewEnv returns an Env over cfg; a nil log discards.
@@ -42,32 +43,115 @@ func NewEnv(cfg *config.Config, log *slog.Logger) *Env {
 // Config is the configuration (health.Env).
 func (e *Env) Config() *config.Config { return e.Cfg }
 
-// RegionState opens a region's state location, creating a missing folder.
+// RegionState opens a region's state location, creating a missing folder,
+// except under a reader's context (Reading), where a missing folder reads
+// as empty and is not made.
 func (e *Env) RegionState(ctx context.Context, region string) (state.Store, error) {
-	return e.store(ctx, region, func() (state.Store, error) {
-		reg := e.Cfg.Region(region)
-		if reg == nil {
-			return state.Store{}, fmt.Errorf("unknown region %q", region)
-		}
-		b, err := e.openURL(ctx, reg.State, reg.S3, true)
+	reg := e.Cfg.Region(region)
+	if reg == nil {
+		return state.Store{}, fmt.Errorf("unknown region %q", region)
+	}
+	st, err := e.store(ctx, region, func() (state.Store, error) {
+		b, err := e.openURL(ctx, reg.State, reg.S3, !reading(ctx))
 		if err != nil {
 			return state.Store{}, fmt.Errorf("region %s state: %w", reg.Name, err)
 		}
 		return state.Store{Bucket: b}, nil
 	})
+	if err != nil && reading(ctx) && errors.Is(err, objstore.ErrNotExist) {
+		return state.Store{Bucket: objstore.Empty(reg.State)}, nil // not kept: a writer makes the folder
+	}
+	return st, err
 }
+
+type readingKey struct{}
+
+// Reading marks ctx as a reader's (status, lags, alerts): under it no
+// region's state folder is made. A reader looks at both regions, and a
+// region's folder that is gone (its disk unmounted, its region down) must
+// not come back empty.
+func Reading(ctx context.Context) context.Context {
+	return context.WithValue(ctx, readingKey{}, true)
+}
+
+func reading(ctx context.Context) bool { return ctx.Value(readingKey{}) != nil }
 
 // Witness opens the witness location. A witness folder that does not
 // exist is an error, not an empty witness: a lease record that cannot be
-// read is never taken for one never written (WitnessCreate makes it).
+// read is never taken for one never written (WitnessFor makes it).
 func (e *Env) Witness(ctx context.Context) (state.Store, error) {
 	return e.witness(ctx, false)
 }
 
-// WitnessCreate opens the witness location, creating a missing folder: for
-// those who take a lease.
-func (e *Env) WitnessCreate(ctx context.Context) (state.Store, error) {
-	return e.witness(ctx, true)
+// witnessSeenKey names the record, in a region's own state, that the
+// region found the witness (witnessSeen).
+const witnessSeenKey = "witness-seen.json"
+
+type witnessSeen struct {
+	URL  string    `json:"url"`
+	Seen time.Time `json:"seen"`
+}
+
+// WitnessFor opens the witness for region's lease of pg. A missing witness
+// folder is made only on a first start: where region never found one at
+// that location, and only for the configured primary (the one region that
+// takes a lease never taken) or, with explicit, for a tandem lease acquire.
+// A witness folder that region found before and that is gone now was
+// unmounted or removed: made again it would be empty, an empty witness
+// reads as a lease never taken, and the configured primary would take it
+// again under epoch 1 while the real witness names another holder.
+func (e *Env) WitnessFor(ctx context.Context, pg *config.ProtectionGroup, region string, explicit bool) (state.Store, error) {
+	w, err := e.Witness(ctx)
+	if errors.Is(err, objstore.ErrNotExist) {
+		when, seen := e.sawWitness(ctx, region)
+		switch {
+		case seen:
+			return state.Store{}, fmt.Errorf("the witness %s, which holds the region leases, is gone: region %s found it there on %s, so it was unmounted or removed since. tandem does not make it again, empty (an empty witness reads as a lease never taken): mount it again; if it is lost for good, make the folder yourself and take the lease with: tandem lease acquire --config %s %s --region %s: %w",
+				e.Cfg.Witness.URL, region, when.UTC().Format(time.DateTime), e.Cfg.Path(), pg.Name, region, objstore.ErrNotExist)
+		case explicit || region == pg.Primary:
+			w, err = e.witness(ctx, true)
+		}
+	}
+	if err == nil {
+		e.noteWitness(ctx, region)
+	}
+	return w, err
+}
+
+// sawWitness reports whether region's state records that it found the
+// configured witness, and when.
+func (e *Env) sawWitness(ctx context.Context, region string) (time.Time, bool) {
+	st, err := e.RegionState(ctx, region)
+	if err != nil {
+		return time.Time{}, false
+	}
+	var rec witnessSeen
+	if _, err := st.Load(ctx, witnessSeenKey, &rec); err != nil || rec.URL != e.Cfg.Witness.URL {
+		return time.Time{}, false
+	}
+	return rec.Seen, true
+}
+
+// noteWitness records, once per region and process, that region found the
+// witness (see WitnessFor).
+func (e *Env) noteWitness(ctx context.Context, region string) {
+	if e.ReadOnly {
+		return
+	}
+	if _, done := e.noted.LoadOrStore(region, true); done {
+		return
+	}
+	if _, seen := e.sawWitness(ctx, region); seen {
+		return
+	}
+	st, err := e.RegionState(ctx, region)
+	if err == nil {
+		_, err = st.Save(ctx, witnessSeenKey, witnessSeen{URL: e.Cfg.Witness.URL, Seen: time.Now()}, objstore.PutOptions{})
+	}
+	if err != nil {
+		e.noted.Delete(region) // tried again next time
+		e.Log.Warn("record that the region found the witness", "region", region, "err", err)
+	}
 }
 
 func (e *Env) witness(ctx context.Context, create bool) (state.Store, error) {
@@ -77,7 +161,7 @@ func (e *Env) witness(ctx context.Context, create bool) (state.Store, error) {
 		}
 		b, err := e.openURL(ctx, e.Cfg.Witness.URL, e.Cfg.Witness.S3, create)
 		if err != nil {
-			return state.Store{}, fmt.Errorf("the witness, which holds the region leases, cannot be opened (tandem lease acquire creates a witness folder): %w", err)
+			return state.Store{}, fmt.Errorf("the witness, which holds the region leases, cannot be opened (on a first start, tandem lease acquire or the primary's serve makes a missing witness folder; one that was there was unmounted or removed): %w", err)
 		}
 		return state.Store{Bucket: b}, nil
 	})

@@ -16,7 +16,7 @@ import (
 // replicates into when it takes it. Taking it over revokes the writes the
 // old holder's writers have under way in region's stores (RevokeRegion).
 func (e *Env) NewLease(ctx context.Context, pg *config.ProtectionGroup, region, standby string) (*lease.Lease, error) {
-	w, err := e.WitnessCreate(ctx)
+	w, err := e.WitnessFor(ctx, pg, region, false)
 	if err != nil {
 		return nil, err
 	}

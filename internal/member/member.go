@@ -234,7 +234,7 @@ const lagWait = 10 * time.Second
 // Lags asks every member of pg whose kind can tell what a failover now
 // would lose of it, all at once.
 func Lags(ctx context.Context, env *Env, pg *config.ProtectionGroup) []plan.MemberRPO {
-	ctx, cancel := context.WithTimeout(ctx, lagWait)
+	ctx, cancel := context.WithTimeout(Reading(ctx), lagWait)
 	defer cancel()
 	var asks []func(*plan.MemberRPO)
 	var out []plan.MemberRPO

@@ -148,10 +148,10 @@ func (s *Serving) KeepLeases(ctx context.Context, region string) map[string]chan
 				e, _ := primary()
 				return float64(e)
 			}))
-		start := func() bool {
+		start := func() error {
 			l, err := s.Env.NewLease(ctx, pg, region, other(pg, region))
 			if err != nil {
-				return false
+				return err
 			}
 			prev := ""
 			l.OnChange = func(rec lease.Record) {
@@ -175,14 +175,15 @@ func (s *Serving) KeepLeases(ctx context.Context, region string) map[string]chan
 			}
 			held.Store(l)
 			go l.Keep(ctx, region == pg.Primary, s.Env.Log)
-			return true
+			return nil
 		}
-		if start() {
+		err := start()
+		if err == nil {
 			continue
 		}
-		s.Env.Log.Error("the witness does not answer: serving without the lease until it does", "group", pg.Name, "region", region)
+		s.Env.Log.Error("the witness does not answer: serving without the lease until it does", "group", pg.Name, "region", region, "err", err)
 		go func() {
-			for !start() {
+			for start() != nil {
 				select {
 				case <-ctx.Done():
 					return

@@ -98,6 +98,7 @@ func (s Status) MarshalJSON() ([]byte, error) {
 // CollectStatus reads every protection group's lease and every member's
 // records. It never fails as a whole: what it cannot read is reported.
 func CollectStatus(ctx context.Context, env *Env) Status {
+	ctx = Reading(ctx)
 	var s Status
 	for i := range env.Cfg.ProtectionGroups {
 		r := role(ctx, env, i)
