@@ -121,7 +121,7 @@ func (e *Env) WitnessFor(ctx context.Context, pg *config.ProtectionGroup, region
 // sawWitness reports whether region's state records that it found the
 // configured witness, and when.
 func (e *Env) sawWitness(ctx context.Context, region string) (time.Time, bool) {
-	st, err := e.RegionState(ctx, region)
+	st, err := e.RegionState(Reading(ctx), region)
 	if err != nil {
 		return time.Time{}, false
 	}
