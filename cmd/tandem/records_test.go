@@ -284,3 +284,43 @@ protection_groups:
 		t.Fatal(err)
 	}
 }
+
+// TestLostLeaseRecordNotRetaken: a lease record lost with its witness (a
+// witness folder swapped for an empty one, a record deleted) is never read
+// as a lease never taken by the configured primary's serve, neither while
+// it runs nor after a restart (what it saw is kept in its region's state):
+// taking it again would start over at epoch 1 while another region may
+// hold it. An explicit lease acquire still can.
+func TestLostLeaseRecordNotRetaken(t *testing.T) {
+	dir, cfg := eastWest(t, `
+protection_groups:
+  - {name: lakehouse, primary: east, standby: west, lease_ttl: 1s, replications: [lake]}
+`)
+	record := filepath.Join(dir, "witness/leases/lakehouse.json")
+	east := startServe(t, cfg, "east")
+	waitFor(t, "the primary's serve did not take the lease never taken", leaseIs(dir, "east"))
+	waitFor(t, "the primary's serve did not record the lease it saw", func() bool {
+		data, _ := os.ReadFile(filepath.Join(dir, "east/.tandem/witness-seen.json"))
+		return strings.Contains(string(data), `"lakehouse"`)
+	})
+	for _, restart := range []bool{false, true} {
+		if restart {
+			east.stop()
+			east = startServe(t, cfg, "east")
+		}
+		if err := os.Remove(record); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		waitFor(t, fmt.Sprintf("the serve (restarted: %v) did not say the record is gone:\n", restart), func() bool {
+			return strings.Contains(east.out.String(), "is gone from the witness, though it was held (by east, epoch 1)")
+		})
+		// Many rounds of Keep (every 50 ms at this TTL) later, still not
+		// taken again.
+		time.Sleep(2 * time.Second)
+		if _, err := os.Stat(record); !os.IsNotExist(err) {
+			t.Fatalf("the serve (restarted: %v) took again a lease whose record was lost:\n%s", restart, east.out.String())
+		}
+	}
+	east.stop()
+	expecter(t)(0, "held by east, epoch 1", "lease", "acquire", "--config", cfg, "lakehouse", "--region", "east")
+}

@@ -128,6 +128,10 @@ type Lease struct {
 	Standby string
 	// OnChange, when set, is told by Keep of every new holder or epoch.
 	OnChange func(Record)
+	// Known is the newest record this region knew held before (kept in
+	// its own state): Keep never takes a missing record for a lease never
+	// taken when Known or a record it read since has an epoch.
+	Known Record
 	// Gone, when set, tells that a record's holder is known to be gone
 	// (its process exited), so Acquire may take the lease before it
 	// expires. A paused process is not gone.
@@ -412,15 +416,19 @@ func (l *Lease) renew(ctx context.Context, live bool) (Record, error) {
 // Keep holds the lease for l.Region until ctx ends: it reads the record
 // every half grace, which keeps Primary true while the record names this
 // region under the same epoch, and renews it every TTL/3. With first, it
-// takes a lease that was never taken (the configured primary starting up).
-// It never takes over a lease another region holds or held: that is a
-// failover's decision. OnChange, when set, is called with each record
-// whose holder or epoch differs from the last one seen.
+// takes a lease that was never taken (the configured primary starting up),
+// unless it saw the lease taken: a record that is gone after that was lost
+// with its witness, and taking it again would start over at epoch 1 while
+// another region may hold it. It never takes over a lease another region
+// holds or held: that is a failover's decision. OnChange, when set, is
+// called with each record whose holder or epoch differs from the last one
+// seen.
 func (l *Lease) Keep(ctx context.Context, first bool, log *slog.Logger) {
 	l.defaults()
 	holding := true
 	var renewed time.Time
 	var seen Record
+	known := l.Known
 	acting := false
 	for {
 		var err error
@@ -429,6 +437,8 @@ func (l *Lease) Keep(ctx context.Context, first bool, log *slog.Logger) {
 		switch {
 		case serr != nil:
 			err = serr
+		case !ok && known.Epoch != 0:
+			err = fmt.Errorf("the record of lease %s is gone from the witness, though it was held (by %s, epoch %d): it is not taken as never taken; restore the witness, or if it is lost for good, take the lease with tandem lease acquire", l.Group, Who(known.Holder), known.Epoch)
 		case !ok && first:
 			cur, err = l.Acquire(ctx)
 			renewed, ok = time.Now(), err == nil
@@ -440,6 +450,9 @@ func (l *Lease) Keep(ctx context.Context, first bool, log *slog.Logger) {
 		case ok:
 			l.set(time.Time{}, 0)
 			err = fmt.Errorf("%w: %s holds %s (epoch %d), not %s", ErrFenced, Who(cur.Holder), l.Group, cur.Epoch, l.Region)
+		}
+		if serr == nil && ok && cur.Epoch > known.Epoch {
+			known = cur
 		}
 		if serr == nil && ok && cur.Epoch != 0 && (cur.Holder != seen.Holder || cur.Epoch != seen.Epoch) {
 			seen = cur

@@ -30,6 +30,7 @@ type Env struct {
 	mu     sync.Mutex
 	stores map[string]state.Store // region name, or "" for the witness
 	noted  sync.Map               // regions whose finding the witness is recorded
+	seenMu sync.Mutex             // one update of a witness-seen record at a time
 }
 
 // NewEnv returns an Env over cfg; a nil log discards.
@@ -83,13 +84,23 @@ func (e *Env) Witness(ctx context.Context) (state.Store, error) {
 	return e.witness(ctx, false)
 }
 
-// witnessSeenKey names the record, in a region's own state, that the
-// region found the witness (witnessSeen).
+// witnessSeenKey names the record, in a region's own state, of what the
+// region found in the witness (witnessSeen).
 const witnessSeenKey = "witness-seen.json"
 
+// witnessSeen is what a region found in the witness at URL: that it was
+// there, and per protection group the newest lease holder and epoch its
+// serve saw. A witness folder or lease record missing after that was lost,
+// not never made.
 type witnessSeen struct {
-	URL  string    `json:"url"`
-	Seen time.Time `json:"seen"`
+	URL    string               `json:"url"`
+	Seen   time.Time            `json:"seen"`
+	Leases map[string]leaseSeen `json:"leases,omitempty"`
+}
+
+type leaseSeen struct {
+	Holder string `json:"holder"`
+	Epoch  int64  `json:"epoch"`
 }
 
 // WitnessFor opens the witness for region's lease of pg. A missing witness
@@ -121,37 +132,83 @@ func (e *Env) WitnessFor(ctx context.Context, pg *config.ProtectionGroup, region
 // sawWitness reports whether region's state records that it found the
 // configured witness, and when.
 func (e *Env) sawWitness(ctx context.Context, region string) (time.Time, bool) {
+	rec, ok := e.seen(ctx, region)
+	return rec.Seen, ok
+}
+
+// seen reads region's record of the configured witness (ok false: none, or
+// one of another witness location). Reading it makes no folder.
+func (e *Env) seen(ctx context.Context, region string) (witnessSeen, bool) {
+	var rec witnessSeen
 	st, err := e.RegionState(Reading(ctx), region)
 	if err != nil {
-		return time.Time{}, false
+		return rec, false
 	}
-	var rec witnessSeen
 	if _, err := st.Load(ctx, witnessSeenKey, &rec); err != nil || rec.URL != e.Cfg.Witness.URL {
-		return time.Time{}, false
+		return witnessSeen{}, false
 	}
-	return rec.Seen, true
+	return rec, true
+}
+
+// updateSeen applies change to region's record of the witness and saves it
+// when it is new or change reports a change.
+func (e *Env) updateSeen(ctx context.Context, region string, change func(*witnessSeen) bool) error {
+	if e.ReadOnly {
+		return nil
+	}
+	e.seenMu.Lock()
+	defer e.seenMu.Unlock()
+	rec, ok := e.seen(ctx, region)
+	if !ok {
+		rec = witnessSeen{URL: e.Cfg.Witness.URL, Seen: time.Now()}
+	}
+	if !change(&rec) && ok {
+		return nil
+	}
+	st, err := e.RegionState(ctx, region)
+	if err == nil {
+		_, err = st.Save(ctx, witnessSeenKey, rec, objstore.PutOptions{})
+	}
+	return err
 }
 
 // noteWitness records, once per region and process, that region found the
 // witness (see WitnessFor).
 func (e *Env) noteWitness(ctx context.Context, region string) {
-	if e.ReadOnly {
-		return
-	}
 	if _, done := e.noted.LoadOrStore(region, true); done {
 		return
 	}
-	if _, seen := e.sawWitness(ctx, region); seen {
-		return
-	}
-	st, err := e.RegionState(ctx, region)
-	if err == nil {
-		_, err = st.Save(ctx, witnessSeenKey, witnessSeen{URL: e.Cfg.Witness.URL, Seen: time.Now()}, objstore.PutOptions{})
-	}
-	if err != nil {
+	if err := e.updateSeen(ctx, region, func(*witnessSeen) bool { return false }); err != nil {
 		e.noted.Delete(region) // tried again next time
 		e.Log.Warn("record that the region found the witness", "region", region, "err", err)
 	}
+}
+
+// NoteLease records in region's state that it saw rec hold pg's lease, so
+// that a record missing later is never taken for a lease never taken
+// (lease.Lease.Known).
+func (e *Env) NoteLease(ctx context.Context, region, pg string, rec lease.Record) {
+	err := e.updateSeen(ctx, region, func(w *witnessSeen) bool {
+		if rec.Epoch <= w.Leases[pg].Epoch {
+			return false
+		}
+		if w.Leases == nil {
+			w.Leases = map[string]leaseSeen{}
+		}
+		w.Leases[pg] = leaseSeen{Holder: rec.Holder, Epoch: rec.Epoch}
+		return true
+	})
+	if err != nil {
+		e.Log.Warn("record the lease the region saw", "group", pg, "region", region, "err", err)
+	}
+}
+
+// KnownLease is the newest holder and epoch of pg's lease that region's
+// state records.
+func (e *Env) KnownLease(ctx context.Context, region, pg string) lease.Record {
+	rec, _ := e.seen(ctx, region)
+	k := rec.Leases[pg]
+	return lease.Record{Holder: k.Holder, Epoch: k.Epoch}
 }
 
 func (e *Env) witness(ctx context.Context, create bool) (state.Store, error) {

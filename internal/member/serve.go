@@ -154,7 +154,12 @@ func (s *Serving) KeepLeases(ctx context.Context, region string) map[string]chan
 				return err
 			}
 			prev := ""
+			// What this region saw of the lease before, and from now on,
+			// so that a record lost with its witness is never read as a
+			// lease never taken (lease.Lease.Known).
+			l.Known = s.Env.KnownLease(ctx, region, pg.Name)
 			l.OnChange = func(rec lease.Record) {
+				go s.Env.NoteLease(ctx, region, pg.Name, rec) // not in the way of a renewal
 				if prev != "" && rec.Holder == region {
 					al.Tell(ctx, "lease", "changed", fmt.Sprintf("%s holds the lease of %s (epoch %d), after %s", region, pg.Name, rec.Epoch, prev),
 						map[string]any{"holder": region, "epoch": rec.Epoch, "before": prev})
