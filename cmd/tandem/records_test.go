@@ -314,6 +314,10 @@ protection_groups:
 		waitFor(t, fmt.Sprintf("the serve (restarted: %v) did not say the record is gone:\n", restart), func() bool {
 			return strings.Contains(east.out.String(), "is gone from the witness, though it was held (by east, epoch 1)")
 		})
+		// It stopped acting as primary: its right cannot be confirmed.
+		if m := get(t, east.url(t)+"/metrics"); !strings.Contains(m, `tandem_lease_primary{group="lakehouse",region="east"} 0`) {
+			t.Fatalf("the serve (restarted: %v) still acts as primary after the record was lost", restart)
+		}
 		// Many rounds of Keep (every 50 ms at this TTL) later, still not
 		// taken again.
 		time.Sleep(2 * time.Second)

@@ -428,7 +428,7 @@ func (l *Lease) Keep(ctx context.Context, first bool, log *slog.Logger) {
 	holding := true
 	var renewed time.Time
 	var seen Record
-	known := l.Known
+	known, lost := l.Known, false // lost: the record's loss was said
 	acting := false
 	for {
 		var err error
@@ -438,7 +438,11 @@ func (l *Lease) Keep(ctx context.Context, first bool, log *slog.Logger) {
 		case serr != nil:
 			err = serr
 		case !ok && known.Epoch != 0:
-			err = fmt.Errorf("the record of lease %s is gone from the witness, though it was held (by %s, epoch %d): it is not taken as never taken; restore the witness, or if it is lost for good, take the lease with tandem lease acquire", l.Group, Who(known.Holder), known.Epoch)
+			l.set(time.Time{}, 0) // stop acting: the right cannot be confirmed
+			if !lost { // said once
+				err = fmt.Errorf("the record of lease %s is gone from the witness, though it was held (by %s, epoch %d): it is not taken as never taken; restore the witness, or if it is lost for good, take the lease with tandem lease acquire", l.Group, Who(known.Holder), known.Epoch)
+			}
+			lost = true
 		case !ok && first:
 			cur, err = l.Acquire(ctx)
 			renewed, ok = time.Now(), err == nil
@@ -451,8 +455,11 @@ func (l *Lease) Keep(ctx context.Context, first bool, log *slog.Logger) {
 			l.set(time.Time{}, 0)
 			err = fmt.Errorf("%w: %s holds %s (epoch %d), not %s", ErrFenced, Who(cur.Holder), l.Group, cur.Epoch, l.Region)
 		}
-		if serr == nil && ok && cur.Epoch > known.Epoch {
-			known = cur
+		if serr == nil && ok {
+			lost = false
+			if cur.Epoch > known.Epoch {
+				known = cur
+			}
 		}
 		if serr == nil && ok && cur.Epoch != 0 && (cur.Holder != seen.Holder || cur.Epoch != seen.Epoch) {
 			seen = cur
