@@ -76,7 +76,7 @@ func (c *Copier) Copy(ctx context.Context, src objstore.Info) (objstore.Info, er
 		if err == nil {
 			return info, nil
 		}
-		if ctx.Err() != nil || errors.Is(err, objstore.ErrNotExist) || fence.Refused(err) {
+		if ctx.Err() != nil || errors.Is(err, objstore.ErrNotExist) || fence.Refused(err) && !heldUp(err) {
 			return objstore.Info{}, err
 		}
 		if attempt < c.Retries {
@@ -89,6 +89,14 @@ func (c *Copier) Copy(ctx context.Context, src objstore.Info) (objstore.Info, er
 		}
 	}
 	return objstore.Info{}, err
+}
+
+// heldUp reports a write the store refused because it reached it after its
+// grant (a slow store, a loaded machine): nothing of it landed, and the next
+// attempt asks the guard again, which refuses it if the region lost its
+// right meanwhile.
+func heldUp(err error) bool {
+	return errors.Is(err, objstore.ErrRevoked) && !errors.Is(err, fence.ErrFenced) && !errors.Is(err, fence.ErrLate)
 }
 
 // inPlaceSingleMax is the largest object from a store that changes in place

@@ -415,3 +415,48 @@ func TestNoOpPassRequests(t *testing.T) {
 		t.Fatalf("requests of a no-op pass: %v", got)
 	}
 }
+
+// refuseOnce is a target whose first Put fails with err, as a store that
+// refused a write: nothing of it lands.
+type refuseOnce struct {
+	objstore.Bucket
+	err   error
+	puts  atomic.Int32
+	first atomic.Bool
+}
+
+func (r *refuseOnce) Put(ctx context.Context, key string, body io.Reader, size int64, opts objstore.PutOptions) (objstore.Info, error) {
+	r.puts.Add(1)
+	if r.first.CompareAndSwap(false, true) {
+		io.Copy(io.Discard, body)
+		return objstore.Info{}, r.err
+	}
+	return r.Bucket.Put(ctx, key, body, size, opts)
+}
+
+// TestHeldUpWriteTriedAgain: a write its store refused for reaching it
+// after its grant (a loaded machine; nothing landed) is tried again, under
+// the guard again; a write the fence refused is not.
+func TestHeldUpWriteTriedAgain(t *testing.T) {
+	for _, c := range []struct {
+		err   error
+		again bool
+	}{
+		{fmt.Errorf("put a: its time ran out before it reached the store (Request has expired.): %w", objstore.ErrRevoked), true},
+		{fmt.Errorf("put a: its staging was revoked: %w", objstore.ErrRevoked), true},
+		{fmt.Errorf("%w: west holds lakehouse (epoch 2), not east", fence.ErrFenced), false},
+		{fmt.Errorf("put a: may have landed after its grant ran out: %w", fence.ErrLate), false},
+	} {
+		src, dst := localBucket(t), localBucket(t)
+		put(t, src, map[string]string{"a": "x"})
+		tgt := &refuseOnce{Bucket: dst, err: c.err}
+		cp := &Copier{Source: src, Target: tgt}
+		info, err := cp.Copy(ctx, objstore.Info{Key: "a", Size: 1})
+		if c.again && (err != nil || info.Size != 1 || tgt.puts.Load() != 2) {
+			t.Errorf("%v: not tried again: %v after %d puts", c.err, err, tgt.puts.Load())
+		}
+		if !c.again && (err == nil || tgt.puts.Load() != 1) {
+			t.Errorf("%v: tried again (%d puts): %v", c.err, tgt.puts.Load(), err)
+		}
+	}
+}
