@@ -438,8 +438,9 @@ func (l *Lease) Keep(ctx context.Context, first bool, log *slog.Logger) {
 		case serr != nil:
 			err = serr
 		case !ok && known.Epoch != 0:
-			l.set(time.Time{}, 0) // stop acting: the right cannot be confirmed
-			if !lost { // said once
+			// Stop acting: the right cannot be confirmed. Said once.
+			l.set(time.Time{}, 0)
+			if !lost {
 				err = fmt.Errorf("the record of lease %s is gone from the witness, though it was held (by %s, epoch %d): it is not taken as never taken; restore the witness, or if it is lost for good, take the lease with tandem lease acquire", l.Group, Who(known.Holder), known.Epoch)
 			}
 			lost = true
