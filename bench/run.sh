@@ -4,6 +4,7 @@
 #
 #   bash bench/run.sh            all cases, 3 rounds each
 #   ROUNDS=1 CASES="small noop" bash bench/run.sh
+#   COLD=1 CASES=files10k bash bench/run.sh    every tool reads from the disk
 #
 # Cases: small (10,000 x 4 KiB, folder to folder), files10k and files100k
 # (10,000 and 100,000 x 4 KiB folder to folder: rclone, rclone followed by
@@ -70,11 +71,17 @@ servers_cpu() {
 # in the page cache: rclone drops what it read from the cache
 # (posix_fadvise DONTNEED, two calls per file), and the tool after it would
 # otherwise read from the disk and be charged for rclone's choice (it made
-# the tool that ran after rclone 1.6 times slower at 10,000 files).
+# the tool that ran after rclone 1.6 times slower at 10,000 files). With
+# COLD=1 it empties the page cache instead (as root), so that every tool
+# reads SRC from the disk.
 RUN=0
 fresh() {
 	RUN=$((RUN + 1)); DST="$WORK/dst/$RUN"; mkdir -p "$DST"
-	[ -z "${1:-}" ] || find "$1" -type f -print0 | xargs -0 cat >/dev/null
+	if [ -n "${COLD:-}" ]; then
+		sync; echo 3 >/proc/sys/vm/drop_caches || { echo "bench: COLD=1 needs root to empty the page cache" >&2; exit 1; }
+	elif [ -n "${1:-}" ]; then
+		find "$1" -type f -print0 | xargs -0 cat >/dev/null
+	fi
 	sync; sleep 2
 }
 cleanup() { rm -rf "$WORK/dst"; sync; sleep 40; }
