@@ -430,8 +430,10 @@ func (l *Lease) Keep(ctx context.Context, first bool, log *slog.Logger) {
 	var seen Record
 	known, lost := l.Known, false // lost: the record's loss was said
 	acting := false
+	var fail failures // the witness failing, said once and then each minute
 	for {
 		var err error
+		gone := false // the record is gone (err says so, once)
 		sent := time.Now()
 		cur, ok, serr := Show(ctx, l.Store, l.Group)
 		switch {
@@ -440,6 +442,7 @@ func (l *Lease) Keep(ctx context.Context, first bool, log *slog.Logger) {
 		case !ok && known.Epoch != 0:
 			// Stop acting: the right cannot be confirmed. Said once.
 			l.set(time.Time{}, 0)
+			gone = true
 			if !lost {
 				err = fmt.Errorf("the record of lease %s is gone from the witness, though it was held (by %s, epoch %d): it is not taken as never taken; restore the witness, or if it is lost for good, take the lease with tandem lease acquire", l.Group, Who(known.Holder), known.Epoch)
 			}
@@ -475,8 +478,19 @@ func (l *Lease) Keep(ctx context.Context, first bool, log *slog.Logger) {
 		case errors.Is(err, ErrFenced) && holding:
 			holding = false
 			log.Warn("not acting as primary: another region holds the region lease", "group", l.Group, "region", l.Region, "err", err)
-		case err != nil && !errors.Is(err, ErrFenced):
+		}
+		switch {
+		case err != nil && gone:
 			log.Error("read or renew the region lease", "group", l.Group, "region", l.Region, "err", err)
+		case err != nil && !errors.Is(err, ErrFenced):
+			if fail.note(err, time.Now()) {
+				log.Error("read or renew the region lease", "group", l.Group, "region", l.Region, "err", err,
+					"failing_since", fail.since, "attempts", fail.n)
+			}
+		case serr == nil && fail.n > 0:
+			log.Info("the witness answers again", "group", l.Group, "region", l.Region,
+				"failing_since", fail.since, "attempts", fail.n)
+			fail = failures{}
 		}
 		// A holder cut off from the witness stops acting as primary at
 		// its deadline, before the lease expires for anyone else: say so.
@@ -492,6 +506,30 @@ func (l *Lease) Keep(ctx context.Context, first bool, log *slog.Logger) {
 		case <-time.After(Grace(l.TTL) / 2):
 		}
 	}
+}
+
+// failures is a run of failed rounds against the witness. The lease is
+// read every half grace: a witness that stays down would fill the log with
+// one line per round, hiding the rest at the moment an operator reads it.
+type failures struct {
+	n     int       // rounds failed in a row
+	since time.Time // the first of them
+	said  time.Time // when the failure was last logged
+	last  string    // its error, as last logged
+}
+
+// note counts a failed round at now and says whether to log it: the first
+// failure, a different error, and a reminder once a minute.
+func (f *failures) note(err error, now time.Time) bool {
+	if f.n == 0 {
+		f.since = now
+	}
+	f.n++
+	if f.n > 1 && err.Error() == f.last && now.Sub(f.said) < time.Minute {
+		return false
+	}
+	f.said, f.last = now, err.Error()
+	return true
 }
 
 // epoch0 is the epoch this Lease acts under, 0 when it does not.

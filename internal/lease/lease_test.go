@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -289,11 +291,13 @@ func TestReleaseDuringRenewals(t *testing.T) {
 // cutOff is a witness that stops answering when cut is set.
 type cutOff struct {
 	objstore.Bucket
-	cut atomic.Bool
+	cut     atomic.Bool
+	refused atomic.Int64 // reads refused
 }
 
 func (c *cutOff) Get(ctx context.Context, key string) (io.ReadCloser, objstore.Info, error) {
 	if c.cut.Load() {
+		c.refused.Add(1)
 		return nil, objstore.Info{}, errors.New("connection refused")
 	}
 	return c.Bucket.Get(ctx, key)
@@ -307,7 +311,9 @@ func (c *cutOff) Put(ctx context.Context, key string, r io.Reader, size int64, o
 }
 
 // A holder cut off from the witness stops acting as primary by its local
-// deadline, before the lease expires for the standby, and says so.
+// deadline, before the lease expires for the standby, and says so. The
+// failing reads are logged once, not once a round, and the witness's
+// return is said with how long it failed.
 func TestCutOffHolderSaysItStops(t *testing.T) {
 	b, err := local.Open(t.TempDir(), true)
 	if err != nil {
@@ -340,6 +346,31 @@ func TestCutOffHolderSaysItStops(t *testing.T) {
 	for !bytes.Contains(logs.bytes(), []byte("cut off from the witness: stopped acting as primary")) {
 		if time.Now().After(deadline) {
 			t.Fatalf("east did not say it stopped:\n%s", logs.bytes())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Several more rounds against the dead witness.
+	for n := w.refused.Load() + 6; w.refused.Load() < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("east stopped reading the witness:\n%s", logs.bytes())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := bytes.Count(logs.bytes(), []byte(`msg="read or renew the region lease"`)); n != 1 {
+		t.Fatalf("the same failure was logged %d times, want once:\n%s", n, logs.bytes())
+	}
+	w.cut.Store(false)
+	back := regexp.MustCompile(`msg="the witness answers again".* attempts=([0-9]+)`)
+	for {
+		m := back.FindSubmatch(logs.bytes())
+		if m != nil {
+			if n, _ := strconv.Atoi(string(m[1])); n < 7 {
+				t.Fatalf("the witness's return counts %d failed rounds, want 7 or more:\n%s", n, logs.bytes())
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("east did not say the witness answers again:\n%s", logs.bytes())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
