@@ -19,17 +19,19 @@ targets=(
   "./internal/replicate FuzzIndexChunk"
   "./internal/member/all FuzzParse"
 )
+# fuzz PKG TARGET TIME runs one target for TIME.
+fuzz() { go test "$1" -run '^$' -fuzz "^$2\$" -fuzztime "$3" -parallel 2 2>&1; }
 for t in "${targets[@]}"; do
   set -- $t
   echo "== fuzz $2 ($1, $time)"
   rc=0
-  out=$(go test "$1" -run '^$' -fuzz "^$2\$" -fuzztime "$time" -parallel 2 2>&1) || rc=$?
+  out=$(fuzz "$1" "$2" "$time") || rc=$?
   if [ "$rc" -ne 0 ] && ! grep -q 'Failing input written' <<<"$out" && grep -q 'context deadline exceeded' <<<"$out"; then
     # The engine's time ran out before fuzzing began (its baseline run of
     # the corpus, on a loaded machine): no input failed. Once more, longer.
     echo "fuzz.sh: $2 ran out of time before fuzzing began; once more for 30s"
     rc=0
-    out=$(go test "$1" -run '^$' -fuzz "^$2\$" -fuzztime 30s -parallel 2 2>&1) || rc=$?
+    out=$(fuzz "$1" "$2" 30s) || rc=$?
   fi
   printf '%s\n' "$out" | grep -v -e '^fuzz: elapsed' -e '^No IAM service configured' || true
   [ "$rc" -eq 0 ] || { echo "fuzz.sh: $2 failed; the input is saved under $1/testdata/fuzz/$2" >&2; exit 1; }

@@ -483,7 +483,7 @@ func (l *Lease) Keep(ctx context.Context, first bool, log *slog.Logger) {
 		case err != nil && gone:
 			log.Error("read or renew the region lease", "group", l.Group, "region", l.Region, "err", err)
 		case err != nil && !errors.Is(err, ErrFenced):
-			if fail.note(err, time.Now()) {
+			if fail.note(err, sent) {
 				log.Error("read or renew the region lease", "group", l.Group, "region", l.Region, "err", err,
 					"failing_since", fail.since, "attempts", fail.n)
 			}
