@@ -300,8 +300,8 @@ func (t *Table) readerAt(ctx context.Context, key string) (io.ReaderAt, int64, f
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	if f, ok := rc.(*os.File); ok {
-		return f, info.Size, func() { f.Close() }, nil
+	if f, ok := rc.(io.ReaderAt); ok {
+		return f, info.Size, func() { rc.Close() }, nil
 	}
 	defer rc.Close()
 	tmp, err := os.CreateTemp("", "tandem-checkpoint-*")

@@ -80,6 +80,15 @@ func SameVersion(a, b Info) bool {
 	return a.Size == b.Size && a.ETag == b.ETag && (a.Changed.IsZero() || b.Changed.IsZero() || a.Changed.Equal(b.Changed))
 }
 
+// Restater is implemented by a reader from Get that can tell what it reads
+// now without looking the key up again (an open file: fstat(2)), which
+// makes a copy's one-version check cheaper. A rewrite in place shows in
+// its Info, and so does a new version renamed over it (the old file's
+// change time moves when it loses its name).
+type Restater interface {
+	Restat() (Info, error)
+}
+
 // InPlacer is implemented by buckets whose objects can be rewritten in
 // place while they are read (files in a folder), so that what a reader got
 // may mix two versions: a copy from one checks, after reading and before

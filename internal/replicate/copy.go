@@ -130,7 +130,8 @@ func (c *Copier) mode(src objstore.Info) fs.FileMode {
 
 // A copy is of one version of the source or it fails: the source's
 // identity is taken when the copy starts and checked again after the last
-// byte was read and before anything is published (objstore.SameVersion:
+// byte was read and before anything is published, through the open file
+// where the source can (objstore.Restater), else by name (objstore.SameVersion:
 // size, ETag, which for a file holds its modification time and inode, and
 // its change time). A source that changed fails the copy with
 // ErrPrecondition; the object is tried again (and, failing, waits in the
@@ -161,7 +162,7 @@ func (c *Copier) copyOnce(ctx context.Context, src objstore.Info) (objstore.Info
 			if err := sameAsListed(src, start); err != nil {
 				return objstore.Info{}, err
 			}
-			opts.Gate = func() (time.Time, error) { return time.Time{}, c.unchanged(ctx, start) }
+			opts.Gate = func() (time.Time, error) { return time.Time{}, c.unchanged(ctx, start, nil) }
 		}
 		// Every part is read under the ETag the copy started with.
 		open := func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
@@ -171,7 +172,7 @@ func (c *Copier) copyOnce(ctx context.Context, src objstore.Info) (objstore.Info
 		if err != nil && inPlace {
 			// A file rewritten during a part's upload can fail it first
 			// (the part's checksum no longer matches): say why.
-			if cerr := c.unchanged(ctx, start); cerr != nil {
+			if cerr := c.unchanged(ctx, start, nil); cerr != nil {
 				err = cerr
 			}
 		}
@@ -190,7 +191,7 @@ func (c *Copier) copyOnce(ctx context.Context, src objstore.Info) (objstore.Info
 	}
 	var body io.Reader = rc
 	if inPlace {
-		body = &checkAtEnd{r: rc, left: src.Size, check: func() error { return c.unchanged(ctx, got) }}
+		body = &checkAtEnd{r: rc, left: src.Size, check: func() error { return c.unchanged(ctx, got, rc) }}
 	}
 	info, err := c.Target.Put(ctx, src.Key, body, src.Size, opts)
 	if err != nil {
@@ -208,9 +209,17 @@ func sameAsListed(src, got objstore.Info) error {
 	return nil
 }
 
-// unchanged fails when the source object is no longer the version was.
-func (c *Copier) unchanged(ctx context.Context, was objstore.Info) error {
-	cur, err := c.Source.Stat(ctx, was.Key)
+// unchanged fails when the source object is no longer the version was:
+// the reader it was read through tells, when it can (objstore.Restater),
+// else the source does.
+func (c *Copier) unchanged(ctx context.Context, was objstore.Info, read io.Reader) error {
+	var cur objstore.Info
+	var err error
+	if rs, ok := read.(objstore.Restater); ok {
+		cur, err = rs.Restat()
+	} else {
+		cur, err = c.Source.Stat(ctx, was.Key)
+	}
 	if err != nil {
 		return fmt.Errorf("the source object is gone or unreadable after its copy was read: %w", err)
 	}

@@ -236,6 +236,70 @@ func TestTornCopyFails(t *testing.T) {
 	}
 }
 
+// replacer puts a new version of key in place (written aside and renamed
+// over it) once its file was opened for a copy.
+type replacer struct {
+	*local.Bucket
+	key  string
+	with []byte
+	done atomic.Bool
+}
+
+func (r *replacer) Unwrap() objstore.Bucket { return r.Bucket }
+
+func (r *replacer) Get(ctx context.Context, key string) (io.ReadCloser, objstore.Info, error) {
+	rc, info, err := r.Bucket.Get(ctx, key)
+	if err == nil && key == r.key && !r.done.Swap(true) {
+		p := filepath.Join(r.Root(), key)
+		if err := os.WriteFile(p+".new", r.with, 0o644); err != nil {
+			testingT.Error(err)
+		}
+		if err := os.Rename(p+".new", p); err != nil {
+			testingT.Error(err)
+		}
+	}
+	return rc, info, err
+}
+
+// A file replaced (renamed over) while it is copied is published whole in
+// one version or not at all (a rename over a file changes the old inode's
+// change time, which the copy's second look through its open file sees),
+// and the next pass publishes the new version.
+func TestReplacedSourceNeverTorn(t *testing.T) {
+	testingT = t
+	srcDir := t.TempDir()
+	old := bytes.Repeat([]byte("O"), 100_000)
+	if err := os.WriteFile(filepath.Join(srcDir, "f"), old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lb, err := local.Open(srcDir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := localBucket(t)
+	src := &replacer{Bucket: lb, key: "f", with: bytes.Repeat([]byte("N"), 50_000)}
+	p := newPair(src, dst, true, t)
+	p.Retries = 1
+	run(t, p)
+	got, _, err := objstore.ReadAll(ctx, dst, "f")
+	if err == nil && !bytes.Equal(got, old) && !bytes.Equal(got, src.with) {
+		t.Fatalf("published %d bytes that are neither version", len(got))
+	}
+	if err != nil && !errors.Is(err, objstore.ErrNotExist) {
+		t.Fatal(err)
+	}
+	p.RetryBackoff = time.Nanosecond
+	if err := p.saveRetryQueue(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if sum := run(t, p); sum.Watermark == nil {
+		t.Fatalf("the next pass: %+v", sum)
+	}
+	if got, _, err = objstore.ReadAll(ctx, dst, "f"); err != nil || !bytes.Equal(got, src.with) {
+		t.Fatalf("the next pass published %d bytes (%v), not the new version", len(got), err)
+	}
+}
+
 // Copies into a folder keep the source's permission bits less group and
 // other write, or take the configured mode, whatever the umask.
 func TestCopiedModes(t *testing.T) {

@@ -187,26 +187,23 @@ func next(key string, i int) int {
 // ChangesInPlace: a file can be rewritten while tandem reads it.
 func (b *Bucket) ChangesInPlace() bool { return true }
 
-func info(key string, fi fs.FileInfo) objstore.Info {
-	var (
-		ino     uint64
-		changed time.Time
-	)
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		ino = st.Ino
-		changed = time.Unix(st.Ctim.Unix())
-	}
-	mt := fi.ModTime()
+func info(key string, st *syscall.Stat_t) objstore.Info {
+	mt := time.Unix(st.Mtim.Unix())
 	return objstore.Info{
 		Key:     key,
-		Size:    fi.Size(),
+		Size:    st.Size,
 		ModTime: mt,
-		Changed: changed,
-		Mode:    fi.Mode().Perm(),
+		Changed: time.Unix(st.Ctim.Unix()),
+		Mode:    fs.FileMode(st.Mode).Perm(),
 		// A synthetic identity: a rename of a new file changes the inode,
 		// an in-place write changes the time.
-		ETag: fmt.Sprintf("%x-%x-%x", mt.UnixNano(), fi.Size(), ino),
+		ETag: fmt.Sprintf("%x-%x-%x", mt.UnixNano(), st.Size, st.Ino),
 	}
+}
+
+// fileInfo is info of an os.Stat or os.Lstat.
+func fileInfo(key string, fi fs.FileInfo) objstore.Info {
+	return info(key, fi.Sys().(*syscall.Stat_t))
 }
 
 // List walks the folder so that keys come out in byte order: within a
@@ -310,7 +307,7 @@ func (b *Bucket) walk(ctx context.Context, dir, prefix string, skipped func(objs
 			yield(objstore.Info{}, fmt.Errorf("list %s: %w", b.URL(), err))
 			return false
 		}
-		if !yield(info(dir+d.name, fi), nil) {
+		if !yield(fileInfo(dir+d.name, fi), nil) {
 			return false
 		}
 	}
@@ -329,7 +326,7 @@ func (b *Bucket) Stat(ctx context.Context, key string) (objstore.Info, error) {
 	if fi.IsDir() {
 		return objstore.Info{}, fmt.Errorf("object %s in %s: is a folder: %w", key, b.URL(), objstore.ErrNotExist)
 	}
-	return info(key, fi), nil
+	return fileInfo(key, fi), nil
 }
 
 func (b *Bucket) fsErr(key string, err error) error {
@@ -350,26 +347,27 @@ func (b *Bucket) Get(ctx context.Context, key string) (io.ReadCloser, objstore.I
 	if err != nil {
 		return nil, objstore.Info{}, err
 	}
-	f, err := openFile(p, unix.O_RDONLY, 0)
+	f, err := open(p, key, unix.O_RDONLY, 0)
 	if err != nil {
 		return nil, objstore.Info{}, b.fsErr(key, err)
 	}
-	fi, err := f.Stat()
-	if err != nil || fi.IsDir() {
+	st, err := f.stat()
+	if err != nil || st.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		f.Close()
 		if err == nil {
 			err = fs.ErrNotExist
 		}
 		return nil, objstore.Info{}, b.fsErr(key, err)
 	}
-	// Return the *os.File itself so that io.Copy into another file can use
-	// copy_file_range.
-	return f, info(key, fi), nil
+	// The file itself, so that io.Copy into another file can use
+	// copy_file_range, and a copy can check it again by fstat
+	// (objstore.Restater).
+	return f, info(key, st), nil
 }
 
 type sectionFile struct {
 	*io.SectionReader
-	f *os.File
+	f *file
 }
 
 func (s sectionFile) Close() error { return s.f.Close() }
@@ -383,7 +381,7 @@ func (b *Bucket) GetRange(ctx context.Context, key string, off, n int64, etag st
 		f.Close()
 		return nil, fmt.Errorf("object %s in %s changed while being read: %w", key, b.URL(), objstore.ErrPrecondition)
 	}
-	file := f.(*os.File)
+	file := f.(*file)
 	return sectionFile{io.NewSectionReader(file, off, n), file}, nil
 }
 
@@ -403,7 +401,7 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 	if err != nil {
 		return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
 	}
-	tmpName := tmp.Name()
+	tmpName := tmp.name
 	published := false
 	defer func() {
 		if !published {
@@ -430,9 +428,9 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 	if err == nil && conditional {
 		err = tmp.Sync()
 	}
-	var fi fs.FileInfo
+	var st *syscall.Stat_t
 	if err == nil {
-		fi, err = tmp.Stat() // the inode and times survive the rename
+		st, err = tmp.stat() // the inode and times survive the rename
 	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
@@ -480,18 +478,7 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
 		}
 	}
-	return info(key, fi), nil
-}
-
-// openFile opens a file without registering it with the runtime's poller
-// (a regular file never waits there): os.OpenFile costs three fcntl(2) and
-// a failing epoll_ctl(2) more per file, which small files feel.
-func openFile(path string, flag int, perm uint32) (*os.File, error) {
-	fd, err := unix.Open(path, flag|unix.O_CLOEXEC, perm)
-	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
-	}
-	return os.NewFile(uintptr(fd), path), nil
+	return info(key, st), nil
 }
 
 var tempSeq atomic.Uint64
@@ -516,11 +503,11 @@ var umask = sync.OnceValue(func() uint32 {
 
 // futimens sets an open file's access and modification times (utimensat
 // with no path: no lookup of the name, as os.Chtimes does).
-func futimens(f *os.File, t time.Time) error {
+func futimens(f *file, t time.Time) error {
 	ts := [2]unix.Timespec{unix.NsecToTimespec(t.UnixNano()), unix.NsecToTimespec(t.UnixNano())}
-	_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, f.Fd(), 0, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+	_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(f.fd), 0, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
 	if errno != 0 {
-		return &fs.PathError{Op: "futimens", Path: f.Name(), Err: errno}
+		return f.err("futimens", errno)
 	}
 	return nil
 }
@@ -544,14 +531,14 @@ func countFiles(dir string) int {
 }
 
 // createExcl creates a new file in dir with a name no other file has.
-func createExcl(dir string, perm uint32) (*os.File, error) {
+func createExcl(dir string, perm uint32) (*file, error) {
 	for {
 		seq := tempSeq.Add(1)
 		name := filepath.Join(dir, strconv.FormatUint(seq%stageShards, 10), "tmp-"+strconv.FormatUint(seq, 36)+"-"+strconv.FormatUint(uint64(rand.Uint32()), 36))
 		// Readable by others once in place (a replica serves the region's
 		// readers after a failover), writable by tandem's user only; the
 		// staging folder (0700) keeps it private until then.
-		f, err := openFile(name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, perm)
+		f, err := open(name, "", unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, perm)
 		if !errors.Is(err, fs.ErrExist) {
 			return f, err
 		}
@@ -750,10 +737,11 @@ func (b *Bucket) lock(ctx context.Context) (func(), error) {
 // landed before this, or fails when it resumes; no compare-and-swap of the
 // old lock can land after this one's compare.
 func (b *Bucket) breakLock(ctx context.Context, path string) (*os.File, error) {
-	f, err := b.createTemp(0o644) // in this Bucket's own staging, which stays
+	tmp, err := b.createTemp(0o644) // in this Bucket's own staging, which stays
 	if err != nil {
 		return nil, err
 	}
+	f := os.NewFile(uintptr(tmp.fd), tmp.name)
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		return nil, err
@@ -881,10 +869,10 @@ func sanitize(s string) string {
 
 // createTemp makes a staged file; a staging folder revoked meanwhile is
 // made again (a few times: a Revoke may take a new one while it is made).
-func (b *Bucket) createTemp(perm uint32) (*os.File, error) {
+func (b *Bucket) createTemp(perm uint32) (*file, error) {
 	for attempt := 0; ; attempt++ {
 		dir, err := b.stageDir(attempt > 0)
-		var f *os.File
+		var f *file
 		if err == nil {
 			f, err = createExcl(dir, perm)
 		}
