@@ -273,14 +273,7 @@ func (pc prechecks) print(w io.Writer) {
 			mark = "FAIL"
 		}
 		fmt.Fprintf(w, "  %s %s\n", mark, r.ID)
-		for _, line := range strings.Split(r.Output, "\n") {
-			if line != "" {
-				fmt.Fprintf(w, "         %s\n", line)
-			}
-		}
-		if r.Error != "" {
-			fmt.Fprintf(w, "         %s\n", r.Error)
-		}
+		printLines(w, "         ", r.Output+"\n"+r.Error)
 	}
 }
 

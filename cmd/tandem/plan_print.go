@@ -60,13 +60,9 @@ func progressPrinter(w io.Writer, ex *plan.Executor) func(*plan.Execution) {
 					}
 				default:
 					fmt.Fprintf(w, "  %-10s %-14s %s (%.1fs)\n", g.Name, s.State, s.ID, s.Seconds())
-					for _, line := range strings.Split(strings.TrimSpace(s.Log), "\n") {
-						if line != "" {
-							fmt.Fprintf(w, "             %s\n", line)
-						}
-					}
+					printLines(w, "             ", s.Log)
 					if s.Error != "" {
-						fmt.Fprintf(w, "             error: %s\n", s.Error)
+						printLines(w, "             ", "error: "+s.Error)
 					}
 				}
 			}
@@ -85,7 +81,19 @@ func printExecution(w io.Writer, x *plan.Execution) {
 	for _, g := range x.Groups {
 		fmt.Fprintf(w, "%s (%s)\n", g.Name, g.State)
 		for _, s := range g.Steps {
-			fmt.Fprintf(w, "  %-14s %-36s %6.1fs  %s\n", s.State, s.ID, s.Seconds(), s.Error)
+			first, rest, _ := strings.Cut(s.Error, "\n")
+			fmt.Fprintf(w, "  %-14s %-36s %6.1fs  %s\n", s.State, s.ID, s.Seconds(), first)
+			printLines(w, strings.Repeat(" ", 63), rest)
+		}
+	}
+}
+
+// printLines prints each line of text that is not empty after indent: an
+// error of several lines (one per region) stays in its column.
+func printLines(w io.Writer, indent, text string) {
+	for line := range strings.Lines(text) {
+		if line = strings.TrimRight(line, "\n"); strings.TrimSpace(line) != "" {
+			fmt.Fprintf(w, "%s%s\n", indent, line)
 		}
 	}
 }
