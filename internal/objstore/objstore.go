@@ -89,6 +89,15 @@ type Restater interface {
 	Restat() (Info, error)
 }
 
+// Opener is implemented by a store that can open an object for reading
+// without looking at it, returning a Restater: a copy that knows the
+// version it wants from a listing looks once, at the end (a folder's file:
+// one fstat where Get takes two). A decorator must not promote it past its
+// own Get.
+type Opener interface {
+	Open(ctx context.Context, key string) (io.ReadCloser, error)
+}
+
 // InPlacer is implemented by buckets whose objects can be rewritten in
 // place while they are read (files in a folder), so that what a reader got
 // may mix two versions: a copy from one checks, after reading and before

@@ -181,14 +181,11 @@ func (c *Copier) copyOnce(ctx context.Context, src objstore.Info) (objstore.Info
 		}
 		return info, nil
 	}
-	rc, got, err := c.Source.Get(ctx, src.Key)
+	rc, got, err := c.open(ctx, src, inPlace)
 	if err != nil {
-		return objstore.Info{}, fmt.Errorf("copy %s: %w", src.Key, err)
-	}
-	defer rc.Close()
-	if err := sameAsListed(src, got); err != nil {
 		return objstore.Info{}, err
 	}
+	defer rc.Close()
 	var body io.Reader = rc
 	if inPlace {
 		body = &checkAtEnd{r: rc, left: src.Size, check: func() error { return c.unchanged(ctx, got, rc) }}
@@ -198,6 +195,29 @@ func (c *Copier) copyOnce(ctx context.Context, src objstore.Info) (objstore.Info
 		return objstore.Info{}, fmt.Errorf("copy %s: %w", src.Key, err)
 	}
 	return info, nil
+}
+
+// open opens src for a copy of the version listed: a source that changes
+// in place and opens without a look (objstore.Opener) is looked at once,
+// after the copy read it (checkAtEnd), against the listing; others are
+// looked at as they are opened (Get).
+func (c *Copier) open(ctx context.Context, src objstore.Info, inPlace bool) (io.ReadCloser, objstore.Info, error) {
+	if o, ok := c.Source.(objstore.Opener); ok && inPlace && src.ETag != "" {
+		rc, err := o.Open(ctx, src.Key)
+		if err != nil {
+			return nil, objstore.Info{}, fmt.Errorf("copy %s: %w", src.Key, err)
+		}
+		return rc, src, nil
+	}
+	rc, got, err := c.Source.Get(ctx, src.Key)
+	if err != nil {
+		return nil, objstore.Info{}, fmt.Errorf("copy %s: %w", src.Key, err)
+	}
+	if err := sameAsListed(src, got); err != nil {
+		rc.Close()
+		return nil, objstore.Info{}, err
+	}
+	return rc, got, nil
 }
 
 // sameAsListed fails a copy whose source is no longer what the listing

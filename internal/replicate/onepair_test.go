@@ -166,6 +166,13 @@ func (r *rewriter) Get(ctx context.Context, key string) (io.ReadCloser, objstore
 	return &midRead{ReadCloser: rc, then: func() { r.rewrite(testingT) }}, info, nil
 }
 
+// Open rewrites as Get does (it would otherwise be *local.Bucket's,
+// promoted past Get).
+func (r *rewriter) Open(ctx context.Context, key string) (io.ReadCloser, error) {
+	rc, _, err := r.Get(ctx, key)
+	return rc, err
+}
+
 func (r *rewriter) GetRange(ctx context.Context, key string, off, n int64, etag string) (io.ReadCloser, error) {
 	rc, err := r.Bucket.GetRange(ctx, key, off, n, etag)
 	if err == nil && key == r.key && off > 0 {
@@ -259,6 +266,11 @@ func (r *replacer) Get(ctx context.Context, key string) (io.ReadCloser, objstore
 		}
 	}
 	return rc, info, err
+}
+
+func (r *replacer) Open(ctx context.Context, key string) (io.ReadCloser, error) {
+	rc, _, err := r.Get(ctx, key)
+	return rc, err
 }
 
 // A file replaced (renamed over) while it is copied is published whole in

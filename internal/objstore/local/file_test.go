@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -132,4 +133,15 @@ func openFiles(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(ents)
+}
+
+func TestETagFormat(t *testing.T) {
+	for _, c := range []struct {
+		mtime, size int64
+		ino         uint64
+	}{{0, 0, 0}, {1_700_000_000_123_456_789, 4096, 1 << 40}, {-5, 1, ^uint64(0)}} {
+		if got, want := etag(c.mtime, c.size, c.ino), fmt.Sprintf("%x-%x-%x", c.mtime, c.size, c.ino); got != want {
+			t.Errorf("etag(%d, %d, %d) = %s, want %s (the identity records already hold)", c.mtime, c.size, c.ino, got, want)
+		}
+	}
 }
