@@ -80,10 +80,10 @@ func SameVersion(a, b Info) bool {
 	return a.Size == b.Size && a.ETag == b.ETag && (a.Changed.IsZero() || b.Changed.IsZero() || a.Changed.Equal(b.Changed))
 }
 
-// Restater is implemented by a reader from Get that can tell what it reads
-// now without looking the key up again (an open file: fstat(2)), which
-// makes a copy's one-version check cheaper. A rewrite in place shows in
-// its Info, and so does a new version renamed over it (the old file's
+// Restater is implemented by a reader from Get or Open that can tell what
+// it reads now without looking the key up again (an open file: fstat(2)),
+// which makes a copy's one-version check cheaper. A rewrite in place shows
+// in its Info, and so does a new version renamed over it (the old file's
 // change time moves when it loses its name).
 type Restater interface {
 	Restat() (Info, error)

@@ -107,6 +107,9 @@ func (f *file) ReadFrom(r io.Reader) (int64, error) {
 	limit := int64(-1)
 	src := r
 	if lr, ok := r.(*io.LimitedReader); ok {
+		if lr.N <= 0 {
+			return 0, nil
+		}
 		limit, src = lr.N, lr.R
 	}
 	from, ok := src.(*file)

@@ -40,6 +40,9 @@ func TestFileCopyBetweenFiles(t *testing.T) {
 	if n, err := io.Copy(dst, lr); err != nil || n != 4096 || lr.N != 0 {
 		t.Fatalf("limited copy: %d bytes, %v, %d left", n, err, lr.N)
 	}
+	if n, err := dst.ReadFrom(&io.LimitedReader{R: src, N: -1}); err != nil || n != 0 {
+		t.Fatalf("a copy through a used-up LimitedReader: %d bytes, %v", n, err)
+	}
 	if n, err := io.Copy(dst, src); err != nil || n != int64(len(data)-4096) {
 		t.Fatalf("copy of the rest: %d bytes, %v", n, err)
 	}
