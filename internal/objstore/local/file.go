@@ -129,20 +129,19 @@ func (f *file) ReadFrom(r io.Reader) (int64, error) {
 			return io.Copy(struct{ io.Writer }{f}, r)
 		}
 		if err != nil {
-			done = f.done(r, limit, done)
-			return done, f.err("copy_file_range", err)
+			return spend(r, limit, done), f.err("copy_file_range", err)
 		}
 		if n == 0 {
 			break
 		}
 		done += int64(n)
 	}
-	return f.done(r, limit, done), nil
+	return spend(r, limit, done), nil
 }
 
-// done takes n bytes off a LimitedReader's allowance, as reading through it
-// would have, and returns n.
-func (f *file) done(r io.Reader, limit, n int64) int64 {
+// spend takes n bytes off a LimitedReader's allowance, as reading through
+// it would have, and returns n.
+func spend(r io.Reader, limit, n int64) int64 {
 	if lr, ok := r.(*io.LimitedReader); ok && limit >= 0 {
 		lr.N = limit - n
 	}
