@@ -130,9 +130,16 @@ protection_groups:
 	id := started.Execution
 	expect("POST", runPath, "right-token", "", 409, "another plan execution is not finished")
 	// The smoke check fails and stops the run; fixed, a retry goes on.
+	// The execution failed (not only its step: the run that failed the
+	// step holds the execution until it records the end).
 	waitFor(t, "the smoke check never failed", func() bool {
 		_, x := call("GET", "/protection-groups/lakehouse/executions/"+id, "", "")
-		return strings.Contains(x, `"state":"failed"`)
+		var ex struct {
+			State  string
+			Runner json.RawMessage
+		}
+		json.Unmarshal([]byte(x), &ex)
+		return ex.State == "failed" && ex.Runner == nil
 	})
 	retry := "/protection-groups/lakehouse/executions/" + id + "/retry"
 	expect("POST", retry, "", "", 401, `bearer token`)
