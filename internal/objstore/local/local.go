@@ -356,11 +356,10 @@ func (b *Bucket) fsErr(key string, err error) error {
 }
 
 func (b *Bucket) Get(ctx context.Context, key string) (io.ReadCloser, objstore.Info, error) {
-	rc, err := b.Open(ctx, key)
+	f, err := b.open(key)
 	if err != nil {
 		return nil, objstore.Info{}, err
 	}
-	f := rc.(*file)
 	st, err := f.stat()
 	if err != nil || st.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		f.Close()
@@ -377,6 +376,15 @@ func (b *Bucket) Get(ctx context.Context, key string) (io.ReadCloser, objstore.I
 // copy_file_range, and a copy can look at it again by fstat
 // (objstore.Restater).
 func (b *Bucket) Open(ctx context.Context, key string) (io.ReadCloser, error) {
+	f, err := b.open(key)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// open opens key's file for reading, for Open and Get.
+func (b *Bucket) open(key string) (*file, error) {
 	p, err := b.path(key)
 	if err != nil {
 		return nil, err
