@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -21,7 +23,7 @@ func newTableCommand() *cobra.Command {
 }
 
 type tableSyncOptions struct {
-	version int64
+	version tableVersion
 	progressOptions
 	transfers  int
 	fullResync bool
@@ -30,7 +32,7 @@ type tableSyncOptions struct {
 }
 
 func newTableSyncCommand() *cobra.Command {
-	var o tableSyncOptions
+	o := tableSyncOptions{version: latestVersion}
 	c := &cobra.Command{
 		Use:   "sync SRC_TABLE DST_TABLE",
 		Short: "Make DST_TABLE a copy of a Delta table at a version",
@@ -56,7 +58,7 @@ Exit status: 0 done, 1 failed, 2 bad arguments.`,
 		},
 	}
 	f := c.Flags()
-	f.Int64Var(&o.version, "version", -1, "version to sync to (default: the latest)")
+	f.Var(&o.version, "version", "version to sync to")
 	o.progressOptions.register(f)
 	f.IntVar(&o.transfers, "transfers", 16, "files copied at once")
 	f.BoolVar(&o.fullResync, "full-resync", false, "move DST_TABLE's log aside and sync from scratch")
@@ -65,9 +67,47 @@ Exit status: 0 done, 1 failed, 2 bad arguments.`,
 	return c
 }
 
+// tableVersion is the value of --version: a table version, or
+// latestVersion (shown as "latest") when the flag is left out.
+type tableVersion int64
+
+// latestVersion is no version anyone can give: -1, which the syncs read as
+// the latest, is refused like every other negative number.
+const latestVersion = tableVersion(math.MinInt64)
+
+func (v *tableVersion) String() string {
+	if *v == latestVersion {
+		return "latest"
+	}
+	return strconv.FormatInt(int64(*v), 10)
+}
+
+func (v *tableVersion) Set(s string) error {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return errors.New("give a table version (0 or more), or leave it out for the latest")
+	}
+	*v = tableVersion(n)
+	return nil
+}
+
+func (v *tableVersion) Type() string { return "int" }
+
+// get is the version to sync to, -1 for the latest.
+func (v tableVersion) get() (int64, error) {
+	switch {
+	case v == latestVersion:
+		return -1, nil
+	case v < 0:
+		return 0, usageError{fmt.Errorf("--version %d: give a table version (0 or more), or leave it out for the latest", int64(v))}
+	}
+	return int64(v), nil
+}
+
 func runTableSync(ctx context.Context, o tableSyncOptions, srcURL, dstURL string, w io.Writer) error {
-	if o.version < -1 {
-		return usageError{fmt.Errorf("--version %d: give a table version (0 or more), or leave it out for the latest", o.version)}
+	version, err := o.version.get()
+	if err != nil {
+		return err
 	}
 	e, err := openEnds(ctx, o.ends, srcURL, dstURL, o.dryRun)
 	if err != nil {
@@ -77,7 +117,7 @@ func runTableSync(ctx context.Context, o tableSyncOptions, srcURL, dstURL string
 		if o.fullResync {
 			return usageError{fmt.Errorf("--dry-run and --full-resync: a dry run moves nothing aside; run --dry-run alone to see what the sync would copy")}
 		}
-		ps, err := tablesync.Plan(ctx, e.src, e.dst, o.version)
+		ps, err := tablesync.Plan(ctx, e.src, e.dst, version)
 		if err := tableSyncError(o, err); err != nil {
 			return err
 		}
@@ -99,7 +139,7 @@ func runTableSync(ctx context.Context, o tableSyncOptions, srcURL, dstURL string
 	}
 	s := &tablesync.Sync{Source: e.src, Target: e.dst, Transfers: o.transfers, Log: newLogger(0), Progress: &progress.Counters{}}
 	stop := o.start(s.Progress, "table sync", "files", w)
-	res, err := s.Run(ctx, o.version)
+	res, err := s.Run(ctx, version)
 	stop()
 	if err := tableSyncError(o, err); err != nil {
 		return err
@@ -123,7 +163,7 @@ func runTableSync(ctx context.Context, o tableSyncOptions, srcURL, dstURL string
 func tableSyncError(o tableSyncOptions, err error) error {
 	switch {
 	case errors.Is(err, delta.ErrNoVersion):
-		return usageError{fmt.Errorf("--version %d: %w", o.version, err)}
+		return usageError{fmt.Errorf("--version %d: %w", int64(o.version), err)}
 	case errors.Is(err, tablesync.ErrDiverged) || errors.Is(err, tablesync.ErrResyncNeeded):
 		return fmt.Errorf("%w\nrun again with --full-resync to move the target's log aside and copy the table afresh", err)
 	}
