@@ -16,6 +16,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"tandem/internal/objstore/local"
 )
 
 // Exit codes.
@@ -170,6 +172,7 @@ func main() {
 		os.Exit(exitError)
 	}()
 	err := newRootCommand().ExecuteContext(ctx)
+	local.Tidy()
 	if err == nil {
 		os.Exit(exitOK)
 	}

@@ -111,6 +111,25 @@ func TestReplicateOneShot(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dst, "tables")); !os.IsNotExist(err) {
 		t.Fatal("an excluded prefix was copied")
 	}
+	// Nothing of tandem's own is left in the target: a diff -r of the two
+	// finds only the excluded prefix.
+	if got, want := topNames(t, dst), "a c.json"; got != want {
+		t.Fatalf("the target holds %q, want %q", got, want)
+	}
+}
+
+// topNames is the names in dir, sorted and joined by spaces.
+func topNames(t *testing.T, dir string) string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return strings.Join(names, " ")
 }
 
 func TestBadInput(t *testing.T) {
@@ -360,6 +379,9 @@ func TestTableSync(t *testing.T) {
 	dst := filepath.Join(t.TempDir(), "gold")
 	if code, out := tandem(t, nil, "table", "sync", "--version", "3", src, dst); code != 0 || !strings.Contains(out, "version   3 (from an empty target)") {
 		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if got := topNames(t, dst); strings.Contains(got, ".tandem-") {
+		t.Fatalf("the table sync left a folder of its own in the target: %s", got)
 	}
 	code, out := tandem(t, nil, "table", "sync", "--json", src, dst)
 	var res struct {

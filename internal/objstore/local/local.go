@@ -895,6 +895,7 @@ func (b *Bucket) stageDir(renew bool) (string, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return "", err
 	}
+	made.Store(dir, true)
 	for i := range stageShards {
 		if err := os.Mkdir(filepath.Join(dir, strconv.Itoa(i)), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 			return "", err
@@ -902,6 +903,29 @@ func (b *Bucket) stageDir(renew bool) (string, error) {
 	}
 	b.stage = dir
 	return dir, nil
+}
+
+// made holds the staging folders this process made (see Tidy).
+var made sync.Map
+
+// Tidy removes the staging folders this process made that hold nothing,
+// so that a command leaves no folder of its own in a target when it ends
+// (a `diff -r` of source and target finds nothing more). A folder that
+// still holds a staged file is left for Sweep. A Put after Tidy makes a
+// new staging folder, as after a Revoke.
+func Tidy() {
+	made.Range(func(k, _ any) bool {
+		dir := k.(string)
+		for i := range stageShards {
+			if err := os.Remove(filepath.Join(dir, strconv.Itoa(i))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return true // holds a staged file
+			}
+		}
+		if err := os.Remove(dir); err == nil || errors.Is(err, fs.ErrNotExist) {
+			made.Delete(dir)
+		}
+		return true
+	})
 }
 
 func sanitize(s string) string {

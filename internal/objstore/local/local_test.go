@@ -3,6 +3,7 @@ package local_test
 import (
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -308,4 +309,76 @@ func TestLockBreaksLoseNoUpdate(t *testing.T) {
 		t.Fatalf("counter %d after %d successful compare-and-swaps (%d failed)", got, ok.Load(), failed.Load())
 	}
 	t.Logf("%d successful, %d failed", ok.Load(), failed.Load())
+}
+
+// stagingFolders lists the staging folders at root.
+func stagingFolders(t *testing.T, root string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), local.Reserved+"stage-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// TestTidy: a command's staging folders are gone when it ends, unless a
+// write still has a file staged in one; a Put after Tidy still lands.
+func TestTidy(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	b, err := local.Open(root, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(key string, r io.Reader) error {
+		_, err := b.Put(ctx, key, r, -1, objstore.PutOptions{})
+		return err
+	}
+	if err := put("a/b", strings.NewReader("ab")); err != nil {
+		t.Fatal(err)
+	}
+	if got := stagingFolders(t, root); len(got) != 1 {
+		t.Fatalf("staging folders after a Put: %v, want one", got)
+	}
+	local.Tidy()
+	if got := stagingFolders(t, root); len(got) != 0 {
+		t.Fatalf("staging folders after Tidy: %v, want none", got)
+	}
+
+	// A write held up with its file staged keeps its folder.
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- put("c", pr) }()
+	if _, err := pw.Write([]byte("first half ")); err != nil {
+		t.Fatal(err)
+	}
+	local.Tidy()
+	if got := stagingFolders(t, root); len(got) != 1 {
+		t.Fatalf("staging folders after Tidy with a write under way: %v, want its one", got)
+	}
+	pw.Write([]byte("second half"))
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("the write under way failed after Tidy: %v", err)
+	}
+	local.Tidy()
+	if got := stagingFolders(t, root); len(got) != 0 {
+		t.Fatalf("staging folders after the write and Tidy: %v, want none", got)
+	}
+	for key, want := range map[string]string{"a/b": "ab", "c": "first half second half"} {
+		data, err := os.ReadFile(filepath.Join(root, key))
+		if err != nil || string(data) != want {
+			t.Fatalf("%s holds %q, %v; want %q", key, data, err, want)
+		}
+	}
+	ents, _ := os.ReadDir(root)
+	if len(ents) != 2 {
+		t.Fatalf("the root holds %d entries, want a and c only", len(ents))
+	}
 }
