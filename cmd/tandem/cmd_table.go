@@ -163,7 +163,7 @@ func runTableSync(ctx context.Context, o tableSyncOptions, srcURL, dstURL string
 func tableSyncError(o tableSyncOptions, err error) error {
 	switch {
 	case errors.Is(err, delta.ErrNoVersion):
-		return usageError{fmt.Errorf("--version %d: %w", int64(o.version), err)}
+		return usageError{fmt.Errorf("--version %s: %w", o.version.String(), err)}
 	case errors.Is(err, tablesync.ErrDiverged) || errors.Is(err, tablesync.ErrResyncNeeded):
 		return fmt.Errorf("%w\nrun again with --full-resync to move the target's log aside and copy the table afresh", err)
 	}
