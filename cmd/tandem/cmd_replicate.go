@@ -63,7 +63,7 @@ objects that failed (listed in the summary and kept for retry).`,
 	f.StringArrayVar(&o.exclude, "exclude", nil, "leave keys with this prefix alone (repeatable)")
 	o.progressOptions.register(f)
 	f.BoolVar(&o.dryRun, "dry-run", false, "copy, delete and record nothing: list what a pass would copy and delete")
-	f.IntVar(&o.transfers, "transfers", 16, "objects copied at once (at least 256 into a folder, 64 into S3)")
+	f.IntVar(&o.transfers, "transfers", 16, "objects copied at once (at least 64 into S3)")
 	f.StringVar(&o.state, "state", "", "keep the replication index and status here (a folder or s3:// URL)")
 	f.StringVar(&o.fileMode, "file-mode", "", "permission bits (octal) of every file written into a folder DST; default: the source file's, less group and other write")
 	f.BoolVar(&o.ignoreUnsupported, "ignore-unsupported", false, "claim the watermark even when symbolic links or special files in SRC were passed over")

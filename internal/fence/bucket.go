@@ -44,6 +44,7 @@ var (
 	_ objstore.Gated         = (*bucket)(nil)
 	_ objstore.Unwrapper     = (*bucket)(nil)
 	_ objstore.Revoker       = (*bucket)(nil)
+	_ objstore.Deferrer      = (*bucket)(nil)
 	_ objstore.PartPutter    = (*partBucket)(nil)
 )
 
@@ -93,6 +94,21 @@ func (b *bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 		return info, err
 	}
 	return info, b.g.landed(b.URL()+"/"+key, until(), objstore.LateBound(b.Bucket))
+}
+
+// PutDeferred gates like Put: the gate runs when the write is published,
+// and the late check when it has been.
+func (b *bucket) PutDeferred(ctx context.Context, key string, r io.Reader, size int64, opts objstore.PutOptions, done func(objstore.Info, error)) error {
+	opts, until, err := b.gated(ctx, opts)
+	if err != nil {
+		return err
+	}
+	return objstore.PutDeferred(ctx, b.Bucket, key, r, size, opts, func(info objstore.Info, err error) {
+		if err == nil {
+			err = b.g.landed(b.URL()+"/"+key, until(), objstore.LateBound(b.Bucket))
+		}
+		done(info, err)
+	})
 }
 
 func (b *bucket) Delete(ctx context.Context, key string) error {

@@ -163,3 +163,38 @@ func TestBucketGatesEveryWrite(t *testing.T) {
 		t.Fatalf("late write: %v", err)
 	}
 }
+
+// TestDeferredWriteGatedAtPublish: a write staged while the writer held
+// its right and published in a batch after the right moved lands nothing.
+func TestDeferredWriteGatedAtPublish(t *testing.T) {
+	b, err := local.Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &authority{epoch: 1, grace: 50 * time.Millisecond}
+	g := New("test writer", a.cond)
+	if err := g.Check(ctx); err != nil { // the writer starts under epoch 1
+		t.Fatal(err)
+	}
+	fb, ok := g.Bucket(b).(objstore.Deferrer)
+	if !ok {
+		t.Fatal("the fenced bucket hides the folder's deferred writes")
+	}
+	at, release := make(chan struct{}), make(chan struct{})
+	hold := func() (time.Time, error) { close(at); <-release; return time.Time{}, nil }
+	res := make(chan error, 1)
+	if err := fb.PutDeferred(ctx, "x", strings.NewReader("x"), 1, objstore.PutOptions{Gate: hold},
+		func(_ objstore.Info, err error) { res <- err }); err != nil {
+		t.Fatal(err)
+	}
+	<-at // staged, and its batch is being published
+	a.set(func(a *authority) { a.epoch = 2 })
+	time.Sleep(100 * time.Millisecond) // the grant runs out
+	close(release)
+	if err := <-res; !Fenced(err) {
+		t.Fatalf("a write published after the epoch moved: %v", err)
+	}
+	if _, err := b.Stat(ctx, "x"); !errors.Is(err, objstore.ErrNotExist) {
+		t.Fatalf("a fenced deferred write is visible: %v", err)
+	}
+}

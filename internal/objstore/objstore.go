@@ -383,9 +383,35 @@ func Sync(ctx context.Context, b Bucket) error {
 	return nil
 }
 
+// Deferrer is implemented by a store that publishes plain writes in
+// batches (a folder: one filesystem sync for many files). PutDeferred
+// reads r to its end and stores the bytes where no reader sees them, then
+// returns; the object becomes visible later, and done is called once,
+// perhaps from another goroutine, with what Put would have returned. An
+// error from PutDeferred means nothing was stored and done is not called.
+// A decorator implements it itself or not at all: its own Put must stay
+// in the path (see PutDeferred).
+type Deferrer interface {
+	PutDeferred(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions, done func(Info, error)) error
+}
+
+// PutDeferred is b's PutDeferred, or for a bucket that does not defer, a
+// Put whose result goes to done when it succeeds.
+func PutDeferred(ctx context.Context, b Bucket, key string, r io.Reader, size int64, opts PutOptions, done func(Info, error)) error {
+	if d, ok := b.(Deferrer); ok {
+		return d.PutDeferred(ctx, key, r, size, opts, done)
+	}
+	info, err := b.Put(ctx, key, r, size, opts)
+	if err != nil {
+		return err
+	}
+	done(info, nil)
+	return nil
+}
+
 // InFlighter is implemented by buckets that want more writes in flight than
-// the caller's default, such as a folder whose group commit syncs once for
-// every Put waiting at that moment.
+// the caller's default, such as S3, where each write waits for a round
+// trip.
 type InFlighter interface {
 	InFlight() int
 }

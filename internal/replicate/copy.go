@@ -67,28 +67,54 @@ func (c *Copier) init() {
 // the target's Info of the new object. An object missing from the source
 // is not retried.
 func (c *Copier) Copy(ctx context.Context, src objstore.Info) (objstore.Info, error) {
-	c.init()
-	var err error
-	wait := 200 * time.Millisecond
-	for attempt := 1; attempt <= c.Retries; attempt++ {
-		var info objstore.Info
-		info, err = c.copyOnce(ctx, src)
-		if err == nil {
-			return info, nil
-		}
-		if ctx.Err() != nil || errors.Is(err, objstore.ErrNotExist) || fence.Refused(err) && !heldUp(err) {
-			return objstore.Info{}, err
-		}
-		if attempt < c.Retries {
-			select {
-			case <-time.After(wait):
-			case <-ctx.Done():
-				return objstore.Info{}, ctx.Err()
-			}
-			wait *= 2
-		}
+	type result struct {
+		info objstore.Info
+		err  error
 	}
-	return objstore.Info{}, err
+	res := make(chan result, 1)
+	c.CopyLater(ctx, src, func(info objstore.Info, err error) { res <- result{info, err} })
+	got := <-res
+	return got.info, got.err
+}
+
+// CopyLater copies like Copy, but into a target that publishes in batches
+// (objstore.Deferrer) it returns once the bytes are staged: done is called
+// once, perhaps from another goroutine and after CopyLater returned, with
+// what Copy would have returned. A copy that fails is tried again in
+// either case, before or after it was staged.
+func (c *Copier) CopyLater(ctx context.Context, src objstore.Info, done func(objstore.Info, error)) {
+	c.init()
+	c.try(ctx, src, 1, 200*time.Millisecond, done)
+}
+
+// try makes attempt n of a copy; wait is the pause before the next one.
+func (c *Copier) try(ctx context.Context, src objstore.Info, n int, wait time.Duration, done func(objstore.Info, error)) {
+	err := c.copyOnce(ctx, src, func(info objstore.Info, err error) {
+		if err != nil {
+			// Not in the store's goroutine, which publishes others.
+			go c.failed(ctx, src, n, wait, err, done)
+			return
+		}
+		done(info, nil)
+	})
+	if err != nil {
+		c.failed(ctx, src, n, wait, err, done)
+	}
+}
+
+// failed tries a failed attempt n again after wait, or gives up.
+func (c *Copier) failed(ctx context.Context, src objstore.Info, n int, wait time.Duration, err error, done func(objstore.Info, error)) {
+	if n >= c.Retries || ctx.Err() != nil || errors.Is(err, objstore.ErrNotExist) || fence.Refused(err) && !heldUp(err) {
+		done(objstore.Info{}, err)
+		return
+	}
+	select {
+	case <-time.After(wait):
+	case <-ctx.Done():
+		done(objstore.Info{}, ctx.Err())
+		return
+	}
+	c.try(ctx, src, n+1, 2*wait, done)
 }
 
 // heldUp reports a write the store refused because it reached it after its
@@ -137,7 +163,11 @@ func (c *Copier) mode(src objstore.Info) fs.FileMode {
 // ErrPrecondition; the object is tried again (and, failing, waits in the
 // retry queue). Only stores whose objects change in place need the second
 // look: an S3 GET, and each ranged GET under If-Match, reads one version.
-func (c *Copier) copyOnce(ctx context.Context, src objstore.Info) (objstore.Info, error) {
+//
+// A copy that is published when copyOnce returns nil is passed to done
+// then; one staged in a store that publishes later, when it is published
+// or fails.
+func (c *Copier) copyOnce(ctx context.Context, src objstore.Info, done func(objstore.Info, error)) error {
 	opts := objstore.PutOptions{ModTime: src.ModTime, Mode: c.mode(src)}
 	inPlace := objstore.ChangesInPlace(c.Source)
 	threshold := c.MultipartThreshold
@@ -150,17 +180,17 @@ func (c *Copier) copyOnce(ctx context.Context, src objstore.Info) (objstore.Info
 		select {
 		case c.big <- struct{}{}:
 		case <-ctx.Done():
-			return objstore.Info{}, ctx.Err()
+			return ctx.Err()
 		}
 		defer func() { <-c.big }()
 		start := src
 		if inPlace {
 			var err error
 			if start, err = c.Source.Stat(ctx, src.Key); err != nil {
-				return objstore.Info{}, fmt.Errorf("copy %s: %w", src.Key, err)
+				return fmt.Errorf("copy %s: %w", src.Key, err)
 			}
 			if err := sameAsListed(src, start); err != nil {
-				return objstore.Info{}, err
+				return err
 			}
 			opts.Gate = func() (time.Time, error) { return time.Time{}, c.unchanged(ctx, start, nil) }
 		}
@@ -177,24 +207,30 @@ func (c *Copier) copyOnce(ctx context.Context, src objstore.Info) (objstore.Info
 			}
 		}
 		if err != nil {
-			return objstore.Info{}, fmt.Errorf("copy %s: %w", src.Key, err)
+			return fmt.Errorf("copy %s: %w", src.Key, err)
 		}
-		return info, nil
+		done(info, nil)
+		return nil
 	}
 	rc, got, err := c.open(ctx, src, inPlace)
 	if err != nil {
-		return objstore.Info{}, err
+		return err
 	}
 	defer rc.Close()
 	var body io.Reader = rc
 	if inPlace {
 		body = &checkAtEnd{r: rc, left: src.Size, check: func() error { return c.unchanged(ctx, got, rc) }}
 	}
-	info, err := c.Target.Put(ctx, src.Key, body, src.Size, opts)
+	err = objstore.PutDeferred(ctx, c.Target, src.Key, body, src.Size, opts, func(info objstore.Info, err error) {
+		if err != nil {
+			err = fmt.Errorf("copy %s: %w", src.Key, err)
+		}
+		done(info, err)
+	})
 	if err != nil {
-		return objstore.Info{}, fmt.Errorf("copy %s: %w", src.Key, err)
+		return fmt.Errorf("copy %s: %w", src.Key, err)
 	}
-	return info, nil
+	return nil
 }
 
 // open opens src for a copy of the version listed: a source that changes

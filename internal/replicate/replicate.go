@@ -42,8 +42,8 @@ type Pair struct {
 	// Exclude lists key prefixes that replication leaves alone on both sides.
 	Exclude []string
 	// Transfers is the number of objects copied at once (default 16). A
-	// target that asks for more writes in flight (objstore.InFlighter, a
-	// folder's group commit) gets them.
+	// target that asks for more writes in flight (objstore.InFlighter: S3)
+	// gets them.
 	Transfers int
 	// MultipartThreshold is the size from which an object goes up in parts
 	// when the target supports it (default 64 MiB); PartSize is the part
@@ -331,25 +331,29 @@ func (p *Pair) run(ctx context.Context, sum *Summary, guard *fence.Guard) error 
 					close(j.slot.done)
 					continue
 				}
-				info, err := copier.Copy(ctx, j.src)
-				if fence.Refused(err) {
-					cancel(err) // the pass may not write: stop it, not the object
+				// The slot is done when the copy is published, which
+				// a folder does in batches, after the worker moved on
+				// (workers counts it until then).
+				workers.Add(1)
+				copier.CopyLater(ctx, j.src, func(info objstore.Info, err error) {
+					defer workers.Done()
+					switch {
+					case fence.Refused(err):
+						cancel(err) // the pass may not write: stop it, not the object
+					case err == nil:
+						j.slot.e = entry{Key: j.src.Key, Src: identOf(j.src), Dst: identOf(info)}
+						j.slot.write = true
+						p.Stats.Copied(info.Size)
+					case ctx.Err() == nil:
+						p.Stats.Failed.Add(1)
+						p.Log.Warn("copy failed", "pair", p.Name, "key", j.src.Key, "err", err)
+						mu.Lock()
+						f := retryQ[j.src.Key]
+						failures[j.src.Key] = p.nextFailure(f, j.src.Key, err)
+						mu.Unlock()
+					}
 					close(j.slot.done)
-					continue
-				}
-				if err == nil {
-					j.slot.e = entry{Key: j.src.Key, Src: identOf(j.src), Dst: identOf(info)}
-					j.slot.write = true
-					p.Stats.Copied(info.Size)
-				} else if ctx.Err() == nil {
-					p.Stats.Failed.Add(1)
-					p.Log.Warn("copy failed", "pair", p.Name, "key", j.src.Key, "err", err)
-					mu.Lock()
-					f := retryQ[j.src.Key]
-					failures[j.src.Key] = p.nextFailure(f, j.src.Key, err)
-					mu.Unlock()
-				}
-				close(j.slot.done)
+				})
 			}
 		}()
 	}

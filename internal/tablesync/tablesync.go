@@ -324,7 +324,6 @@ func dataFiles(snap *delta.Snapshot, root string, existing map[string]int64, res
 	return out, nil
 }
 
-// copyAll copies files in parallel.
 // copied counts one file copied (or found published) in Progress.
 func (s *Sync) copied(size int64) {
 	if s.Progress != nil {
@@ -332,6 +331,8 @@ func (s *Sync) copied(size int64) {
 	}
 }
 
+// copyAll copies files in parallel, and returns when every copy is
+// published or failed.
 func (s *Sync) copyAll(ctx context.Context, files []objstore.Info, count, bytes *int64) error {
 	c := &s.Copier
 	c.Source, c.Target = s.Source, s.Target
@@ -353,16 +354,21 @@ func (s *Sync) copyAll(ctx context.Context, files []objstore.Info, count, bytes 
 					}
 					f.Size = st.Size
 				}
-				info, err := c.Copy(ctx, f)
-				if err != nil {
-					cancel(s.missing(f.Key, err))
-					continue
-				}
-				mu.Lock()
-				*count++
-				*bytes += info.Size
-				mu.Unlock()
-				s.copied(info.Size)
+				// Published in batches into a folder, after the worker
+				// moved on (wg counts it until then).
+				wg.Add(1)
+				c.CopyLater(ctx, f, func(info objstore.Info, err error) {
+					defer wg.Done()
+					if err != nil {
+						cancel(s.missing(f.Key, err))
+						return
+					}
+					mu.Lock()
+					*count++
+					*bytes += info.Size
+					mu.Unlock()
+					s.copied(info.Size)
+				})
 			}
 		}()
 	}

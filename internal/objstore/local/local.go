@@ -42,9 +42,10 @@ const lockName = Reserved + "lock"
 //
 // Every Put makes the file's data durable before the rename that makes it
 // visible, so an object is whole even after a power loss. Plain Puts commit
-// in groups: the Puts waiting at one moment share one syncfs(2) and are then
-// renamed into place, which costs far less than an fsync per small file.
-// Conditional Puts sync their own file. A rename becomes durable when its
+// in batches (see commit): the files staged at one moment share one
+// syncfs(2) and are then renamed into place, which costs far less than an
+// fsync per small file. A writer that need not wait for that stages with
+// PutDeferred and moves on. Conditional Puts sync their own file. A rename becomes durable when its
 // directory is synced: at once for conditional writes, and at the next Sync
 // for plain ones, so that a pass of many objects syncs each directory once.
 type Bucket struct {
@@ -57,9 +58,9 @@ type Bucket struct {
 
 	casMu sync.Mutex // one compare-and-swap of this Bucket at a time (see lock)
 
-	queueMu sync.Mutex
-	queue   []chan error  // Puts waiting for the next group sync
-	leader  chan struct{} // holds a token while a Put syncs a group
+	queueMu    sync.Mutex
+	queue      []*staged // plain writes staged for the next batch
+	committing bool      // a committer runs (see commit)
 
 	realDirs sync.Map // folders below the root found to be no symbolic link
 }
@@ -68,7 +69,7 @@ var (
 	_ objstore.Bucket        = (*Bucket)(nil)
 	_ objstore.ModTimeKeeper = (*Bucket)(nil)
 	_ objstore.Syncer        = (*Bucket)(nil)
-	_ objstore.InFlighter    = (*Bucket)(nil)
+	_ objstore.Deferrer      = (*Bucket)(nil)
 	_ objstore.Gated         = (*Bucket)(nil)
 	_ objstore.GateDeleter   = (*Bucket)(nil)
 	_ objstore.Revoker       = (*Bucket)(nil)
@@ -97,7 +98,7 @@ func Open(root string, create bool) (*Bucket, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("%s is a file, not a folder", abs)
 	}
-	return &Bucket{root: abs, dirty: map[string]bool{}, leader: make(chan struct{}, 1)}, nil
+	return &Bucket{root: abs, dirty: map[string]bool{}}, nil
 }
 
 // Root is the absolute path of the folder.
@@ -124,11 +125,6 @@ func (b *Bucket) GatesWrites() bool { return true }
 // staging folder that Revoke takes away, so one that succeeded did so
 // before any revocation, however late it returned.
 func (b *Bucket) LateBound() time.Duration { return math.MaxInt64 }
-
-// InFlight is the number of Puts worth running at once: a group commit costs
-// one filesystem sync whatever its size, so more waiting Puts mean fewer
-// syncs. Each in-flight Put is a goroutine and an open file.
-func (b *Bucket) InFlight() int { return 256 }
 
 // path maps a key to a file path, refusing keys that cannot be a file below
 // the root.
@@ -432,11 +428,99 @@ func (b *Bucket) GetRange(ctx context.Context, key string, off, n int64, etag st
 }
 
 func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, opts objstore.PutOptions) (objstore.Info, error) {
-	p, err := b.writePath(key)
+	if !opts.IfAbsent && opts.IfMatch == "" {
+		// A plain Put is a deferred one that waits for its batch.
+		type result struct {
+			info objstore.Info
+			err  error
+		}
+		res := make(chan result, 1)
+		if err := b.PutDeferred(ctx, key, r, size, opts, func(info objstore.Info, err error) { res <- result{info, err} }); err != nil {
+			return objstore.Info{}, err
+		}
+		got := <-res
+		return got.info, got.err
+	}
+	s, err := b.stageWrite(ctx, key, r, size, opts, true)
 	if err != nil {
 		return objstore.Info{}, err
 	}
-	dir := filepath.Dir(p)
+	published := false
+	defer func() {
+		if !published {
+			os.Remove(s.tmp)
+		}
+	}()
+	if opts.IfAbsent {
+		// link(2) fails with EEXIST if the name exists, atomically.
+		if _, err := opts.Gate.Run(); err != nil {
+			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
+		}
+		if err := place(os.Link, s.tmp, s.final); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return objstore.Info{}, fmt.Errorf("put %s in %s: object exists: %w", key, b.URL(), objstore.ErrPrecondition)
+			}
+			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
+		}
+		os.Remove(s.tmp)
+	} else if err := b.compareAndPlace(ctx, key, opts, s.tmp, s.final); err != nil {
+		return objstore.Info{}, err
+	}
+	published = true
+	// A conditional write decides something (a lease, a manifest): make
+	// it durable before saying it happened.
+	if err := syncDir(filepath.Dir(s.final)); err != nil {
+		return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
+	}
+	return info(key, s.st), nil
+}
+
+// PutDeferred stages a plain write and returns; a committer makes it
+// durable and visible together with the others staged meanwhile, and then
+// calls done (objstore.Deferrer). Conditional writes are not deferred:
+// they are Put, and done is called before PutDeferred returns.
+func (b *Bucket) PutDeferred(ctx context.Context, key string, r io.Reader, size int64, opts objstore.PutOptions, done func(objstore.Info, error)) error {
+	if opts.IfAbsent || opts.IfMatch != "" {
+		info, err := b.Put(ctx, key, r, size, opts)
+		if err != nil {
+			return err
+		}
+		done(info, nil)
+		return nil
+	}
+	s, err := b.stageWrite(ctx, key, r, size, opts, false)
+	if err != nil {
+		return err
+	}
+	s.ctx, s.gate, s.done = ctx, opts.Gate, done
+	b.queueMu.Lock()
+	b.queue = append(b.queue, s)
+	start := !b.committing
+	b.committing = true
+	b.queueMu.Unlock()
+	if start {
+		go b.commit()
+	}
+	return nil
+}
+
+// staged is a write whose bytes are in a staged file, not yet in place.
+type staged struct {
+	key, tmp, final string
+	st              *syscall.Stat_t // the inode and times survive the rename
+	ctx             context.Context
+	gate            objstore.Gate
+	done            func(objstore.Info, error)
+}
+
+// stageWrite writes r into a new staged file for key, with its mode and
+// modification time, synced when sync is set, and closes it. Nothing is
+// left behind when it fails.
+func (b *Bucket) stageWrite(ctx context.Context, key string, r io.Reader, size int64, opts objstore.PutOptions, sync bool) (*staged, error) {
+	p, err := b.writePath(key)
+	if err != nil {
+		return nil, err
+	}
 	// Created with its mode: a chmod is needed only where the umask takes
 	// bits away from it.
 	perm := uint32(0o644)
@@ -445,15 +529,8 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 	}
 	tmp, err := b.createTemp(perm)
 	if err != nil {
-		return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
+		return nil, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
 	}
-	tmpName := tmp.name
-	published := false
-	defer func() {
-		if !published {
-			os.Remove(tmpName)
-		}
-	}()
 	src := r
 	if _, bare := r.(io.WriterTo); !bare {
 		// A file (or a reader that writes itself out from one) is left
@@ -470,61 +547,26 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 	if err == nil && !opts.ModTime.IsZero() {
 		err = futimens(tmp, opts.ModTime)
 	}
-	conditional := opts.IfAbsent || opts.IfMatch != ""
-	if err == nil && conditional {
+	if err == nil && sync {
 		err = tmp.Sync()
 	}
 	var st *syscall.Stat_t
 	if err == nil {
-		st, err = tmp.stat() // the inode and times survive the rename
+		st, err = tmp.stat()
 	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
-	// The destination folder is made when the rename or link finds it
-	// missing (place): most exist already, and a stat per file shows.
 	if errors.Is(err, fs.ErrNotExist) {
-		if _, serr := os.Lstat(tmpName); errors.Is(serr, fs.ErrNotExist) {
+		if _, serr := os.Lstat(tmp.name); errors.Is(serr, fs.ErrNotExist) {
 			err = fmt.Errorf("its staging was revoked: another region took over while it was held up: %w", objstore.ErrRevoked)
 		}
 	}
 	if err != nil {
-		return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
+		os.Remove(tmp.name)
+		return nil, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
 	}
-
-	switch {
-	case opts.IfAbsent:
-		// link(2) fails with EEXIST if the name exists, atomically.
-		if _, err := opts.Gate.Run(); err != nil {
-			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
-		}
-		if err := place(os.Link, tmpName, p); err != nil {
-			if errors.Is(err, fs.ErrExist) {
-				return objstore.Info{}, fmt.Errorf("put %s in %s: object exists: %w", key, b.URL(), objstore.ErrPrecondition)
-			}
-			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
-		}
-	case opts.IfMatch != "":
-		if err := b.compareAndPlace(ctx, key, opts, tmpName, p); err != nil {
-			return objstore.Info{}, err
-		}
-	default:
-		if err := b.groupCommit(tmpName, p, opts.Gate); err != nil {
-			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
-		}
-	}
-	published = true
-	if conditional {
-		if opts.IfAbsent {
-			os.Remove(tmpName)
-		}
-		// A conditional write decides something (a lease, a manifest):
-		// make it durable before saying it happened.
-		if err := syncDir(dir); err != nil {
-			return objstore.Info{}, fmt.Errorf("put %s in %s: %w", key, b.URL(), err)
-		}
-	}
-	return info(key, st), nil
+	return &staged{key: key, tmp: tmp.name, final: p, st: st}, nil
 }
 
 var tempSeq atomic.Uint64
@@ -618,48 +660,62 @@ func place(op func(from, to string) error, staged, final string) error {
 	return op(staged, final)
 }
 
-// groupCommit makes tmp's data durable and renames it to final. Puts that
-// arrive while a group is syncing form the next group; the first of them to
-// become leader syncs the filesystem once for all. Each Put then renames its
-// own file, while the next group syncs.
-func (b *Bucket) groupCommit(tmp, final string, gate objstore.Gate) error {
-	done := make(chan error, 1)
-	b.queueMu.Lock()
-	b.queue = append(b.queue, done)
-	b.queueMu.Unlock()
-
-	var err error
-	select {
-	case err = <-done: // a leader took this one along
-	case b.leader <- struct{}{}:
-		select {
-		case err = <-done: // the leader before took it along
-		default:
-			// Still queued: this Put leads the group.
-			b.queueMu.Lock()
-			group := b.queue
-			b.queue = nil
+// commit publishes the staged writes in batches until none is left. One
+// syncfs(2) makes a whole batch's data durable, however many files it
+// holds, which costs far less than an fsync per small file; the batch is
+// then renamed into place by a few goroutines (a rename from one folder to
+// another takes a lock of the whole filesystem, so more would only wait)
+// while the writes staged meanwhile form the next batch and sync.
+func (b *Bucket) commit() {
+	var renaming sync.WaitGroup
+	defer renaming.Wait()
+	for {
+		b.queueMu.Lock()
+		batch := b.queue
+		b.queue = nil
+		if len(batch) == 0 {
+			b.committing = false
 			b.queueMu.Unlock()
-			serr := b.syncfs()
-			for _, g := range group {
-				g <- serr
-			}
-			err = <-done
+			return
 		}
-		<-b.leader
+		b.queueMu.Unlock()
+		err := b.syncfs()
+		renaming.Wait() // one batch renames while the next syncs
+		next := atomic.Int64{}
+		for range min(len(batch), renamers) {
+			renaming.Go(func() {
+				for i := next.Add(1) - 1; i < int64(len(batch)); i = next.Add(1) - 1 {
+					b.publish(batch[i], err)
+				}
+			})
+		}
+	}
+}
+
+// renamers is the number of goroutines that rename a batch into place.
+const renamers = 3
+
+// publish renames a synced staged file into place if its writer still
+// wants it (its context) and may (its gate), and tells the writer.
+func (b *Bucket) publish(s *staged, err error) {
+	if err == nil {
+		err = context.Cause(s.ctx)
 	}
 	if err == nil {
-		_, err = gate.Run()
+		_, err = s.gate.Run()
 	}
 	if err == nil {
-		err = place(rename, tmp, final)
+		err = place(rename, s.tmp, s.final)
 	}
-	if err == nil {
-		b.mu.Lock()
-		b.dirty[filepath.Dir(final)] = true
-		b.mu.Unlock()
+	if err != nil {
+		os.Remove(s.tmp)
+		s.done(objstore.Info{}, fmt.Errorf("put %s in %s: %w", s.key, b.URL(), err))
+		return
 	}
-	return err
+	b.mu.Lock()
+	b.dirty[filepath.Dir(s.final)] = true
+	b.mu.Unlock()
+	s.done(info(s.key, s.st), nil)
 }
 
 // syncfs writes back every dirty file of the folder's filesystem.

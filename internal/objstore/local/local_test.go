@@ -382,3 +382,128 @@ func TestTidy(t *testing.T) {
 		t.Fatalf("the root holds %d entries, want a and c only", len(ents))
 	}
 }
+
+// TestPutDeferred: a deferred write becomes visible only when it is
+// published, after PutDeferred returned; one whose writer gave up or whose
+// staging was revoked before then never becomes visible and leaves
+// nothing; many at once are each published once.
+func TestPutDeferred(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	b, err := local.Open(root, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		info objstore.Info
+		err  error
+	}
+	put := func(ctx context.Context, key, data string, gate objstore.Gate) chan result {
+		t.Helper()
+		res := make(chan result, 1)
+		err := b.PutDeferred(ctx, key, strings.NewReader(data), int64(len(data)), objstore.PutOptions{Gate: gate},
+			func(info objstore.Info, err error) { res <- result{info, err} })
+		if err != nil {
+			t.Fatalf("stage %s: %v", key, err)
+		}
+		return res
+	}
+	// held is a gate that waits until the test lets it through.
+	held := func() (objstore.Gate, chan struct{}, chan struct{}) {
+		at, release := make(chan struct{}), make(chan struct{})
+		return func() (time.Time, error) { close(at); <-release; return time.Time{}, nil }, at, release
+	}
+	visible := func(key string) bool {
+		_, err := b.Stat(ctx, key)
+		if err != nil && !errors.Is(err, objstore.ErrNotExist) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+
+	// Staged and held at its publish: not visible, not listed.
+	gate, at, release := held()
+	res := put(ctx, "a", "first", gate)
+	<-at
+	if visible("a") {
+		t.Fatal("a deferred write is visible before it was published")
+	}
+	for info, err := range b.List(ctx, "") {
+		t.Fatalf("listed before it was published: %v %v", info.Key, err)
+	}
+	close(release)
+	got := <-res
+	if got.err != nil {
+		t.Fatal(got.err)
+	}
+	st, err := b.Stat(ctx, "a")
+	if err != nil || st.ETag != got.info.ETag || st.Size != 5 {
+		t.Fatalf("published: %+v, %v; done said %+v", st, err, got.info)
+	}
+
+	// A writer that gave up before its write was published.
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if got := <-put(gone, "b", "second", nil); !errors.Is(got.err, context.Canceled) {
+		t.Fatalf("a write whose writer gave up: %v, want context.Canceled", got.err)
+	}
+	if visible("b") {
+		t.Fatal("a write whose writer gave up became visible")
+	}
+
+	// Another process takes the staging away before the publish.
+	gate, at, release = held()
+	res = put(ctx, "c", "third", gate)
+	<-at
+	other, err := local.Open(root, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := other.Revoke(ctx); err != nil || n != 1 {
+		t.Fatalf("revoke: %d staged files, %v; want 1", n, err)
+	}
+	close(release)
+	if got := <-res; !errors.Is(got.err, objstore.ErrRevoked) {
+		t.Fatalf("a write revoked before its publish: %v, want ErrRevoked", got.err)
+	}
+	if visible("c") {
+		t.Fatal("a revoked write became visible")
+	}
+
+	// Many at once: each published once, with its own bytes.
+	const n = 500
+	var wg sync.WaitGroup
+	var calls atomic.Int64
+	for i := range n {
+		wg.Add(1)
+		key := "many/" + strconv.Itoa(i)
+		if err := b.PutDeferred(ctx, key, strings.NewReader(key), int64(len(key)), objstore.PutOptions{},
+			func(_ objstore.Info, err error) {
+				if err != nil {
+					t.Error(err)
+				}
+				calls.Add(1)
+				wg.Done()
+			}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	if err := b.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if calls.Load() != n {
+		t.Fatalf("%d calls of done for %d writes", calls.Load(), n)
+	}
+	for i := range n {
+		key := "many/" + strconv.Itoa(i)
+		if data, err := os.ReadFile(filepath.Join(root, key)); err != nil || string(data) != key {
+			t.Fatalf("%s holds %q, %v", key, data, err)
+		}
+	}
+	local.Tidy()
+	ents, _ := os.ReadDir(root)
+	if len(ents) != 2 {
+		t.Fatalf("the root holds %d entries, want a and many only: nothing staged is left", len(ents))
+	}
+}
