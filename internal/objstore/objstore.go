@@ -389,6 +389,8 @@ func Sync(ctx context.Context, b Bucket) error {
 // returns; the object becomes visible later, and done is called once,
 // perhaps from another goroutine, with what Put would have returned. An
 // error from PutDeferred means nothing was stored and done is not called.
+// done must not wait for another write to the same store: the store may
+// call it from the goroutine that publishes the others.
 // A decorator implements it itself or not at all: its own Put must stay
 // in the path (see PutDeferred).
 type Deferrer interface {

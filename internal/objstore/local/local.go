@@ -45,8 +45,8 @@ const lockName = Reserved + "lock"
 // in batches (see commit): the files staged at one moment share one
 // syncfs(2) and are then renamed into place, which costs far less than an
 // fsync per small file. A writer that need not wait for that stages with
-// PutDeferred and moves on. Conditional Puts sync their own file. A rename becomes durable when its
-// directory is synced: at once for conditional writes, and at the next Sync
+// PutDeferred and moves on. Conditional Puts sync their own file. A rename
+// becomes durable when its directory is synced: at once for conditional writes, and at the next Sync
 // for plain ones, so that a pass of many objects syncs each directory once.
 type Bucket struct {
 	root  string
@@ -514,9 +514,11 @@ type staged struct {
 }
 
 // stageWrite writes r into a new staged file for key, with its mode and
-// modification time, synced when sync is set, and closes it. Nothing is
-// left behind when it fails.
-func (b *Bucket) stageWrite(ctx context.Context, key string, r io.Reader, size int64, opts objstore.PutOptions, sync bool) (*staged, error) {
+// modification time, synced when fsync is set, and closes it. Nothing is
+// left behind when it fails. The destination folder is made when the
+// rename or link finds it missing (place): most exist already, and a stat
+// per file shows.
+func (b *Bucket) stageWrite(ctx context.Context, key string, r io.Reader, size int64, opts objstore.PutOptions, fsync bool) (*staged, error) {
 	p, err := b.writePath(key)
 	if err != nil {
 		return nil, err
@@ -547,7 +549,7 @@ func (b *Bucket) stageWrite(ctx context.Context, key string, r io.Reader, size i
 	if err == nil && !opts.ModTime.IsZero() {
 		err = futimens(tmp, opts.ModTime)
 	}
-	if err == nil && sync {
+	if err == nil && fsync {
 		err = tmp.Sync()
 	}
 	var st *syscall.Stat_t
