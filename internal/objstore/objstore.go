@@ -397,18 +397,39 @@ type Deferrer interface {
 	PutDeferred(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions, done func(Info, error)) error
 }
 
-// PutDeferred is b's PutDeferred, or for a bucket that does not defer, a
-// Put whose result goes to done when it succeeds.
+// PutDeferred is b's PutDeferred, or PutNow for a bucket that does not
+// defer.
 func PutDeferred(ctx context.Context, b Bucket, key string, r io.Reader, size int64, opts PutOptions, done func(Info, error)) error {
 	if d, ok := b.(Deferrer); ok {
 		return d.PutDeferred(ctx, key, r, size, opts, done)
 	}
+	return PutNow(ctx, b, key, r, size, opts, done)
+}
+
+// PutNow is a PutDeferred that publishes before it returns: b's Put, whose
+// result goes to done when it succeeds.
+func PutNow(ctx context.Context, b Bucket, key string, r io.Reader, size int64, opts PutOptions, done func(Info, error)) error {
 	info, err := b.Put(ctx, key, r, size, opts)
 	if err != nil {
 		return err
 	}
 	done(info, nil)
 	return nil
+}
+
+// Await starts a write that reports through done (a PutDeferred, a
+// deferred copy) and waits for its result.
+func Await(start func(done func(Info, error)) error) (Info, error) {
+	type result struct {
+		info Info
+		err  error
+	}
+	res := make(chan result, 1)
+	if err := start(func(info Info, err error) { res <- result{info, err} }); err != nil {
+		return Info{}, err
+	}
+	got := <-res
+	return got.info, got.err
 }
 
 // InFlighter is implemented by buckets that want more writes in flight than

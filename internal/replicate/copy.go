@@ -67,14 +67,10 @@ func (c *Copier) init() {
 // the target's Info of the new object. An object missing from the source
 // is not retried.
 func (c *Copier) Copy(ctx context.Context, src objstore.Info) (objstore.Info, error) {
-	type result struct {
-		info objstore.Info
-		err  error
-	}
-	res := make(chan result, 1)
-	c.CopyLater(ctx, src, func(info objstore.Info, err error) { res <- result{info, err} })
-	got := <-res
-	return got.info, got.err
+	return objstore.Await(func(done func(objstore.Info, error)) error {
+		c.CopyLater(ctx, src, done)
+		return nil
+	})
 }
 
 // CopyLater copies like Copy, but into a target that publishes in batches

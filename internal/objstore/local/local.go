@@ -430,16 +430,9 @@ func (b *Bucket) GetRange(ctx context.Context, key string, off, n int64, etag st
 func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, opts objstore.PutOptions) (objstore.Info, error) {
 	if !opts.IfAbsent && opts.IfMatch == "" {
 		// A plain Put is a deferred one that waits for its batch.
-		type result struct {
-			info objstore.Info
-			err  error
-		}
-		res := make(chan result, 1)
-		if err := b.PutDeferred(ctx, key, r, size, opts, func(info objstore.Info, err error) { res <- result{info, err} }); err != nil {
-			return objstore.Info{}, err
-		}
-		got := <-res
-		return got.info, got.err
+		return objstore.Await(func(done func(objstore.Info, error)) error {
+			return b.PutDeferred(ctx, key, r, size, opts, done)
+		})
 	}
 	s, err := b.stageWrite(ctx, key, r, size, opts, true)
 	if err != nil {
@@ -481,12 +474,7 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, o
 // they are Put, and done is called before PutDeferred returns.
 func (b *Bucket) PutDeferred(ctx context.Context, key string, r io.Reader, size int64, opts objstore.PutOptions, done func(objstore.Info, error)) error {
 	if opts.IfAbsent || opts.IfMatch != "" {
-		info, err := b.Put(ctx, key, r, size, opts)
-		if err != nil {
-			return err
-		}
-		done(info, nil)
-		return nil
+		return objstore.PutNow(ctx, b, key, r, size, opts, done)
 	}
 	s, err := b.stageWrite(ctx, key, r, size, opts, false)
 	if err != nil {
